@@ -1,0 +1,37 @@
+"""Serve the management ASGI app with hypercorn's Trio worker on a socket we bind
+ourselves (so port 0 works and the bound port is known before anyone connects)."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
+
+__all__ = ["serve_management_api"]
+
+
+async def serve_management_api(app: ASGIFramework, host: str, port: int, *,
+                               task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+                               ) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    bound = sock.getsockname()[1]
+    cfg = HypercornConfig()
+    cfg.bind = [f"fd://{sock.fileno()}"]
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.keep_alive_timeout = 75
+    cfg.h11_max_incomplete_size = 64 * 1024
+    cfg.graceful_timeout = 2.0
+    task_status.started(bound)
+    try:
+        await serve(app, cfg, mode="asgi")
+    finally:
+        sock.close()

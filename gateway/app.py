@@ -1,0 +1,191 @@
+"""The composition root: data directory, PKI, store, services, listeners — in one place.
+
+Everything else receives its collaborators as parameters.  The nursery tree is::
+
+    serve()
+    └─ open_store()            writer thread, joined after the listeners have stopped
+       └─ nursery
+          ├─ management API    hypercorn (trio worker) on 127.0.0.1:9080
+          └─ device listeners  front door: TLS, MQTT-only TLS, dev plain HTTP / MQTT
+
+Shutdown (SIGINT/SIGTERM or cancellation) stops accepting first, lets in-flight
+acknowledgements finish inside the front door's grace period, and only then closes the
+store, so nothing acknowledged is lost on a clean stop either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.config import OFF, GatewayConfig
+from gateway.services.bundle import Services
+from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource, now_us
+from gateway.services.control import ControlHub
+from gateway.services.logs import LogHub
+from gateway.store.api import AppendEvent
+from gateway.store.sqlite.writer import open_store
+from gateway.tls.pki import DevPKI, ensure_dev_pki
+
+__all__ = ["DEMO_RESOURCES", "Running", "RunInfo", "ensure_admin_token", "run_gateway", "serve"]
+
+log = logging.getLogger(__name__)
+
+DEMO_CONNECTOR_ID = "demo"
+# The ExoSense standard resources (PROTOCOL.md §4.5).
+DEMO_RESOURCES = [
+    Resource(alias="data_in", format="string"),
+    Resource(alias="data_out", format="string", settable=True, sync=True),
+    Resource(alias="config_io", format="string", settable=True, sync=True),
+]
+
+
+class RunInfo(msgspec.Struct):
+    """What ``DIR/run.json`` says about a running gateway (tests and benchmarks read it)."""
+
+    pid: int
+    ports: dict[str, int]
+    demo_connector: str | None
+    base_domain: str
+    data: str
+    admin_token_file: str
+    ca: str
+    implementation: str
+
+
+def ensure_admin_token(data_dir: Path) -> tuple[str, bool]:
+    """The admin bearer token (``DIR/admin.token``, mode 0600); created on first start."""
+    path = data_dir / "admin.token"
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token, True
+
+
+async def _ensure_demo(services: Services, config: GatewayConfig) -> str | None:
+    if not config.demo_connector:
+        return None
+    c = services.registry.get(DEMO_CONNECTOR_ID)
+    if c is None:
+        settings = ConnectorSettings(protocol=ProtocolSettings(name="onep:v1/http",
+                                                               devmode=config.dev))
+        await services.connectors.create(
+            name="Demo connector", connector_id=DEMO_CONNECTOR_ID,
+            description="ExoSense standard resources; created on first start",
+            settings=settings, resources=list(DEMO_RESOURCES))
+    elif config.dev and not c.settings.protocol.devmode:
+        settings = msgspec.structs.replace(
+            c.settings, protocol=msgspec.structs.replace(c.settings.protocol, devmode=True))
+        await services.connectors.update(DEMO_CONNECTOR_ID, settings=settings)
+    return DEMO_CONNECTOR_ID
+
+
+def _port(value: int, enabled: bool = True) -> int | None:
+    return None if (value == OFF or not enabled) else value
+
+
+async def _reset_online(services: Services) -> None:
+    """After a crash devices may still be marked online; nobody is connected at start."""
+
+    def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+        conn.execute("UPDATE devices SET online = 0 WHERE online = 1")
+
+    await services.store.call(tx)
+
+
+class Running(msgspec.Struct):
+    """A started gateway, as ``run_gateway`` reports it (tests reach the services)."""
+
+    info: RunInfo
+    services: Services
+
+
+async def serve(config: GatewayConfig, *,
+                task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the gateway until SIGINT/SIGTERM (or cancellation)."""
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(run_gateway, config)
+        task_status.started(running.info)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal %s: shutting down", signum)
+                break
+        nursery.cancel_scope.cancel()
+
+
+async def run_gateway(config: GatewayConfig, *,
+                      task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the gateway until cancelled."""
+    from gateway._impl import implementation
+    from gateway.api.mgmt import create_app
+    from gateway.api.server import serve_management_api
+    from gateway.frontdoor.connection import Handlers
+    from gateway.frontdoor.http import make_http_server
+    from gateway.frontdoor.listeners import FrontDoorConfig, serve_device_listeners
+    from gateway.frontdoor.mqtt import make_mqtt_server
+
+    data = config.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    pki: DevPKI = await trio.to_thread.run_sync(ensure_dev_pki, data / "tls", config.base_domain)
+    token, _created = ensure_admin_token(data)
+    logs = LogHub()
+    control = ControlHub()
+    async with open_store(
+        data / "gateway.db", synchronous=config.synchronous,
+        event_retention_count=config.event_retention_count,
+        event_retention_age_s=config.event_retention_days * 86400.0,
+    ) as store:
+        services = Services(config, store, logs=logs, control=control)
+        store.on_events = services.on_events
+        services.admin_token = token
+        services.connectors.load()
+        await _reset_online(services)
+        demo = await _ensure_demo(services, config)
+        async with trio.open_nursery() as nursery:
+            api_port = await nursery.start(
+                serve_management_api, create_app(services), config.api_host, config.api_port)
+            fd_config = FrontDoorConfig(
+                host=config.host,
+                tls_port=_port(config.tls_port),
+                mqtt_tls_port=_port(config.mqtt_tls_port),
+                dev_http_port=_port(config.dev_http_port, config.dev),
+                dev_mqtt_port=_port(config.dev_mqtt_port, config.dev),
+                server_cert_path=str(pki.server_cert),
+                server_key_path=str(pki.server_key),
+                handshake_timeout_s=config.handshake_timeout_s,
+                max_connections=config.max_connections,
+                max_handshakes_in_flight=config.max_handshakes,
+                dev_default_connector=config.dev_connector if config.dev else None,
+            )
+            handlers = Handlers(serve_mqtt=make_mqtt_server(services),
+                                serve_http=make_http_server(services))
+            ports: dict[str, Any] = await nursery.start(
+                serve_device_listeners, fd_config, services.directory, handlers, services.debug)
+            info = RunInfo(pid=os.getpid(), ports={"api": api_port, **ports},
+                           demo_connector=demo, base_domain=config.base_domain,
+                           data=str(data.resolve()),
+                           admin_token_file=str((data / "admin.token").resolve()),
+                           ca=str(Path(pki.ca_cert).resolve()), implementation=implementation())
+            run_json = data / "run.json"
+            tmp = run_json.with_suffix(".tmp")
+            tmp.write_text(json.dumps(msgspec.to_builtins(info), indent=2))
+            tmp.replace(run_json)
+            task_status.started(Running(info, services))
+            try:
+                await trio.sleep_forever()
+            finally:
+                run_json.unlink(missing_ok=True)
+

@@ -1,0 +1,90 @@
+"""Gateway configuration: one Struct, loaded once at start and passed down.
+
+Precedence, lowest first: built-in defaults, ``DIR/gateway.toml``, environment variables
+``GATEWAY_<FIELD>`` (upper case, e.g. ``GATEWAY_BASE_DOMAIN``), command-line flags.  Port
+``0`` asks the OS for a free port (tests, benchmarks); ``-1`` turns a listener off.  The
+ports actually bound are written to ``DIR/run.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["GatewayConfig", "load_config"]
+
+OFF = -1
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    data: str = "./var"
+    base_domain: str = "localhost"
+    host: str = "0.0.0.0"  # device listeners
+    tls_port: int = 8443  # HTTP/1.1, h2 and MQTT by ALPN (Murano's 443)
+    mqtt_tls_port: int = 8883
+    dev: bool = False  # turns on the plain ports below with the demo connector
+    dev_http_port: int = 8080
+    dev_mqtt_port: int = 1883
+    dev_connector: str = "demo"  # the plain MQTT port's connector
+    api_host: str = "127.0.0.1"
+    api_port: int = 9080
+    synchronous: str = "FULL"  # SQLite: FULL survives power loss; NORMAL for benchmarks
+    handshake_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0  # MQTT: CONNECT must arrive this soon after TLS
+    max_connections: int = 19_000
+    max_handshakes: int = 512
+    event_retention_count: int = 1_000_000
+    event_retention_days: float = 30.0
+    demo_connector: bool = True  # create the demo connector on first start
+    log_level: str = "INFO"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data)
+
+
+def _coerce(field: str, raw: str) -> Any:
+    default = getattr(GatewayConfig(), field)
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"GATEWAY_{field.upper()}: expected a boolean, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def load_config(overrides: dict[str, Any] | None = None, *,
+                environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Build the configuration; ``overrides`` are the flags the user actually gave."""
+    env = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fields = set(GatewayConfig.__struct_fields__)
+    values: dict[str, Any] = {}
+    data = overrides.get("data") or env.get("GATEWAY_DATA") or "./var"
+    toml_path = Path(data) / "gateway.toml"
+    if toml_path.exists():
+        with toml_path.open("rb") as fh:
+            doc = tomllib.load(fh)
+        unknown = set(doc) - fields
+        if unknown:
+            raise ValueError(f"{toml_path}: unknown settings {', '.join(sorted(unknown))}")
+        values.update(doc)
+    for name in fields:
+        raw = env.get(f"GATEWAY_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    values.update(overrides)
+    values["data"] = str(data)
+    try:
+        return msgspec.convert(values, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,105 @@
+"""Typed values shared across layers (ARCHITECTURE principle 5: Structs, not dicts).
+
+Everything here is a frozen msgspec Struct or an enum; these are the nouns that travel from
+the front door through the services to the store and back out to the logs.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import msgspec
+
+__all__ = [
+    "AuthMethod",
+    "CertClaim",
+    "ConnectionInfo",
+    "DeviceStatus",
+    "LogRecord",
+    "Protocol",
+    "ResourceFormat",
+    "Transport",
+]
+
+
+class Transport(str, Enum):
+    """Which listener a connection arrived on."""
+
+    TLS = "tls"  # multi-protocol TLS port (ALPN / first-byte switch), Murano's 443
+    MQTT_TLS = "mqtt_tls"  # MQTT-only TLS port, 8883
+    DEV_HTTP = "dev_http"  # plain HTTP, dev mode, connector by Host header
+    DEV_MQTT = "dev_mqtt"  # plain MQTT, dev mode, default connector
+
+
+class Protocol(str, Enum):
+    """Event-log protocol names (PROTOCOL.md §12 item 20)."""
+
+    HTTP = "onep:v1/http"
+    MQTT = "murano:v1/mqtt"
+    C2C = "c2c"
+
+
+class AuthMethod(str, Enum):
+    TOKEN = "token"
+    PASSWORD = "password"
+    CERTIFICATE = "certificate"
+
+
+class DeviceStatus(str, Enum):
+    WHITELISTED = "whitelisted"
+    PROVISIONED = "provisioned"
+
+
+class ResourceFormat(str, Enum):
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+
+
+class CertClaim(msgspec.Struct, frozen=True, gc=False):
+    """What a TLS client certificate says about its holder, as the front door saw it.
+
+    ``verified`` is True when the chain was checked against the connector's CA (and was
+    valid), False when no CA is configured (the certificate must then be pinned by its
+    ``fingerprint``, hex SHA-256 of the DER).  A certificate that fails CA verification never
+    produces a claim: the front door refuses the connection.
+    """
+
+    cn: str
+    fingerprint: str
+    verified: bool
+    pem: str = ""
+
+
+class ConnectionInfo(msgspec.Struct, frozen=True, gc=False):
+    """Per-connection facts, one Struct instead of nine positional arguments."""
+
+    connection_id: str
+    connector_id: str | None  # None: not known yet (plain HTTP before the Host header)
+    peer_ip: str
+    peer_port: int
+    transport: Transport
+    alpn: str | None = None
+    server_name: str | None = None
+    cert: CertClaim | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.transport in (Transport.TLS, Transport.MQTT_TLS)
+
+
+class LogRecord(msgspec.Struct, frozen=True, gc=False):
+    """One live-log line (not persisted).  ``kind`` is ``events`` (mirrors the durable event
+    log) or ``debug`` (connection-level diagnostics, including pre-authentication failures
+    keyed only by ``ip``).  ``reason`` uses PROTOCOL.md §12 item 24's vocabulary."""
+
+    kind: str
+    timestamp: int  # µs
+    connector_id: str | None
+    ip: str | None
+    identity: str | None = None
+    connection_id: str | None = None
+    protocol: str | None = None
+    event: str = ""
+    reason: str | None = None
+    detail: str | None = None

@@ -1,0 +1,431 @@
+"""Connectors (tenants), their settings and resource definitions.
+
+Connectors and resources change rarely and are read on every connection and write, so the
+service keeps them in memory (a :class:`Registry`) and updates that copy only after the
+change has committed.  The store remains the source of truth; the registry is rebuilt from
+it at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import sqlite3
+import string
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.errors import AlreadyExists, BadRequest, NotFound
+from gateway.identity import IDENTITY_TYPES, validate_identity
+from gateway.store.api import AppendEvent, Store
+
+__all__ = [
+    "Connector",
+    "ConnectorService",
+    "ConnectorSettings",
+    "IdentityFormat",
+    "Registry",
+    "Resource",
+    "now_us",
+]
+
+CONNECTOR_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
+ALIAS_RE = re.compile(r"^[^.$/+#\s]{1,64}$")
+DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes per resource value (PROTOCOL.md §3.1)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class ProtocolSettings(msgspec.Struct, forbid_unknown_fields=True):
+    name: Literal["onep:v1/http", "murano:v1/mqtt", "onep", "mqtt"] = "onep:v1/http"
+    devmode: bool = False
+
+
+class IdentityFormatOptions(msgspec.Struct, forbid_unknown_fields=True):
+    casing: Literal["mixed", "upper", "lower"] = "mixed"
+    length: int = 0
+
+
+class IdentityFormat(msgspec.Struct, forbid_unknown_fields=True):
+    type: str = "opaque"
+    prefix: str = ""
+    options: IdentityFormatOptions = msgspec.field(default_factory=IdentityFormatOptions)
+
+    def check(self, identity: str) -> None:
+        """Raise ``InvalidValue`` unless ``identity`` has this format."""
+        validate_identity(identity, self.type, self.prefix, self.options.casing,
+                          self.options.length)
+
+
+class IpWhitelisting(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    allowed: list[str] = msgspec.field(default_factory=list)  # IPs or CIDR networks
+
+    def permits(self, ip: str | None) -> bool:
+        if not self.enabled:
+            return True
+        if ip is None:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(net, strict=False) for net in self.allowed)
+
+
+class ProvisioningSettings(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    auth_type: Literal["token", "password", "certificate"] = "token"
+    presenter_identity: bool = True
+    generate_identity: bool = False
+    ip_whitelisting: IpWhitelisting = msgspec.field(default_factory=IpWhitelisting)
+
+
+class PkiSettings(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    client_ca: str | None = None  # PEM; certificates must chain to it when enabled
+    server_cert: str | None = None  # PEM chain: the connector's own server certificate
+    server_key: str | None = None  # PEM; write-only through the API
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True):
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    max_packet_size: int = DEFAULT_MAX_PAYLOAD + 4096
+
+
+class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The settings object of PROTOCOL.md §6.4, minus ``resources`` (their own routes)."""
+
+    protocol: ProtocolSettings = msgspec.field(default_factory=ProtocolSettings)
+    identity_format: IdentityFormat = msgspec.field(default_factory=IdentityFormat)
+    provisioning: ProvisioningSettings = msgspec.field(default_factory=ProvisioningSettings)
+    pki: PkiSettings = msgspec.field(default_factory=PkiSettings)
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+    def validate(self) -> None:
+        fmt = self.identity_format
+        if fmt.type not in IDENTITY_TYPES:
+            raise BadRequest(f"identity_format.type must be one of {', '.join(IDENTITY_TYPES)}")
+        if fmt.options.length < 0 or fmt.options.length > 128:
+            raise BadRequest("identity_format.options.length must be 0..128")
+        for net in self.provisioning.ip_whitelisting.allowed:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise BadRequest(f"provisioning.ip_whitelisting.allowed: {net!r}: {exc}") from exc
+        if self.pki.enabled and not self.pki.client_ca:
+            raise BadRequest("pki.enabled requires pki.client_ca (PEM)")
+        if bool(self.pki.server_cert) != bool(self.pki.server_key):
+            raise BadRequest("pki.server_cert and pki.server_key go together")
+        if not 64 <= self.limits.max_payload <= 64 * 1_048_576:
+            raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
+
+
+class Resource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A resource definition (PROTOCOL.md §4.1), shared by every device of a connector."""
+
+    alias: str
+    format: Literal["string", "number", "boolean"] = "string"
+    unit: str = ""
+    allowed: list[str | float | int] = msgspec.field(default_factory=list)
+    settable: bool = False
+    sync: bool = True
+    initial: str | None = None
+
+
+class Connector(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    description: str
+    fqdn: str
+    devmode_fqdn: str
+    settings: ConnectorSettings
+    created: int
+
+
+class _Entry:
+    """Registry slot: one connector and its compiled resource table."""
+
+    __slots__ = ("connector", "resources", "table")
+
+    def __init__(self, connector: Connector, resources: dict[str, Resource]) -> None:
+        self.connector = connector
+        self.resources = resources
+        self.table: Any = None  # compiled dispatch table, built lazily by the MQTT layer
+
+
+class Registry:
+    """In-memory copy of connectors and resources (updated after commit)."""
+
+    def __init__(self, base_domain: str) -> None:
+        self.base_domain = base_domain
+        self._by_id: dict[str, _Entry] = {}
+        self.version = 0  # bumped on every change; caches key on it
+
+    def fqdn(self, cid: str) -> str:
+        return f"{cid}.m2.{self.base_domain}"
+
+    def devmode_fqdn(self, cid: str) -> str:
+        return f"{cid}.devmode-m2.{self.base_domain}"
+
+    def connector_for_host(self, host: str) -> tuple[Connector, bool] | None:
+        """Map a TLS server name or HTTP Host (port stripped) to (connector, devmode_host)."""
+        host = host.lower().rstrip(".")
+        if host.startswith("[") or host.count(":") == 1:
+            host = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+        for suffix, dev in ((f".m2.{self.base_domain}", False),
+                            (f".devmode-m2.{self.base_domain}", True)):
+            if host.endswith(suffix):
+                entry = self._by_id.get(host[: -len(suffix)])
+                return (entry.connector, dev) if entry else None
+        return None
+
+    def get(self, cid: str) -> Connector | None:
+        entry = self._by_id.get(cid)
+        return entry.connector if entry else None
+
+    def require(self, cid: str) -> Connector:
+        entry = self._by_id.get(cid)
+        if entry is None:
+            raise NotFound(f"connector {cid!r} not found")
+        return entry.connector
+
+    def entry(self, cid: str) -> _Entry:
+        entry = self._by_id.get(cid)
+        if entry is None:
+            raise NotFound(f"connector {cid!r} not found")
+        return entry
+
+    def resources(self, cid: str) -> dict[str, Resource]:
+        return self.entry(cid).resources
+
+    def all(self) -> list[Connector]:
+        return sorted((e.connector for e in self._by_id.values()), key=lambda c: c.id)
+
+    def put(self, connector: Connector, resources: dict[str, Resource] | None = None) -> None:
+        old = self._by_id.get(connector.id)
+        res = resources if resources is not None else (old.resources if old else {})
+        self._by_id[connector.id] = _Entry(connector, res)
+        self.version += 1
+
+    def drop(self, cid: str) -> None:
+        self._by_id.pop(cid, None)
+        self.version += 1
+
+
+def _row_to_resource(row: tuple[Any, ...]) -> Resource:
+    alias, fmt, unit, allowed, settable, sync, initial = row
+    return Resource(alias=alias, format=fmt, unit=unit, allowed=msgspec.json.decode(allowed),
+                    settable=bool(settable), sync=bool(sync), initial=initial)
+
+
+_RES_COLS = "alias, format, unit, allowed, settable, sync, initial"
+
+
+def _new_connector_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(14))
+
+
+class ConnectorService:
+    """Create, change and delete connectors and their resources (committed, then cached)."""
+
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.listeners: list[Callable[[str], None]] = []  # told "cid changed" after commit
+
+    def _changed(self, cid: str) -> None:
+        for fn in self.listeners:
+            fn(cid)
+
+    def load(self) -> None:
+        """Fill the registry from the store (at start)."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[Connector, dict[str, Resource]]]:
+            out = []
+            rows = conn.execute(
+                "SELECT id, name, description, settings, created FROM connectors"
+            ).fetchall()
+            for cid, name, desc, settings, created in rows:
+                res = {
+                    r[0]: _row_to_resource(r)
+                    for r in conn.execute(
+                        f"SELECT {_RES_COLS} FROM resources WHERE connector_id = ?", (cid,)
+                    )
+                }
+                out.append((self._make(cid, name, desc, msgspec.json.decode(
+                    settings, type=ConnectorSettings), created), res))
+            return out
+
+        for connector, res in self.store.read(q):
+            self.registry.put(connector, res)
+
+    def _make(self, cid: str, name: str, desc: str, settings: ConnectorSettings,
+              created: int) -> Connector:
+        return Connector(cid, name, desc, self.registry.fqdn(cid), self.registry.devmode_fqdn(cid),
+                         settings, created)
+
+    async def create(self, *, name: str, connector_id: str | None = None,
+                     description: str = "", settings: ConnectorSettings | None = None,
+                     resources: list[Resource] | None = None) -> Connector:
+        cid = connector_id or _new_connector_id()
+        if not CONNECTOR_ID_RE.match(cid):
+            raise BadRequest("connector id must be 4-32 lowercase letters or digits")
+        if not name or len(name) > 200:
+            raise BadRequest("connector name must be 1-200 characters")
+        settings = settings or ConnectorSettings()
+        settings.validate()
+        resources = resources or []
+        for r in resources:
+            _check_resource(r)
+        created = now_us()
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            if conn.execute("SELECT 1 FROM connectors WHERE id = ?", (cid,)).fetchone():
+                raise AlreadyExists(f"connector {cid!r} already exists")
+            conn.execute(
+                "INSERT INTO connectors VALUES (?, ?, ?, ?, ?, ?)",
+                (cid, name, description, msgspec.json.encode(settings), created, created),
+            )
+            for r in resources:
+                _insert_resource(conn, cid, r)
+
+        await self.store.call(tx)
+        connector = self._make(cid, name, description, settings, created)
+        self.registry.put(connector, {r.alias: r for r in resources})
+        self._changed(cid)
+        return connector
+
+    async def update(self, cid: str, *, name: str | None = None,
+                     description: str | None = None,
+                     settings: ConnectorSettings | None = None) -> Connector:
+        current = self.registry.require(cid)
+        new_name = current.name if name is None else name
+        if not new_name or len(new_name) > 200:
+            raise BadRequest("connector name must be 1-200 characters")
+        new_desc = current.description if description is None else description
+        new_settings = settings or current.settings
+        new_settings.validate()
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            cur = conn.execute(
+                "UPDATE connectors SET name = ?, description = ?, settings = ?, updated = ? "
+                "WHERE id = ?",
+                (new_name, new_desc, msgspec.json.encode(new_settings), now_us(), cid),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"connector {cid!r} not found")
+
+        await self.store.call(tx)
+        connector = self._make(cid, new_name, new_desc, new_settings, current.created)
+        self.registry.put(connector)
+        self._changed(cid)
+        return connector
+
+    async def delete(self, cid: str) -> None:
+        self.registry.require(cid)
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            conn.execute(
+                "DELETE FROM state WHERE device_id IN "
+                "(SELECT id FROM devices WHERE connector_id = ?)", (cid,))
+            conn.execute(
+                "DELETE FROM points WHERE device_id IN "
+                "(SELECT id FROM devices WHERE connector_id = ?)", (cid,))
+            for table in ("tags", "devices", "resources", "events", "content"):
+                conn.execute(f"DELETE FROM {table} WHERE connector_id = ?", (cid,))
+            conn.execute("DELETE FROM connectors WHERE id = ?", (cid,))
+
+        await self.store.call(tx)
+        self.registry.drop(cid)
+        self._changed(cid)
+
+    # -- resources -----------------------------------------------------------------------
+
+    async def put_resource(self, cid: str, resource: Resource, *, create: bool) -> Resource:
+        """Create (``create=True``: 409 if it exists) or replace a resource definition."""
+        self.registry.require(cid)
+        _check_resource(resource)
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            exists = conn.execute(
+                "SELECT 1 FROM resources WHERE connector_id = ? AND alias = ?",
+                (cid, resource.alias),
+            ).fetchone()
+            if create and exists:
+                raise AlreadyExists(f"resource {resource.alias!r} already exists")
+            if not create and not exists:
+                raise NotFound(f"resource {resource.alias!r} not found")
+            conn.execute("DELETE FROM resources WHERE connector_id = ? AND alias = ?",
+                         (cid, resource.alias))
+            _insert_resource(conn, cid, resource)
+            if create and resource.initial is not None and resource.settable:
+                # Every existing identity gets the initial set value (PROTOCOL.md §4.1).
+                conn.execute(
+                    "INSERT OR IGNORE INTO state (device_id, alias, set_value, set_ts, pending) "
+                    "SELECT id, ?, ?, ?, ? FROM devices WHERE connector_id = ?",
+                    (resource.alias, resource.initial, now_us(), int(resource.sync), cid),
+                )
+
+        await self.store.call(tx)
+        entry = self.registry.entry(cid)
+        resources = dict(entry.resources)
+        resources[resource.alias] = resource
+        self.registry.put(entry.connector, resources)
+        self._changed(cid)
+        return resource
+
+    async def delete_resource(self, cid: str, alias: str) -> None:
+        entry = self.registry.entry(cid)
+        if alias not in entry.resources:
+            raise NotFound(f"resource {alias!r} not found")
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            conn.execute("DELETE FROM resources WHERE connector_id = ? AND alias = ?", (cid, alias))
+            conn.execute(
+                "DELETE FROM state WHERE alias = ? AND device_id IN "
+                "(SELECT id FROM devices WHERE connector_id = ?)", (alias, cid))
+
+        await self.store.call(tx)
+        resources = dict(entry.resources)
+        resources.pop(alias, None)
+        self.registry.put(entry.connector, resources)
+        self._changed(cid)
+
+
+def _check_resource(r: Resource) -> None:
+    if not ALIAS_RE.match(r.alias):
+        raise BadRequest(
+            f"alias {r.alias!r} must be 1-64 characters without '.', '$', '/', '+', '#' or spaces"
+        )
+    if r.initial is not None and not r.settable:
+        raise BadRequest("initial is only valid for settable resources")
+    if r.format == "boolean" and r.allowed:
+        raise BadRequest("allowed values make no sense for boolean resources")
+    for a in r.allowed:
+        if r.format == "string" and not isinstance(a, str):
+            raise BadRequest("allowed values of a string resource must be strings")
+        if r.format == "number" and isinstance(a, str):
+            lo, sep, hi = a.partition("-") if not a.startswith("-") else ("", "", "")
+            try:
+                float(lo)
+                float(hi)
+            except ValueError:
+                raise BadRequest(f"allowed range {a!r} must look like 'low-high'") from None
+            if not sep:
+                raise BadRequest(f"allowed range {a!r} must look like 'low-high'")
+
+
+def _insert_resource(conn: sqlite3.Connection, cid: str, r: Resource) -> None:
+    conn.execute(
+        f"INSERT INTO resources (connector_id, {_RES_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (cid, r.alias, r.format, r.unit, msgspec.json.encode(r.allowed), int(r.settable),
+         int(r.sync), r.initial),
+    )

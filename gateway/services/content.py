@@ -1,0 +1,155 @@
+"""Content (firmware and files for devices): metadata in the store, blobs on disk.
+
+Blobs are content-addressed (``DIR/content/<sha256>``): an upload streams into a temporary
+file while hashing, is fsynced and renamed into place, and only then is the metadata
+committed — so a listed item always has its bytes, and identical files are stored once.  A
+blob is removed when the last item referencing it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.services.connectors import Registry, now_us
+from gateway.store.api import AppendEvent, Store
+
+__all__ = ["ContentInfo", "ContentService", "TooLarge"]
+
+CONTENT_ID_RE = re.compile(r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,199}$")
+DEFAULT_MAX_CONTENT = 2 * 1024**3  # bytes
+
+
+class TooLarge(GatewayError):
+    code = "too_large"
+    http_status = 413
+
+
+class ContentInfo(msgspec.Struct, frozen=True):
+    id: str
+    type: str
+    length: int
+    sha256: str
+    description: str
+    updated: int  # µs
+    tags: dict[str, str]
+
+
+class ContentService:
+    def __init__(self, store: Store, registry: Registry, root: Path, *,
+                 max_size: int = DEFAULT_MAX_CONTENT) -> None:
+        self.store = store
+        self.registry = registry
+        self.root = root
+        self.max_size = max_size
+        root.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, info: ContentInfo) -> Path:
+        return self.root / info.sha256
+
+    @staticmethod
+    def check_id(content_id: str) -> None:
+        if not CONTENT_ID_RE.match(content_id) or ".." in content_id:
+            raise BadRequest("content id must be 1-200 characters of letters, digits, . _ - /")
+
+    def list(self, cid: str, prefix: str = "") -> list[ContentInfo]:
+        self.registry.require(cid)
+        rows = self.store.read(lambda c: c.execute(
+            "SELECT content_id, content_type, size, sha256, description, updated, tags "
+            "FROM content WHERE connector_id = ? AND content_id >= ? AND content_id < ? "
+            "ORDER BY content_id", (cid, prefix, prefix + "\U0010ffff")).fetchall())
+        return [_info(r) for r in rows]
+
+    def info(self, cid: str, content_id: str) -> ContentInfo:
+        self.registry.require(cid)
+        row = self.store.read(lambda c: c.execute(
+            "SELECT content_id, content_type, size, sha256, description, updated, tags "
+            "FROM content WHERE connector_id = ? AND content_id = ?",
+            (cid, content_id)).fetchone())
+        if row is None:
+            raise NotFound(f"content {content_id!r} not found")
+        return _info(row)
+
+    async def put(self, cid: str, content_id: str, chunks: AsyncIterable[bytes], *,
+                  content_type: str = "application/octet-stream", description: str = "",
+                  tags: dict[str, str] | None = None,
+                  event: AppendEvent | None = None) -> ContentInfo:
+        """Stream ``chunks`` into the store; replaces an item with the same id."""
+        self.registry.require(cid)
+        self.check_id(content_id)
+        if len(content_type) > 200 or "\n" in content_type or "," in content_type:
+            raise BadRequest("invalid content type")
+        if len(description) > 1000 or "\n" in description:
+            raise BadRequest("description must be one line of at most 1000 characters")
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with await trio.open_file(fd, "wb") as fh:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_size:
+                        raise TooLarge(f"content larger than {self.max_size} bytes")
+                    digest.update(chunk)
+                    await fh.write(chunk)
+                await fh.flush()
+                await trio.to_thread.run_sync(os.fsync, fh.fileno())
+            sha = digest.hexdigest()
+            await trio.to_thread.run_sync(os.replace, tmp, self.root / sha)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        ts = now_us()
+        tag_blob = msgspec.json.encode(tags or {})
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
+            old = conn.execute("SELECT sha256 FROM content WHERE connector_id = ? AND "
+                               "content_id = ?", (cid, content_id)).fetchone()
+            conn.execute("INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (cid, content_id, sha, size, content_type, description, tag_blob, ts))
+            if event is not None:
+                emit(event)
+            return _orphan(conn, old[0]) if old and old[0] != sha else None
+
+        orphan = await self.store.call(tx)
+        if orphan:
+            (self.root / orphan).unlink(missing_ok=True)
+        return ContentInfo(content_id, content_type, size, sha, description, ts, tags or {})
+
+    async def delete(self, cid: str, content_id: str) -> None:
+        self.registry.require(cid)
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
+            row = conn.execute("SELECT sha256 FROM content WHERE connector_id = ? AND "
+                               "content_id = ?", (cid, content_id)).fetchone()
+            if row is None:
+                raise NotFound(f"content {content_id!r} not found")
+            conn.execute("DELETE FROM content WHERE connector_id = ? AND content_id = ?",
+                         (cid, content_id))
+            return _orphan(conn, row[0])
+
+        orphan = await self.store.call(tx)
+        if orphan:
+            (self.root / orphan).unlink(missing_ok=True)
+
+
+def _orphan(conn: sqlite3.Connection, sha: str) -> str | None:
+    still = conn.execute("SELECT 1 FROM content WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
+    return None if still else sha
+
+
+def _info(row: tuple[Any, ...]) -> ContentInfo:
+    cid, ctype, size, sha, desc, updated, tags = row
+    return ContentInfo(cid, ctype, size, sha, desc, updated,
+                       msgspec.json.decode(tags, type=dict[str, str]))

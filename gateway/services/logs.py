@@ -1,0 +1,118 @@
+"""Live logs: the connector's events and debug diagnostics, fanned out as they happen.
+
+Not persisted (the durable record is the event log).  Each subscriber has a bounded
+buffer; one that cannot keep up is dropped — its stream ends with a final ``dropped`` line —
+rather than slowing the gateway (issue "Management" §3).  A debug record keyed only by IP
+(a TLS or SNI failure before any connector is known) reaches subscribers filtering on that
+IP, whatever connector they watch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import trio
+
+from gateway.model import LogRecord
+from gateway.store.api import CommittedEvent
+
+__all__ = ["LogFilter", "LogHub", "Subscription"]
+
+log = logging.getLogger(__name__)
+SUBSCRIBER_BUFFER = 1024  # records; a slower subscriber is dropped
+
+
+class LogFilter:
+    __slots__ = ("connector_id", "identity", "ip", "kinds")
+
+    def __init__(self, connector_id: str | None, *, kinds: Iterable[str] = ("events", "debug"),
+                 identity: str | None = None, ip: str | None = None) -> None:
+        self.connector_id = connector_id
+        self.kinds = frozenset(kinds)
+        self.identity = identity
+        self.ip = ip
+
+    def matches(self, rec: LogRecord) -> bool:
+        if rec.kind not in self.kinds:
+            return False
+        if self.ip is not None:
+            if rec.ip != self.ip:
+                return False
+            # pre-authentication records carry no connector: an IP filter shows them
+            if rec.connector_id is not None and rec.connector_id != self.connector_id:
+                return False
+        elif rec.connector_id != self.connector_id:
+            return False
+        return self.identity is None or rec.identity == self.identity
+
+
+class Subscription:
+    __slots__ = ("dropped", "filter", "receive", "send")
+
+    def __init__(self, filt: LogFilter, buffer: int) -> None:
+        self.filter = filt
+        self.send, self.receive = trio.open_memory_channel[LogRecord](buffer)
+        self.dropped = False
+
+
+class LogHub:
+    def __init__(self, *, buffer: int = SUBSCRIBER_BUFFER) -> None:
+        self._subs: set[Subscription] = set()
+        self._buffer = buffer
+        self.published = 0
+        self.dropped_subscribers = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def publish(self, rec: LogRecord) -> None:
+        """Trio thread only.  Never blocks; O(subscribers)."""
+        self.published += 1
+        if log.isEnabledFor(logging.DEBUG) and rec.kind == "debug":
+            log.debug("%s ip=%s identity=%s %s %s", rec.event, rec.ip, rec.identity, rec.reason,
+                      rec.detail or "")
+        if not self._subs:
+            return
+        for sub in list(self._subs):
+            if not sub.filter.matches(rec):
+                continue
+            try:
+                sub.send.send_nowait(rec)
+            except trio.WouldBlock:
+                sub.dropped = True
+                self.dropped_subscribers += 1
+                self._subs.discard(sub)
+                sub.send.close()
+            except trio.ClosedResourceError:
+                self._subs.discard(sub)
+
+    def publish_events(self, events: Iterable[CommittedEvent]) -> None:
+        for ev in events:
+            detail = None
+            if ev.type in ("data_in", "publish") and ev.payload is not None:
+                detail = _short(ev.payload)
+            self.publish(LogRecord(
+                kind="events", timestamp=ev.timestamp, connector_id=ev.connector_id, ip=ev.ip,
+                identity=ev.identity, connection_id=ev.connection_id, protocol=ev.protocol,
+                event=ev.type, reason=ev.reason, detail=detail))
+
+    @asynccontextmanager
+    async def subscribe(self, filt: LogFilter) -> AsyncIterator[Subscription]:
+        sub = Subscription(filt, self._buffer)
+        self._subs.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subs.discard(sub)
+            sub.send.close()
+            sub.receive.close()
+
+
+def _short(payload: object, limit: int = 512) -> str:
+    import msgspec
+
+    text = msgspec.json.encode(payload).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
