@@ -30,14 +30,14 @@ import trio
 
 from gateway.config import OFF, GatewayConfig
 from gateway.services.bundle import Services
-from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource, now_us
+from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource
 from gateway.services.control import ControlHub
 from gateway.services.logs import LogHub
 from gateway.store.api import AppendEvent
 from gateway.store.sqlite.writer import open_store
 from gateway.tls.pki import DevPKI, ensure_dev_pki
 
-__all__ = ["DEMO_RESOURCES", "Running", "RunInfo", "ensure_admin_token", "run_gateway", "serve"]
+__all__ = ["DEMO_RESOURCES", "RunInfo", "Running", "ensure_admin_token", "run_gateway", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,27 @@ async def _ensure_demo(services: Services, config: GatewayConfig) -> str | None:
         return None
     c = services.registry.get(DEMO_CONNECTOR_ID)
     if c is None:
-        settings = ConnectorSettings(protocol=ProtocolSettings(name="onep:v1/http",
-                                                               devmode=config.dev))
+        settings = ConnectorSettings(
+            protocol=ProtocolSettings(name="onep:v1/http", devmode=config.dev)
+        )
         await services.connectors.create(
-            name="Demo connector", connector_id=DEMO_CONNECTOR_ID,
+            name="Demo connector",
+            connector_id=DEMO_CONNECTOR_ID,
             description="ExoSense standard resources; created on first start",
-            settings=settings, resources=list(DEMO_RESOURCES))
+            settings=settings,
+            resources=list(DEMO_RESOURCES),
+        )
     elif config.dev and not c.settings.protocol.devmode:
         settings = msgspec.structs.replace(
-            c.settings, protocol=msgspec.structs.replace(c.settings.protocol, devmode=True))
+            c.settings, protocol=msgspec.structs.replace(c.settings.protocol, devmode=True)
+        )
         await services.connectors.update(DEMO_CONNECTOR_ID, settings=settings)
     return DEMO_CONNECTOR_ID
+
+
+def _absolute(path: str | Path) -> str:
+    """Absolute path for run.json (readers may run in another working directory)."""
+    return os.path.abspath(path)
 
 
 def _port(value: int, enabled: bool = True) -> int | None:
@@ -113,8 +123,9 @@ class Running(msgspec.Struct):
     services: Services
 
 
-async def serve(config: GatewayConfig, *,
-                task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: GatewayConfig, *, task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run the gateway until SIGINT/SIGTERM (or cancellation)."""
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(run_gateway, config)
@@ -126,8 +137,9 @@ async def serve(config: GatewayConfig, *,
         nursery.cancel_scope.cancel()
 
 
-async def run_gateway(config: GatewayConfig, *,
-                      task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_gateway(
+    config: GatewayConfig, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run the gateway until cancelled."""
     from gateway._impl import implementation
     from gateway.api.mgmt import create_app
@@ -144,7 +156,8 @@ async def run_gateway(config: GatewayConfig, *,
     logs = LogHub()
     control = ControlHub()
     async with open_store(
-        data / "gateway.db", synchronous=config.synchronous,
+        data / "gateway.db",
+        synchronous=config.synchronous,
         event_retention_count=config.event_retention_count,
         event_retention_age_s=config.event_retention_days * 86400.0,
     ) as store:
@@ -156,7 +169,8 @@ async def run_gateway(config: GatewayConfig, *,
         demo = await _ensure_demo(services, config)
         async with trio.open_nursery() as nursery:
             api_port = await nursery.start(
-                serve_management_api, create_app(services), config.api_host, config.api_port)
+                serve_management_api, create_app(services), config.api_host, config.api_port
+            )
             fd_config = FrontDoorConfig(
                 host=config.host,
                 tls_port=_port(config.tls_port),
@@ -170,22 +184,28 @@ async def run_gateway(config: GatewayConfig, *,
                 max_handshakes_in_flight=config.max_handshakes,
                 dev_default_connector=config.dev_connector if config.dev else None,
             )
-            handlers = Handlers(serve_mqtt=make_mqtt_server(services),
-                                serve_http=make_http_server(services))
+            handlers = Handlers(
+                serve_mqtt=make_mqtt_server(services), serve_http=make_http_server(services)
+            )
             ports: dict[str, Any] = await nursery.start(
-                serve_device_listeners, fd_config, services.directory, handlers, services.debug)
-            info = RunInfo(pid=os.getpid(), ports={"api": api_port, **ports},
-                           demo_connector=demo, base_domain=config.base_domain,
-                           data=str(data.resolve()),
-                           admin_token_file=str((data / "admin.token").resolve()),
-                           ca=str(Path(pki.ca_cert).resolve()), implementation=implementation())
+                serve_device_listeners, fd_config, services.directory, handlers, services.debug
+            )
+            info = RunInfo(
+                pid=os.getpid(),
+                ports={"api": api_port, **ports},
+                demo_connector=demo,
+                base_domain=config.base_domain,
+                data=_absolute(data),
+                admin_token_file=_absolute(data / "admin.token"),
+                ca=_absolute(pki.ca_cert),
+                implementation=implementation(),
+            )
             run_json = data / "run.json"
             tmp = run_json.with_suffix(".tmp")
-            tmp.write_text(json.dumps(msgspec.to_builtins(info), indent=2))
-            tmp.replace(run_json)
+            await trio.Path(tmp).write_text(json.dumps(msgspec.to_builtins(info), indent=2))
+            await trio.Path(tmp).replace(run_json)
             task_status.started(Running(info, services))
             try:
                 await trio.sleep_forever()
             finally:
                 run_json.unlink(missing_ok=True)
-

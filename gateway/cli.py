@@ -31,8 +31,12 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--data", type=click.Path(file_okay=False), help="data directory [./var]")
-@click.option("--dev", is_flag=True, default=None,
-              help="turn on plain HTTP (8080) and MQTT (1883) for the demo connector")
+@click.option(
+    "--dev",
+    is_flag=True,
+    default=None,
+    help="turn on plain HTTP (8080) and MQTT (1883) for the demo connector",
+)
 @click.option("--base-domain", help="connector FQDNs are <id>.m2.<base-domain> [localhost]")
 @click.option("--host", help="address of the device listeners [0.0.0.0]")
 @click.option("--tls-port", type=int, help="multi-protocol TLS port [8443]; -1 off, 0 any")
@@ -41,10 +45,14 @@ def cli() -> None:
 @click.option("--dev-mqtt-port", type=int, help="dev mode plain MQTT port [1883]")
 @click.option("--api-host", help="management API address [127.0.0.1]")
 @click.option("--api-port", type=int, help="management API port [9080]")
-@click.option("--synchronous", type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
-              help="SQLite durability: FULL (power-loss safe, default) or NORMAL")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-                                               case_sensitive=False))
+@click.option(
+    "--synchronous",
+    type=click.Choice(["FULL", "NORMAL"], case_sensitive=False),
+    help="SQLite durability: FULL (power-loss safe, default) or NORMAL",
+)
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+)
 def serve(**flags: Any) -> None:
     """Run the gateway on its embedded defaults (SQLite, development CA, demo connector)."""
     from gateway.app import serve as run
@@ -54,8 +62,9 @@ def serve(**flags: Any) -> None:
         config = load_config(flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -71,7 +80,9 @@ def serve(**flags: Any) -> None:
                 fqdn = f"{info.demo_connector}.m2.{info.base_domain}"
                 out.append(f"  demo connector   {info.demo_connector} ({fqdn})")
                 if "tls" in p:
-                    out.append(f"  device HTTPS     https://{fqdn}:{p['tls']}/  (also MQTT by ALPN)")
+                    out.append(
+                        f"  device HTTPS     https://{fqdn}:{p['tls']}/  (also MQTT by ALPN)"
+                    )
                 if "mqtt_tls" in p:
                     out.append(f"  device MQTT/TLS  mqtts://{fqdn}:{p['mqtt_tls']}")
                 if "dev_http" in p:

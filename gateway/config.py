@@ -62,8 +62,9 @@ def _coerce(field: str, raw: str) -> Any:
     return raw
 
 
-def load_config(overrides: dict[str, Any] | None = None, *,
-                environ: dict[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None
+) -> GatewayConfig:
     """Build the configuration; ``overrides`` are the flags the user actually gave."""
     env = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

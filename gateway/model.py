@@ -6,7 +6,7 @@ the front door through the services to the store and back out to the logs.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import msgspec
 
@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-class Transport(str, Enum):
+class Transport(StrEnum):
     """Which listener a connection arrived on."""
 
     TLS = "tls"  # multi-protocol TLS port (ALPN / first-byte switch), Murano's 443
@@ -31,7 +31,7 @@ class Transport(str, Enum):
     DEV_MQTT = "dev_mqtt"  # plain MQTT, dev mode, default connector
 
 
-class Protocol(str, Enum):
+class Protocol(StrEnum):
     """Event-log protocol names (PROTOCOL.md §12 item 20)."""
 
     HTTP = "onep:v1/http"
@@ -39,18 +39,18 @@ class Protocol(str, Enum):
     C2C = "c2c"
 
 
-class AuthMethod(str, Enum):
+class AuthMethod(StrEnum):
     TOKEN = "token"
     PASSWORD = "password"
     CERTIFICATE = "certificate"
 
 
-class DeviceStatus(str, Enum):
+class DeviceStatus(StrEnum):
     WHITELISTED = "whitelisted"
     PROVISIONED = "provisioned"
 
 
-class ResourceFormat(str, Enum):
+class ResourceFormat(StrEnum):
     STRING = "string"
     NUMBER = "number"
     BOOLEAN = "boolean"

@@ -4,12 +4,11 @@ external scripts use.  This module is the Starlette application; routes live by 
 
 from __future__ import annotations
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-import msgspec
 
 from gateway import __version__
 from gateway._impl import implementation
@@ -20,9 +19,12 @@ __all__ = ["create_app"]
 
 def create_app(services: Services) -> Starlette:
     async def health(request: Request) -> Response:
-        body = {"status": "ok", "version": __version__,
-                "compiled": implementation() == "compiled",
-                "implementation": implementation()}
+        body = {
+            "status": "ok",
+            "version": __version__,
+            "compiled": implementation() == "compiled",
+            "implementation": implementation(),
+        }
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     return Starlette(routes=[Route("/api/v1/health", health)])

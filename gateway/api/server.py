@@ -13,9 +13,13 @@ from hypercorn.typing import ASGIFramework
 __all__ = ["serve_management_api"]
 
 
-async def serve_management_api(app: ASGIFramework, host: str, port: int, *,
-                               task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-                               ) -> None:
+async def serve_management_api(
+    app: ASGIFramework,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

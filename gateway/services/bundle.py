@@ -36,10 +36,13 @@ class Directory:
         if c is None:
             return None
         pki = c.settings.pki
-        return ConnectorTLS(connector_id=c.id,
-                            client_ca_pem=pki.client_ca if pki.enabled else None,
-                            server_cert_pem=pki.server_cert, server_key_pem=pki.server_key,
-                            devmode=c.settings.protocol.devmode)
+        return ConnectorTLS(
+            connector_id=c.id,
+            client_ca_pem=pki.client_ca if pki.enabled else None,
+            server_cert_pem=pki.server_cert,
+            server_key_pem=pki.server_key,
+            devmode=c.settings.protocol.devmode,
+        )
 
     def tls_for_server_name(self, server_name: str) -> ConnectorTLS | None:
         found = self.registry.connector_for_host(server_name)
@@ -52,8 +55,9 @@ class Directory:
 
 
 class Services:
-    def __init__(self, config: GatewayConfig, store: Store, *, logs: LogHub,
-                 control: ControlHub) -> None:
+    def __init__(
+        self, config: GatewayConfig, store: Store, *, logs: LogHub, control: ControlHub
+    ) -> None:
         self.config = config
         self.store = store
         self.logs = logs

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.dispatch import ResourceSpec, ResourceTable
 from gateway.errors import AlreadyExists, BadRequest, NotFound
 from gateway.identity import IDENTITY_TYPES, validate_identity
 from gateway.store.api import AppendEvent, Store
@@ -59,8 +60,9 @@ class IdentityFormat(msgspec.Struct, forbid_unknown_fields=True):
 
     def check(self, identity: str) -> None:
         """Raise ``InvalidValue`` unless ``identity`` has this format."""
-        validate_identity(identity, self.type, self.prefix, self.options.casing,
-                          self.options.length)
+        validate_identity(
+            identity, self.type, self.prefix, self.options.casing, self.options.length
+        )
 
 
 class IpWhitelisting(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,7 +159,7 @@ class _Entry:
     def __init__(self, connector: Connector, resources: dict[str, Resource]) -> None:
         self.connector = connector
         self.resources = resources
-        self.table: Any = None  # compiled dispatch table, built lazily by the MQTT layer
+        self.table: ResourceTable | None = None  # compiled lazily by Registry.table()
 
 
 class Registry:
@@ -179,8 +181,10 @@ class Registry:
         host = host.lower().rstrip(".")
         if host.startswith("[") or host.count(":") == 1:
             host = host.rsplit(":", 1)[0] if not host.startswith("[") else host
-        for suffix, dev in ((f".m2.{self.base_domain}", False),
-                            (f".devmode-m2.{self.base_domain}", True)):
+        for suffix, dev in (
+            (f".m2.{self.base_domain}", False),
+            (f".devmode-m2.{self.base_domain}", True),
+        ):
             if host.endswith(suffix):
                 entry = self._by_id.get(host[: -len(suffix)])
                 return (entry.connector, dev) if entry else None
@@ -205,6 +209,19 @@ class Registry:
     def resources(self, cid: str) -> dict[str, Resource]:
         return self.entry(cid).resources
 
+    def table(self, cid: str) -> ResourceTable:
+        """The connector's compiled resource table (the dispatcher's input), cached until
+        the resources change."""
+        entry = self.entry(cid)
+        if entry.table is None:
+            entry.table = ResourceTable(
+                [
+                    ResourceSpec(r.alias, r.format, tuple(r.allowed), r.settable, r.sync)
+                    for r in entry.resources.values()
+                ]
+            )
+        return entry.table
+
     def all(self) -> list[Connector]:
         return sorted((e.connector for e in self._by_id.values()), key=lambda c: c.id)
 
@@ -221,8 +238,15 @@ class Registry:
 
 def _row_to_resource(row: tuple[Any, ...]) -> Resource:
     alias, fmt, unit, allowed, settable, sync, initial = row
-    return Resource(alias=alias, format=fmt, unit=unit, allowed=msgspec.json.decode(allowed),
-                    settable=bool(settable), sync=bool(sync), initial=initial)
+    return Resource(
+        alias=alias,
+        format=fmt,
+        unit=unit,
+        allowed=msgspec.json.decode(allowed),
+        settable=bool(settable),
+        sync=bool(sync),
+        initial=initial,
+    )
 
 
 _RES_COLS = "alias, format, unit, allowed, settable, sync, initial"
@@ -260,21 +284,45 @@ class ConnectorService:
                         f"SELECT {_RES_COLS} FROM resources WHERE connector_id = ?", (cid,)
                     )
                 }
-                out.append((self._make(cid, name, desc, msgspec.json.decode(
-                    settings, type=ConnectorSettings), created), res))
+                out.append(
+                    (
+                        self._make(
+                            cid,
+                            name,
+                            desc,
+                            msgspec.json.decode(settings, type=ConnectorSettings),
+                            created,
+                        ),
+                        res,
+                    )
+                )
             return out
 
         for connector, res in self.store.read(q):
             self.registry.put(connector, res)
 
-    def _make(self, cid: str, name: str, desc: str, settings: ConnectorSettings,
-              created: int) -> Connector:
-        return Connector(cid, name, desc, self.registry.fqdn(cid), self.registry.devmode_fqdn(cid),
-                         settings, created)
+    def _make(
+        self, cid: str, name: str, desc: str, settings: ConnectorSettings, created: int
+    ) -> Connector:
+        return Connector(
+            cid,
+            name,
+            desc,
+            self.registry.fqdn(cid),
+            self.registry.devmode_fqdn(cid),
+            settings,
+            created,
+        )
 
-    async def create(self, *, name: str, connector_id: str | None = None,
-                     description: str = "", settings: ConnectorSettings | None = None,
-                     resources: list[Resource] | None = None) -> Connector:
+    async def create(
+        self,
+        *,
+        name: str,
+        connector_id: str | None = None,
+        description: str = "",
+        settings: ConnectorSettings | None = None,
+        resources: list[Resource] | None = None,
+    ) -> Connector:
         cid = connector_id or _new_connector_id()
         if not CONNECTOR_ID_RE.match(cid):
             raise BadRequest("connector id must be 4-32 lowercase letters or digits")
@@ -303,9 +351,14 @@ class ConnectorService:
         self._changed(cid)
         return connector
 
-    async def update(self, cid: str, *, name: str | None = None,
-                     description: str | None = None,
-                     settings: ConnectorSettings | None = None) -> Connector:
+    async def update(
+        self,
+        cid: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        settings: ConnectorSettings | None = None,
+    ) -> Connector:
         current = self.registry.require(cid)
         new_name = current.name if name is None else name
         if not new_name or len(new_name) > 200:
@@ -335,10 +388,14 @@ class ConnectorService:
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
             conn.execute(
                 "DELETE FROM state WHERE device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)", (cid,))
+                "(SELECT id FROM devices WHERE connector_id = ?)",
+                (cid,),
+            )
             conn.execute(
                 "DELETE FROM points WHERE device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)", (cid,))
+                "(SELECT id FROM devices WHERE connector_id = ?)",
+                (cid,),
+            )
             for table in ("tags", "devices", "resources", "events", "content"):
                 conn.execute(f"DELETE FROM {table} WHERE connector_id = ?", (cid,))
             conn.execute("DELETE FROM connectors WHERE id = ?", (cid,))
@@ -363,8 +420,9 @@ class ConnectorService:
                 raise AlreadyExists(f"resource {resource.alias!r} already exists")
             if not create and not exists:
                 raise NotFound(f"resource {resource.alias!r} not found")
-            conn.execute("DELETE FROM resources WHERE connector_id = ? AND alias = ?",
-                         (cid, resource.alias))
+            conn.execute(
+                "DELETE FROM resources WHERE connector_id = ? AND alias = ?", (cid, resource.alias)
+            )
             _insert_resource(conn, cid, resource)
             if create and resource.initial is not None and resource.settable:
                 # Every existing identity gets the initial set value (PROTOCOL.md §4.1).
@@ -391,7 +449,9 @@ class ConnectorService:
             conn.execute("DELETE FROM resources WHERE connector_id = ? AND alias = ?", (cid, alias))
             conn.execute(
                 "DELETE FROM state WHERE alias = ? AND device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)", (alias, cid))
+                "(SELECT id FROM devices WHERE connector_id = ?)",
+                (alias, cid),
+            )
 
         await self.store.call(tx)
         resources = dict(entry.resources)
@@ -426,6 +486,14 @@ def _check_resource(r: Resource) -> None:
 def _insert_resource(conn: sqlite3.Connection, cid: str, r: Resource) -> None:
     conn.execute(
         f"INSERT INTO resources (connector_id, {_RES_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (cid, r.alias, r.format, r.unit, msgspec.json.encode(r.allowed), int(r.settable),
-         int(r.sync), r.initial),
+        (
+            cid,
+            r.alias,
+            r.format,
+            r.unit,
+            msgspec.json.encode(r.allowed),
+            int(r.settable),
+            int(r.sync),
+            r.initial,
+        ),
     )

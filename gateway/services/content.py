@@ -46,8 +46,9 @@ class ContentInfo(msgspec.Struct, frozen=True):
 
 
 class ContentService:
-    def __init__(self, store: Store, registry: Registry, root: Path, *,
-                 max_size: int = DEFAULT_MAX_CONTENT) -> None:
+    def __init__(
+        self, store: Store, registry: Registry, root: Path, *, max_size: int = DEFAULT_MAX_CONTENT
+    ) -> None:
         self.store = store
         self.registry = registry
         self.root = root
@@ -64,26 +65,40 @@ class ContentService:
 
     def list(self, cid: str, prefix: str = "") -> list[ContentInfo]:
         self.registry.require(cid)
-        rows = self.store.read(lambda c: c.execute(
-            "SELECT content_id, content_type, size, sha256, description, updated, tags "
-            "FROM content WHERE connector_id = ? AND content_id >= ? AND content_id < ? "
-            "ORDER BY content_id", (cid, prefix, prefix + "\U0010ffff")).fetchall())
+        rows = self.store.read(
+            lambda c: c.execute(
+                "SELECT content_id, content_type, size, sha256, description, updated, tags "
+                "FROM content WHERE connector_id = ? AND content_id >= ? AND content_id < ? "
+                "ORDER BY content_id",
+                (cid, prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        )
         return [_info(r) for r in rows]
 
     def info(self, cid: str, content_id: str) -> ContentInfo:
         self.registry.require(cid)
-        row = self.store.read(lambda c: c.execute(
-            "SELECT content_id, content_type, size, sha256, description, updated, tags "
-            "FROM content WHERE connector_id = ? AND content_id = ?",
-            (cid, content_id)).fetchone())
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT content_id, content_type, size, sha256, description, updated, tags "
+                "FROM content WHERE connector_id = ? AND content_id = ?",
+                (cid, content_id),
+            ).fetchone()
+        )
         if row is None:
             raise NotFound(f"content {content_id!r} not found")
         return _info(row)
 
-    async def put(self, cid: str, content_id: str, chunks: AsyncIterable[bytes], *,
-                  content_type: str = "application/octet-stream", description: str = "",
-                  tags: dict[str, str] | None = None,
-                  event: AppendEvent | None = None) -> ContentInfo:
+    async def put(
+        self,
+        cid: str,
+        content_id: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        event: AppendEvent | None = None,
+    ) -> ContentInfo:
         """Stream ``chunks`` into the store; replaces an item with the same id."""
         self.registry.require(cid)
         self.check_id(content_id)
@@ -108,16 +123,21 @@ class ContentService:
             sha = digest.hexdigest()
             await trio.to_thread.run_sync(os.replace, tmp, self.root / sha)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with trio.CancelScope(shield=True):
+                await trio.Path(tmp).unlink(missing_ok=True)
             raise
         ts = now_us()
         tag_blob = msgspec.json.encode(tags or {})
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
-            old = conn.execute("SELECT sha256 FROM content WHERE connector_id = ? AND "
-                               "content_id = ?", (cid, content_id)).fetchone()
-            conn.execute("INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (cid, content_id, sha, size, content_type, description, tag_blob, ts))
+            old = conn.execute(
+                "SELECT sha256 FROM content WHERE connector_id = ? AND content_id = ?",
+                (cid, content_id),
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, content_id, sha, size, content_type, description, tag_blob, ts),
+            )
             if event is not None:
                 emit(event)
             return _orphan(conn, old[0]) if old and old[0] != sha else None
@@ -131,12 +151,15 @@ class ContentService:
         self.registry.require(cid)
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
-            row = conn.execute("SELECT sha256 FROM content WHERE connector_id = ? AND "
-                               "content_id = ?", (cid, content_id)).fetchone()
+            row = conn.execute(
+                "SELECT sha256 FROM content WHERE connector_id = ? AND content_id = ?",
+                (cid, content_id),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"content {content_id!r} not found")
-            conn.execute("DELETE FROM content WHERE connector_id = ? AND content_id = ?",
-                         (cid, content_id))
+            conn.execute(
+                "DELETE FROM content WHERE connector_id = ? AND content_id = ?", (cid, content_id)
+            )
             return _orphan(conn, row[0])
 
         orphan = await self.store.call(tx)
@@ -151,5 +174,6 @@ def _orphan(conn: sqlite3.Connection, sha: str) -> str | None:
 
 def _info(row: tuple[Any, ...]) -> ContentInfo:
     cid, ctype, size, sha, desc, updated, tags = row
-    return ContentInfo(cid, ctype, size, sha, desc, updated,
-                       msgspec.json.decode(tags, type=dict[str, str]))
+    return ContentInfo(
+        cid, ctype, size, sha, desc, updated, msgspec.json.decode(tags, type=dict[str, str])
+    )

@@ -88,8 +88,10 @@ class ImportReport(msgspec.Struct, frozen=True):
     dry_run: bool
 
 
-_DEVICE_COLS = ("id, identity, status, locked, online, lastip, lastseen, created, reprovision, "
-                "devmode, auth_type")
+_DEVICE_COLS = (
+    "id, identity, status, locked, online, lastip, lastseen, created, reprovision, "
+    "devmode, auth_type"
+)
 
 
 def _refused(message: str, reason: str, *, http: int, connack: ConnAckCode) -> Refused:
@@ -97,14 +99,16 @@ def _refused(message: str, reason: str, *, http: int, connack: ConnAckCode) -> R
 
 
 def not_authenticated(message: str = "invalid credentials") -> Refused:
-    return _refused(message, "not_authenticated", http=401,
-                    connack=ConnAckCode.BAD_USERNAME_OR_PASSWORD)
+    return _refused(
+        message, "not_authenticated", http=401, connack=ConnAckCode.BAD_USERNAME_OR_PASSWORD
+    )
 
 
 def _check_tag(tag: Tag) -> None:
     if not tag.name or len(tag.name) > MAX_TAG_LENGTH or len(tag.value) > MAX_TAG_LENGTH:
-        raise BadRequest(f"tag names must be 1-{MAX_TAG_LENGTH} characters and values at most "
-                         f"{MAX_TAG_LENGTH}")
+        raise BadRequest(
+            f"tag names must be 1-{MAX_TAG_LENGTH} characters and values at most {MAX_TAG_LENGTH}"
+        )
 
 
 def _encode_cursor(key: Any, identity: str) -> str:
@@ -136,18 +140,40 @@ class DeviceService:
             marks = ",".join("?" * len(chunk))
             for did, name, value in conn.execute(
                 f"SELECT device_id, name, value FROM tags WHERE device_id IN ({marks}) "
-                "ORDER BY name, value", chunk):
+                "ORDER BY name, value",
+                chunk,
+            ):
                 out[did].append(Tag(name, value))
         return out
 
     @staticmethod
     def _device(row: tuple[Any, ...], tags: list[Tag]) -> Device:
-        (_id, identity, status, locked, online, lastip, lastseen, created, reprov, devmode,
-         auth_type) = row
-        return Device(identity=identity, status=status, locked=bool(locked), online=bool(online),
-                      lastip=lastip, lastseen=lastseen, created=created,
-                      reprovision=bool(reprov), devmode=bool(devmode), auth=AuthInfo(auth_type),
-                      tags=tags)
+        (
+            _id,
+            identity,
+            status,
+            locked,
+            online,
+            lastip,
+            lastseen,
+            created,
+            reprov,
+            devmode,
+            auth_type,
+        ) = row
+        return Device(
+            identity=identity,
+            status=status,
+            locked=bool(locked),
+            online=bool(online),
+            lastip=lastip,
+            lastseen=lastseen,
+            created=created,
+            reprovision=bool(reprov),
+            devmode=bool(devmode),
+            auth=AuthInfo(auth_type),
+            tags=tags,
+        )
 
     def get(self, cid: str, identity: str) -> Device:
         self.registry.require(cid)
@@ -155,7 +181,8 @@ class DeviceService:
         def q(conn: sqlite3.Connection) -> Device:
             row = conn.execute(
                 f"SELECT {_DEVICE_COLS} FROM devices WHERE connector_id = ? AND identity = ?",
-                (cid, identity)).fetchone()
+                (cid, identity),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"device {identity!r} not found")
             return self._device(row, self._tags_for(conn, [row[0]])[row[0]])
@@ -163,9 +190,11 @@ class DeviceService:
         return self.store.read(q)
 
     def device_id(self, cid: str, identity: str) -> int:
-        row = self.store.read(lambda c: c.execute(
-            "SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-            (cid, identity)).fetchone())
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+            ).fetchone()
+        )
         if row is None:
             raise NotFound(f"device {identity!r} not found")
         return int(row[0])
@@ -209,11 +238,14 @@ class DeviceService:
             elif status == "reprovision":
                 where.append("d.reprovision = 1")
             else:
-                raise BadRequest("status must be whitelisted, provisioned, locked, online or "
-                                 "reprovision")
+                raise BadRequest(
+                    "status must be whitelisted, provisioned, locked, online or reprovision"
+                )
         for tag in tags:
-            where.append("EXISTS (SELECT 1 FROM tags t WHERE t.connector_id = d.connector_id "
-                         "AND t.name = ? AND t.value = ? AND t.device_id = d.id)")
+            where.append(
+                "EXISTS (SELECT 1 FROM tags t WHERE t.connector_id = d.connector_id "
+                "AND t.name = ? AND t.value = ? AND t.device_id = d.id)"
+            )
             args += [tag.name, tag.value]
         col = f"coalesce(d.{key}, 0)" if key != "identity" else "d.identity"
         op = "<" if desc else ">"
@@ -226,10 +258,13 @@ class DeviceService:
                 where.append(f"({col} {op} ? OR ({col} = ? AND d.identity {op} ?))")
                 args += [ckey, ckey, cident]
         order = "DESC" if desc else "ASC"
-        order_by = (f"d.identity {order}" if key == "identity"
-                    else f"{col} {order}, d.identity {order}")
-        sql = (f"SELECT {', '.join('d.' + c.strip() for c in _DEVICE_COLS.split(','))}, "
-               f"{col} FROM devices d WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT ?")
+        order_by = (
+            f"d.identity {order}" if key == "identity" else f"{col} {order}, d.identity {order}"
+        )
+        sql = (
+            f"SELECT {', '.join('d.' + c.strip() for c in _DEVICE_COLS.split(','))}, "
+            f"{col} FROM devices d WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT ?"
+        )
         args.append(limit + 1)
 
         def query(conn: sqlite3.Connection) -> tuple[list[Device], str | None]:
@@ -274,8 +309,9 @@ class DeviceService:
                 cred_hash = hash_token(key)
             elif auth_type == "password":
                 if len(key) < MIN_PASSWORD_LENGTH:
-                    raise BadRequest(f"a password must have at least {MIN_PASSWORD_LENGTH} "
-                                     "characters")
+                    raise BadRequest(
+                        f"a password must have at least {MIN_PASSWORD_LENGTH} characters"
+                    )
                 cred_hash = await hash_password(key)
             else:
                 from gateway.tls.pki import fingerprint
@@ -291,20 +327,33 @@ class DeviceService:
                 cur = conn.execute(
                     "INSERT INTO devices (connector_id, identity, status, locked, auth_type, "
                     "cred_hash, cert_fp, expire, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (cid, identity, status, int(locked), auth_type, cred_hash, cert_fp, expire,
-                     created))
+                    (
+                        cid,
+                        identity,
+                        status,
+                        int(locked),
+                        auth_type,
+                        cred_hash,
+                        cert_fp,
+                        expire,
+                        created,
+                    ),
+                )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"device {identity!r} already exists") from None
-            did = cur.lastrowid
-            conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
-                             [(cid, t.name, t.value, did) for t in tags])
+            did = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
+                [(cid, t.name, t.value, did) for t in tags],
+            )
             _initial_state(conn, cid, did, created)
 
         await self.store.call(tx)
         return self.get(cid, identity)
 
-    async def import_csv(self, cid: str, text: str, *, dry_run: bool = False,
-                         all_or_nothing: bool = True) -> ImportReport:
+    async def import_csv(
+        self, cid: str, text: str, *, dry_run: bool = False, all_or_nothing: bool = True
+    ) -> ImportReport:
         """Bulk whitelist from CSV (PROTOCOL.md §8): header ``ID`` [``,Certificate``]
         [``,tag:<name>``...], one identity per line.  Rows with errors are reported by line;
         with ``all_or_nothing`` (the default) any error means nothing is written."""
@@ -356,8 +405,9 @@ class DeviceService:
                 except ValueError as exc:
                     errors.append(ImportRowError(line, ident, f"bad certificate: {exc}"))
                     continue
-            tags = [Tag(name, row[i].strip()) for i, name in tag_cols
-                    if i < len(row) and row[i].strip()]
+            tags = [
+                Tag(name, row[i].strip()) for i, name in tag_cols if i < len(row) and row[i].strip()
+            ]
             try:
                 for t in tags:
                     _check_tag(t)
@@ -368,20 +418,27 @@ class DeviceService:
         created = now_us()
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
-            existing = set()
+            existing: set[str] = set()
             idents = [g[0] for g in good]
             for start in range(0, len(idents), 500):
                 chunk = idents[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                existing.update(r[0] for r in conn.execute(
-                    f"SELECT identity FROM devices WHERE connector_id = ? AND identity IN "
-                    f"({marks})", [cid, *chunk]))
-            line_of = {}
+                existing.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT identity FROM devices WHERE connector_id = ? AND identity IN "
+                        f"({marks})",
+                        [cid, *chunk],
+                    )
+                )
+            line_of: dict[str, int] = {}
             for line, row in enumerate(rows[1:], start=2):
                 if row:
                     line_of.setdefault(row[0].strip(), line)
-            for ident in sorted(existing, key=lambda i: line_of.get(i, 0)):
-                errors.append(ImportRowError(line_of.get(ident, 0), ident, "already exists"))
+            errors.extend(
+                ImportRowError(line_of.get(ident, 0), ident, "already exists")
+                for ident in sorted(existing, key=lambda i: line_of.get(i, 0))
+            )
             if dry_run or (all_or_nothing and errors):
                 return 0
             todo = [g for g in good if g[0] not in existing]
@@ -390,30 +447,50 @@ class DeviceService:
                 cur = conn.execute(
                     "INSERT INTO devices (connector_id, identity, status, auth_type, cert_fp, "
                     "created) VALUES (?, ?, ?, ?, ?, ?)",
-                    (cid, ident, "provisioned" if fp else "whitelisted",
-                     "certificate" if fp else None, fp, created))
-                did = cur.lastrowid
+                    (
+                        cid,
+                        ident,
+                        "provisioned" if fp else "whitelisted",
+                        "certificate" if fp else None,
+                        fp,
+                        created,
+                    ),
+                )
+                did = int(cur.lastrowid or 0)
                 if tags:
-                    conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
-                                     [(cid, t.name, t.value, did) for t in tags])
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
+                        [(cid, t.name, t.value, did) for t in tags],
+                    )
                 _initial_state(conn, cid, did, created)
                 n += 1
             return n
 
         n = await self.store.call(tx)
         errors.sort(key=lambda e: e.line)
-        return ImportReport(total=len(good) + sum(1 for e in errors if e.error != "already exists"),
-                            created=n, errors=errors, dry_run=dry_run)
+        return ImportReport(
+            total=len(good) + sum(1 for e in errors if e.error != "already exists"),
+            created=n,
+            errors=errors,
+            dry_run=dry_run,
+        )
 
-    async def update(self, cid: str, identity: str, *, locked: bool | None = None,
-                     reprovision: bool | None = None) -> Device:
+    async def update(
+        self,
+        cid: str,
+        identity: str,
+        *,
+        locked: bool | None = None,
+        reprovision: bool | None = None,
+    ) -> Device:
         """Lock/unlock, or revoke credentials (``reprovision=True``: the device must
         activate again and gets new credentials; PROTOCOL.md §5.4)."""
         self.registry.require(cid)
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            row = conn.execute("SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-                               (cid, identity)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"device {identity!r} not found")
             if locked is not None:
@@ -421,7 +498,9 @@ class DeviceService:
             if reprovision:
                 conn.execute(
                     "UPDATE devices SET reprovision = 1, cred_hash = NULL, cert_fp = NULL "
-                    "WHERE id = ?", (row[0],))
+                    "WHERE id = ?",
+                    (row[0],),
+                )
             elif reprovision is False:
                 conn.execute("UPDATE devices SET reprovision = 0 WHERE id = ?", (row[0],))
 
@@ -432,8 +511,9 @@ class DeviceService:
         self.registry.require(cid)
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            row = conn.execute("SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-                               (cid, identity)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"device {identity!r} not found")
             for table in ("state", "points", "tags"):
@@ -445,8 +525,9 @@ class DeviceService:
 
     # -- tags (operators only: devices can never set tags) -------------------------------
 
-    async def set_tags(self, cid: str, identity: str, tags: Sequence[Tag], *,
-                       replace: bool = False) -> Device:
+    async def set_tags(
+        self, cid: str, identity: str, tags: Sequence[Tag], *, replace: bool = False
+    ) -> Device:
         """Add tags; ``replace`` first drops every existing value of the names given."""
         self.registry.require(cid)
         for t in tags:
@@ -455,10 +536,14 @@ class DeviceService:
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
             did = _require_id(conn, cid, identity)
             if replace:
-                conn.executemany("DELETE FROM tags WHERE device_id = ? AND name = ?",
-                                 [(did, n) for n in {t.name for t in tags}])
-            conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
-                             [(cid, t.name, t.value, did) for t in tags])
+                conn.executemany(
+                    "DELETE FROM tags WHERE device_id = ? AND name = ?",
+                    [(did, n) for n in {t.name for t in tags}],
+                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?)",
+                [(cid, t.name, t.value, did) for t in tags],
+            )
             n = conn.execute("SELECT count(*) FROM tags WHERE device_id = ?", (did,)).fetchone()
             if n[0] > MAX_TAGS_PER_DEVICE:
                 raise BadRequest(f"a device carries at most {MAX_TAGS_PER_DEVICE} tags")
@@ -466,16 +551,19 @@ class DeviceService:
         await self.store.call(tx)
         return self.get(cid, identity)
 
-    async def remove_tags(self, cid: str, identity: str, name: str,
-                          values: Sequence[str] = ()) -> Device:
+    async def remove_tags(
+        self, cid: str, identity: str, name: str, values: Sequence[str] = ()
+    ) -> Device:
         """Remove the given values of tag ``name``, or all its values when none are given."""
         self.registry.require(cid)
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
             did = _require_id(conn, cid, identity)
             if values:
-                conn.executemany("DELETE FROM tags WHERE device_id = ? AND name = ? AND value = ?",
-                                 [(did, name, v) for v in values])
+                conn.executemany(
+                    "DELETE FROM tags WHERE device_id = ? AND name = ? AND value = ?",
+                    [(did, name, v) for v in values],
+                )
             else:
                 conn.execute("DELETE FROM tags WHERE device_id = ? AND name = ?", (did, name))
 
@@ -484,8 +572,15 @@ class DeviceService:
 
     # -- provisioning --------------------------------------------------------------------
 
-    async def activate(self, cid: str, identity: str, *, ip: str | None, meta: EventMeta,
-                       password: str | None = None) -> str | None:
+    async def activate(
+        self,
+        cid: str,
+        identity: str,
+        *,
+        ip: str | None,
+        meta: EventMeta,
+        password: str | None = None,
+    ) -> str | None:
         """Provision ``identity`` (HTTP ``/provision/activate``, MQTT ``$provision``).
 
         Token mode returns the new token (the only time it exists in clear); password mode
@@ -503,12 +598,18 @@ class DeviceService:
             cred_hash = hash_token(token)
         elif prov.auth_type == "password":
             if password is None or len(password) < MIN_PASSWORD_LENGTH:
-                raise Refused(f"a device password must have at least {MIN_PASSWORD_LENGTH} "
-                              "characters", reason="bad_password", http_status=400)
+                raise Refused(
+                    f"a device password must have at least {MIN_PASSWORD_LENGTH} characters",
+                    reason="bad_password",
+                    http_status=400,
+                )
             cred_hash = await hash_password(password)
         else:
-            raise Refused("this connector provisions devices by TLS client certificate",
-                          reason="certificate_required", http_status=400)
+            raise Refused(
+                "this connector provisions devices by TLS client certificate",
+                reason="certificate_required",
+                http_status=400,
+            )
         ts = now_us()
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
@@ -516,7 +617,9 @@ class DeviceService:
             conn.execute(
                 "UPDATE devices SET status = 'provisioned', auth_type = ?, cred_hash = ?, "
                 "cert_fp = NULL, reprovision = 0, lastip = coalesce(?, lastip), lastseen = ? "
-                "WHERE id = ?", (prov.auth_type, cred_hash, ip, ts, did))
+                "WHERE id = ?",
+                (prov.auth_type, cred_hash, ip, ts, did),
+            )
             emit(AppendEvent(cid, "provisioned", identity, meta, ts))
 
         await self.store.call(tx)
@@ -529,32 +632,41 @@ class DeviceService:
         if not token:
             raise not_authenticated("no token")
         h = hash_token(token)
-        row = self.store.read(lambda c: c.execute(
-            "SELECT id, identity, locked FROM devices WHERE connector_id = ? AND cred_hash = ?",
-            (cid, h)).fetchone())
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT id, identity, locked FROM devices WHERE connector_id = ? AND cred_hash = ?",
+                (cid, h),
+            ).fetchone()
+        )
         if row is None:
             raise not_authenticated("unknown token")
         if row[2]:
-            raise _refused("device is locked", "locked", http=403,
-                           connack=ConnAckCode.NOT_AUTHORIZED)
+            raise _refused(
+                "device is locked", "locked", http=403, connack=ConnAckCode.NOT_AUTHORIZED
+            )
         return DeviceAuth(cid, int(row[0]), row[1])
 
-    async def authenticate_password(self, cid: str, identity: str,
-                                    password: str) -> DeviceAuth:
-        row = self.store.read(lambda c: c.execute(
-            "SELECT id, locked, cred_hash, auth_type FROM devices "
-            "WHERE connector_id = ? AND identity = ?", (cid, identity)).fetchone())
+    async def authenticate_password(self, cid: str, identity: str, password: str) -> DeviceAuth:
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT id, locked, cred_hash, auth_type FROM devices "
+                "WHERE connector_id = ? AND identity = ?",
+                (cid, identity),
+            ).fetchone()
+        )
         if row is None or row[3] != "password" or not row[2]:
             raise not_authenticated("unknown identity or not a password device")
         if not await verify_password(password, row[2]):
             raise not_authenticated("wrong password")
         if row[1]:
-            raise _refused("device is locked", "locked", http=403,
-                           connack=ConnAckCode.NOT_AUTHORIZED)
+            raise _refused(
+                "device is locked", "locked", http=403, connack=ConnAckCode.NOT_AUTHORIZED
+            )
         return DeviceAuth(cid, int(row[0]), identity)
 
-    async def authenticate_certificate(self, cid: str, claim: CertClaim, *, ip: str | None,
-                                       meta: EventMeta) -> DeviceAuth:
+    async def authenticate_certificate(
+        self, cid: str, claim: CertClaim, *, ip: str | None, meta: EventMeta
+    ) -> DeviceAuth:
         """Identity = certificate CN.  A known device must present its pinned certificate
         (or any certificate the connector's CA verified); an unknown one is provisioned on
         this first connection if the connector's rules allow it, pinning the certificate."""
@@ -562,15 +674,24 @@ class DeviceService:
         try:
             connector.settings.identity_format.check(claim.cn)
         except GatewayError as exc:
-            raise _refused(f"certificate CN: {exc.message}", "format_mismatch", http=403,
-                           connack=ConnAckCode.IDENTIFIER_REJECTED) from exc
-        row = self.store.read(lambda c: c.execute(
-            "SELECT id, status, locked, cert_fp, reprovision FROM devices "
-            "WHERE connector_id = ? AND identity = ?", (cid, claim.cn)).fetchone())
+            raise _refused(
+                f"certificate CN: {exc.message}",
+                "format_mismatch",
+                http=403,
+                connack=ConnAckCode.IDENTIFIER_REJECTED,
+            ) from exc
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT id, status, locked, cert_fp, reprovision FROM devices "
+                "WHERE connector_id = ? AND identity = ?",
+                (cid, claim.cn),
+            ).fetchone()
+        )
         if row is not None and row[1] == "provisioned" and not row[4]:
             if row[2]:
-                raise _refused("device is locked", "locked", http=403,
-                               connack=ConnAckCode.NOT_AUTHORIZED)
+                raise _refused(
+                    "device is locked", "locked", http=403, connack=ConnAckCode.NOT_AUTHORIZED
+                )
             if claim.verified or row[3] == claim.fingerprint:
                 return DeviceAuth(cid, int(row[0]), claim.cn)
             raise not_authenticated("certificate does not match the one pinned for this device")
@@ -582,7 +703,9 @@ class DeviceService:
             conn.execute(
                 "UPDATE devices SET status = 'provisioned', auth_type = 'certificate', "
                 "cred_hash = NULL, cert_fp = ?, reprovision = 0, lastip = coalesce(?, lastip), "
-                "lastseen = ? WHERE id = ?", (claim.fingerprint, ip, ts, did))
+                "lastseen = ? WHERE id = ?",
+                (claim.fingerprint, ip, ts, did),
+            )
             emit(AppendEvent(cid, "provisioned", claim.cn, meta, ts))
             return did
 
@@ -597,28 +720,36 @@ class DeviceService:
         ts = now_us()
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            conn.execute("UPDATE devices SET online = 1, lastip = coalesce(?, lastip), "
-                         "lastseen = ? WHERE id = ?", (meta.ip, ts, auth.device_id))
+            conn.execute(
+                "UPDATE devices SET online = 1, lastip = coalesce(?, lastip), "
+                "lastseen = ? WHERE id = ?",
+                (meta.ip, ts, auth.device_id),
+            )
             emit(AppendEvent(auth.connector_id, "connect", auth.identity, meta, ts))
 
         self.store.submit([Call(tx)])
 
-    def disconnected(self, auth: DeviceAuth, meta: EventMeta, reason: str, *,
-                     still_online: bool) -> None:
+    def disconnected(
+        self, auth: DeviceAuth, meta: EventMeta, reason: str, *, still_online: bool
+    ) -> None:
         ts = now_us()
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            conn.execute("UPDATE devices SET online = ?, lastseen = ? WHERE id = ?",
-                         (int(still_online), ts, auth.device_id))
-            emit(AppendEvent(auth.connector_id, "disconnect", auth.identity, meta, ts,
-                             reason=reason))
+            conn.execute(
+                "UPDATE devices SET online = ?, lastseen = ? WHERE id = ?",
+                (int(still_online), ts, auth.device_id),
+            )
+            emit(
+                AppendEvent(auth.connector_id, "disconnect", auth.identity, meta, ts, reason=reason)
+            )
 
         self.store.submit([Call(tx)])
 
 
 def _require_id(conn: sqlite3.Connection, cid: str, identity: str) -> int:
-    row = conn.execute("SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-                       (cid, identity)).fetchone()
+    row = conn.execute(
+        "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+    ).fetchone()
     if row is None:
         raise NotFound(f"device {identity!r} not found")
     return int(row[0])
@@ -627,33 +758,47 @@ def _require_id(conn: sqlite3.Connection, cid: str, identity: str) -> int:
 def _check_provisioning_allowed(connector: Connector, identity: str, ip: str | None) -> None:
     prov = connector.settings.provisioning
     if not prov.enabled:
-        raise _refused("provisioning is disabled for this connector", "provisioning_disabled",
-                       http=403, connack=ConnAckCode.NOT_AUTHORIZED)
+        raise _refused(
+            "provisioning is disabled for this connector",
+            "provisioning_disabled",
+            http=403,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
     try:
         connector.settings.identity_format.check(identity)
     except GatewayError as exc:
-        raise _refused(exc.message, "format_mismatch", http=400,
-                       connack=ConnAckCode.IDENTIFIER_REJECTED) from exc
+        raise _refused(
+            exc.message, "format_mismatch", http=400, connack=ConnAckCode.IDENTIFIER_REJECTED
+        ) from exc
     if not prov.ip_whitelisting.permits(ip):
-        raise _refused(f"provisioning from {ip} is not allowed", "ip_not_allowed", http=403,
-                       connack=ConnAckCode.NOT_AUTHORIZED)
+        raise _refused(
+            f"provisioning from {ip} is not allowed",
+            "ip_not_allowed",
+            http=403,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
 
 
-def _claim_identity(conn: sqlite3.Connection, connector: Connector, identity: str,
-                    ts: int) -> int:
+def _claim_identity(conn: sqlite3.Connection, connector: Connector, identity: str, ts: int) -> int:
     """Inside the writer: the device row to provision, creating it under presenter
     identity.  Raises the §12 item 12 refusals."""
     row = conn.execute(
         "SELECT id, status, locked, reprovision, expire FROM devices "
-        "WHERE connector_id = ? AND identity = ?", (connector.id, identity)).fetchone()
+        "WHERE connector_id = ? AND identity = ?",
+        (connector.id, identity),
+    ).fetchone()
     if row is None:
         if not connector.settings.provisioning.presenter_identity:
-            raise _refused(f"identity {identity!r} is not whitelisted",
-                           "presenter_identity_disabled", http=404,
-                           connack=ConnAckCode.NOT_AUTHORIZED)
+            raise _refused(
+                f"identity {identity!r} is not whitelisted",
+                "presenter_identity_disabled",
+                http=404,
+                connack=ConnAckCode.NOT_AUTHORIZED,
+            )
         cur = conn.execute(
             "INSERT INTO devices (connector_id, identity, status, created) VALUES (?, ?, ?, ?)",
-            (connector.id, identity, "whitelisted", ts))
+            (connector.id, identity, "whitelisted", ts),
+        )
         assert cur.lastrowid is not None
         _initial_state(conn, connector.id, cur.lastrowid, ts)
         return cur.lastrowid
@@ -661,11 +806,19 @@ def _claim_identity(conn: sqlite3.Connection, connector: Connector, identity: st
     if locked:
         raise _refused("device is locked", "locked", http=403, connack=ConnAckCode.NOT_AUTHORIZED)
     if status == "provisioned" and not reprovision:
-        raise _refused(f"identity {identity!r} is already provisioned", "already_provisioned",
-                       http=409, connack=ConnAckCode.NOT_AUTHORIZED)
+        raise _refused(
+            f"identity {identity!r} is already provisioned",
+            "already_provisioned",
+            http=409,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
     if status == "whitelisted" and expire is not None and expire < ts:
-        raise _refused(f"the activation window of {identity!r} has expired", "expired",
-                       http=404, connack=ConnAckCode.NOT_AUTHORIZED)
+        raise _refused(
+            f"the activation window of {identity!r} has expired",
+            "expired",
+            http=404,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
     return int(did)
 
 
@@ -673,8 +826,12 @@ def _initial_state(conn: sqlite3.Connection, cid: str, did: int, ts: int) -> Non
     """Give a new identity the ``initial`` set value of every settable resource."""
     rows = conn.execute(
         "SELECT alias, initial, sync FROM resources WHERE connector_id = ? AND settable = 1 "
-        "AND initial IS NOT NULL", (cid,)).fetchall()
+        "AND initial IS NOT NULL",
+        (cid,),
+    ).fetchall()
     if rows:
         conn.executemany(
             "INSERT OR IGNORE INTO state (device_id, alias, set_value, set_ts, pending) "
-            "VALUES (?, ?, ?, ?, ?)", [(did, a, v, ts, int(s)) for a, v, s in rows])
+            "VALUES (?, ?, ?, ?, ?)",
+            [(did, a, v, ts, int(s)) for a, v, s in rows],
+        )

@@ -56,19 +56,36 @@ class EventLog:
             rows = conn.execute(
                 "SELECT seq, type, identity, ts, connection_id, ip, protocol, reason, payload "
                 "FROM events WHERE connector_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (cid, after, limit)).fetchall()
-            return [EventOut(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                             None if r[8] is None else msgspec.json.decode(r[8])) for r in rows]
+                (cid, after, limit),
+            ).fetchall()
+            return [
+                EventOut(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    None if r[8] is None else msgspec.json.decode(r[8]),
+                )
+                for r in rows
+            ]
 
         return self.store.read(q)
 
     def last_seq(self, cid: str) -> int:
-        row = self.store.read(lambda c: c.execute(
-            "SELECT max(seq) FROM events WHERE connector_id = ?", (cid,)).fetchone())
+        row = self.store.read(
+            lambda c: c.execute(
+                "SELECT max(seq) FROM events WHERE connector_id = ?", (cid,)
+            ).fetchone()
+        )
         return int(row[0] or 0)
 
-    async def read(self, cid: str, *, after: int = 0, limit: int = 100,
-                   wait: float = 0.0) -> list[EventOut]:
+    async def read(
+        self, cid: str, *, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> list[EventOut]:
         """Events with ``seq > after``; when there are none, wait up to ``wait`` seconds
         for the next commit of this connector.  ``after=-1`` means "from now"."""
         self.registry.require(cid)

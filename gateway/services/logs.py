@@ -27,8 +27,14 @@ SUBSCRIBER_BUFFER = 1024  # records; a slower subscriber is dropped
 class LogFilter:
     __slots__ = ("connector_id", "identity", "ip", "kinds")
 
-    def __init__(self, connector_id: str | None, *, kinds: Iterable[str] = ("events", "debug"),
-                 identity: str | None = None, ip: str | None = None) -> None:
+    def __init__(
+        self,
+        connector_id: str | None,
+        *,
+        kinds: Iterable[str] = ("events", "debug"),
+        identity: str | None = None,
+        ip: str | None = None,
+    ) -> None:
         self.connector_id = connector_id
         self.kinds = frozenset(kinds)
         self.identity = identity
@@ -72,8 +78,14 @@ class LogHub:
         """Trio thread only.  Never blocks; O(subscribers)."""
         self.published += 1
         if log.isEnabledFor(logging.DEBUG) and rec.kind == "debug":
-            log.debug("%s ip=%s identity=%s %s %s", rec.event, rec.ip, rec.identity, rec.reason,
-                      rec.detail or "")
+            log.debug(
+                "%s ip=%s identity=%s %s %s",
+                rec.event,
+                rec.ip,
+                rec.identity,
+                rec.reason,
+                rec.detail or "",
+            )
         if not self._subs:
             return
         for sub in list(self._subs):
@@ -94,10 +106,20 @@ class LogHub:
             detail = None
             if ev.type in ("data_in", "publish") and ev.payload is not None:
                 detail = _short(ev.payload)
-            self.publish(LogRecord(
-                kind="events", timestamp=ev.timestamp, connector_id=ev.connector_id, ip=ev.ip,
-                identity=ev.identity, connection_id=ev.connection_id, protocol=ev.protocol,
-                event=ev.type, reason=ev.reason, detail=detail))
+            self.publish(
+                LogRecord(
+                    kind="events",
+                    timestamp=ev.timestamp,
+                    connector_id=ev.connector_id,
+                    ip=ev.ip,
+                    identity=ev.identity,
+                    connection_id=ev.connection_id,
+                    protocol=ev.protocol,
+                    event=ev.type,
+                    reason=ev.reason,
+                    detail=detail,
+                )
+            )
 
     @asynccontextmanager
     async def subscribe(self, filt: LogFilter) -> AsyncIterator[Subscription]:

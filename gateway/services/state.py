@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.dispatch import ResourceTable, validate_value
 from gateway.errors import BadRequest, InvalidValue, NotFound
-from gateway.services.connectors import Registry, Resource, now_us
+from gateway.services.connectors import Registry, now_us
 from gateway.services.control import ControlHub, Push
 from gateway.services.devices import DeviceAuth
 from gateway.store.api import AppendEvent, DataIn, EventMeta, PointWrite, Store, Ticket
@@ -43,19 +44,12 @@ def value_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def check_value(resource: Resource, value: str) -> None:
-    """Raise ``InvalidValue`` unless ``value`` fits the resource's format and allowed list.
-
-    The MQTT hot path runs the compiled twin of the same rules (``gateway.dispatch``);
-    ``tests/unit/test_state_values.py`` checks that both agree.
-    """
-    from gateway.dispatch import ResourceSpec, ResourceTable, validate_value
-
-    table = ResourceTable([ResourceSpec(resource.alias, resource.format, tuple(resource.allowed),
-                                        resource.settable, resource.sync)])
-    reason = validate_value(table, resource.alias, value)
+def check_value(table: ResourceTable, alias: str, value: str) -> None:
+    """Raise ``InvalidValue`` unless ``value`` fits the resource's format and allowed list
+    (the same compiled rules the MQTT dispatcher applies)."""
+    reason = validate_value(table, alias, value)
     if reason is not None:
-        raise InvalidValue(f"{resource.alias}: {reason}")
+        raise InvalidValue(f"{alias}: {reason}")
 
 
 class StateService:
@@ -66,30 +60,56 @@ class StateService:
 
     # -- device side ---------------------------------------------------------------------
 
-    def points_for(self, cid: str, values: Sequence[tuple[str, str, int]], *,
-                   replay_check: bool = False) -> list[PointWrite]:
+    def points_for(
+        self, cid: str, values: Sequence[tuple[str, str, int]], *, replay_check: bool = False
+    ) -> list[PointWrite]:
         """Turn (alias, value, µs) triples into store points, validating defined aliases.
         Raises ``InvalidValue`` on the first value that does not fit (the HTTP API refuses
         the whole request, PROTOCOL.md §12 item 13)."""
         resources = self.registry.resources(cid)
+        table = self.registry.table(cid)
         out = []
         for alias, value, ts in values:
             res = resources.get(alias)
             if res is not None:
-                check_value(res, value)
-            out.append(PointWrite(alias, value, ts, defined=res is not None,
-                                  settable=bool(res and res.settable),
-                                  replay_check=replay_check))
+                check_value(table, alias, value)
+            out.append(
+                PointWrite(
+                    alias,
+                    value,
+                    ts,
+                    defined=res is not None,
+                    settable=bool(res and res.settable),
+                    replay_check=replay_check,
+                )
+            )
         return out
 
-    def submit_write(self, auth: DeviceAuth, points: Sequence[PointWrite], meta: EventMeta,
-                     *, timestamp: int | None = None) -> Ticket:
+    def submit_write(
+        self,
+        auth: DeviceAuth,
+        points: Sequence[PointWrite],
+        meta: EventMeta,
+        *,
+        timestamp: int | None = None,
+    ) -> Ticket:
         """Queue a device write (one ``data_in`` event); await the ticket before acking."""
-        return self.store.submit([DataIn(auth.connector_id, auth.device_id, auth.identity,
-                                         points, meta, timestamp or now_us())])
+        return self.store.submit(
+            [
+                DataIn(
+                    auth.connector_id,
+                    auth.device_id,
+                    auth.identity,
+                    points,
+                    meta,
+                    timestamp or now_us(),
+                )
+            ]
+        )
 
-    async def device_write(self, auth: DeviceAuth, points: Sequence[PointWrite],
-                           meta: EventMeta) -> int:
+    async def device_write(
+        self, auth: DeviceAuth, points: Sequence[PointWrite], meta: EventMeta
+    ) -> int:
         result = await self.submit_write(auth, points, meta).wait()
         return int(result[0])
 
@@ -99,9 +119,13 @@ class StateService:
         if not aliases:
             return {}
         marks = ",".join("?" * len(aliases))
-        rows = self.store.read(lambda c: c.execute(
-            f"SELECT alias, reported, set_value FROM state WHERE device_id = ? AND alias IN "
-            f"({marks})", [device_id, *aliases]).fetchall())
+        rows = self.store.read(
+            lambda c: c.execute(
+                f"SELECT alias, reported, set_value FROM state WHERE device_id = ? AND alias IN "
+                f"({marks})",
+                [device_id, *aliases],
+            ).fetchall()
+        )
         out = {}
         for alias, reported, set_value in rows:
             v = set_value if set_value is not None else reported
@@ -109,16 +133,24 @@ class StateService:
                 out[alias] = v
         return {a: out[a] for a in aliases if a in out}
 
-    def pending(self, device_id: int, aliases: Sequence[str] | None = None,
-                since: int = 0) -> list[Push]:
+    def pending(
+        self, device_id: int, aliases: Sequence[str] | None = None, since: int = 0
+    ) -> list[Push]:
         """Pending set values of the device, oldest first (optionally only ``aliases``
         and only those set after ``since`` µs)."""
-        rows = self.store.read(lambda c: c.execute(
-            "SELECT alias, set_value, set_ts FROM state WHERE device_id = ? AND pending = 1 "
-            "AND set_ts > ? ORDER BY set_ts", (device_id, since)).fetchall())
+        rows = self.store.read(
+            lambda c: c.execute(
+                "SELECT alias, set_value, set_ts FROM state WHERE device_id = ? AND pending = 1 "
+                "AND set_ts > ? ORDER BY set_ts",
+                (device_id, since),
+            ).fetchall()
+        )
         want = None if aliases is None else set(aliases)
-        return [Push(a, v if v is not None else "", ts) for a, v, ts in rows
-                if want is None or a in want]
+        return [
+            Push(a, v if v is not None else "", ts)
+            for a, v, ts in rows
+            if want is None or a in want
+        ]
 
     # -- management side -----------------------------------------------------------------
 
@@ -126,25 +158,30 @@ class StateService:
         self.registry.require(cid)
 
         def q(conn: sqlite3.Connection) -> dict[str, AliasState]:
-            row = conn.execute("SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-                               (cid, identity)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"device {identity!r} not found")
             out = {}
             for alias, rep, rts, sv, sts, pend in conn.execute(
-                    "SELECT alias, reported, reported_ts, set_value, set_ts, pending FROM state "
-                    "WHERE device_id = ? ORDER BY alias", (row[0],)):
+                "SELECT alias, reported, reported_ts, set_value, set_ts, pending FROM state "
+                "WHERE device_id = ? ORDER BY alias",
+                (row[0],),
+            ):
                 ts = max(t for t in (rts, sts, 0) if t is not None) or None
                 out[alias] = AliasState(rep, sv, ts, rts, sts, bool(pend))
             return out
 
         return self.store.read(q)
 
-    async def set_values(self, cid: str, identity: str, values: Mapping[str, Any],
-                         *, meta: EventMeta | None = None) -> dict[str, AliasState]:
+    async def set_values(
+        self, cid: str, identity: str, values: Mapping[str, Any], *, meta: EventMeta | None = None
+    ) -> dict[str, AliasState]:
         """Cloud set (``setIdentityState``): validate every alias first (all or nothing),
         commit, then push to the device and wake its long-polls."""
         resources = self.registry.resources(cid)
+        table = self.registry.table(cid)
         if not values:
             raise BadRequest("no values to set")
         texts: dict[str, str] = {}
@@ -155,14 +192,15 @@ class StateService:
             if not res.settable:
                 raise BadRequest(f"resource {alias!r} is not settable")
             text = value_text(value)
-            check_value(res, text)
+            check_value(table, alias, text)
             texts[alias] = text
         ts = now_us()
         meta = meta or EventMeta(protocol="api")
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
-            row = conn.execute("SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
-                               (cid, identity)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"device {identity!r} not found")
             did = int(row[0])
@@ -171,9 +209,13 @@ class StateService:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, alias) DO UPDATE SET "
                 "set_value = excluded.set_value, set_ts = excluded.set_ts, "
                 "pending = excluded.pending",
-                [(did, a, v, ts, int(resources[a].sync)) for a, v in texts.items()])
-            emit(AppendEvent(cid, "data_out", identity, meta, ts,
-                             [{"timestamp": ts, "values": texts}]))
+                [(did, a, v, ts, int(resources[a].sync)) for a, v in texts.items()],
+            )
+            emit(
+                AppendEvent(
+                    cid, "data_out", identity, meta, ts, [{"timestamp": ts, "values": texts}]
+                )
+            )
             return did
 
         did = await self.store.call(tx)

@@ -23,8 +23,14 @@ from gateway.services.bundle import Services
 
 __all__ = ["TestGateway", "gateway_process", "open_test_gateway"]
 
-EPHEMERAL = {"host": "127.0.0.1", "tls_port": 0, "mqtt_tls_port": 0, "dev_http_port": 0,
-             "dev_mqtt_port": 0, "api_port": 0}
+EPHEMERAL = {
+    "host": "127.0.0.1",
+    "tls_port": 0,
+    "mqtt_tls_port": 0,
+    "dev_http_port": 0,
+    "dev_mqtt_port": 0,
+    "api_port": 0,
+}
 
 
 class TestGateway:
@@ -69,11 +75,17 @@ class TestGateway:
 
 
 @asynccontextmanager
-async def open_test_gateway(data: Path, *, dev: bool = True, synchronous: str = "NORMAL",
-                            **overrides: Any) -> AsyncIterator[TestGateway]:
+async def open_test_gateway(
+    data: Path, *, dev: bool = True, synchronous: str = "NORMAL", **overrides: Any
+) -> AsyncIterator[TestGateway]:
     """Start the whole gateway inside the current Trio run; stop it on exit."""
-    values: dict[str, Any] = {**EPHEMERAL, "data": str(data), "dev": dev,
-                              "synchronous": synchronous, **overrides}
+    values: dict[str, Any] = {
+        **EPHEMERAL,
+        "data": str(data),
+        "dev": dev,
+        "synchronous": synchronous,
+        **overrides,
+    }
     config = msgspec.convert(values, GatewayConfig)
     async with trio.open_nursery() as nursery:
         running = await nursery.start(run_gateway, config)
@@ -84,20 +96,42 @@ async def open_test_gateway(data: Path, *, dev: bool = True, synchronous: str = 
 
 
 @contextmanager
-def gateway_process(data: Path, *, command: list[str] | None = None, dev: bool = True,
-                    extra: list[str] = (), env: dict[str, str] | None = None,  # type: ignore[assignment]
-                    timeout: float = 30.0) -> Iterator[tuple[subprocess.Popen[bytes], TestGateway]]:
+def gateway_process(
+    data: Path,
+    *,
+    command: list[str] | None = None,
+    dev: bool = True,
+    extra: list[str] = (),
+    env: dict[str, str] | None = None,  # type: ignore[assignment]
+    timeout: float = 30.0,
+) -> Iterator[tuple[subprocess.Popen[bytes], TestGateway]]:
     """Start ``gateway serve`` (or ``command``) as a child with ephemeral ports and wait for
     its ``run.json``.  Yields the process and its handles; terminates it on exit."""
     run_json = data / "run.json"
     run_json.unlink(missing_ok=True)
     cmd = command or [sys.executable, "-m", "gateway"]
-    args = [*cmd, "serve", "--data", str(data), "--host", "127.0.0.1", "--tls-port", "0",
-            "--mqtt-tls-port", "0", "--api-port", "0", *(["--dev", "--dev-http-port", "0",
-                                                          "--dev-mqtt-port", "0"] if dev else []),
-            *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env if env is not None else os.environ.copy())
+    args = [
+        *cmd,
+        "serve",
+        "--data",
+        str(data),
+        "--host",
+        "127.0.0.1",
+        "--tls-port",
+        "0",
+        "--mqtt-tls-port",
+        "0",
+        "--api-port",
+        "0",
+        *(["--dev", "--dev-http-port", "0", "--dev-mqtt-port", "0"] if dev else []),
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env if env is not None else os.environ.copy(),
+    )
     try:
         deadline = time.monotonic() + timeout
         while not run_json.exists():

@@ -8,6 +8,7 @@ append-only: never edit a released step, add another.
 from __future__ import annotations
 
 import time
+
 import sqlite_utils
 
 __all__ = ["MIGRATIONS", "migrate"]

@@ -318,6 +318,7 @@ class SqliteStore:
                 elif type(op) is AppendEvent:
                     sub.result.append(self._append_event(cur, op, sub.events))
                 elif type(op) is Call:
+
                     def emit(ev: AppendEvent, _events: list[CommittedEvent] = sub.events) -> None:
                         self._append_event(cur, ev, _events)
 
@@ -344,20 +345,38 @@ class SqliteStore:
         self._seq[connector_id] = seq
         return seq
 
-    def _append_event(
-        self, cur: sqlite3.Cursor, ev: AppendEvent, out: list[CommittedEvent]
-    ) -> int:
+    def _append_event(self, cur: sqlite3.Cursor, ev: AppendEvent, out: list[CommittedEvent]) -> int:
         seq = self._next_seq(cur, ev.connector_id)
         m = ev.meta
         payload = None if ev.payload is None else msgspec.json.encode(ev.payload)
         cur.execute(
             _INSERT_EVENT,
-            (ev.connector_id, seq, ev.timestamp, ev.type, ev.identity, m.connection_id,
-             m.ip, m.protocol, ev.reason, payload),
+            (
+                ev.connector_id,
+                seq,
+                ev.timestamp,
+                ev.type,
+                ev.identity,
+                m.connection_id,
+                m.ip,
+                m.protocol,
+                ev.reason,
+                payload,
+            ),
         )
         out.append(
-            CommittedEvent(ev.connector_id, seq, ev.timestamp, ev.type, ev.identity,
-                           m.connection_id, m.ip, m.protocol, ev.reason, ev.payload)
+            CommittedEvent(
+                ev.connector_id,
+                seq,
+                ev.timestamp,
+                ev.type,
+                ev.identity,
+                m.connection_id,
+                m.ip,
+                m.protocol,
+                ev.reason,
+                ev.payload,
+            )
         )
         return seq
 
@@ -398,8 +417,9 @@ class SqliteStore:
         )
         self._append_event(
             cur,
-            AppendEvent(op.connector_id, "data_in", op.identity, op.meta, op.timestamp,
-                        _payload_of(points)),
+            AppendEvent(
+                op.connector_id, "data_in", op.identity, op.meta, op.timestamp, _payload_of(points)
+            ),
             out,
         )
         return len(points)

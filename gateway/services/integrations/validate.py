@@ -1,0 +1,550 @@
+"""Validation of uploaded OpenAPI 2 documents, and the typed model built from them (sans-IO).
+
+A document is refused whole: :func:`parse_document` collects every violation, each with the
+JSON path of the offending node, and raises :class:`DocumentInvalid` listing them all, so an
+operator fixes a document in one round trip.  The rules are Murano's service rules (the
+Exosite cloud-to-cloud article and its service-definition reference):
+
+* ``swagger: "2.0"``; ``info`` with ``title``, ``version`` and ``description``;
+* ``schemes`` only ``https`` — plain ``http`` only with the explicit development flag
+  ``allow_insecure_http`` (stored with the integration and shown by the API);
+* ``consumes`` / ``produces`` only ``application/json`` (document and operation level);
+* ``basePath`` present; a ``description`` on every operation, parameter and schema property;
+  ``type`` and ``description`` at every JSON-schema level (nested objects, array items);
+* a unique ``operationId`` on every operation (operations are called by it);
+* optional ``x-exosite-health-path`` (relative to ``basePath`` like every path; default
+  ``basePath`` itself);
+* ``securityDefinitions``: ``basic`` with ``x-exosite-user-field`` / ``x-exosite-secret-field``
+  naming configuration parameters (the secret one must be ``format: password``);
+  ``apiKey`` with ``x-exosite-secret-field``; tokens may also be plain ``in: path`` /
+  ``in: query`` parameters, which take their value from the configuration parameter of the
+  same name (Murano: configuration values are the defaults of operation parameters);
+* ``x-exosite-config-parameters``: a list of ``{name, description, type, format, required}``;
+  ``format: password`` marks a secret (encrypted at rest, never returned or logged).
+
+Nothing here performs I/O; YAML is parsed with ``yaml.safe_load`` (JSON is YAML).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import yaml
+
+from gateway.errors import BadRequest
+from gateway.services.integrations.schema import SCHEMA_TYPES, json_path, resolve_ref
+
+__all__ = [
+    "ConfigParam",
+    "DocumentInvalid",
+    "OperationSpec",
+    "ParamSpec",
+    "SecurityScheme",
+    "Spec",
+    "Violation",
+    "check_document",
+    "load_document",
+    "parse_document",
+]
+
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # an OpenAPI document larger than this is not a service
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
+JSON = "application/json"
+PARAM_LOCATIONS = ("path", "query", "header", "body")
+SIMPLE_TYPES = ("string", "number", "integer", "boolean", "array")
+CONFIG_TYPES = ("string", "number", "integer", "boolean")
+_TEMPLATE_RE = re.compile(r"{([^{}]+)}")
+
+
+class Violation(msgspec.Struct, frozen=True):
+    """One broken rule: where (a JSON path such as ``$.paths["/a"].get.description``) and why."""
+
+    path: str
+    message: str
+
+
+class DocumentInvalid(BadRequest):
+    """The document breaks at least one rule; ``violations`` lists every one of them."""
+
+    code = "invalid_document"
+
+    def __init__(self, violations: list[Violation]) -> None:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(f"{first.path}: {first.message}{more}")
+        self.violations = violations
+
+
+class ConfigParam(msgspec.Struct, frozen=True):
+    name: str
+    description: str
+    type: str = "string"
+    format: str | None = None
+    required: bool = False
+
+    @property
+    def secret(self) -> bool:
+        return self.format == "password"
+
+
+class ParamSpec(msgspec.Struct, frozen=True):
+    """One operation parameter.  ``schema`` is the body schema (``in: body``) or, for the
+    other locations, a schema built from ``type`` / ``items`` / ``enum``."""
+
+    name: str
+    location: str
+    description: str
+    required: bool
+    schema: Any
+
+
+class SecurityScheme(msgspec.Struct, frozen=True):
+    name: str
+    type: str  # basic | apiKey
+    user_field: str | None = None
+    secret_field: str | None = None
+    key_name: str | None = None  # apiKey: header or query parameter name
+    key_in: str | None = None  # apiKey: header | query
+
+
+class OperationSpec(msgspec.Struct, frozen=True):
+    operation_id: str
+    method: str
+    path: str
+    description: str
+    parameters: tuple[ParamSpec, ...]
+    responses: dict[str, Any]  # status ("200", "default") -> schema or None
+    security: tuple[str, ...] | None  # None: the document-wide requirement applies
+
+
+class Spec(msgspec.Struct, frozen=True):
+    """What the gateway needs from a valid document (the raw document stays stored too)."""
+
+    title: str
+    version: str
+    description: str
+    host: str | None
+    base_path: str
+    schemes: tuple[str, ...]
+    health_path: str
+    operations: dict[str, OperationSpec]
+    config_params: dict[str, ConfigParam]
+    security_schemes: dict[str, SecurityScheme]
+    security: tuple[str, ...]
+    definitions: dict[str, Any]
+
+
+def load_document(text: str | bytes) -> Any:
+    """Parse YAML or JSON text; raise :class:`DocumentInvalid` (path ``$``) if unparsable."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise DocumentInvalid([Violation("$", f"document larger than {MAX_DOCUMENT_BYTES} bytes")])
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DocumentInvalid([Violation("$", f"not valid YAML or JSON: {exc}")]) from None
+    if not isinstance(doc, dict):
+        raise DocumentInvalid([Violation("$", "the document must be an object")])
+    return doc
+
+
+class _Checker:
+    """Walks one document, appending violations; keeps what the model needs."""
+
+    def __init__(self, doc: Mapping[str, Any], *, allow_http: bool) -> None:
+        self.doc = doc
+        self.allow_http = allow_http
+        self.out: list[Violation] = []
+        defs = doc.get("definitions")
+        self.definitions: dict[str, Any] = dict(defs) if isinstance(defs, Mapping) else {}
+        params = doc.get("parameters")
+        self.shared_params: Mapping[str, Any] = params if isinstance(params, Mapping) else {}
+
+    def bad(self, path: str, message: str) -> None:
+        self.out.append(Violation(path, message))
+
+    def text(self, node: Mapping[str, Any], key: str, path: str) -> str:
+        value = node.get(key)
+        if not isinstance(value, str) or not value.strip():
+            self.bad(json_path(path, key), "is required (a non-empty string)")
+            return ""
+        return value
+
+    # -- top level ------------------------------------------------------------------------
+
+    def top(self) -> None:
+        doc = self.doc
+        if str(doc.get("swagger")) != "2.0" or not isinstance(doc.get("swagger"), str):
+            self.bad("$.swagger", 'must be "2.0" (a string: OpenAPI 2 / Swagger)')
+        info = doc.get("info")
+        if not isinstance(info, Mapping):
+            self.bad("$.info", "is required (an object with title, version and description)")
+        else:
+            for key in ("title", "version", "description"):
+                if key == "version" and isinstance(info.get(key), int | float):
+                    continue  # a YAML number such as 1.0 is an acceptable version
+                self.text(info, key, "$.info")
+        self.schemes()
+        for key in ("consumes", "produces"):
+            self.media(doc, key, "$", required=True)
+        base = doc.get("basePath")
+        if not isinstance(base, str) or not base.startswith("/"):
+            self.bad("$.basePath", "is required (a path starting with /)")
+        host = doc.get("host")
+        if host is not None and (not isinstance(host, str) or "/" in host or not host):
+            self.bad("$.host", "must be a host name with an optional :port")
+        health = doc.get("x-exosite-health-path")
+        if health is not None and (not isinstance(health, str) or not health.startswith("/")):
+            self.bad('$["x-exosite-health-path"]', "must be a path starting with /")
+
+    def schemes(self) -> None:
+        schemes = self.doc.get("schemes")
+        if not isinstance(schemes, list) or not schemes:
+            self.bad("$.schemes", "is required: a list containing https")
+            return
+        for i, s in enumerate(schemes):
+            path = json_path("$.schemes", i)
+            if s == "https":
+                continue
+            if s == "http":
+                if not self.allow_http:
+                    self.bad(path, "plain http is refused; only https is allowed (use the "
+                                   "allow_insecure_http development flag to accept http)")
+            else:
+                self.bad(path, f"unsupported scheme {s!r}; only https is allowed")
+
+    def media(self, node: Mapping[str, Any], key: str, path: str, *, required: bool) -> None:
+        value = node.get(key)
+        where = json_path(path, key)
+        if value is None:
+            if required:
+                self.bad(where, f"is required: [{JSON}]")
+            return
+        if not isinstance(value, list) or not value:
+            self.bad(where, f"must be a list: [{JSON}]")
+            return
+        for i, m in enumerate(value):
+            if m != JSON:
+                self.bad(json_path(where, i), f"unsupported media type {m!r}; only {JSON}")
+
+    # -- configuration and security -------------------------------------------------------
+
+    def config_params(self) -> dict[str, ConfigParam]:
+        raw = self.doc.get("x-exosite-config-parameters")
+        base = '$["x-exosite-config-parameters"]'
+        out: dict[str, ConfigParam] = {}
+        if raw is None:
+            return out
+        if not isinstance(raw, list):
+            self.bad(base, "must be a list of {name, description, type, format, required}")
+            return out
+        for i, item in enumerate(raw):
+            path = json_path(base, i)
+            if not isinstance(item, Mapping):
+                self.bad(path, "must be an object")
+                continue
+            name = self.text(item, "name", path)
+            desc = self.text(item, "description", path)
+            kind = item.get("type", "string")
+            if kind not in CONFIG_TYPES:
+                self.bad(json_path(path, "type"), f"must be one of {', '.join(CONFIG_TYPES)}")
+            fmt = item.get("format")
+            if fmt is not None and not isinstance(fmt, str):
+                self.bad(json_path(path, "format"), "must be a string")
+                fmt = None
+            req = item.get("required", False)
+            if not isinstance(req, bool):
+                self.bad(json_path(path, "required"), "must be a boolean")
+                req = False
+            if name in out:
+                self.bad(json_path(path, "name"), f"duplicate configuration parameter {name!r}")
+            elif name:
+                out[name] = ConfigParam(name, desc, str(kind), fmt, req)
+        return out
+
+    def security_schemes(self, config: Mapping[str, ConfigParam]) -> dict[str, SecurityScheme]:
+        raw = self.doc.get("securityDefinitions")
+        out: dict[str, SecurityScheme] = {}
+        if raw is None:
+            return out
+        if not isinstance(raw, Mapping):
+            self.bad("$.securityDefinitions", "must be an object")
+            return out
+        for name, item in raw.items():
+            path = json_path("$.securityDefinitions", str(name))
+            if not isinstance(item, Mapping):
+                self.bad(path, "must be an object")
+                continue
+            self.text(item, "description", path)
+            kind = item.get("type")
+            if kind == "basic":
+                user = self.config_ref(item, "x-exosite-user-field", path, config, secret=False)
+                secret = self.config_ref(item, "x-exosite-secret-field", path, config,
+                                         secret=True)
+                out[str(name)] = SecurityScheme(str(name), "basic", user, secret)
+            elif kind == "apiKey":
+                secret = self.config_ref(item, "x-exosite-secret-field", path, config,
+                                         secret=True)
+                key_in = item.get("in")
+                if key_in not in ("header", "query"):
+                    self.bad(json_path(path, "in"), "must be header or query")
+                key_name = self.text(item, "name", path)
+                out[str(name)] = SecurityScheme(str(name), "apiKey", None, secret, key_name,
+                                                str(key_in))
+            else:
+                self.bad(json_path(path, "type"), "unsupported security type "
+                         f"{kind!r}: use basic, apiKey, or token parameters in: path / in: query")
+        return out
+
+    def config_ref(self, item: Mapping[str, Any], key: str, path: str,
+                   config: Mapping[str, ConfigParam], *, secret: bool) -> str | None:
+        value = item.get(key)
+        where = json_path(path, key)
+        if not isinstance(value, str) or not value:
+            self.bad(where, "is required: the name of a configuration parameter")
+            return None
+        param = config.get(value)
+        if param is None:
+            self.bad(where, f"names {value!r}, which is not in x-exosite-config-parameters")
+        elif secret and not param.secret:
+            self.bad(where, f"names {value!r}, which must have format: password (a secret)")
+        return value
+
+    def requirement(self, raw: Any, path: str, schemes: Mapping[str, SecurityScheme]
+                    ) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            self.bad(path, "must be a list of security requirement objects")
+            return ()
+        names: list[str] = []
+        for i, req in enumerate(raw):
+            if not isinstance(req, Mapping):
+                self.bad(json_path(path, i), "must be an object")
+                continue
+            for name in req:
+                if name not in schemes:
+                    self.bad(json_path(json_path(path, i), str(name)),
+                             "is not defined in securityDefinitions")
+                else:
+                    names.append(str(name))
+        return tuple(names)
+
+    # -- schemas --------------------------------------------------------------------------
+
+    def schema(self, node: Any, path: str, *, depth: int = 0) -> None:
+        """``type`` and ``description`` at every level; properties and items recursively."""
+        if depth > 64:
+            self.bad(path, "schema nested too deeply")
+            return
+        if not isinstance(node, Mapping):
+            self.bad(path, "must be a JSON schema object")
+            return
+        if "$ref" in node:
+            if resolve_ref(str(node["$ref"]), self.definitions) is None:
+                self.bad(json_path(path, "$ref"), f"{node['$ref']!r} does not resolve to "
+                         "#/definitions/<name>")
+            return  # the definition itself is checked under $.definitions
+        kind = node.get("type")
+        if kind is None:
+            self.bad(json_path(path, "type"), "is required at every schema level")
+        elif kind not in SCHEMA_TYPES:
+            self.bad(json_path(path, "type"), f"unknown type {kind!r}")
+        self.text(node, "description", path)
+        props = node.get("properties")
+        if props is not None:
+            if not isinstance(props, Mapping):
+                self.bad(json_path(path, "properties"), "must be an object")
+            else:
+                for key, sub in props.items():
+                    self.schema(sub, json_path(json_path(path, "properties"), str(key)),
+                                depth=depth + 1)
+        if kind == "array":
+            if "items" not in node:
+                self.bad(json_path(path, "items"), "is required for type array")
+            else:
+                self.schema(node["items"], json_path(path, "items"), depth=depth + 1)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            self.schema(extra, json_path(path, "additionalProperties"), depth=depth + 1)
+
+    # -- paths and operations -------------------------------------------------------------
+
+    def parameter(self, raw: Any, path: str) -> ParamSpec | None:
+        if isinstance(raw, Mapping) and "$ref" in raw:
+            ref = str(raw["$ref"])
+            target = (self.shared_params.get(ref[len("#/parameters/"):])
+                      if ref.startswith("#/parameters/") else None)
+            if target is None:
+                self.bad(json_path(path, "$ref"), f"{ref!r} does not resolve to "
+                         "#/parameters/<name>")
+                return None
+            raw = target
+        if not isinstance(raw, Mapping):
+            self.bad(path, "must be a parameter object")
+            return None
+        name = self.text(raw, "name", path)
+        desc = self.text(raw, "description", path)
+        loc = raw.get("in")
+        required = raw.get("required", False) is True
+        if loc not in PARAM_LOCATIONS:
+            self.bad(json_path(path, "in"), f"must be one of {', '.join(PARAM_LOCATIONS)}")
+            return None
+        if loc == "body":
+            if "schema" not in raw:
+                self.bad(json_path(path, "schema"), "is required for in: body")
+                return None
+            self.schema(raw["schema"], json_path(path, "schema"))
+            schema = raw["schema"]
+        else:
+            kind = raw.get("type")
+            if kind not in SIMPLE_TYPES:
+                self.bad(json_path(path, "type"), f"must be one of {', '.join(SIMPLE_TYPES)}")
+            schema = {k: raw[k] for k in ("type", "items", "enum", "format") if k in raw}
+            if kind == "array":
+                items = raw.get("items")
+                if not isinstance(items, Mapping) or items.get("type") not in SIMPLE_TYPES[:4]:
+                    self.bad(json_path(path, "items"), "is required for type array, with a "
+                             "scalar type")
+            if loc == "path" and not required:
+                self.bad(json_path(path, "required"), "must be true for in: path")
+                required = True
+        return ParamSpec(name, str(loc), desc, required, schema)
+
+    def operation(self, route: str, method: str, op: Any, shared: list[ParamSpec],
+                  schemes: Mapping[str, SecurityScheme], seen: dict[str, str]
+                  ) -> OperationSpec | None:
+        path = json_path(json_path("$.paths", route), method)
+        if not isinstance(op, Mapping):
+            self.bad(path, "must be an operation object")
+            return None
+        desc = self.text(op, "description", path)
+        op_id = op.get("operationId")
+        if not isinstance(op_id, str) or not op_id:
+            self.bad(json_path(path, "operationId"), "is required (operations are called "
+                     "by their operationId)")
+        elif op_id in seen:
+            self.bad(json_path(path, "operationId"), f"duplicate operationId {op_id!r} "
+                     f"(also at {seen[op_id]})")
+        else:
+            seen[op_id] = path
+        for key in ("consumes", "produces"):
+            self.media(op, key, path, required=False)
+        params = {(p.name, p.location): p for p in shared}
+        raw_params = op.get("parameters", [])
+        if not isinstance(raw_params, list):
+            self.bad(json_path(path, "parameters"), "must be a list")
+            raw_params = []
+        for i, raw in enumerate(raw_params):
+            p = self.parameter(raw, json_path(json_path(path, "parameters"), i))
+            if p is not None:
+                params[(p.name, p.location)] = p
+        if sum(1 for p in params.values() if p.location == "body") > 1:
+            self.bad(json_path(path, "parameters"), "at most one in: body parameter")
+        declared = {p.name for p in params.values() if p.location == "path"}
+        for var in _TEMPLATE_RE.findall(route):
+            if var not in declared:
+                self.bad(json_path(path, "parameters"),
+                         f"path template variable {{{var}}} has no in: path parameter")
+        for p in params.values():
+            if p.location == "path" and "{" + p.name + "}" not in route:
+                self.bad(json_path(path, "parameters"),
+                         f"in: path parameter {p.name!r} does not appear in {route!r}")
+        responses: dict[str, Any] = {}
+        raw_resp = op.get("responses")
+        if not isinstance(raw_resp, Mapping) or not raw_resp:
+            self.bad(json_path(path, "responses"), "is required (at least one response)")
+        else:
+            for status, resp in raw_resp.items():
+                rpath = json_path(json_path(path, "responses"), str(status))
+                if not isinstance(resp, Mapping):
+                    self.bad(rpath, "must be a response object")
+                    continue
+                self.text(resp, "description", rpath)
+                if "schema" in resp:
+                    self.schema(resp["schema"], json_path(rpath, "schema"))
+                responses[str(status)] = resp.get("schema")
+        security = None
+        if "security" in op:
+            security = self.requirement(op["security"], json_path(path, "security"), schemes)
+        if not isinstance(op_id, str) or not op_id:
+            return None
+        return OperationSpec(op_id, method.upper(), route, desc, tuple(params.values()),
+                             responses, security)
+
+    def paths(self, schemes: Mapping[str, SecurityScheme]) -> dict[str, OperationSpec]:
+        raw = self.doc.get("paths")
+        ops: dict[str, OperationSpec] = {}
+        if not isinstance(raw, Mapping) or not raw:
+            self.bad("$.paths", "is required (an object of paths with operations)")
+            return ops
+        seen: dict[str, str] = {}
+        for route, item in raw.items():
+            rpath = json_path("$.paths", str(route))
+            if not isinstance(route, str) or not route.startswith("/"):
+                self.bad(rpath, "path keys must start with /")
+                continue
+            if not isinstance(item, Mapping):
+                self.bad(rpath, "must be a path item object")
+                continue
+            shared: list[ParamSpec] = []
+            raw_shared = item.get("parameters", [])
+            if isinstance(raw_shared, list):
+                for i, p in enumerate(raw_shared):
+                    spec = self.parameter(p, json_path(json_path(rpath, "parameters"), i))
+                    if spec is not None:
+                        shared.append(spec)
+            else:
+                self.bad(json_path(rpath, "parameters"), "must be a list")
+            methods = [m for m in METHODS if m in item]
+            if not methods:
+                self.bad(rpath, "has no operation (get, put, post, delete, options, head, patch)")
+            for method in methods:
+                op = self.operation(route, method, item[method], shared, schemes, seen)
+                if op is not None:
+                    ops[op.operation_id] = op
+        return ops
+
+    def run(self) -> Spec:
+        self.top()
+        for name, sub in self.definitions.items():
+            self.schema(sub, json_path("$.definitions", str(name)))
+        config = self.config_params()
+        schemes = self.security_schemes(config)
+        security: tuple[str, ...] = ()
+        if "security" in self.doc:
+            security = self.requirement(self.doc["security"], "$.security", schemes)
+        ops = self.paths(schemes)
+        info = self.doc.get("info") if isinstance(self.doc.get("info"), Mapping) else {}
+        assert isinstance(info, Mapping)
+        base = self.doc.get("basePath")
+        base_path = base.rstrip("/") if isinstance(base, str) else ""
+        health = self.doc.get("x-exosite-health-path")
+        health_path = base_path + health if isinstance(health, str) else (base_path or "/")
+        schemes_list = self.doc.get("schemes")
+        host = self.doc.get("host")
+        return Spec(
+            title=str(info.get("title", "")), version=str(info.get("version", "")),
+            description=str(info.get("description", "")),
+            host=host if isinstance(host, str) else None, base_path=base_path,
+            schemes=tuple(str(s) for s in schemes_list) if isinstance(schemes_list, list)
+            else (), health_path=health_path, operations=ops, config_params=config,
+            security_schemes=schemes, security=security, definitions=self.definitions)
+
+
+def check_document(doc: Mapping[str, Any], *, allow_http: bool = False) -> list[Violation]:
+    """Every violation in ``doc`` (empty when it is acceptable)."""
+    checker = _Checker(doc, allow_http=allow_http)
+    checker.run()
+    return checker.out
+
+
+def parse_document(text: str | bytes, *, allow_http: bool = False) -> Spec:
+    """Parse and validate; return the model or raise :class:`DocumentInvalid` with every
+    violation.  ``allow_http`` is the visible development flag admitting ``http``."""
+    doc = load_document(text)
+    checker = _Checker(doc, allow_http=allow_http)
+    spec = checker.run()
+    if checker.out:
+        raise DocumentInvalid(checker.out)
+    return spec
