@@ -17,8 +17,8 @@ from typing import ClassVar
 __all__ = [
     "AlreadyExists",
     "BadRequest",
-    "ConnAckCode",
     "Conflict",
+    "ConnAckCode",
     "GatewayError",
     "InvalidValue",
     "MalformedPacket",

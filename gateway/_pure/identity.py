@@ -66,7 +66,9 @@ def validate_identity(identity: str, kind: str, prefix: str, casing: str, length
     elif kind == "uuid:v4":
         ok = (
             len(body) == 36
-            and all((body[i] == "-") if i in (8, 13, 18, 23) else (body[i] in _HEX) for i in range(36))
+            and all(
+                (body[i] == "-") if i in (8, 13, 18, 23) else (body[i] in _HEX) for i in range(36)
+            )
             and body[14] == "4"
             and body[19] in "89abAB"
         )

@@ -16,15 +16,19 @@ META = EventMeta(connection_id="k", ip="127.0.0.1", protocol="test")
 
 async def main(path: Path) -> None:
     async with open_store(path, synchronous="FULL") as store:
+
         async def writer(task: int) -> None:
             i = 0
             while True:
                 n = task * 1_000_000 + i
-                ticket = store.submit([
-                    DataIn("c", task + 1, f"d{task}", [PointWrite("data_in", str(n), n)], META,
-                           n),
-                    AppendEvent("c", "publish", f"d{task}", META, n, {"n": n}),
-                ])
+                ticket = store.submit(
+                    [
+                        DataIn(
+                            "c", task + 1, f"d{task}", [PointWrite("data_in", str(n), n)], META, n
+                        ),
+                        AppendEvent("c", "publish", f"d{task}", META, n, {"n": n}),
+                    ]
+                )
                 await ticket.wait()
                 sys.stdout.write(f"{n}\n")
                 sys.stdout.flush()

@@ -20,8 +20,9 @@ CHILD = Path(__file__).with_name("kill9_child.py")
 @pytest.mark.parametrize("run", range(4))
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path, run: int) -> None:
     db = tmp_path / "gateway.db"
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(db)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     acked: list[int] = []
@@ -49,11 +50,15 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, run: int) -> None:
     assert len(acked) > 50, "the child acknowledged too little to make the test meaningful"
     conn = sqlite3.connect(db)
     try:
-        data = {int(n) for (p,) in conn.execute(
-            "SELECT payload FROM events WHERE type = 'data_in'")
-            for n in [msgspec.json.decode(p)[0]["values"]["data_in"]]}
-        pubs = {msgspec.json.decode(p)["n"] for (p,) in conn.execute(
-            "SELECT payload FROM events WHERE type = 'publish'")}
+        data = {
+            int(n)
+            for (p,) in conn.execute("SELECT payload FROM events WHERE type = 'data_in'")
+            for n in [msgspec.json.decode(p)[0]["values"]["data_in"]]
+        }
+        pubs = {
+            msgspec.json.decode(p)["n"]
+            for (p,) in conn.execute("SELECT payload FROM events WHERE type = 'publish'")
+        }
         reported = {int(v) for (v,) in conn.execute("SELECT reported FROM state")}
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:

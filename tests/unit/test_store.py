@@ -18,7 +18,8 @@ META = EventMeta(connection_id="c1", ip="127.0.0.1", protocol="murano:v1/mqtt")
 def _device(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
     cur = conn.execute(
         "INSERT INTO devices (connector_id, identity, status, created) VALUES ('c', 'd1', "
-        "'provisioned', 0)")
+        "'provisioned', 0)"
+    )
     assert cur.lastrowid is not None
     return cur.lastrowid
 
@@ -44,8 +45,11 @@ async def test_concurrent_writers_share_commits(store: SqliteStore) -> None:
     assert st.commits < st.submissions / 4
     assert st.max_batch >= 10
     # State keeps the newest point per alias.
-    rep = store.read(lambda c: c.execute(
-        "SELECT reported, reported_ts FROM state WHERE device_id = ?", (did,)).fetchone())
+    rep = store.read(
+        lambda c: c.execute(
+            "SELECT reported, reported_ts FROM state WHERE device_id = ?", (did,)
+        ).fetchone()
+    )
     assert rep == (f"{tasks - 1}:{per_task - 1}", 1_000_000 + (tasks - 1) * 1000 + per_task - 1)
 
 
@@ -65,27 +69,33 @@ async def test_failing_submission_rolls_back_alone(store: SqliteStore) -> None:
     with pytest.raises(ValueError, match="nope"):
         await bad.wait()
     await ok2.wait()
-    rows = store.read(lambda c: c.execute(
-        "SELECT seq, type FROM events ORDER BY seq").fetchall())
+    rows = store.read(lambda c: c.execute("SELECT seq, type FROM events ORDER BY seq").fetchall())
     assert [r[1] for r in rows] == ["connect", "disconnect"]
     assert rows[0][0] < rows[1][0]
-    locked = store.read(lambda c: c.execute(
-        "SELECT locked FROM devices WHERE id = ?", (did,)).fetchone()[0])
+    locked = store.read(
+        lambda c: c.execute("SELECT locked FROM devices WHERE id = ?", (did,)).fetchone()[0]
+    )
     assert locked == 0
 
 
 async def test_replayed_points_are_stored_once(store: SqliteStore) -> None:
     did = await store.call(_device)
-    pts = [PointWrite("data_in", "a", 10, replay_check=True),
-           PointWrite("data_in", "b", 10, replay_check=True)]
+    pts = [
+        PointWrite("data_in", "a", 10, replay_check=True),
+        PointWrite("data_in", "b", 10, replay_check=True),
+    ]
     assert await store.write([DataIn("c", did, "d1", pts, META, 99)]) == [2]
     # exact replay: acknowledged, nothing stored, no event
     assert await store.write([DataIn("c", did, "d1", pts, META, 100)]) == [0]
     # same timestamp, different value: stored
-    assert await store.write([DataIn("c", did, "d1", [PointWrite(
-        "data_in", "c", 10, replay_check=True)], META, 101)]) == [1]
-    payloads = store.read(lambda c: c.execute(
-        "SELECT payload FROM events WHERE type = 'data_in' ORDER BY seq").fetchall())
+    assert await store.write(
+        [DataIn("c", did, "d1", [PointWrite("data_in", "c", 10, replay_check=True)], META, 101)]
+    ) == [1]
+    payloads = store.read(
+        lambda c: c.execute(
+            "SELECT payload FROM events WHERE type = 'data_in' ORDER BY seq"
+        ).fetchall()
+    )
     assert len(payloads) == 2
     # two values of one alias at one timestamp are two payload entries, in order
     import msgspec
@@ -100,14 +110,21 @@ async def test_settable_write_clears_pending(store: SqliteStore) -> None:
     did = await store.call(_device)
 
     def set_value(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-        conn.execute("INSERT INTO state (device_id, alias, set_value, set_ts, pending) "
-                     "VALUES (?, 'data_out', 'go', 50, 1)", (did,))
+        conn.execute(
+            "INSERT INTO state (device_id, alias, set_value, set_ts, pending) "
+            "VALUES (?, 'data_out', 'go', 50, 1)",
+            (did,),
+        )
 
     await store.call(set_value)
-    await store.write([DataIn("c", did, "d1", [PointWrite("data_out", "went", 60,
-                                                           settable=True)], META, 60)])
-    row = store.read(lambda c: c.execute(
-        "SELECT reported, set_value, pending FROM state WHERE device_id = ?", (did,)).fetchone())
+    await store.write(
+        [DataIn("c", did, "d1", [PointWrite("data_out", "went", 60, settable=True)], META, 60)]
+    )
+    row = store.read(
+        lambda c: c.execute(
+            "SELECT reported, set_value, pending FROM state WHERE device_id = ?", (did,)
+        ).fetchone()
+    )
     assert row == ("went", "went", 0)
 
 
