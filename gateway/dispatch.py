@@ -1,0 +1,58 @@
+"""Selector for the resource-write dispatcher twin (see :mod:`gateway._impl`).
+
+``gateway._ext.dispatch`` (Cython) by default, ``gateway._pure.dispatch`` when
+``GATEWAY_PURE_PYTHON=1``.  The value Structs (:class:`ResourceSpec`, :class:`Point`,
+:class:`Rejection`, :class:`ProvisionRequest`, :class:`ResourceWrites`,
+:class:`CustomPublish`) are the same classes under either twin; :class:`ResourceTable` is
+the selected twin's own, and ``dispatch``/``validate_value`` need a table of their twin.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway._impl import load
+
+# The value Structs have one definition, in the pure module; both twins return them.
+from gateway._pure.dispatch import (
+    CustomPublish,
+    Point,
+    ProvisionRequest,
+    Rejection,
+    ResourceSpec,
+    ResourceWrites,
+)
+
+if TYPE_CHECKING:
+    # mypy sees the typed twin as real classes and functions (usable in annotations).
+    from gateway._pure.dispatch import (
+        MAX_TIMESTAMP_US,
+        MAX_VALUE_BYTES,
+        ResourceTable,
+        dispatch,
+        normalize_timestamp,
+        validate_value,
+    )
+else:
+    _twin = load("dispatch")
+    MAX_TIMESTAMP_US = _twin.MAX_TIMESTAMP_US
+    MAX_VALUE_BYTES = _twin.MAX_VALUE_BYTES
+    ResourceTable = _twin.ResourceTable
+    dispatch = _twin.dispatch
+    normalize_timestamp = _twin.normalize_timestamp
+    validate_value = _twin.validate_value
+
+__all__ = [
+    "MAX_TIMESTAMP_US",
+    "MAX_VALUE_BYTES",
+    "CustomPublish",
+    "Point",
+    "ProvisionRequest",
+    "Rejection",
+    "ResourceSpec",
+    "ResourceTable",
+    "ResourceWrites",
+    "dispatch",
+    "normalize_timestamp",
+    "validate_value",
+]
