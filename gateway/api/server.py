@@ -3,6 +3,7 @@ ourselves (so port 0 works and the bound port is known before anyone connects)."
 
 from __future__ import annotations
 
+import os
 import socket
 
 import trio
@@ -28,7 +29,8 @@ async def serve_management_api(
     sock.setblocking(False)
     bound = sock.getsockname()[1]
     cfg = HypercornConfig()
-    cfg.bind = [f"fd://{sock.fileno()}"]
+    # hypercorn adopts (and closes) the descriptor it is given: hand it a duplicate.
+    cfg.bind = [f"fd://{os.dup(sock.fileno())}"]
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.keep_alive_timeout = 75
