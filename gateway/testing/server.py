@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,8 @@ def gateway_process(
     *,
     command: list[str] | None = None,
     dev: bool = True,
-    extra: list[str] = (),
-    env: dict[str, str] | None = None,  # type: ignore[assignment]
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], TestGateway]]:
     """Start ``gateway serve`` (or ``command``) as a child with ephemeral ports and wait for

@@ -1,0 +1,298 @@
+"""One device connection: admission, TLS handshake under a deadline, identity, protocol switch.
+
+The listener hands every accepted TCP stream to :meth:`FrontDoor.run_connection`, which
+
+1. waits for a handshake slot (``max_handshakes_in_flight``) — the admission control that
+   keeps a reconnect storm from putting thousands of RSA/ECDSA operations and callbacks in
+   front of the one device whose handshake could finish now; the wait counts against the
+   handshake deadline, so a client queued too long is dropped like a slow one;
+2. runs the handshake on a :class:`~gateway.tls.stream.TLSStream`; SNI selected the
+   connector inside it (:mod:`gateway.tls.contexts`);
+3. turns the client certificate (if any) into a :class:`~gateway.model.CertClaim`;
+4. picks the protocol: the MQTT-only port always speaks MQTT; on the multi-protocol port
+   ALPN decides, and without ALPN the first byte does (:mod:`gateway.frontdoor.sniff`);
+5. calls the injected handler with the stream and a :class:`~gateway.model.ConnectionInfo`,
+   and closes the stream when the handler returns.
+
+Every refusal before a handler runs writes one debug ``LogRecord`` keyed by peer IP, with a
+reason from PROTOCOL.md §12 item 24 (``no_sni``, ``unknown_connector``, ``idle_timeout``,
+``ssl_closed``, ``expired``, ``untrusted_certificate``, ``bad_certificate``).
+
+Draining: when the gateway shuts down, :meth:`FrontDoor.start_draining` makes every pending
+and future ``receive_some`` of a handler return EOF.  A session then finishes what it has in
+flight (acknowledgements waiting for their commit) and returns on its own; the listener
+cancels whatever is left after the grace period.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import trio
+
+from gateway.errors import Refused
+from gateway.frontdoor.sniff import ReplayStream, Route, classify_first_byte
+from gateway.model import CertClaim, ConnectionInfo, LogRecord, Transport
+from gateway.tls.contexts import ALPN_H2, ALPN_HTTP11, ALPN_MQTT, HandshakeState, ServerContexts
+from gateway.tls.identity import claim_certificate
+from gateway.tls.stream import MAX_RECV, TLSStream
+
+__all__ = ["DebugLog", "FrontDoor", "Handlers", "ServeFn"]
+
+logger = logging.getLogger(__name__)
+
+ServeFn = Callable[[trio.abc.Stream, ConnectionInfo], Awaitable[None]]
+DebugLog = Callable[[LogRecord], None]
+
+CLOSE_TIMEOUT_S = 2.0  # how long a close_notify may wait for a slow peer before we drop it
+REFUSED_EVENT = "connection_refused"
+
+_HTTP_ALPNS = frozenset({ALPN_H2.decode(), ALPN_HTTP11.decode()})
+
+
+class Handlers(msgspec.Struct, frozen=True):
+    """The protocol servers the front door hands connections to (injected)."""
+
+    serve_mqtt: ServeFn
+    serve_http: ServeFn
+
+
+class _Refusal(Exception):
+    """Internal: stop this connection before any handler, with a debug-log reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _DrainingStream(trio.abc.Stream):
+    """What handlers see: the connection stream, whose reads end (EOF) once draining begins."""
+
+    def __init__(self, stream: trio.abc.Stream, door: FrontDoor) -> None:
+        self.stream = stream
+        self._door = door
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._door.draining:
+            await trio.lowlevel.checkpoint()
+            return b""
+        with trio.CancelScope() as scope:
+            self._door._drain_scopes.add(scope)
+            try:
+                return await self.stream.receive_some(max_bytes)
+            finally:
+                self._door._drain_scopes.discard(scope)
+        return b""  # cancelled by start_draining()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "", 0
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return "", 0
+    return str(addr[0]), int(addr[1])
+
+
+class FrontDoor:
+    """Shared state of a gateway's device listeners: contexts, handlers, limits, log sink.
+
+    ``debug_log`` must not block (it is called from connection tasks).  ``clock`` returns
+    wall time in µs for log timestamps (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        contexts: ServerContexts,
+        handlers: Handlers,
+        debug_log: DebugLog,
+        handshake_timeout_s: float = 10.0,
+        max_handshakes_in_flight: int = 512,
+        dev_default_connector: str | None = None,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        self.contexts = contexts
+        self.handlers = handlers
+        self.debug_log = debug_log
+        self.handshake_timeout_s = handshake_timeout_s
+        self.handshake_slots = trio.CapacityLimiter(max_handshakes_in_flight)
+        self.dev_default_connector = dev_default_connector
+        self._clock = clock
+        self.draining = False
+        self._drain_scopes: set[trio.CancelScope] = set()
+        self.active = 0  # connections whose task is running (any stage)
+
+    def start_draining(self) -> None:
+        """Make every handler's pending and future reads return EOF (graceful shutdown)."""
+        self.draining = True
+        for scope in list(self._drain_scopes):
+            scope.cancel()
+
+    # -- the connection task ----------------------------------------------------------------
+
+    async def run_connection(self, stream: trio.abc.Stream, transport: Transport) -> None:
+        """Serve one accepted connection to its end.  Never raises for peer misbehaviour;
+        handler bugs are logged (one connection must not take the listener down)."""
+        self.active += 1
+        peer_ip, peer_port = _peer(stream)
+        connection_id = uuid.uuid4().hex
+        try:
+            if transport is Transport.DEV_HTTP or transport is Transport.DEV_MQTT:
+                is_http = transport is Transport.DEV_HTTP
+                info = ConnectionInfo(
+                    connection_id=connection_id,
+                    connector_id=None if is_http else self.dev_default_connector,
+                    peer_ip=peer_ip,
+                    peer_port=peer_port,
+                    transport=transport,
+                )
+                handler = self.handlers.serve_http if is_http else self.handlers.serve_mqtt
+                await self._serve(handler, stream, info)
+            else:
+                await self._serve_tls(stream, transport, connection_id, peer_ip, peer_port)
+        finally:
+            self.active -= 1
+
+    async def _serve_tls(
+        self,
+        tcp: trio.abc.Stream,
+        transport: Transport,
+        connection_id: str,
+        peer_ip: str,
+        peer_port: int,
+    ) -> None:
+        conn = self.contexts.new_connection(transport)
+        state: HandshakeState = conn.get_app_data()
+        tls = TLSStream(tcp, conn)
+        try:
+            stream, route, claim = await self._open(tls, state, transport)
+        except _Refusal as refusal:
+            self._refused(refusal, peer_ip, connection_id, state)
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await tls.aclose()  # sends the pending fatal alert, if any
+            return
+        assert state.connector is not None  # a handshake only completes after SNI matched
+        info = ConnectionInfo(
+            connection_id=connection_id,
+            connector_id=state.connector.connector_id,
+            peer_ip=peer_ip,
+            peer_port=peer_port,
+            transport=transport,
+            alpn=tls.alpn,
+            server_name=state.server_name,
+            cert=claim,
+        )
+        handler = self.handlers.serve_mqtt if route is Route.MQTT else self.handlers.serve_http
+        await self._serve(handler, stream, info)
+
+    async def _open(
+        self, tls: TLSStream, state: HandshakeState, transport: Transport
+    ) -> tuple[trio.abc.Stream, Route, CertClaim | None]:
+        """Handshake, certificate claim and protocol choice; raises _Refusal."""
+        deadline = trio.current_time() + self.handshake_timeout_s
+        with trio.move_on_at(deadline):
+            async with self.handshake_slots:
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    cause = exc.__cause__ or exc
+                    raise _Refusal(
+                        state.reason or "ssl_closed", str(cause) or "handshake failed"
+                    ) from exc
+        if not tls.handshake_done:
+            raise _Refusal("idle_timeout", f"no TLS handshake within {self.handshake_timeout_s} s")
+        claim = self._claim(tls, state)
+        alpn = tls.alpn
+        if transport is Transport.MQTT_TLS or alpn == ALPN_MQTT.decode():
+            return tls, Route.MQTT, claim
+        if alpn in _HTTP_ALPNS:
+            return tls, Route.HTTP, claim
+        # no ALPN: the first byte decides (PROTOCOL.md §12 item 7)
+        data = b""
+        with trio.move_on_after(self.handshake_timeout_s):
+            try:
+                data = bytes(await tls.receive_some(MAX_RECV))
+            except trio.BrokenResourceError as exc:
+                raise _Refusal("ssl_closed", str(exc.__cause__ or exc)) from exc
+            if not data:
+                raise _Refusal("ssl_closed", "closed before sending a byte")
+        if not data:
+            raise _Refusal(
+                "idle_timeout", f"no data within {self.handshake_timeout_s} s of the handshake"
+            )
+        route = classify_first_byte(data[0])
+        if route is None:
+            raise _Refusal("bad_protocol", f"first byte 0x{data[0]:02x} is neither MQTT nor HTTP")
+        return ReplayStream(tls, data), route, claim
+
+    def _claim(self, tls: TLSStream, state: HandshakeState) -> CertClaim | None:
+        leaf = tls.peer_certificate()
+        if leaf is None or state.connector is None:
+            return None
+        try:
+            return claim_certificate(
+                leaf,
+                tls.peer_chain(),
+                client_ca_pem=state.connector.client_ca_pem,
+                now=_dt.datetime.now(_dt.UTC),
+            )
+        except Refused as exc:
+            raise _Refusal(exc.reason, exc.message) from exc
+
+    async def _serve(self, handler: ServeFn, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        wrapped = _DrainingStream(stream, self)
+        try:
+            await handler(wrapped, info)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("connection %s ended by the transport: %r", info.connection_id, exc)
+        except Exception:
+            # A handler bug must cost one connection, not every device on the listener.
+            logger.exception(
+                "handler failed on connection %s from %s", info.connection_id, info.peer_ip
+            )
+        finally:
+            # a peer that stops reading must not hold the task in close_notify forever;
+            # cancellation inside aclose() closes the socket without the alert
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await stream.aclose()
+
+    def _refused(
+        self, refusal: _Refusal, peer_ip: str, connection_id: str, state: HandshakeState
+    ) -> None:
+        logger.debug(
+            "refused %s from %s: %s (%s)", connection_id, peer_ip, refusal.reason, refusal.detail
+        )
+        record = LogRecord(
+            kind="debug",
+            timestamp=self._clock(),
+            connector_id=state.connector.connector_id if state.connector else None,
+            ip=peer_ip,
+            connection_id=connection_id,
+            event=REFUSED_EVENT,
+            reason=refusal.reason,
+            detail=refusal.detail
+            if state.server_name is None
+            else f"{refusal.detail} (SNI {state.server_name})",
+        )
+        try:
+            self.debug_log(record)
+        except Exception:
+            logger.exception("debug log sink failed")
