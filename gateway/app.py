@@ -32,6 +32,7 @@ from gateway.config import OFF, GatewayConfig
 from gateway.services.bundle import Services
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource
 from gateway.services.control import ControlHub
+from gateway.services.integrations import IntegrationService, serve_integrations
 from gateway.services.logs import LogHub
 from gateway.store.api import AppendEvent
 from gateway.store.sqlite.writer import open_store
@@ -164,6 +165,7 @@ async def run_gateway(
         services = Services(config, store, logs=logs, control=control)
         store.on_events = services.on_events
         services.admin_token = token
+        services.integrations = IntegrationService(services)
         services.connectors.load()
         await _reset_online(services)
         demo = await _ensure_demo(services, config)
@@ -190,6 +192,7 @@ async def run_gateway(
             ports: dict[str, Any] = await nursery.start(
                 serve_device_listeners, fd_config, services.directory, handlers, services.debug
             )
+            await nursery.start(serve_integrations, services)
             info = RunInfo(
                 pid=os.getpid(),
                 ports={"api": api_port, **ports},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.model import LogRecord
@@ -20,6 +21,9 @@ from gateway.services.logs import LogHub
 from gateway.services.state import StateService
 from gateway.store.api import CommittedEvent, Store
 from gateway.tls.contexts import ConnectorTLS
+
+if TYPE_CHECKING:
+    from gateway.services.integrations import IntegrationService
 
 __all__ = ["Directory", "Services"]
 
@@ -55,6 +59,9 @@ class Directory:
 
 
 class Services:
+    # Attached by the composition root (they depend on Services themselves).
+    integrations: IntegrationService
+
     def __init__(
         self, config: GatewayConfig, store: Store, *, logs: LogHub, control: ControlHub
     ) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from gateway.store.api import AppendEvent, Call, CommittedEvent, DataIn, EventMeta, PointWrite
+from gateway.store.sqlite.schema import MIGRATIONS
 from gateway.store.sqlite.writer import SqliteStore, open_store
 
 META = EventMeta(connection_id="c1", ip="127.0.0.1", protocol="murano:v1/mqtt")
@@ -145,7 +146,7 @@ async def test_reopen_keeps_sequence_and_migrations(tmp_path: Path) -> None:
         seq = await s.write([AppendEvent("c", "connect", "d1", META, 2)])
         assert seq == [2]
         versions = s.read(lambda c: c.execute("SELECT version FROM _migrations").fetchall())
-        assert versions == [(1,)]
+        assert [v for (v,) in versions] == [v for v, _, _ in MIGRATIONS]
 
 
 async def test_closed_store_refuses_submissions(tmp_path: Path) -> None:

@@ -210,8 +210,11 @@ class _Checker:
                 continue
             if s == "http":
                 if not self.allow_http:
-                    self.bad(path, "plain http is refused; only https is allowed (use the "
-                                   "allow_insecure_http development flag to accept http)")
+                    self.bad(
+                        path,
+                        "plain http is refused; only https is allowed (use the "
+                        "allow_insecure_http development flag to accept http)",
+                    )
             else:
                 self.bad(path, f"unsupported scheme {s!r}; only https is allowed")
 
@@ -281,25 +284,34 @@ class _Checker:
             kind = item.get("type")
             if kind == "basic":
                 user = self.config_ref(item, "x-exosite-user-field", path, config, secret=False)
-                secret = self.config_ref(item, "x-exosite-secret-field", path, config,
-                                         secret=True)
+                secret = self.config_ref(item, "x-exosite-secret-field", path, config, secret=True)
                 out[str(name)] = SecurityScheme(str(name), "basic", user, secret)
             elif kind == "apiKey":
-                secret = self.config_ref(item, "x-exosite-secret-field", path, config,
-                                         secret=True)
+                secret = self.config_ref(item, "x-exosite-secret-field", path, config, secret=True)
                 key_in = item.get("in")
                 if key_in not in ("header", "query"):
                     self.bad(json_path(path, "in"), "must be header or query")
                 key_name = self.text(item, "name", path)
-                out[str(name)] = SecurityScheme(str(name), "apiKey", None, secret, key_name,
-                                                str(key_in))
+                out[str(name)] = SecurityScheme(
+                    str(name), "apiKey", None, secret, key_name, str(key_in)
+                )
             else:
-                self.bad(json_path(path, "type"), "unsupported security type "
-                         f"{kind!r}: use basic, apiKey, or token parameters in: path / in: query")
+                self.bad(
+                    json_path(path, "type"),
+                    "unsupported security type "
+                    f"{kind!r}: use basic, apiKey, or token parameters in: path / in: query",
+                )
         return out
 
-    def config_ref(self, item: Mapping[str, Any], key: str, path: str,
-                   config: Mapping[str, ConfigParam], *, secret: bool) -> str | None:
+    def config_ref(
+        self,
+        item: Mapping[str, Any],
+        key: str,
+        path: str,
+        config: Mapping[str, ConfigParam],
+        *,
+        secret: bool,
+    ) -> str | None:
         value = item.get(key)
         where = json_path(path, key)
         if not isinstance(value, str) or not value:
@@ -312,8 +324,9 @@ class _Checker:
             self.bad(where, f"names {value!r}, which must have format: password (a secret)")
         return value
 
-    def requirement(self, raw: Any, path: str, schemes: Mapping[str, SecurityScheme]
-                    ) -> tuple[str, ...]:
+    def requirement(
+        self, raw: Any, path: str, schemes: Mapping[str, SecurityScheme]
+    ) -> tuple[str, ...]:
         if not isinstance(raw, list):
             self.bad(path, "must be a list of security requirement objects")
             return ()
@@ -324,8 +337,10 @@ class _Checker:
                 continue
             for name in req:
                 if name not in schemes:
-                    self.bad(json_path(json_path(path, i), str(name)),
-                             "is not defined in securityDefinitions")
+                    self.bad(
+                        json_path(json_path(path, i), str(name)),
+                        "is not defined in securityDefinitions",
+                    )
                 else:
                     names.append(str(name))
         return tuple(names)
@@ -342,8 +357,10 @@ class _Checker:
             return
         if "$ref" in node:
             if resolve_ref(str(node["$ref"]), self.definitions) is None:
-                self.bad(json_path(path, "$ref"), f"{node['$ref']!r} does not resolve to "
-                         "#/definitions/<name>")
+                self.bad(
+                    json_path(path, "$ref"),
+                    f"{node['$ref']!r} does not resolve to #/definitions/<name>",
+                )
             return  # the definition itself is checked under $.definitions
         kind = node.get("type")
         if kind is None:
@@ -357,8 +374,9 @@ class _Checker:
                 self.bad(json_path(path, "properties"), "must be an object")
             else:
                 for key, sub in props.items():
-                    self.schema(sub, json_path(json_path(path, "properties"), str(key)),
-                                depth=depth + 1)
+                    self.schema(
+                        sub, json_path(json_path(path, "properties"), str(key)), depth=depth + 1
+                    )
         if kind == "array":
             if "items" not in node:
                 self.bad(json_path(path, "items"), "is required for type array")
@@ -373,11 +391,15 @@ class _Checker:
     def parameter(self, raw: Any, path: str) -> ParamSpec | None:
         if isinstance(raw, Mapping) and "$ref" in raw:
             ref = str(raw["$ref"])
-            target = (self.shared_params.get(ref[len("#/parameters/"):])
-                      if ref.startswith("#/parameters/") else None)
+            target = (
+                self.shared_params.get(ref[len("#/parameters/") :])
+                if ref.startswith("#/parameters/")
+                else None
+            )
             if target is None:
-                self.bad(json_path(path, "$ref"), f"{ref!r} does not resolve to "
-                         "#/parameters/<name>")
+                self.bad(
+                    json_path(path, "$ref"), f"{ref!r} does not resolve to #/parameters/<name>"
+                )
                 return None
             raw = target
         if not isinstance(raw, Mapping):
@@ -404,16 +426,23 @@ class _Checker:
             if kind == "array":
                 items = raw.get("items")
                 if not isinstance(items, Mapping) or items.get("type") not in SIMPLE_TYPES[:4]:
-                    self.bad(json_path(path, "items"), "is required for type array, with a "
-                             "scalar type")
+                    self.bad(
+                        json_path(path, "items"), "is required for type array, with a scalar type"
+                    )
             if loc == "path" and not required:
                 self.bad(json_path(path, "required"), "must be true for in: path")
                 required = True
         return ParamSpec(name, str(loc), desc, required, schema)
 
-    def operation(self, route: str, method: str, op: Any, shared: list[ParamSpec],
-                  schemes: Mapping[str, SecurityScheme], seen: dict[str, str]
-                  ) -> OperationSpec | None:
+    def operation(
+        self,
+        route: str,
+        method: str,
+        op: Any,
+        shared: list[ParamSpec],
+        schemes: Mapping[str, SecurityScheme],
+        seen: dict[str, str],
+    ) -> OperationSpec | None:
         path = json_path(json_path("$.paths", route), method)
         if not isinstance(op, Mapping):
             self.bad(path, "must be an operation object")
@@ -421,11 +450,15 @@ class _Checker:
         desc = self.text(op, "description", path)
         op_id = op.get("operationId")
         if not isinstance(op_id, str) or not op_id:
-            self.bad(json_path(path, "operationId"), "is required (operations are called "
-                     "by their operationId)")
+            self.bad(
+                json_path(path, "operationId"),
+                "is required (operations are called by their operationId)",
+            )
         elif op_id in seen:
-            self.bad(json_path(path, "operationId"), f"duplicate operationId {op_id!r} "
-                     f"(also at {seen[op_id]})")
+            self.bad(
+                json_path(path, "operationId"),
+                f"duplicate operationId {op_id!r} (also at {seen[op_id]})",
+            )
         else:
             seen[op_id] = path
         for key in ("consumes", "produces"):
@@ -444,12 +477,16 @@ class _Checker:
         declared = {p.name for p in params.values() if p.location == "path"}
         for var in _TEMPLATE_RE.findall(route):
             if var not in declared:
-                self.bad(json_path(path, "parameters"),
-                         f"path template variable {{{var}}} has no in: path parameter")
+                self.bad(
+                    json_path(path, "parameters"),
+                    f"path template variable {{{var}}} has no in: path parameter",
+                )
         for p in params.values():
             if p.location == "path" and "{" + p.name + "}" not in route:
-                self.bad(json_path(path, "parameters"),
-                         f"in: path parameter {p.name!r} does not appear in {route!r}")
+                self.bad(
+                    json_path(path, "parameters"),
+                    f"in: path parameter {p.name!r} does not appear in {route!r}",
+                )
         responses: dict[str, Any] = {}
         raw_resp = op.get("responses")
         if not isinstance(raw_resp, Mapping) or not raw_resp:
@@ -469,8 +506,9 @@ class _Checker:
             security = self.requirement(op["security"], json_path(path, "security"), schemes)
         if not isinstance(op_id, str) or not op_id:
             return None
-        return OperationSpec(op_id, method.upper(), route, desc, tuple(params.values()),
-                             responses, security)
+        return OperationSpec(
+            op_id, method.upper(), route, desc, tuple(params.values()), responses, security
+        )
 
     def paths(self, schemes: Mapping[str, SecurityScheme]) -> dict[str, OperationSpec]:
         raw = self.doc.get("paths")
@@ -524,12 +562,19 @@ class _Checker:
         schemes_list = self.doc.get("schemes")
         host = self.doc.get("host")
         return Spec(
-            title=str(info.get("title", "")), version=str(info.get("version", "")),
+            title=str(info.get("title", "")),
+            version=str(info.get("version", "")),
             description=str(info.get("description", "")),
-            host=host if isinstance(host, str) else None, base_path=base_path,
-            schemes=tuple(str(s) for s in schemes_list) if isinstance(schemes_list, list)
-            else (), health_path=health_path, operations=ops, config_params=config,
-            security_schemes=schemes, security=security, definitions=self.definitions)
+            host=host if isinstance(host, str) else None,
+            base_path=base_path,
+            schemes=tuple(str(s) for s in schemes_list) if isinstance(schemes_list, list) else (),
+            health_path=health_path,
+            operations=ops,
+            config_params=config,
+            security_schemes=schemes,
+            security=security,
+            definitions=self.definitions,
+        )
 
 
 def check_document(doc: Mapping[str, Any], *, allow_http: bool = False) -> list[Violation]:

@@ -1,0 +1,101 @@
+"""Health probes: a GET of ``x-exosite-health-path`` (default ``basePath``); 2xx = healthy.
+
+Every probe is kept (bounded history).  A change of state — including the first probe —
+appends an ``integration_health`` event to the connector's durable event log and publishes
+a live-log line, so operators following ``logs`` or the event log see an API go red or
+green as it happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from gateway.model import LogRecord
+from gateway.services.connectors import now_us
+from gateway.services.integrations import storage
+from gateway.services.integrations.models import HealthCheck
+from gateway.services.integrations.operations import describe, make_client, redact
+from gateway.store.api import AppendEvent, EventMeta
+
+if TYPE_CHECKING:
+    from gateway.services.integrations.service import Bound, IntegrationService
+
+__all__ = ["HEALTH_EVENT", "probe", "run_health_check"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVENT = "integration_health"
+
+
+async def probe(bound: Bound) -> tuple[bool, int | None, float, str]:
+    """One GET of the health URL: (healthy, status, latency ms, detail).  Never raises for
+    network trouble: being unreachable is an answer (unhealthy)."""
+    url = bound.base() + bound.spec.health_path
+    shown = urllib.parse.urlsplit(url).path
+    headers = {"Accept": "application/json"}
+    started = time.monotonic()
+    try:
+        async with make_client(
+            ca_bundle=bound.settings.ca_bundle, timeout_s=bound.settings.timeout_s
+        ) as client:
+            resp = await client.get(url, headers=headers)
+    except httpx.TimeoutException:
+        return False, None, (time.monotonic() - started) * 1000, f"GET {shown} timed out"
+    except httpx.HTTPError as exc:
+        reason = redact(describe(exc), bound.secrets())
+        return False, None, (time.monotonic() - started) * 1000, f"GET {shown}: {reason}"
+    latency = (time.monotonic() - started) * 1000
+    healthy = 200 <= resp.status_code < 300
+    return healthy, resp.status_code, latency, f"GET {shown} answered {resp.status_code}"
+
+
+async def run_health_check(service: IntegrationService, bound: Bound) -> HealthCheck:
+    """Probe, store the result and report a change on the event log and live log."""
+    healthy, status, latency, detail = await probe(bound)
+    cid, name = bound.connector_id, bound.name
+    ts = now_us()
+
+    def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> HealthCheck:
+        last = storage.read_health(conn, cid, name, limit=1)
+        changed = not last or last[0].healthy != healthy
+        check = HealthCheck(ts, healthy, status, round(latency, 3), detail, changed)
+        storage.record_health(conn, cid, name, check)
+        if changed:
+            emit(
+                AppendEvent(
+                    cid,
+                    HEALTH_EVENT,
+                    None,
+                    EventMeta(protocol="c2c"),
+                    ts,
+                    {"integration": name, "healthy": healthy, "status": status, "detail": detail},
+                    reason="healthy" if healthy else "unhealthy",
+                )
+            )
+        return check
+
+    check = await service.store.call(tx)
+    if check.changed:
+        log.info(
+            "integration %s/%s is %s: %s", cid, name, "healthy" if healthy else "unhealthy", detail
+        )
+        service.services.debug(
+            LogRecord(
+                kind="debug",
+                timestamp=ts,
+                connector_id=cid,
+                ip=None,
+                protocol="c2c",
+                event=HEALTH_EVENT,
+                reason="healthy" if healthy else "unhealthy",
+                detail=f"integration {name}: {detail}",
+            )
+        )
+    return check

@@ -1,0 +1,533 @@
+"""The integrations service: documents, configuration, calls, health and jobs per connector.
+
+:class:`IntegrationService` is attached as ``services.integrations`` by the composition root;
+:func:`serve_integrations` runs the schedules (health probes, asset sync, asset fetch) in
+the root nursery.  Jobs of one integration never overlap (one lock per integration); a job
+triggered through the API while a scheduled one runs waits for it.  A failure of one
+integration's job is logged and recorded in its run report; it never stops the scheduler.
+
+Resource handling: no HTTP client outlives a call, a probe or a job run; the scheduler's
+tasks all live in its own nursery and end with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+import trio
+
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.services.bundle import Services
+from gateway.services.connectors import now_us
+from gateway.services.integrations import storage
+from gateway.services.integrations.crypto import SecretBox
+from gateway.services.integrations.health import run_health_check
+from gateway.services.integrations.jobs import run_fetch, run_sync
+from gateway.services.integrations.models import (
+    ConfigParamInfo,
+    HealthCheck,
+    HealthView,
+    IntegrationSettings,
+    IntegrationView,
+    JobInfo,
+    JobsView,
+    OperationInfo,
+    RunReport,
+    ValidationResult,
+)
+from gateway.services.integrations.operations import (
+    CallResult,
+    coerce_config,
+    execute,
+    find_operation,
+    make_client,
+    prepare,
+)
+from gateway.services.integrations.operations import base_url as make_base_url
+from gateway.services.integrations.validate import (
+    DocumentInvalid,
+    Spec,
+    check_document,
+    load_document,
+    parse_document,
+)
+from gateway.store.api import AppendEvent
+
+__all__ = ["JOBS", "Bound", "IntegrationService", "integration_service", "serve_integrations"]
+
+log = logging.getLogger(__name__)
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_NAME = 64
+JOBS = ("sync", "fetch")
+MAX_IDLE_S = 60.0  # the scheduler re-reads the integration list at least this often
+
+
+def _check_name(name: str) -> None:
+    if not 1 <= len(name) <= MAX_NAME or not set(name) <= NAME_CHARS:
+        raise BadRequest(f"integration names are 1-{MAX_NAME} characters of a-z 0-9 _ -")
+
+
+def _settings(raw: Mapping[str, Any]) -> IntegrationSettings:
+    try:
+        s = msgspec.convert(raw, IntegrationSettings)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"settings: {exc}") from None
+    problems = s.check()
+    if problems:
+        raise BadRequest("settings: " + "; ".join(problems))
+    return s
+
+
+class Bound:
+    """One integration ready to call: parsed document, settings, decrypted configuration.
+
+    ``call("assetState", id="p-1")`` is the Python face of an operation (Murano's
+    ``MyService.assetState({id=…})``).
+    """
+
+    __slots__ = ("_config", "allow_http", "connector_id", "name", "settings", "spec", "updated")
+
+    def __init__(
+        self,
+        rec: storage.StoredIntegration,
+        spec: Spec,
+        config: dict[str, Any],
+        settings: IntegrationSettings,
+    ) -> None:
+        self.connector_id = rec.connector_id
+        self.name = rec.name
+        self.updated = rec.updated
+        self.allow_http = rec.allow_http
+        self.spec = spec
+        self.settings = settings
+        self._config = config
+
+    def __repr__(self) -> str:
+        return f"Bound({self.connector_id}/{self.name})"
+
+    def base(self) -> str:
+        return make_base_url(self.spec, host=self.settings.host, allow_http=self.allow_http)
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(
+            str(self._config[n])
+            for n, p in self.spec.config_params.items()
+            if p.secret and self._config.get(n)
+        )
+
+    async def call(
+        self, operation: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> CallResult:
+        """Call ``operation`` with ``params`` (and/or keyword parameters).
+
+        Raises ``NotFound`` (no such operation), ``ParameterInvalid`` / ``NotConfigured``
+        (nothing was sent) or ``UpstreamError`` (sent; the API failed or answered outside
+        the document).
+        """
+        op = find_operation(self.spec, operation)
+        req = prepare(self.spec, op, {**(params or {}), **kwargs}, self._config, base=self.base())
+        async with make_client(
+            ca_bundle=self.settings.ca_bundle, timeout_s=self.settings.timeout_s
+        ) as client:
+            return await execute(client, self.spec, op, req)
+
+
+class IntegrationService:
+    def __init__(self, services: Services, *, box: SecretBox | None = None) -> None:
+        self.services = services
+        self.store = services.store
+        self.box = box or SecretBox.from_data_dir(services.config.data_dir)
+        self._bound: dict[tuple[str, str], Bound] = {}
+        self._locks: dict[tuple[str, str], trio.Lock] = {}
+        self._running: set[tuple[str, str, str]] = set()
+        self._due: dict[tuple[str, str, str], float] = {}
+        self._changed = trio.Event()
+
+    # -- documents ------------------------------------------------------------------------
+
+    @staticmethod
+    def validate(document: str, *, allow_http: bool = False) -> ValidationResult:
+        """Check a document without storing it: every violation, by JSON path."""
+        try:
+            doc = load_document(document)
+        except DocumentInvalid as exc:
+            return ValidationResult(False, list(exc.violations), [])
+        violations = check_document(doc, allow_http=allow_http)
+        if violations:
+            return ValidationResult(False, violations, [])
+        spec = parse_document(document, allow_http=allow_http)
+        return ValidationResult(True, [], sorted(spec.operations))
+
+    async def add(
+        self,
+        cid: str,
+        name: str,
+        document: str,
+        *,
+        allow_http: bool = False,
+        config: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> IntegrationView:
+        """Register an integration.  Raises ``DocumentInvalid`` (refused whole, every
+        violation listed), ``AlreadyExists``, ``BadRequest`` (config or settings)."""
+        self.services.registry.require(cid)
+        _check_name(name)
+        spec = parse_document(document, allow_http=allow_http)
+        s = _settings(settings or {})
+        plain, sealed = self._seal(cid, name, spec, {}, {}, config or {})
+        ts = now_us()
+        rec = storage.StoredIntegration(
+            cid,
+            name,
+            document,
+            1,
+            spec.version,
+            allow_http,
+            plain,
+            sealed,
+            msgspec.to_builtins(s),
+            ts,
+            ts,
+        )
+        await self.store.call(lambda c, e: storage.insert_integration(c, rec))
+        log.info("integration %s/%s added (%s %s)", cid, name, spec.title, spec.version)
+        self._kick(cid, name)
+        return self.get(cid, name)
+
+    async def update_document(
+        self, cid: str, name: str, document: str, *, allow_http: bool = False
+    ) -> IntegrationView:
+        """Upload a new version of the document; configuration values of parameters the new
+        document no longer declares are dropped."""
+        spec = parse_document(document, allow_http=allow_http)
+        rec = self._record(cid, name)
+        plain = {k: v for k, v in rec.config.items() if k in spec.config_params}
+        sealed = {
+            k: v
+            for k, v in rec.secrets.items()
+            if k in spec.config_params and spec.config_params[k].secret
+        }
+        new = msgspec.structs.replace(
+            rec,
+            document=document,
+            doc_version=rec.doc_version + 1,
+            api_version=spec.version,
+            allow_http=allow_http,
+            config=plain,
+            secrets=sealed,
+            updated=now_us(),
+        )
+        await self.store.call(lambda c, e: storage.update_integration(c, new))
+        self._kick(cid, name)
+        return self.get(cid, name)
+
+    async def configure(
+        self,
+        cid: str,
+        name: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> IntegrationView:
+        """Set configuration values (``None`` unsets one) and/or change settings (merged
+        into the current ones).  Secret values are encrypted before they reach the store."""
+        rec = self._record(cid, name)
+        spec = parse_document(rec.document, allow_http=rec.allow_http)
+        plain, sealed = self._seal(cid, name, spec, rec.config, rec.secrets, values or {})
+        merged = {**rec.settings, **(settings or {})}
+        s = _settings(merged)
+        new = msgspec.structs.replace(
+            rec, config=plain, secrets=sealed, settings=msgspec.to_builtins(s), updated=now_us()
+        )
+        await self.store.call(lambda c, e: storage.update_integration(c, new))
+        self._kick(cid, name)
+        return self.get(cid, name)
+
+    def _seal(
+        self,
+        cid: str,
+        name: str,
+        spec: Spec,
+        plain: Mapping[str, Any],
+        sealed: Mapping[str, str],
+        values: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        out_plain, out_sealed = dict(plain), dict(sealed)
+        unset = [k for k, v in values.items() if v is None]
+        for k in unset:
+            if k not in spec.config_params:
+                raise BadRequest(f"unknown configuration parameter {k!r}")
+            out_plain.pop(k, None)
+            out_sealed.pop(k, None)
+        typed = coerce_config(
+            spec.config_params, {k: v for k, v in values.items() if v is not None}
+        )
+        for k, v in typed.items():
+            if spec.config_params[k].secret:
+                text = v if isinstance(v, str) else msgspec.json.encode(v).decode()
+                out_sealed[k] = self.box.encrypt(text, context=f"{cid}/{name}/{k}")
+                out_plain.pop(k, None)
+            else:
+                out_plain[k] = v
+        return out_plain, out_sealed
+
+    async def remove(self, cid: str, name: str) -> None:
+        await self.store.call(lambda c, e: storage.delete_integration(c, cid, name))
+        self._bound.pop((cid, name), None)
+        self._kick(cid, name)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _record(self, cid: str, name: str) -> storage.StoredIntegration:
+        self.services.registry.require(cid)
+        return self.store.read(lambda c: storage.get_integration(c, cid, name))
+
+    def bind(self, cid: str, name: str) -> Bound:
+        """The callable integration (cached until its record changes)."""
+        rec = self._record(cid, name)
+        cached = self._bound.get((cid, name))
+        if cached is not None and cached.updated == rec.updated:
+            return cached
+        spec = parse_document(rec.document, allow_http=rec.allow_http)
+        config = dict(rec.config)
+        for k, token in rec.secrets.items():
+            text = self.box.decrypt(token, context=f"{cid}/{name}/{k}")
+            kind = spec.config_params[k].type if k in spec.config_params else "string"
+            config[k] = text if kind == "string" else msgspec.json.decode(text)
+        bound = Bound(rec, spec, config, _settings(rec.settings))
+        self._bound[(cid, name)] = bound
+        return bound
+
+    def _view(self, rec: storage.StoredIntegration, health: HealthCheck | None) -> IntegrationView:
+        spec = parse_document(rec.document, allow_http=rec.allow_http)
+        s = _settings(rec.settings)
+        try:
+            base: str | None = make_base_url(spec, host=s.host, allow_http=rec.allow_http)
+        except GatewayError:
+            base = None
+        has = set(rec.config) | set(rec.secrets)
+        params = [
+            ConfigParamInfo(p.name, p.description, p.type, p.required, p.secret, p.name in has)
+            for p in spec.config_params.values()
+        ]
+        ops = [
+            OperationInfo(
+                o.operation_id, o.method, o.path, o.description, [p.name for p in o.parameters]
+            )
+            for o in spec.operations.values()
+        ]
+        return IntegrationView(
+            connector_id=rec.connector_id,
+            name=rec.name,
+            title=spec.title,
+            description=spec.description,
+            api_version=rec.api_version,
+            doc_version=rec.doc_version,
+            allow_insecure_http=rec.allow_http,
+            base_url=base,
+            health_url=None if base is None else base + spec.health_path,
+            operations=ops,
+            config_parameters=params,
+            config={
+                k: v
+                for k, v in rec.config.items()
+                if k in spec.config_params and not spec.config_params[k].secret
+            },
+            missing_config=[
+                p.name for p in spec.config_params.values() if p.required and p.name not in has
+            ],
+            settings=s,
+            health=health,
+            created=rec.created,
+            updated=rec.updated,
+        )
+
+    def get(self, cid: str, name: str) -> IntegrationView:
+        rec = self._record(cid, name)
+        last = self.store.read(lambda c: storage.read_health(c, cid, name, limit=1))
+        return self._view(rec, last[0] if last else None)
+
+    def document(self, cid: str, name: str) -> str:
+        return self._record(cid, name).document
+
+    async def list_for(self, cid: str) -> list[IntegrationView]:
+        """Every integration of connector ``cid``, by name."""
+        self.services.registry.require(cid)
+
+        def q(conn: sqlite3.Connection) -> list[IntegrationView]:
+            out = []
+            for rec in storage.list_integrations(conn, cid):
+                last = storage.read_health(conn, cid, rec.name, limit=1)
+                out.append(self._view(rec, last[0] if last else None))
+            return out
+
+        return await self.store.read_async(q)
+
+    # -- operations, health, jobs ---------------------------------------------------------
+
+    async def call(
+        self, cid: str, name: str, operation: str, params: Mapping[str, Any] | None = None
+    ) -> CallResult:
+        return await self.bind(cid, name).call(operation, params or {})
+
+    async def check_health(self, cid: str, name: str) -> HealthCheck:
+        return await run_health_check(self, self.bind(cid, name))
+
+    def health(
+        self, cid: str, name: str, *, limit: int = 50, changes_only: bool = False
+    ) -> HealthView:
+        self._record(cid, name)
+        hist = self.store.read(
+            lambda c: storage.read_health(c, cid, name, limit=limit, changes_only=changes_only)
+        )
+        cur = self.store.read(lambda c: storage.read_health(c, cid, name, limit=1))
+        return HealthView(cur[0] if cur else None, hist)
+
+    def runs(
+        self, cid: str, name: str, job: str | None = None, *, limit: int = 20
+    ) -> list[RunReport]:
+        self._record(cid, name)
+        return self.store.read(lambda c: storage.read_runs(c, cid, name, job, limit=limit))
+
+    def jobs(self, cid: str, name: str) -> JobsView:
+        s = self.bind(cid, name).settings
+        out = []
+        for job in JOBS:
+            last = self.runs(cid, name, job, limit=1)
+            out.append(
+                JobInfo(
+                    job,
+                    getattr(s, f"{job}_interval_s"),
+                    (cid, name, job) in self._running,
+                    last[0] if last else None,
+                )
+            )
+        return JobsView(out)
+
+    async def run_job(self, cid: str, name: str, job: str, *, trigger: str = "api") -> RunReport:
+        """Run ``sync`` or ``fetch`` now (after any run of this integration in progress) and
+        return its report.  A run that fails as a whole is reported with status
+        ``failed`` and ``error``, not raised."""
+        if job not in JOBS:
+            raise NotFound(f"job {job!r} does not exist (jobs: {', '.join(JOBS)})")
+        bound = self.bind(cid, name)
+        lock = self._locks.setdefault((cid, name), trio.Lock())
+        async with lock:
+            report = RunReport(id=0, job=job, trigger=trigger, started=now_us())
+
+            def start(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
+                return storage.start_run(conn, cid, name, report)
+
+            report.id = await self.store.call(start)
+            self._running.add((cid, name, job))
+            try:
+                if job == "sync":
+                    await run_sync(self, bound, report)
+                else:
+                    await run_fetch(self, bound, report)
+            except GatewayError as exc:
+                report.error = exc.message
+                log.warning("integration %s/%s %s failed: %s", cid, name, job, exc.message)
+            finally:
+                self._running.discard((cid, name, job))
+                report.finished = now_us()
+                ok = report.created + report.updated
+                if report.error is not None or (report.failed and not ok):
+                    report.status = "failed"
+                else:
+                    report.status = "partial" if report.failed else "ok"
+                with trio.CancelScope(shield=True):
+                    await self.store.call(lambda c, e: storage.finish_run(c, report))
+        log.info(
+            "integration %s/%s %s: %s seen=%d created=%d updated=%d failed=%d vanished=%d",
+            cid,
+            name,
+            job,
+            report.status,
+            report.seen,
+            report.created,
+            report.updated,
+            report.failed,
+            report.vanished,
+        )
+        return report
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _kick(self, cid: str, name: str) -> None:
+        """An integration changed: recompute its schedule now."""
+        for job in ("health", *JOBS):
+            self._due.pop((cid, name, job), None)
+        self._changed.set()
+
+    async def _scheduled(self, key: tuple[str, str, str]) -> None:
+        cid, name, job = key
+        try:
+            if job == "health":
+                await self.check_health(cid, name)
+            else:
+                await self.run_job(cid, name, job, trigger="schedule")
+        except GatewayError as exc:
+            log.warning("integration %s/%s scheduled %s: %s", cid, name, job, exc.message)
+        except Exception:
+            # One integration's bug must not stop every other schedule; it is logged with
+            # its traceback and retried at the next interval.
+            log.exception("integration %s/%s scheduled %s crashed", cid, name, job)
+        finally:
+            self._running.discard(key)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every integration's schedules until cancelled."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                self._changed = trio.Event()
+                now = trio.current_time()
+                wake = now + MAX_IDLE_S
+                recs = await self.store.read_async(storage.list_integrations)
+                live: set[tuple[str, str, str]] = set()
+                for rec in recs:
+                    if self.services.registry.get(rec.connector_id) is None:
+                        continue
+                    try:
+                        s = _settings(rec.settings)
+                    except BadRequest:
+                        continue
+                    for job in ("health", *JOBS):
+                        interval = float(getattr(s, f"{job}_interval_s"))
+                        key = (rec.connector_id, rec.name, job)
+                        if interval <= 0:
+                            continue
+                        live.add(key)
+                        due = self._due.setdefault(key, now)
+                        if due <= now and key not in self._running:
+                            self._running.add(key)
+                            nursery.start_soon(self._scheduled, key)
+                            due = self._due[key] = now + interval
+                        wake = min(wake, max(due, now + 0.01))
+                for key in set(self._due) - live:
+                    del self._due[key]
+                with trio.move_on_at(wake):
+                    await self._changed.wait()
+
+
+def integration_service(services: Services) -> IntegrationService:
+    """``services.integrations``, created and attached on first use."""
+    existing = getattr(services, "integrations", None)
+    if isinstance(existing, IntegrationService):
+        return existing
+    svc = IntegrationService(services)
+    services.integrations = svc
+    return svc
+
+
+async def serve_integrations(
+    services: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the integration schedules (health, sync, fetch) in the caller's nursery."""
+    await integration_service(services).serve(task_status=task_status)
