@@ -1,0 +1,563 @@
+"""The MQTT device API over a stream: the only place MQTT bytes meet the network and the store.
+
+:func:`make_mqtt_server` returns the handler the front door calls for every MQTT connection
+(TLS on the multi-protocol and MQTT ports, plain on the dev port).  One connection is one
+:class:`_Connection` running three tasks in one nursery:
+
+* the **reader** receives bytes under the session's deadline (``idle_timeout``), feeds the
+  sans-IO :class:`~gateway.mqtt.session.Session`, authenticates the CONNECT, dispatches every
+  PUBLISH of one read with the compiled :func:`gateway.dispatch.dispatch`, and submits all
+  resulting store operations of that read as **one** submission;
+* the **acker** awaits those submissions' tickets in order and only then queues their
+  PUBACKs — an acknowledgement means committed (ARCHITECTURE principle 2) — all PUBACKs of a
+  read in one buffer;
+* the **sender** writes whatever the session has queued (CONNACK, SUBACK, PINGRESP, PUBACKs,
+  pushes) in one ``send_all`` per wake-up.
+
+Memory is bounded per connection: the ack queue holds at most ``MAX_INFLIGHT_READS``
+uncommitted reads (the reader blocks when it is full: TCP backpressure reaches the client),
+the reader also stops while more than ``MAX_BUFFERED_OUT`` bytes wait to be sent, and a
+client that lets more than ``MAX_PUSH_BUFFER`` bytes of pushes pile up is dropped
+(``slow_consumer``; pending values stay pending in the store and are re-sent on reconnect).
+
+Resource handling: the handler never closes the stream (the front door does, after it
+returns).  Errors: a :class:`~gateway.errors.ProtocolViolation` ends only its own connection,
+with one debug-log entry; refusals answer the CONNECT with their CONNACK code.  Whatever
+ends a connection, :meth:`_Connection.finish` detaches it from the control hub, records the
+``disconnect`` (when it was authenticated) and logs the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from gateway.dispatch import (
+    CustomPublish,
+    ProvisionRequest,
+    ResourceTable,
+    ResourceWrites,
+    dispatch,
+)
+from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.model import ConnectionInfo, LogRecord, Protocol
+from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
+from gateway.mqtt.packets import Connect, Publish, Subscribe
+from gateway.mqtt.session import Closed, Event, Session, SessionState
+from gateway.services.bundle import Services
+from gateway.services.connectors import Connector, now_us
+from gateway.services.control import Push
+from gateway.services.devices import DeviceAuth, not_authenticated
+from gateway.store.api import AppendEvent, DataIn, EventMeta, Op, PointWrite, Ticket
+
+__all__ = [
+    "DRAIN_TIMEOUT_S",
+    "MAX_BUFFERED_OUT",
+    "MAX_INFLIGHT_READS",
+    "MAX_PUSH_BUFFER",
+    "MAX_RECV",
+    "make_mqtt_server",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_RECV = 64 * 1024  # bytes per receive_some: one read = one store submission at most
+MAX_INFLIGHT_READS = 16  # reads whose writes await their commit, per connection
+MAX_BUFFERED_OUT = 256 * 1024  # stop reading while this much output waits to be sent
+MAX_PUSH_BUFFER = 4 * 1024 * 1024  # a client that does not read its pushes is dropped here
+DRAIN_TIMEOUT_S = 5.0  # after the end: how long in-flight PUBACKs may take to go out
+
+_PROTOCOL = Protocol.MQTT.value
+_CERTIFICATE = "certificate"
+_PASSWORD = "password"
+
+
+def make_mqtt_server(
+    services: Services,
+) -> Callable[[trio.abc.Stream, ConnectionInfo], Awaitable[None]]:
+    """The front door's MQTT handler bound to ``services`` (see the module docstring)."""
+
+    async def serve_mqtt(stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        await _Connection(services, stream, info).run()
+
+    return serve_mqtt
+
+
+class _Pending:
+    """One entry of the ack queue: PUBACK ``packet_ids`` once ``ticket`` has committed."""
+
+    __slots__ = ("packet_ids", "ticket")
+
+    def __init__(self, ticket: Ticket | None, packet_ids: list[int]) -> None:
+        self.ticket = ticket
+        self.packet_ids = packet_ids
+
+
+class _Table:
+    """A connector's compiled dispatch table plus the aliases whose writes also set ``set``."""
+
+    __slots__ = ("settable", "table")
+
+    def __init__(self, table: ResourceTable, settable: frozenset[str]) -> None:
+        self.table = table
+        self.settable = settable
+
+
+class _Connection:
+    """One MQTT connection; it is also the control hub's :class:`PushTarget` for its device."""
+
+    def __init__(self, services: Services, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        self.services = services
+        self.stream = stream
+        self.info = info
+        self.cid = info.connector_id
+        connector = services.registry.get(self.cid) if self.cid else None
+        max_packet = (
+            connector.settings.limits.max_packet_size if connector else DEFAULT_MAX_PACKET_SIZE
+        )
+        self.session = Session(
+            now=trio.current_time(),
+            max_packet_size=max_packet,
+            connect_timeout_s=services.config.connect_timeout_s,
+        )
+        self.meta = EventMeta(connection_id=info.connection_id, ip=info.peer_ip, protocol=_PROTOCOL)
+        self.auth: DeviceAuth | None = None
+        self.attached = False
+        self.client_id = ""
+        self._table: _Table | None = None
+        self._table_version = -1
+        self._ack_send, self._ack_recv = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
+        self._queued = 0  # ack-queue entries not yet processed by the acker
+        self._acks_idle = trio.Event()
+        self._acks_idle.set()
+        self._wake = trio.Event()
+        self._sent = trio.Event()
+        self._finishing = False  # the acker is done: the sender exits once flushed
+        self._done = trio.Event()  # the sender has exited
+        self._broken = False  # the transport failed: nothing more can be sent
+        self._reader_scope = trio.CancelScope()
+        self._reading = False  # the reader is blocked in receive_some (safe to cancel)
+        self._stopped = False  # ended from outside the bytes: ignore the rest of the read
+
+    # -- the connection task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ack_loop)
+                nursery.start_soon(self._send_loop)
+                try:
+                    await self._read_loop()
+                finally:
+                    self._ack_send.close()
+                with trio.move_on_after(DRAIN_TIMEOUT_S):
+                    await self._done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.finish()
+
+    async def _read_loop(self) -> None:
+        session = self.session
+        with self._reader_scope:
+            while session.state is not SessionState.CLOSED:
+                with trio.move_on_at(session.deadline) as timer:
+                    while session.bytes_to_send > MAX_BUFFERED_OUT and not self._broken:
+                        self._sent = trio.Event()
+                        await self._sent.wait()
+                    self._reading = True
+                    try:
+                        data = await self.stream.receive_some(MAX_RECV)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                    finally:
+                        self._reading = False
+                if timer.cancelled_caught:
+                    limit = session.deadline - trio.current_time()
+                    self.close("idle_timeout", f"no packet before the deadline ({limit:+.1f} s)")
+                    return
+                if type(data) is not bytes:
+                    data = bytes(data)
+                session.receive_data(data, trio.current_time())
+                await self._handle(session.events())
+                self._wake.set()
+
+    async def _handle(self, events: list[Event]) -> None:
+        """Act on one read's events in order; all writes of the read form one submission."""
+        ops: list[Op] = []
+        pids: list[int] = []
+        now = now_us()
+        debug = log.isEnabledFor(logging.DEBUG)
+        for event in events:
+            if self._stopped:
+                break
+            t = type(event)
+            if t is Publish:
+                assert isinstance(event, Publish)
+                if debug:
+                    log.debug(
+                        "%s PUBLISH (d%d, q%d, r%d, m%d, %r, ... (%d bytes))",
+                        self.info.connection_id,
+                        event.dup,
+                        event.qos,
+                        event.retain,
+                        event.packet_id,
+                        event.topic,
+                        len(event.payload),
+                    )
+                if self.auth is None or event.topic.startswith("$provision/"):
+                    await self._submit(ops, pids)
+                    ops, pids = [], []
+                    await self._unbound_publish(event, now)
+                else:
+                    self._dispatch(event, now, ops)
+                    if event.qos:
+                        pids.append(event.packet_id)
+            elif t is Connect:
+                assert isinstance(event, Connect)
+                if self.session.state is SessionState.CLOSED:
+                    # a violation followed the CONNECT in the same read: never accept it,
+                    # and act on nothing after it
+                    self._stopped = True
+                    break
+                await self._on_connect(event)
+            elif t is Subscribe:
+                assert isinstance(event, Subscribe)
+                if self.auth is not None:
+                    self.push(self.services.state.pending(self.auth.device_id))
+        await self._submit(ops, pids)
+
+    async def _submit(self, ops: list[Op], pids: list[int]) -> None:
+        if not ops and not pids:
+            return
+        ticket = self.services.store.submit(ops) if ops else None
+        self._queued += 1
+        self._acks_idle = trio.Event()
+        await self._ack_send.send(_Pending(ticket, pids))
+
+    # -- CONNECT ---------------------------------------------------------------------------
+
+    async def _on_connect(self, packet: Connect) -> None:
+        self.client_id = packet.client_id
+        connector = self.services.registry.get(self.cid) if self.cid else None
+        if connector is None:
+            self._refuse(
+                ConnAckCode.NOT_AUTHORIZED,
+                "unknown_connector",
+                f"no connector {self.cid!r} on this listener",
+            )
+            return
+        devices = self.services.devices
+        try:
+            if self.info.cert is not None:
+                auth = await devices.authenticate_certificate(
+                    connector.id, self.info.cert, ip=self.info.peer_ip, meta=self.meta
+                )
+            elif packet.password is not None:
+                auth = await self._authenticate_secret(connector.id, packet)
+            else:
+                _check_anonymous(connector)
+                self.session.accept()
+                self._debug(
+                    "connect",
+                    None,
+                    f"anonymous (provisioning only), client id {packet.client_id!r}",
+                )
+                return
+        except Refused as exc:
+            self._refuse(exc.connack, exc.reason, exc.message)
+            return
+        except NotFound as exc:  # the connector was deleted meanwhile
+            self._refuse(ConnAckCode.NOT_AUTHORIZED, "unknown_connector", exc.message)
+            return
+        self.session.accept()
+        self._bind(auth)
+
+    async def _authenticate_secret(self, cid: str, packet: Connect) -> DeviceAuth:
+        """Token (any user name) first — a cheap indexed lookup — then, with a user name,
+        the password of that identity (PROTOCOL.md §3.1)."""
+        assert packet.password is not None
+        try:
+            secret = packet.password.decode("utf-8")
+        except UnicodeDecodeError:
+            raise not_authenticated("the password is not UTF-8") from None
+        devices = self.services.devices
+        try:
+            return devices.authenticate_token(cid, secret)
+        except Refused as exc:
+            if exc.reason != "not_authenticated" or not packet.username:
+                raise
+        return await devices.authenticate_password(cid, packet.username, secret)
+
+    def _refuse(self, code: ConnAckCode, reason: str, detail: str) -> None:
+        self.session.refuse(code, reason, detail)
+        self._debug("connect_refused", reason, f"CONNACK {int(code)}: {detail}")
+
+    def _bind(self, auth: DeviceAuth) -> None:
+        """The connection now speaks for ``auth``'s device: attach for pushes (replacing an
+        older connection), record the connect, and push what is pending (§12 items 9, 13)."""
+        self.auth = auth
+        self.services.control.attach(auth.device_id, self)
+        self.attached = True
+        self.services.devices.connected(auth, self.meta)
+        self._debug("connect", None, f"client id {self.client_id!r}")
+        self.push(self.services.state.pending(auth.device_id))
+
+    # -- PUBLISH ---------------------------------------------------------------------------
+
+    def _tables(self) -> _Table:
+        """The connector's compiled table (cached by the registry until its resources
+        change) and its settable aliases, re-fetched whenever the registry version moves."""
+        registry = self.services.registry
+        if self._table is None or registry.version != self._table_version:
+            assert self.cid is not None
+            table = registry.table(self.cid)  # NotFound once the connector is deleted
+            settable = frozenset(
+                r.alias for r in registry.resources(self.cid).values() if r.settable
+            )
+            self._table = _Table(table, settable)
+            self._table_version = registry.version
+        return self._table
+
+    def _dispatch(self, packet: Publish, now: int, ops: list[Op]) -> None:
+        """Append the store operation of one authenticated PUBLISH to ``ops`` (if any).
+        Values that fail their resource are logged and dropped, still acknowledged
+        (PROTOCOL.md §12 item 13)."""
+        auth = self.auth
+        assert auth is not None
+        assert self.cid is not None
+        try:
+            tables = self._tables()
+            result = dispatch(tables.table, packet.topic, packet.payload, now)
+        except NotFound as exc:
+            self.close("unknown_connector", exc.message)
+            return
+        except BadRequest as exc:
+            self._debug("write_rejected", "bad_request", f"{packet.topic}: {exc.message}")
+            return
+        if type(result) is ResourceWrites:
+            for rej in result.rejected:
+                self._debug(
+                    "write_rejected",
+                    "format_mismatch",
+                    f"{rej.alias}={rej.value[:64]!r}: {rej.reason}",
+                )
+            if result.points:
+                settable = tables.settable
+                replay = packet.topic == "$resource.batch"
+                points = [
+                    PointWrite(
+                        p.alias,
+                        p.value,
+                        p.timestamp,
+                        p.defined,
+                        p.defined and p.alias in settable,
+                        replay,
+                    )
+                    for p in result.points
+                ]
+                ops.append(DataIn(self.cid, auth.device_id, auth.identity, points, self.meta, now))
+        elif type(result) is CustomPublish:
+            text = result.payload.decode("utf-8", "replace")
+            ops.append(
+                AppendEvent(
+                    self.cid,
+                    "publish",
+                    auth.identity,
+                    self.meta,
+                    now,
+                    [{"topic": result.topic, "payload": text}],
+                )
+            )
+
+    async def _unbound_publish(self, packet: Publish, now: int) -> None:
+        """A PUBLISH on a provisioning-only connection, or any ``$provision/`` topic."""
+        assert self.cid is not None
+        try:
+            result = dispatch(self._tables().table, packet.topic, packet.payload, now)
+        except GatewayError as exc:
+            self.close("bad_request", f"{packet.topic}: {exc.message}")
+            self._debug("provision_refused", "bad_request", exc.message)
+            return
+        if type(result) is not ProvisionRequest:
+            self.close("not_authenticated", f"PUBLISH to {packet.topic!r} before authenticating")
+            return
+        assert isinstance(result, ProvisionRequest)
+        auth = self.auth
+        connector = self.services.registry.get(self.cid)
+        if (
+            auth is not None
+            and connector is not None
+            and connector.settings.provisioning.auth_type == _CERTIFICATE
+            and auth.identity == result.identity
+        ):
+            # the certificate already provisioned this identity on connect (QA script flow)
+            await self._submit([], [packet.packet_id] if packet.qos else [])
+            return
+        await self._provision(packet, result)
+
+    async def _provision(self, packet: Publish, req: ProvisionRequest) -> None:
+        """Activate ``req.identity``; PUBACK after the commit, then the reply on
+        ``$provision/<identity>`` (the token, or empty in password mode), then bind
+        (PROTOCOL.md §3.2, §12 items 1-3).  Any refusal: send nothing, close, log."""
+        assert self.cid is not None
+        # Earlier acknowledgements first: the reply must be the first message after the
+        # PUBACK (murano-client takes the first message on any topic as its token).
+        while self._queued:
+            await self._acks_idle.wait()
+        devices = self.services.devices
+        connector = self.services.registry.get(self.cid)
+        password: str | None = None
+        try:
+            if connector is not None and connector.settings.provisioning.auth_type == _PASSWORD:
+                password = packet.payload.decode("utf-8")
+            token = await devices.activate(
+                self.cid, req.identity, ip=self.info.peer_ip, meta=self.meta, password=password
+            )
+            device_id = devices.device_id(self.cid, req.identity)
+        except UnicodeDecodeError:
+            self.close("bad_password", "the provisioning password is not UTF-8")
+            return
+        except GatewayError as exc:
+            reason = exc.reason if isinstance(exc, Refused) else exc.code
+            self.close(reason, f"$provision/{req.identity}: {exc.message}")
+            return
+        if packet.qos:
+            self.session.ack([packet.packet_id])
+        self.session.publish(f"$provision/{req.identity}", (token or "").encode())
+        self._debug("provisioned", None, req.identity)
+        if self.attached and self.auth is not None:
+            self.services.control.detach(self.auth.device_id, self)
+        self._bind(DeviceAuth(self.cid, device_id, req.identity))
+
+    # -- acknowledgements and output -------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        session = self.session
+        failed = False
+        async with self._ack_recv:
+            async for item in self._ack_recv:
+                if item.ticket is not None and not failed:
+                    try:
+                        await item.ticket.wait()
+                    except Exception as exc:
+                        # Nothing of this read was stored: acknowledge nothing more, and end
+                        # the connection so that the client resends on its next one.
+                        log.warning("write failed on %s: %r", self.info.connection_id, exc)
+                        failed = True
+                        self.close("internal_error", f"write failed: {exc!r}")
+                if not failed:
+                    session.ack(item.packet_ids)
+                    self._wake.set()
+                self._queued -= 1
+                if not self._queued:
+                    self._acks_idle.set()
+        self._finishing = True
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        session = self.session
+        try:
+            while True:
+                data = session.data_to_send()
+                if data:
+                    await self.stream.send_all(data)
+                    self._sent.set()
+                    continue
+                if self._finishing:
+                    return
+                self._wake = trio.Event()
+                await self._wake.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broken = True
+            self._sent.set()
+            self.close("ssl_closed" if self.info.tls else "peer_closed", f"send failed: {exc!r}")
+        finally:
+            self._done.set()
+
+    # -- PushTarget ------------------------------------------------------------------------
+
+    def push(self, pushes: Sequence[Push]) -> None:
+        """Queue set values as ``$resource/<alias>/<µs>`` QoS 0 (never blocks)."""
+        session = self.session
+        if not pushes or self._broken or session.state is not SessionState.CONNECTED:
+            return
+        for p in pushes:
+            session.publish(f"$resource/{p.alias}/{p.timestamp}", p.value.encode())
+        if session.bytes_to_send > MAX_PUSH_BUFFER:
+            self.kick("slow_consumer")
+            return
+        self._wake.set()
+
+    def kick(self, reason: str) -> None:
+        """End this connection (``duplicate_connection`` when a newer one took over)."""
+        self.close(reason, "closed by the gateway")
+
+    def close(self, reason: str, detail: str) -> None:
+        """End the session for ``reason`` and stop reading; in-flight PUBACKs still drain."""
+        self.session.close(reason, detail)
+        self._stopped = True
+        if self._reading:
+            # only a reader blocked in receive_some is cancelled: one busy with a read
+            # finishes queueing that read's acknowledgements and then sees the end
+            self._reader_scope.cancel()
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Detach, record the disconnect, publish the will of an unclean end, log why.
+        Synchronous: it runs in a ``finally`` even when the task is being cancelled."""
+        closed = self.session.closed or Closed("server_shutdown", "the gateway stopped")
+        reason = closed.reason
+        if reason == "peer_closed" and self.info.tls:
+            reason = "ssl_closed"
+        auth = self.auth
+        if auth is not None:
+            still_online = False
+            if self.attached:
+                # detach() answers whether another connection of the device remains
+                still_online = self.services.control.detach(auth.device_id, self)
+            will = self.session.will
+            if will is not None and not closed.clean:
+                ops: list[Op] = []
+                self._dispatch(will, now_us(), ops)
+                if ops:
+                    self.services.store.submit(ops)
+            self.services.devices.disconnected(auth, self.meta, reason, still_online=still_online)
+        self._debug("disconnect", reason, closed.detail)
+
+    def _debug(self, event: str, reason: str | None, detail: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s: %s", self.info.connection_id, event, reason, detail)
+        self.services.debug(
+            LogRecord(
+                kind="debug",
+                timestamp=now_us(),
+                connector_id=self.cid,
+                ip=self.info.peer_ip,
+                identity=self.auth.identity if self.auth else None,
+                connection_id=self.info.connection_id,
+                protocol=_PROTOCOL,
+                event=event,
+                reason=reason,
+                detail=detail,
+            )
+        )
+
+
+def _check_anonymous(connector: Connector) -> None:
+    """An anonymous CONNECT may only provision: refuse it (CONNACK 5) when it cannot."""
+    prov = connector.settings.provisioning
+    if not prov.enabled:
+        raise Refused(
+            "provisioning is disabled for this connector",
+            reason="provisioning_disabled",
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
+    if prov.auth_type == _CERTIFICATE:
+        raise Refused(
+            "this connector authenticates devices by TLS client certificate",
+            reason="certificate_required",
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
