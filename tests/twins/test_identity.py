@@ -40,8 +40,13 @@ identities = st.one_of(
 
 
 @settings(max_examples=500, deadline=None)
-@given(identities, st.sampled_from(KINDS), st.sampled_from(["", "AB", "x-"]),
-       st.sampled_from(CASINGS), st.integers(0, 40))
+@given(
+    identities,
+    st.sampled_from(KINDS),
+    st.sampled_from(["", "AB", "x-"]),
+    st.sampled_from(CASINGS),
+    st.integers(0, 40),
+)
 def test_twins_agree(identity: str, kind: str, prefix: str, casing: str, length: int) -> None:
     ident = prefix + identity if identity and len(identity) % 2 else identity
     a = _outcome(pure, ident, kind, prefix, casing, length)

@@ -41,7 +41,9 @@ async def _connector(services: Services, **prov: object) -> str:
 
 
 def _count(services: Services, table: str) -> int:
-    return int(services.store.read(lambda c: c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]))
+    return int(
+        services.store.read(lambda c: c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    )
 
 
 async def test_connector_validation_changes_nothing(services: Services) -> None:
@@ -64,7 +66,9 @@ async def test_connector_validation_changes_nothing(services: Services) -> None:
 async def test_token_activation_rules(services: Services) -> None:
     cid = await _connector(services)
     token = await services.devices.activate(cid, "dev1", ip="10.0.0.1", meta=META)
-    assert token is not None and len(token) == 40 and token == token.lower()
+    assert token is not None
+    assert len(token) == 40
+    assert token == token.lower()
     int(token, 16)
     auth = services.devices.authenticate_token(cid, token)
     assert auth.identity == "dev1"
@@ -73,19 +77,23 @@ async def test_token_activation_rules(services: Services) -> None:
     assert token not in stored[0]
     with pytest.raises(Refused) as info:
         await services.devices.activate(cid, "dev1", ip=None, meta=META)
-    assert info.value.http_status == 409 and info.value.reason == "already_provisioned"
+    assert info.value.http_status == 409
+    assert info.value.reason == "already_provisioned"
     # revoke → new token, old one invalid
     await services.devices.update(cid, "dev1", reprovision=True)
     token2 = await services.devices.activate(cid, "dev1", ip=None, meta=META)
-    assert token2 and token2 != token
+    assert token2
+    assert token2 != token
     with pytest.raises(Refused) as info:
         services.devices.authenticate_token(cid, token)
-    assert info.value.http_status == 401 and info.value.connack == 4
+    assert info.value.http_status == 401
+    assert info.value.connack == 4
     # locked: refused everywhere
     await services.devices.update(cid, "dev1", locked=True)
     with pytest.raises(Refused) as info:
         services.devices.authenticate_token(cid, token2)
-    assert info.value.reason == "locked" and info.value.connack == 5
+    assert info.value.reason == "locked"
+    assert info.value.connack == 5
     events = await services.events.read(cid)
     assert [e.type for e in events] == ["provisioned", "provisioned"]
 
@@ -103,7 +111,8 @@ async def test_whitelist_required_and_format(services: Services) -> None:
     assert info.value.http_status == 404
     with pytest.raises(Refused) as info:
         await services.devices.activate("wcon", "ab12ff", ip=None, meta=META)
-    assert info.value.http_status == 400 and info.value.reason == "format_mismatch"
+    assert info.value.http_status == 400
+    assert info.value.reason == "format_mismatch"
     with pytest.raises(InvalidValue):
         await services.devices.add("wcon", "AB12F")
     await services.devices.add("wcon", "AB12FF")
@@ -119,7 +128,8 @@ async def test_ip_whitelisting_and_disabled_provisioning(services: Services) -> 
     )
     with pytest.raises(Refused) as info:
         await services.devices.activate(cid, "d", ip="198.51.100.1", meta=META)
-    assert info.value.reason == "ip_not_allowed" and info.value.http_status == 403
+    assert info.value.reason == "ip_not_allowed"
+    assert info.value.http_status == 403
     assert await services.devices.activate(cid, "d", ip="192.0.2.77", meta=META)
     c = services.registry.require(cid)
     off = msgspec.structs.replace(
@@ -144,7 +154,8 @@ async def test_password_provisioning(services: Services) -> None:
     with pytest.raises(Refused):
         await services.devices.authenticate_password(cid, "p1", pw + "x")
     stored = services.store.read(lambda c: c.execute("SELECT cred_hash FROM devices").fetchone())
-    assert pw not in stored[0] and stored[0].startswith("scrypt:")
+    assert pw not in stored[0]
+    assert stored[0].startswith("scrypt:")
 
 
 async def test_certificate_pinning(services: Services) -> None:
@@ -182,7 +193,8 @@ async def test_tags_listing_and_paging(services: Services) -> None:
     pref, _ = await services.devices.list(cid, q="dev1", sort="-identity")
     assert [d.identity for d in pref] == [f"dev1{i}" for i in range(9, -1, -1)]
     d = await services.devices.set_tags(cid, "dev00", [Tag("site", "east")], replace=True)
-    assert Tag("site", "east") in d.tags and Tag("site", "south") not in d.tags
+    assert Tag("site", "east") in d.tags
+    assert Tag("site", "south") not in d.tags
     d = await services.devices.remove_tags(cid, "dev00", "apps")
     assert [t.name for t in d.tags] == ["site"]
     with pytest.raises(BadRequest):
@@ -204,7 +216,8 @@ async def test_csv_import_all_or_nothing(services: Services) -> None:
     assert _count(services, "devices") == 1
     rows = "ID,tag:site\n" + "".join(f"m{i},s{i % 3}\n" for i in range(1000))
     dry = await services.devices.import_csv(cid, rows, dry_run=True)
-    assert dry.created == 0 and not dry.errors
+    assert dry.created == 0
+    assert not dry.errors
     report = await services.devices.import_csv(cid, rows)
     assert report.created == 1000
     items, _ = await services.devices.list(cid, tags=[Tag("site", "s1")], limit=1000)
@@ -220,7 +233,8 @@ async def test_state_pending_and_ack(services: Services) -> None:
     auth = services.devices.authenticate_token(cid, token)
     # initial value of a settable resource with sync=false: set, never pending
     st = services.state.get(cid, "s1")
-    assert st["mode"].set == "a" and not st["mode"].pending
+    assert st["mode"].set == "a"
+    assert not st["mode"].pending
 
     pushed: list[Push] = []
 
@@ -242,7 +256,8 @@ async def test_state_pending_and_ack(services: Services) -> None:
     pts = services.state.points_for(cid, [("data_out", '{"004": true}', 5)])
     await services.state.device_write(auth, pts, META)
     st = services.state.get(cid, "s1")
-    assert not st["data_out"].pending and st["data_out"].reported == '{"004": true}'
+    assert not st["data_out"].pending
+    assert st["data_out"].reported == '{"004": true}'
     assert services.state.pending(auth.device_id) == []
     # bad values: refused, nothing stored
     with pytest.raises(InvalidValue):
@@ -260,7 +275,8 @@ async def test_state_pending_and_ack(services: Services) -> None:
     assert [p.defined for p in ok] == [True, True, False]
     await services.state.device_write(auth, ok, META)
     st = services.state.get(cid, "s1")
-    assert "zz" not in st and st["temp"].reported == "15"
+    assert "zz" not in st
+    assert st["temp"].reported == "15"
     types = [e.type for e in await services.events.read(cid)]
     assert types == ["provisioned", "data_out", "data_in", "data_in"]
 
