@@ -1,0 +1,508 @@
+"""The HTTP device API, compatible with Murano's (PROTOCOL.md §2, §4, §5, §12, §13).
+
+A lean ASGI application served by hypercorn through ``gateway.frontdoor.http``, which puts
+an :class:`~gateway.api.device_http.HttpConnection` (the TLS/SNI facts of the connection)
+into ``scope["state"]``.  Per request:
+
+1. **Routing** (§1, §13 item 16): on TLS the connector is the one SNI selected, and the
+   ``Host`` header (port stripped) must name the same connector FQDN, else ``421``.  On the
+   dev plain port the ``Host`` must be ``<cid>.devmode-m2.<base>`` of a connector with
+   ``protocol.devmode``, else ``404``.
+2. **Authentication** (§2.1): ``X-Exosite-CIK``, ``Authorization: token``, ``Authorization:
+   Basic`` with an empty user (token) or ``identity:password``, or the TLS client
+   certificate (whose first use provisions the device).  ``401`` / ``403`` (locked).
+3. The operation: write / read / hybrid / long-poll (``/onep:v1/stack/alias``), record,
+   activation, content (``gateway.api.device_content``), ``/timestamp``, ``/ip``.
+
+Error handling: operations raise :class:`~gateway.errors.GatewayError`; :meth:`DeviceApp.__call__`
+is the one place that turns them into a status and a short text body, and every refusal
+writes one debug ``LogRecord`` (ip, identity when known, reason).  Nothing is changed by a
+refused request: values are validated before anything is submitted, and a write is
+answered ``204`` only after its transaction committed (``await ticket.wait()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import logging
+import re
+import time
+from typing import Any
+
+import trio
+
+from gateway.api import device_content
+from gateway.api.device_http import (
+    FORM_CT,
+    STATE_KEY,
+    TEXT_CT,
+    ClientGone,
+    HttpConnection,
+    Receive,
+    Request,
+    Send,
+    read_body,
+    respond,
+    respond_empty,
+    status_of,
+)
+from gateway.api.forms import encode_component, encode_pairs, parse_form, parse_names
+from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.model import LogRecord, Protocol
+from gateway.services.bundle import Services
+from gateway.services.connectors import now_us
+from gateway.services.content import TooLarge
+from gateway.services.devices import DeviceAuth
+
+__all__ = ["MAX_POLL_MS", "DeviceApp"]
+
+log = logging.getLogger(__name__)
+
+ALIAS_PATH = "/onep:v1/stack/alias"
+RECORD_PATH = "/onep:v1/stack/record"
+LEGACY_RECORD_PREFIX = ALIAS_PATH + "/"  # One Platform: POST /onep:v1/stack/alias/<alias>
+MAX_POLL_MS = 300_000  # Request-Timeout is clamped here (§12 item 16)
+FUTURE_SLACK_US = 500_000  # record points may be this far ahead of our clock (§13 item 10)
+BODY_OVERHEAD = 64 * 1024  # bytes of names/keys allowed on top of the value budget
+MAX_ALIAS_LENGTH = 256
+MAX_HEADER_BYTES = 16 * 1024  # the sum of header names and values (431 above)
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def not_authenticated(message: str) -> Refused:
+    return Refused(
+        message,
+        reason="not_authenticated",
+        http_status=401,
+        connack=ConnAckCode.BAD_USERNAME_OR_PASSWORD,
+    )
+
+
+def http_date(ts_us: int) -> str:
+    return email.utils.formatdate(ts_us / 1_000_000, usegmt=True)
+
+
+def parse_since(raw: str | None) -> int:
+    """``If-Modified-Since`` (unix seconds or an HTTP-date) in µs; 0 when absent or
+    unreadable (then every pending value qualifies, §12 item 17)."""
+    if not raw:
+        return 0
+    try:
+        return max(0, int(float(raw) * 1_000_000))
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return max(0, int(email.utils.parsedate_to_datetime(raw).timestamp() * 1_000_000))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0
+
+
+def parse_record_ts(key: str) -> int:
+    """A record key (unix seconds, integer or fractional) in µs, exactly: ``12.3456789``
+    → 12_345_678 µs (digits past µs are dropped), so a replayed point matches its original
+    bit for bit (§12 item 14)."""
+    whole, _, frac = key.partition(".")
+    if _DIGITS.fullmatch(whole) and (not frac or _DIGITS.fullmatch(frac)):
+        return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+    raise BadRequest(f"record timestamp {key!r} is not unix seconds")
+
+
+class DeviceApp:
+    """The ASGI application (one per gateway)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.registry = services.registry
+
+    # -- entry -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        conn: HttpConnection = scope["state"][STATE_KEY]
+        req = Request(scope, conn)
+        ident: list[str | None] = [None]
+        cid: str | None = conn.info.connector_id
+        try:
+            if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+                # h11 caps heads it has to buffer across reads; this catches one-read heads
+                raise _HeadersTooLarge(f"request headers above {MAX_HEADER_BYTES} bytes")
+            cid = self.route(req)
+            await self.dispatch(req, cid, receive, send, ident)
+        except GatewayError as exc:
+            await self.refuse(req, cid, ident[0], exc, send)
+        except ClientGone:
+            return
+
+    async def dispatch(
+        self, req: Request, cid: str, receive: Receive, send: Send, ident: list[str | None]
+    ) -> None:
+        path, method = req.path, req.method
+        if path == ALIAS_PATH:
+            if method == "POST":
+                auth = await self.authenticate(req, cid)
+                ident[0] = auth.identity
+                await self.write(req, cid, auth, receive, send)
+            elif method == "GET":
+                auth = await self.authenticate(req, cid)
+                ident[0] = auth.identity
+                await self.read(req, cid, auth, send)
+            else:
+                raise _method_not_allowed(method, path)
+        elif path == RECORD_PATH or path.startswith(LEGACY_RECORD_PREFIX):
+            if method != "POST":
+                raise _method_not_allowed(method, path)
+            auth = await self.authenticate(req, cid)
+            ident[0] = auth.identity
+            alias = None if path == RECORD_PATH else path[len(LEGACY_RECORD_PREFIX) :]
+            await self.record(req, cid, auth, alias, receive, send)
+        elif path == "/provision/activate":
+            if method != "POST":
+                raise _method_not_allowed(method, path)
+            await self.activate(req, cid, receive, send, ident)
+        elif path == "/provision/download":
+            if method not in ("GET", "HEAD"):
+                raise _method_not_allowed(method, path)
+            auth = await self.authenticate(req, cid)
+            ident[0] = auth.identity
+            await device_content.download(self.services, req, cid, auth, send)
+        elif path == "/provision/upload":
+            if method not in ("POST", "PUT"):
+                raise _method_not_allowed(method, path)
+            auth = await self.authenticate(req, cid)
+            ident[0] = auth.identity
+            await device_content.upload(self.services, req, cid, auth, receive, send)
+        elif path == "/timestamp" and method in ("GET", "HEAD"):
+            await respond(send, 200, b"%d" % int(time.time()), (TEXT_CT,))
+        elif path == "/ip" and method in ("GET", "HEAD"):
+            await self.ip(req, send)
+        else:
+            raise NotFound(f"no such endpoint: {method} {path}")
+
+    async def refuse(
+        self, req: Request, cid: str | None, identity: str | None, exc: GatewayError, send: Send
+    ) -> None:
+        """The one place an error becomes an HTTP answer, plus its debug-log record."""
+        status = status_of(exc)
+        reason = exc.reason if isinstance(exc, Refused) else exc.code
+        info = req.conn.info
+        self.services.debug(
+            LogRecord(
+                kind="debug",
+                timestamp=now_us(),
+                connector_id=cid,
+                ip=info.peer_ip or None,
+                identity=identity,
+                connection_id=info.connection_id,
+                protocol=Protocol.HTTP.value,
+                event="http_refused",
+                reason=reason,
+                detail=f"{req.method} {req.path} -> {status}: {exc.message}",
+            )
+        )
+        headers: tuple[tuple[bytes, bytes], ...] = (TEXT_CT,)
+        if status == 401:
+            headers = (TEXT_CT, (b"www-authenticate", b'Token realm="device"'))
+        elif isinstance(exc, _MethodNotAllowed):
+            headers = (TEXT_CT, (b"allow", exc.allow))
+        await respond(send, status, exc.message.encode("utf-8", "replace"), headers)
+
+    # -- routing and authentication ----------------------------------------------------------
+
+    def route(self, req: Request) -> str:
+        """The connector this request is for (see the module docstring); cached per
+        connection until the Host header or the registry changes."""
+        conn = req.conn
+        host = req.headers.get(b"host")
+        cached = conn.route
+        version = self.registry.version
+        if cached is not None and cached[0] == host and cached[1] == version:
+            return cached[2]
+        sni_cid = conn.info.connector_id
+        found = None if host is None else self.registry.connector_for_host(host.decode("latin-1"))
+        if sni_cid is not None:
+            if host is None and self.registry.get(sni_cid) is not None:
+                cid = sni_cid  # HTTP/1.0 without Host: SNI alone decides
+            elif found is None or found[1] or found[0].id != sni_cid:
+                raise Refused(
+                    f"Host {host!r} does not name the connector of this TLS connection",
+                    reason="host_mismatch",
+                    http_status=421,
+                )
+            else:
+                cid = sni_cid
+        else:
+            if found is None or not found[1] or not found[0].settings.protocol.devmode:
+                raise Refused(
+                    f"Host {host!r} is not the devmode host of a connector in dev mode",
+                    reason="unknown_connector",
+                    http_status=404,
+                )
+            cid = found[0].id
+        conn.route = (host, version, cid)
+        return cid
+
+    async def authenticate(self, req: Request, cid: str) -> DeviceAuth:
+        devices = self.services.devices
+        token = req.header(b"x-exosite-cik")
+        if token is not None:
+            return devices.authenticate_token(cid, token)
+        authz = req.header(b"authorization")
+        if authz is not None:
+            scheme, _, cred = authz.partition(" ")
+            scheme = scheme.lower()
+            cred = cred.strip()
+            if scheme == "token":
+                return devices.authenticate_token(cid, cred)
+            if scheme == "basic":
+                try:
+                    user, sep, secret = (
+                        base64.b64decode(cred, validate=True).decode("utf-8").partition(":")
+                    )
+                except (binascii.Error, ValueError):
+                    raise not_authenticated("malformed Basic credentials") from None
+                if not sep:
+                    raise not_authenticated("malformed Basic credentials")
+                if not user:
+                    return devices.authenticate_token(cid, secret)
+                if not req.conn.info.tls:
+                    raise not_authenticated("dev mode accepts tokens only")
+                return await devices.authenticate_password(cid, user, secret)
+            raise not_authenticated(f"unsupported Authorization scheme {scheme!r}")
+        claim = req.conn.info.cert
+        if claim is not None:
+            return await devices.authenticate_certificate(
+                cid, claim, ip=req.conn.info.peer_ip or None, meta=req.conn.meta
+            )
+        raise not_authenticated(
+            "no credentials (X-Exosite-CIK, Authorization or a client certificate)"
+        )
+
+    # -- write, read, hybrid, long-poll ------------------------------------------------------
+
+    def _limits(self, cid: str) -> int:
+        connector = self.registry.get(cid)
+        if connector is None:
+            raise NotFound(f"connector {cid!r} not found")
+        return connector.settings.limits.max_payload
+
+    async def _read_form(
+        self, req: Request, cid: str, receive: Receive
+    ) -> tuple[list[tuple[str, str]], int]:
+        max_payload = self._limits(cid)
+        # A fully percent-encoded value takes three bytes per byte.
+        body = await read_body(
+            receive, cap=3 * max_payload + BODY_OVERHEAD, declared=req.content_length()
+        )
+        return parse_form(body), max_payload
+
+    async def write(
+        self, req: Request, cid: str, auth: DeviceAuth, receive: Receive, send: Send
+    ) -> None:
+        """Write (§2.3) and hybrid write/read (§2.5): one server timestamp for every alias,
+        ``204`` after commit (or the read's answer)."""
+        pairs, max_payload = await self._read_form(req, cid, receive)
+        if pairs:
+            ts = now_us()
+            values = []
+            for alias, value in pairs:
+                _check_alias(alias)
+                _check_size(alias, value, max_payload)
+                values.append((alias, value, ts))
+            state = self.services.state
+            points = state.points_for(cid, values)
+            await state.submit_write(auth, points, req.conn.meta, timestamp=ts).wait()
+        elif not req.query:
+            raise BadRequest("a write needs a body <alias>=<value>[&...]")
+        if req.query:
+            await self._answer_read(req, auth, parse_names(req.query), send)
+        else:
+            await respond_empty(send, 204)
+
+    async def read(self, req: Request, cid: str, auth: DeviceAuth, send: Send) -> None:
+        """Plain read (§2.4) or, with ``Request-Timeout``, long-poll (§2.6)."""
+        aliases = parse_names(req.query)
+        if not aliases:
+            raise BadRequest("a read needs the aliases in the query: ?<alias>[&<alias>...]")
+        timeout = req.header(b"request-timeout")
+        if timeout is None:
+            await self._answer_read(req, auth, aliases, send)
+        else:
+            await self.long_poll(req, cid, auth, aliases, _parse_timeout_ms(timeout), send)
+
+    async def _answer_read(
+        self, req: Request, auth: DeviceAuth, aliases: list[str], send: Send
+    ) -> None:
+        values = self.services.state.read_for_device(auth.device_id, aliases)
+        if values:
+            await respond(send, 200, encode_pairs(values), (FORM_CT,))
+        else:
+            await respond_empty(send, 204)
+
+    async def long_poll(
+        self,
+        req: Request,
+        cid: str,
+        auth: DeviceAuth,
+        aliases: list[str],
+        timeout_ms: int,
+        send: Send,
+    ) -> None:
+        """Answer the oldest pending value of ``aliases`` (one alias only: §12 item 15),
+        waiting up to ``timeout_ms`` for one; ``304`` at the end.
+
+        Waiting costs the request's own task and nothing else: the wake-up is the device's
+        shared change event (``ControlHub.change_event``), and the front door cancels the
+        wait when the connection goes away (``HttpConnection.close``).
+        """
+        resources = self.registry.resources(cid)
+        defined = [a for a in aliases if a in resources]
+        if not defined:
+            raise NotFound("none of the aliases is a defined resource")
+        since = parse_since(req.header(b"if-modified-since"))
+        state = self.services.state
+        control = self.services.control
+        conn = req.conn
+        found = None
+        with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000) as scope:
+            conn.add_poll(scope)
+            try:
+                while True:
+                    changed = control.change_event(auth.device_id)  # before the read: no gap
+                    pending = state.pending(auth.device_id, defined, since)
+                    if pending:
+                        found = pending[0]
+                        break
+                    await changed.wait()
+            finally:
+                conn.discard_poll(scope)
+        if found is None:
+            if conn.closed:
+                raise ClientGone
+            await respond_empty(send, 304)
+            return
+        body = f"{encode_component(found.alias)}={encode_component(found.value)}"
+        await respond(
+            send,
+            200,
+            body.encode("ascii"),
+            (FORM_CT, (b"last-modified", http_date(found.timestamp).encode())),
+        )
+
+    # -- record ------------------------------------------------------------------------------
+
+    async def record(
+        self,
+        req: Request,
+        cid: str,
+        auth: DeviceAuth,
+        alias: str | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Record (§2.7): ``alias=a&<ts>=<v>&...&alias=b&...``, device timestamps in unix
+        seconds.  Every point is stored, exact replays once; always ``204`` (§12 item 14)."""
+        pairs, max_payload = await self._read_form(req, cid, receive)
+        now = now_us()
+        latest = now + FUTURE_SLACK_US
+        values = []
+        for key, value in pairs:
+            if key == "alias":
+                _check_alias(value)
+                alias = value
+                continue
+            if alias is None:
+                raise BadRequest("a record body starts with alias=<alias>")
+            ts = parse_record_ts(key)
+            if ts > latest:
+                raise BadRequest(f"record timestamp {key} is in the future")
+            _check_size(alias, value, max_payload)
+            values.append((alias, value, ts))
+        if not values:
+            raise BadRequest("a record needs at least one <timestamp>=<value> point")
+        state = self.services.state
+        points = state.points_for(cid, values, replay_check=True)
+        await state.submit_write(auth, points, req.conn.meta, timestamp=now).wait()
+        await respond_empty(send, 204)
+
+    # -- activation, ip ----------------------------------------------------------------------
+
+    async def activate(
+        self, req: Request, cid: str, receive: Receive, send: Send, ident: list[str | None]
+    ) -> None:
+        """Provision (§2.2, §12 items 10-12, 22): ``id=``, ``sn=`` or ``vendor=&model=&sn=``;
+        token mode answers the 40-hex token, password mode (``&password=``) ``204``."""
+        body = await read_body(receive, cap=BODY_OVERHEAD, declared=req.content_length())
+        form = dict(parse_form(body))
+        identity = form.get("id") or form.get("sn")
+        if not identity:
+            raise BadRequest("activation needs id=<identity> (or sn=<identity>)")
+        ident[0] = identity
+        conn = req.conn
+        token = await self.services.devices.activate(
+            cid,
+            identity,
+            ip=conn.info.peer_ip or None,
+            meta=conn.meta,
+            password=form.get("password"),
+        )
+        if token is None:
+            await respond_empty(send, 204)
+        else:
+            await respond(send, 200, token.encode("ascii"), (TEXT_CT,))
+
+    async def ip(self, req: Request, send: Send) -> None:
+        """Legacy ``/ip`` (§2.9): the server address and port as six decimal bytes."""
+        server = req.conn.server
+        parts = server[0].split(".") if server else []
+        if server is None or len(parts) != 4:
+            raise NotFound("no IPv4 server address for this connection")
+        port = server[1]
+        text = ",".join([*parts, str(port >> 8), str(port & 0xFF)])
+        await respond(send, 200, text.encode("ascii"), (TEXT_CT,))
+
+
+def _check_alias(alias: str) -> None:
+    if not alias or len(alias) > MAX_ALIAS_LENGTH:
+        raise BadRequest(f"alias must be 1-{MAX_ALIAS_LENGTH} characters")
+
+
+def _check_size(alias: str, value: str, max_payload: int) -> None:
+    # len(str) <= len(utf-8 bytes) <= 4 * len(str): encode only when it could matter
+    if len(value) * 4 > max_payload and len(value.encode("utf-8")) > max_payload:
+        raise TooLarge(f"value of {alias!r} is above the limit of {max_payload} bytes")
+
+
+def _parse_timeout_ms(raw: str) -> int:
+    try:
+        ms = int(float(raw))
+    except (ValueError, OverflowError):
+        raise BadRequest(f"Request-Timeout {raw!r} is not milliseconds") from None
+    return min(max(ms, 0), MAX_POLL_MS)
+
+
+class _HeadersTooLarge(GatewayError):
+    code = "headers_too_large"
+    http_status = 431
+
+
+class _MethodNotAllowed(GatewayError):
+    code = "method_not_allowed"
+    http_status = 405
+
+    def __init__(self, message: str, allow: bytes) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+_ALLOW = {
+    ALIAS_PATH: b"GET, POST",
+    "/provision/download": b"GET, HEAD",
+    "/provision/upload": b"POST, PUT",
+}
+
+
+def _method_not_allowed(method: str, path: str) -> GatewayError:
+    return _MethodNotAllowed(f"{method} is not allowed on {path}", _ALLOW.get(path, b"POST"))
