@@ -97,9 +97,12 @@ def serve(**flags: Any) -> None:
 
 def _mount_optional() -> None:
     """Attach the command groups that live beside their features."""
+    from gateway.cli_integration import integration
+    from gateway.cli_ops import COMMANDS
     from gateway.tls.cli import certs
 
-    cli.add_command(certs)
+    for command in (*COMMANDS, certs, integration):
+        cli.add_command(command)
 
 
 def main() -> None:

@@ -1,30 +1,163 @@
 """Management REST API (v1): the contract in ARCHITECTURE.md that the CLI, the console and
-external scripts use.  This module is the Starlette application; routes live by concern in
-``gateway/api/``."""
+external scripts use.  This module assembles the Starlette application; routes live by
+concern in ``gateway/api/mgmt_*.py`` and are declared as :class:`Endpoint` values, from
+which both the router and the OpenAPI document are built.
+
+Authentication: every route needs ``Authorization: Bearer <token>`` (the data directory's
+admin token or one from ``POST /api/v1/tokens``) except
+
+* ``GET /api/v1/health`` (liveness probes carry no secrets),
+* ``GET /api/v1/openapi.json`` (the contract is public), and
+* ``GET /metrics`` from a loopback address (the API binds 127.0.0.1 by default, where a
+  local Prometheus scrapes it); from any other address ``/metrics`` needs the token too.
+
+Errors, including unknown routes (404) and methods (405), are ``{"error", "message"}``.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway._impl import implementation
+from gateway.api import integrations, mgmt_connectors, mgmt_content, mgmt_devices, mgmt_events
+from gateway.api.console import console_routes
+from gateway.api.mgmt_common import (
+    AdminTokens,
+    Endpoint,
+    ErrorBody,
+    is_loopback,
+    json_response,
+    make_dispatcher,
+)
+from gateway.api.openapi import build_document
+from gateway.metrics import CONTENT_TYPE, render
 from gateway.services.bundle import Services
 
-__all__ = ["create_app"]
+__all__ = ["Health", "create_app", "endpoints"]
+
+# The router hands every method to our dispatcher, which answers 405 in the error shape.
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 
 
-def create_app(services: Services) -> Starlette:
+class Health(msgspec.Struct, frozen=True):
+    status: str
+    version: str
+    compiled: bool
+    implementation: str
+
+
+def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
+    """Every route of the API (the OpenAPI document describes exactly these)."""
+
     async def health(request: Request) -> Response:
-        body = {
-            "status": "ok",
-            "version": __version__,
-            "compiled": implementation() == "compiled",
-            "implementation": implementation(),
-        }
-        return Response(msgspec.json.encode(body), media_type="application/json")
+        impl = implementation()
+        return json_response(Health("ok", __version__, impl == "compiled", impl))
 
-    return Starlette(routes=[Route("/api/v1/health", health)])
+    async def metrics(request: Request) -> Response:
+        if not is_loopback(request):
+            tokens.check(request)
+        return Response(render(services), media_type=CONTENT_TYPE)
+
+    eps = [
+        Endpoint(
+            "GET",
+            "/api/v1/health",
+            health,
+            "Liveness and implementation",
+            "meta",
+            "health",
+            response=Health,
+            errors=(),
+            auth=False,
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            metrics,
+            "Prometheus metrics (no token needed from a loopback address)",
+            "meta",
+            "metrics",
+            response_media={CONTENT_TYPE.split(";")[0]: {"type": "string"}},
+            errors=(),
+            auth=False,
+        ),
+        *mgmt_connectors.endpoints(services),
+        *mgmt_devices.endpoints(services),
+        *mgmt_content.endpoints(services),
+        *mgmt_events.endpoints(services, tokens),
+        *integrations.endpoints(services),
+    ]
+    doc_body: list[bytes] = []
+
+    async def openapi(request: Request) -> Response:
+        return Response(doc_body[0], media_type="application/json")
+
+    eps.insert(
+        1,
+        Endpoint(
+            "GET",
+            "/api/v1/openapi.json",
+            openapi,
+            "This document",
+            "meta",
+            "openapi",
+            response_media={"application/json": {"type": "object"}},
+            errors=(),
+            auth=False,
+        ),
+    )
+    doc_body.append(msgspec.json.encode(build_document(eps)))
+    return eps
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route matched) in the error shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "error")
+    message = f"no route for {request.method} {request.url.path}" if status == 404 else str(exc)
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    return json_response(ErrorBody(code, message), status, headers)
+
+
+class _NoLifespan:
+    """The app without Starlette's lifespan handling: we have no startup work, and
+    Starlette reports a cancelled lifespan (our normal shutdown: the nursery is cancelled)
+    as ``lifespan.shutdown.failed``, which hypercorn raises as an error."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(services: Services) -> _NoLifespan:
+    tokens = AdminTokens(services)
+    grouped: defaultdict[str, list[Endpoint]] = defaultdict(list)
+    for ep in endpoints(services, tokens):
+        grouped[ep.path].append(ep)
+    # Fixed paths before templated ones so ".../devices/import" is not read as an identity.
+    order = sorted(grouped, key=lambda p: ("{" in p, p))
+    routes: list[BaseRoute] = [
+        Route(path, make_dispatcher(grouped[path], tokens), methods=ALL_METHODS) for path in order
+    ]
+    routes += console_routes()
+    return _NoLifespan(Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
 from gateway.model import LogRecord
 from gateway.services.connectors import ConnectorService, Registry
 from gateway.services.content import ContentService
@@ -78,6 +79,7 @@ class Services:
         self.content = ContentService(store, self.registry, config.data_dir / "content")
         self.started = time.time()
         self.admin_token = ""  # set by the composition root from DIR/admin.token
+        self.metrics = Metrics()
 
     def on_events(self, events: Sequence[CommittedEvent]) -> None:
         """The store's post-commit fan-out (Trio thread)."""

@@ -24,9 +24,12 @@ from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.services.connectors import Registry, now_us
 from gateway.store.api import AppendEvent, Store
 
-__all__ = ["ContentInfo", "ContentService", "TooLarge"]
+__all__ = ["CONTENT_ID_PATTERN", "ContentInfo", "ContentService", "TooLarge"]
 
-CONTENT_ID_RE = re.compile(r"^[A-Za-z0-9._-][A-Za-z0-9._/-]{0,199}$")
+# Slash-separated segments of letters, digits, ``. _ -`` that do not start with a dot, no
+# ``..`` anywhere, at most 200 characters (the OpenAPI document publishes the same pattern).
+CONTENT_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+CONTENT_ID_RE = re.compile(CONTENT_ID_PATTERN)
 DEFAULT_MAX_CONTENT = 2 * 1024**3  # bytes
 
 
@@ -60,8 +63,11 @@ class ContentService:
 
     @staticmethod
     def check_id(content_id: str) -> None:
-        if not CONTENT_ID_RE.match(content_id) or ".." in content_id:
-            raise BadRequest("content id must be 1-200 characters of letters, digits, . _ - /")
+        if len(content_id) > 200 or not CONTENT_ID_RE.match(content_id):
+            raise BadRequest(
+                "content id must be 1-200 characters: '/'-separated segments of letters, "
+                "digits, '.', '_' and '-' that do not start with '.'"
+            )
 
     def list(self, cid: str, prefix: str = "") -> list[ContentInfo]:
         self.registry.require(cid)

@@ -1,0 +1,346 @@
+"""The management API's shared machinery: endpoint declarations, auth, JSON in and out,
+and the one place where errors become HTTP responses.
+
+Every route is declared once as an :class:`Endpoint` (method, path, handler, request and
+response types, query parameters).  The Starlette router and the OpenAPI document
+(:mod:`gateway.api.openapi`) are both built from the same list, so the document cannot
+forget a route or drift from what the handler decodes.
+
+Error contract: every 4xx/5xx body is ``{"error": code, "message": text}``
+(:class:`ErrorBody`).  Handlers only raise :class:`gateway.errors.GatewayError`
+subclasses (or let msgspec validation errors escape from :func:`decode_body`); the
+dispatcher turns them into responses.  Anything else is a bug: it is logged with its
+traceback and answered ``500 internal_error`` without leaking details.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import secrets
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized
+from gateway.services.bundle import Services
+from gateway.services.connectors import now_us
+from gateway.services.credentials import hash_token
+from gateway.store.api import AppendEvent
+
+__all__ = [
+    "MAX_JSON_BODY",
+    "AdminTokens",
+    "Endpoint",
+    "ErrorBody",
+    "Handler",
+    "MethodNotAllowed",
+    "PayloadTooLarge",
+    "QueryParam",
+    "decode_body",
+    "error_response",
+    "json_response",
+    "q_bool",
+    "q_float",
+    "q_int",
+    "q_str",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_JSON_BODY = 1_048_576  # bytes; JSON bodies are small documents, CSV and content differ
+JSON = "application/json"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The error shape of every 4xx/5xx response."""
+
+    error: str
+    message: str
+
+
+class MethodNotAllowed(GatewayError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class PayloadTooLarge(GatewayError):
+    code = "too_large"
+    http_status = 413
+
+
+class QueryParam(msgspec.Struct, frozen=True):
+    """One query parameter as the OpenAPI document describes it."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+    repeated: bool = False
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """One route: what the router dispatches and what the OpenAPI document says.
+
+    ``body`` is the msgspec type of a JSON request body; ``body_media`` describes other
+    request media types (CSV, octet streams) as ``{media type: JSON schema}``.
+    ``response`` is the msgspec type of the JSON success body (None: no body, e.g. 204);
+    ``response_media`` overrides it for streamed or non-JSON answers.  ``errors`` lists the
+    error statuses the route can answer besides 401 (every authenticated route) and 500.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    operation_id: str
+    body: Any = None
+    body_required: bool = True
+    body_media: dict[str, dict[str, Any]] = {}
+    response: Any = None
+    status: int = 200
+    response_media: dict[str, dict[str, Any]] = {}
+    response_headers: dict[str, dict[str, Any]] = {}
+    extra_responses: dict[int, str] = {}
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = (400, 404)
+    auth: bool = True
+    description: str = ""
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_response(
+    value: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        _ENCODER.encode(value),
+        status_code=status,
+        media_type=JSON,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(ErrorBody(exc.code, exc.message), exc.http_status, headers)
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_body(request: Request, typ: type[T], *, limit: int = MAX_JSON_BODY) -> T:
+    """Decode a JSON body into ``typ`` or raise ``BadRequest`` (wrong type, unknown field,
+    malformed JSON) / ``PayloadTooLarge``.  Nothing has been changed when this raises."""
+    ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if ctype not in (JSON, "") and not ctype.endswith("+json"):
+        raise BadRequest(f"expected an application/json body, got {ctype!r}")
+    raw = await read_body_limited(request, limit)
+    if not raw.strip():
+        raise BadRequest("a JSON body is required")
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    try:
+        return msgspec.convert(_integral(doc), typ)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid body: {exc}") from None
+
+
+def _integral(value: Any) -> Any:
+    """JSON (and JSON Schema) treat ``124.0`` as the integer 124; msgspec's strict decoding
+    does not.  Turn integral floats into ints so both agree; every other type rule stays
+    strict (``"124"`` is still not an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+# -- query parameters ------------------------------------------------------------------
+
+
+def q_str(request: Request, name: str, *, max_length: int = 1024) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and len(value) > max_length:
+        raise BadRequest(f"{name} is longer than {max_length} characters")
+    return value
+
+
+def q_int(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be {lo}..{hi}")
+    return value
+
+
+def q_float(request: Request, name: str, default: float, *, lo: float, hi: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not lo <= value <= hi:  # also rejects NaN
+        raise BadRequest(f"{name} must be {lo:g}..{hi:g}")
+    return value
+
+
+def q_bool(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false")
+
+
+# -- authentication ----------------------------------------------------------------------
+
+
+class AdminTokenInfo(msgspec.Struct, frozen=True):
+    """An extra admin token as listed (never the token itself)."""
+
+    id: str
+    name: str
+    created: int  # µs
+
+
+class NewAdminToken(msgspec.Struct, frozen=True):
+    """The answer to creating a token: the only time ``token`` is shown in clear."""
+
+    id: str
+    name: str
+    created: int
+    token: str
+
+
+class AdminTokens:
+    """Bearer-token checks: the data directory's admin token, or one of the extra tokens
+    in the ``admin_tokens`` table (stored as SHA-256 only, compared by indexed lookup)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def check(self, request: Request) -> None:
+        """Raise ``Unauthorized`` unless the request carries a valid admin token."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
+        admin = self.services.admin_token
+        if admin and hmac.compare_digest(token.encode(), admin.encode()):
+            return
+        h = hash_token(token)
+        row = self.services.store.read(
+            lambda c: c.execute("SELECT 1 FROM admin_tokens WHERE token_hash = ?", (h,)).fetchone()
+        )
+        if row is None:
+            raise Unauthorized("invalid admin token")
+
+    def list(self) -> list[AdminTokenInfo]:
+        rows = self.services.store.read(
+            lambda c: c.execute(
+                "SELECT id, name, created FROM admin_tokens ORDER BY created, id"
+            ).fetchall()
+        )
+        return [AdminTokenInfo(*r) for r in rows]
+
+    async def create(self, name: str) -> NewAdminToken:
+        token = secrets.token_urlsafe(32)
+        tid = secrets.token_hex(8)
+        created = now_us()
+
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            conn.execute(
+                "INSERT INTO admin_tokens VALUES (?, ?, ?, ?)",
+                (tid, name, hash_token(token), created),
+            )
+
+        await self.services.store.call(tx)
+        return NewAdminToken(tid, name, created, token)
+
+    async def revoke(self, token_id: str) -> None:
+        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
+            cur = conn.execute("DELETE FROM admin_tokens WHERE id = ?", (token_id,))
+            if cur.rowcount == 0:
+                raise NotFound(f"token {token_id!r} not found")
+
+        await self.services.store.call(tx)
+
+
+def is_loopback(request: Request) -> bool:
+    client = request.client
+    if client is None:
+        return False
+    try:
+        return ipaddress.ip_address(client.host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- dispatch ---------------------------------------------------------------------------
+
+
+def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handler:
+    """One Starlette handler for every method of one path: method routing with a 405 in
+    the error shape (and an ``Allow`` header), auth, and the error boundary."""
+    by_method = {e.method: e for e in endpoints}
+    allow = ", ".join(sorted(by_method))
+
+    async def dispatch(request: Request) -> Response:
+        ep = by_method.get(request.method)
+        if ep is None and request.method == "HEAD":
+            ep = by_method.get("GET")
+        try:
+            if ep is None:
+                raise MethodNotAllowed(f"{request.method} is not allowed here (allowed: {allow})")
+            if ep.auth:
+                tokens.check(request)
+            return await ep.handler(request)
+        except MethodNotAllowed as exc:
+            return error_response(exc, {"Allow": allow})
+        except Unauthorized as exc:
+            return error_response(exc, {"WWW-Authenticate": 'Bearer realm="gateway"'})
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception:  # the error boundary: log the bug, answer in the error shape
+            log.exception("management API: %s %s failed", request.method, request.url.path)
+            return json_response(ErrorBody("internal_error", "internal error (see the log)"), 500)
+
+    return dispatch

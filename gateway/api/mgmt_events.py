@@ -1,0 +1,183 @@
+"""Management routes: the durable event log (cursor + long-poll), the live log tail (SSE)
+and the extra admin tokens."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.mgmt_common import (
+    AdminTokenInfo,
+    AdminTokens,
+    Endpoint,
+    NewAdminToken,
+    QueryParam,
+    decode_body,
+    json_response,
+    q_float,
+    q_int,
+    q_str,
+)
+from gateway.api.sse import DEFAULT_HEARTBEAT_S, LogStream
+from gateway.errors import BadRequest
+from gateway.services.bundle import Services
+from gateway.services.events import MAX_LIMIT, MAX_WAIT_S, EventOut
+from gateway.services.logs import LogFilter
+
+__all__ = ["EventPage", "TokenCreate", "endpoints"]
+
+KINDS = ("events", "debug")
+
+
+class EventPage(msgspec.Struct, frozen=True):
+    """Events after the cursor; ``next`` is the cursor to pass as ``after`` next time."""
+
+    items: list[EventOut]
+    next: int
+
+
+class TokenCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
+    reg = services.registry
+
+    async def read_events(request: Request) -> Response:
+        cid = request.path_params["cid"]
+        reg.require(cid)
+        after = q_int(request, "after", 0, lo=-1, hi=2**62)
+        items = await services.events.read(
+            cid,
+            after=after,
+            limit=q_int(request, "limit", 100, lo=1, hi=MAX_LIMIT),
+            wait=q_float(request, "wait", 0.0, lo=0.0, hi=MAX_WAIT_S),
+        )
+        # An empty page keeps the cursor ("from now" resolves to the current end).
+        nxt = after if after >= 0 else services.events.last_seq(cid)
+        if items:
+            nxt = items[-1].seq
+        return json_response(EventPage(items, nxt))
+
+    async def tail_logs(request: Request) -> Response:
+        cid = request.path_params["cid"]
+        reg.require(cid)
+        kind = q_str(request, "kind")
+        if kind is not None and kind not in KINDS:
+            raise BadRequest("kind must be events or debug")
+        ip = q_str(request, "ip", max_length=64)
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise BadRequest("ip must be an IPv4 or IPv6 address") from None
+        filt = LogFilter(
+            cid,
+            kinds=(kind,) if kind else KINDS,
+            identity=q_str(request, "identity", max_length=256),
+            ip=ip,
+        )
+        heartbeat = q_float(request, "heartbeat", DEFAULT_HEARTBEAT_S, lo=0.05, hi=300.0)
+        return LogStream(services.logs, filt, heartbeat_s=heartbeat)
+
+    async def list_tokens(request: Request) -> Response:
+        return json_response(tokens.list())
+
+    async def create_token(request: Request) -> Response:
+        body = await decode_body(request, TokenCreate)
+        return json_response(await tokens.create(body.name), 201)
+
+    async def revoke_token(request: Request) -> Response:
+        await tokens.revoke(request.path_params["token_id"])
+        return Response(status_code=204)
+
+    base = "/api/v1/connectors/{cid}"
+    return [
+        Endpoint(
+            "GET",
+            f"{base}/events",
+            read_events,
+            "Durable device events after a cursor, long-polling up to ?wait seconds",
+            "events",
+            "readEvents",
+            response=EventPage,
+            query=(
+                QueryParam(
+                    "after",
+                    {"type": "integer", "minimum": -1, "maximum": 2**62},
+                    "cursor: events with seq > after; -1 = from now [0]",
+                ),
+                QueryParam(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    "page size [100]",
+                ),
+                QueryParam(
+                    "wait",
+                    {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                    "seconds to wait when nothing is there yet [0]",
+                ),
+            ),
+        ),
+        Endpoint(
+            "GET",
+            f"{base}/logs",
+            tail_logs,
+            "Live log tail as Server-Sent Events (event: log / dropped)",
+            "events",
+            "tailLogs",
+            response_media={"text/event-stream": {"type": "string"}},
+            query=(
+                QueryParam("kind", {"enum": list(KINDS)}, "events or debug [both]"),
+                QueryParam("identity", {"type": "string", "maxLength": 256}, "only this device"),
+                QueryParam(
+                    "ip",
+                    {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+                    "only this peer address (also pre-auth records)",
+                ),
+                QueryParam(
+                    "heartbeat",
+                    {"type": "number", "minimum": 0.05, "maximum": 300},
+                    f"keepalive interval, seconds [{DEFAULT_HEARTBEAT_S:g}]",
+                ),
+            ),
+            description="The stream stays open until the client disconnects; a client "
+            "too slow to keep up gets a final 'dropped' event.",
+        ),
+        Endpoint(
+            "GET",
+            "/api/v1/tokens",
+            list_tokens,
+            "List extra admin tokens",
+            "tokens",
+            "listTokens",
+            response=list[AdminTokenInfo],
+            errors=(),
+        ),
+        Endpoint(
+            "POST",
+            "/api/v1/tokens",
+            create_token,
+            "Create an admin token (shown once)",
+            "tokens",
+            "createToken",
+            body=TokenCreate,
+            response=NewAdminToken,
+            status=201,
+            errors=(400,),
+        ),
+        Endpoint(
+            "DELETE",
+            "/api/v1/tokens/{token_id}",
+            revoke_token,
+            "Revoke an admin token",
+            "tokens",
+            "revokeToken",
+            status=204,
+            errors=(404,),
+        ),
+    ]

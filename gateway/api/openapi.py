@@ -1,0 +1,219 @@
+"""The OpenAPI 3.1 document of the management API, generated from the endpoint list.
+
+Schemas come from the same msgspec types the handlers decode and encode
+(``msgspec.json.schema_components``), so a request the document calls valid is one the
+decoder accepts, field for field.  A few service-level rules that the service Structs do
+not carry as constraints (identity format names, length ranges) are added here, in
+:data:`_REFINEMENTS`, so generated clients and fuzzers know them too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from gateway import __version__
+from gateway.api.mgmt_common import Endpoint, ErrorBody
+from gateway.identity import IDENTITY_TYPES
+from gateway.services.content import CONTENT_ID_PATTERN
+
+__all__ = ["build_document"]
+
+REF = "#/components/schemas/{name}"
+_PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    206: "Partial Content",
+    400: "Bad request (malformed JSON, wrong types, unknown fields, invalid values)",
+    401: "Missing or invalid admin token",
+    404: "Unknown connector, device or item",
+    405: "Method not allowed",
+    409: "Already exists",
+    413: "Body above the size limit",
+    416: "Range not satisfiable",
+}
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "cid": {"type": "string", "minLength": 1, "maxLength": 64},
+    "identity": {"type": "string", "minLength": 1, "maxLength": 128},
+    "alias": {"type": "string", "minLength": 1, "maxLength": 64},
+    "content_id": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": CONTENT_ID_PATTERN,
+    },
+    "token_id": {"type": "string", "minLength": 1, "maxLength": 64},
+}
+# Service-level rules expressed in the schema (component name -> property -> keywords).
+_REFINEMENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "IdentityFormat": {"type": {"enum": list(IDENTITY_TYPES)}},
+    "IdentityFormatOptions": {"length": {"minimum": 0, "maximum": 128}},
+    "Limits": {"max_payload": {"minimum": 64, "maximum": 64 * 1_048_576}},
+    # Python's \s also matches \x1c-\x1f and \x85, ECMA-262's does not: name them.
+    "Resource": {"alias": {"pattern": r"^[^.$/+#\s\x1c-\x1f\x85]{1,64}$"}},
+}
+# PkiSettings.validate: a CA when enabled; the server certificate and key go together.
+_PKI_RULES: list[dict[str, Any]] = [
+    {
+        "if": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]},
+        "then": {
+            "properties": {"client_ca": {"type": "string", "minLength": 1}},
+            "required": ["client_ca"],
+        },
+    },
+    {
+        "anyOf": [
+            {"properties": {"server_cert": {"type": "null"}, "server_key": {"type": "null"}}},
+            {
+                "properties": {
+                    "server_cert": {"type": "string", "minLength": 1},
+                    "server_key": {"type": "string", "minLength": 1},
+                },
+                "required": ["server_cert", "server_key"],
+            },
+        ]
+    },
+]
+_NUMBER_RANGE = r"^[0-9]+(\.[0-9]+)?-[0-9]+(\.[0-9]+)?$"
+# Whole-object rules of a resource definition (gateway.services.connectors._check_resource).
+_RESOURCE_RULES: list[dict[str, Any]] = [
+    {
+        "if": {"not": {"properties": {"settable": {"const": True}}, "required": ["settable"]}},
+        "then": {"properties": {"initial": {"type": "null"}}},
+    },
+    {
+        "if": {"properties": {"format": {"const": "boolean"}}, "required": ["format"]},
+        "then": {"properties": {"allowed": {"maxItems": 0}}},
+    },
+    {
+        "if": {"properties": {"format": {"const": "number"}}, "required": ["format"]},
+        "then": {
+            "properties": {
+                "allowed": {
+                    "items": {
+                        "anyOf": [{"type": "number"}, {"type": "string", "pattern": _NUMBER_RANGE}]
+                    }
+                }
+            }
+        },
+        "else": {"properties": {"allowed": {"items": {"type": "string"}}}},
+    },
+]
+
+
+def _collect_types(endpoints: Sequence[Endpoint]) -> list[Any]:
+    types: list[Any] = [ErrorBody]
+    types.extend(t for ep in endpoints for t in (ep.body, ep.response) if t is not None)
+    return types
+
+
+def build_document(
+    endpoints: Sequence[Endpoint], *, extra_types: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """The whole document as plain data (serve it with msgspec.json.encode)."""
+    types = [*_collect_types(endpoints), *extra_types]
+    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    schema_of = dict(zip(map(id, types), refs, strict=True))
+    for comp, props in _REFINEMENTS.items():
+        for prop, extra in props.items():
+            if comp in components:
+                components[comp]["properties"][prop].update(extra)
+    if "Resource" in components:
+        components["Resource"]["allOf"] = _RESOURCE_RULES
+    if "PkiSettings" in components:
+        components["PkiSettings"]["allOf"] = _PKI_RULES
+    if "IpWhitelisting" in components:
+        components["IpWhitelisting"]["properties"]["allowed"]["items"] = {
+            "type": "string",
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+        }
+    error_ref = schema_of[id(ErrorBody)]
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        path = _PATH_PARAM.sub(r"{\1}", ep.path)
+        op: dict[str, Any] = {
+            "operationId": ep.operation_id,
+            "summary": ep.summary,
+            "tags": [ep.tag],
+        }
+        if ep.description:
+            op["description"] = ep.description
+        params: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": dict(PATH_PARAMS.get(name, {"type": "string"})),
+            }
+            for name in _PATH_PARAM.findall(ep.path)
+        ]
+        for q in ep.query:
+            schema = {"type": "array", "items": q.schema} if q.repeated else q.schema
+            p: dict[str, Any] = {
+                "name": q.name,
+                "in": "query",
+                "required": q.required,
+                "schema": schema,
+                "description": q.description,
+            }
+            if q.repeated:
+                p.update(style="form", explode=True)
+            params.append(p)
+        if params:
+            op["parameters"] = params
+        content: dict[str, Any] = {}
+        if ep.body is not None:
+            content["application/json"] = {"schema": schema_of[id(ep.body)]}
+        for media, schema in ep.body_media.items():
+            content[media] = {"schema": schema}
+        if content:
+            op["requestBody"] = {"required": ep.body_required, "content": content}
+        responses: dict[str, Any] = {}
+        ok: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "OK")}
+        if ep.response_media:
+            ok["content"] = {m: {"schema": s} for m, s in ep.response_media.items()}
+        elif ep.response is not None:
+            ok["content"] = {"application/json": {"schema": schema_of[id(ep.response)]}}
+        if ep.response_headers:
+            ok["headers"] = {k: {"schema": v} for k, v in ep.response_headers.items()}
+        responses[str(ep.status)] = ok
+        for status, text in ep.extra_responses.items():
+            responses[str(status)] = {"description": text, "content": ok.get("content", {})}
+        errors = set(ep.errors) | ({401} if ep.auth else set())
+        for status in sorted(errors):
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        op["responses"] = responses
+        if ep.auth:
+            op["security"] = [{"bearer": []}]
+        else:
+            op["security"] = []
+        paths.setdefault(path, {})[ep.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "IoT gateway management API",
+            "version": __version__,
+            "description": "Connectors, resources, devices, state, content, events and live "
+            'logs.  Every error is {"error": code, "message": text}.',
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "DIR/admin.token or a token from POST /api/v1/tokens",
+                }
+            },
+        },
+    }
