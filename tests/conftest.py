@@ -1,7 +1,9 @@
-"""Shared fixtures: a real SQLite store in tmp_path, services over it."""
+"""Shared fixtures: a real SQLite store in tmp_path, services over it; one development PKI
+per test session and a whole gateway using it (``gw``)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from gateway.services.bundle import Services
 from gateway.services.control import ControlHub
 from gateway.services.logs import LogHub
 from gateway.store.sqlite.writer import SqliteStore, open_store
+from gateway.testing.server import TestGateway, open_test_gateway
+from gateway.tls.pki import ensure_dev_pki
 
 
 @pytest.fixture
@@ -28,3 +32,23 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
         s.on_events = svc.on_events
         svc.connectors.load()
         yield svc
+
+
+@pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One development PKI (CA + server certificate for ``localhost``) for the whole run:
+    key generation is the slow part of a gateway start.  Copy it, never use it in place
+    (a gateway may write into its ``tls`` directory)."""
+    path = tmp_path_factory.mktemp("pki") / "tls"
+    ensure_dev_pki(path, "localhost")
+    return path
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, pki_dir: Path) -> AsyncIterator[TestGateway]:
+    """A whole gateway in the test's Trio run (ephemeral ports on 127.0.0.1), data in
+    ``tmp_path/"data"`` with a copy of the session's PKI as ``data/tls``."""
+    data = tmp_path / "data"
+    shutil.copytree(pki_dir, data / "tls")
+    async with open_test_gateway(data) as gateway:
+        yield gateway

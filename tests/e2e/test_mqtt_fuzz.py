@@ -4,12 +4,8 @@ that was not a complete valid write is stored (ARCHITECTURE principle 6)."""
 
 from __future__ import annotations
 
-import errno
 import random
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import trio
 
@@ -20,29 +16,10 @@ from gateway.testing.mqtt_bytes import (
     gen_publish,
     gen_subscribe,
 )
-from gateway.testing.server import TestGateway, open_test_gateway
+from gateway.testing.server import TestGateway
 
 ROUNDS = 150
 SEED = 20240601
-
-
-def _teardown_noise(exc: BaseException) -> bool:
-    # gateway/api/server.py closes a socket hypercorn already closed (EBADF) and Starlette
-    # reports the cancelled lifespan as a failure; neither concerns MQTT.
-    return (isinstance(exc, OSError) and exc.errno == errno.EBADF) or (
-        type(exc).__name__ == "LifespanFailureError"
-    )
-
-
-@asynccontextmanager
-async def _gateway(data: Path) -> AsyncIterator[TestGateway]:
-    try:
-        async with open_test_gateway(data) as gw:
-            yield gw
-    except BaseExceptionGroup as group:
-        _, rest = group.split(_teardown_noise)
-        if rest is not None:
-            raise rest from None
 
 
 def _mutate(rng: random.Random, packet: bytes) -> bytes:
@@ -71,44 +48,43 @@ async def _hit(port: int, payload: bytes) -> None:
         pass
 
 
-async def test_fuzz_never_crashes_or_stores_partial_state(tmp_path: Path):
+async def test_fuzz_never_crashes_or_stores_partial_state(gw: TestGateway) -> None:
     rng = random.Random(SEED)
-    async with _gateway(tmp_path / "data") as gw:
-        token = secrets.token_hex(20)
-        await gw.services.devices.add("demo", "good", auth_type="token", key=token)
-        port = gw.ports["dev_mqtt"]
-        templates = [
-            gen_connect("", username="", password="0" * 40),
-            gen_connect("fz") + gen_publish("$provision/fz-x", b"", qos=1, mid=1),
-            gen_connect("fz") + gen_publish("$resource/data_in", "evil", qos=1, mid=2),
-            gen_connect("fz") + gen_subscribe(3, [("a/#", 1)]),
-            gen_connect("fz", will_topic="w", will_payload=b"p"),
-        ]
-        async with await trio.open_tcp_stream("127.0.0.1", port) as good:
-            await good.send_all(gen_connect("", keepalive=0, username="", password=token))
-            assert await good.receive_some(4) == gen_connack(0)
-            for i in range(ROUNDS):
-                if i % 3 == 0:
-                    payload = rng.randbytes(rng.randint(1, 200))
-                else:
-                    payload = _mutate(rng, rng.choice(templates))
-                async with trio.open_nursery() as nursery:
-                    for _ in range(4):
-                        nursery.start_soon(_hit, port, payload)
-                if i % 25 == 0:
-                    mid = i % 65535 + 1
-                    await good.send_all(gen_publish("$resource/data_in", f"ok-{i}", qos=1, mid=mid))
-                    with trio.fail_after(5):
-                        assert await good.receive_some(4) == gen_puback(mid)
-        state = gw.services.state.get("demo", "good")
-        assert state["data_in"].reported == f"ok-{(ROUNDS - 1) // 25 * 25}"
-        # mutated anonymous connections never wrote a resource value anywhere
-        rows = gw.services.store.read(
-            lambda c: c.execute("SELECT count(*) FROM state WHERE reported = 'evil'").fetchone()
-        )
-        assert rows[0] == 0
-        for _ in range(100):  # the good client's connection has closed: nothing attached
-            if gw.services.control.session_count == 0:
-                break
-            await trio.sleep(0.05)
-        assert gw.services.control.session_count == 0
+    token = secrets.token_hex(20)
+    await gw.services.devices.add("demo", "good", auth_type="token", key=token)
+    port = gw.ports["dev_mqtt"]
+    templates = [
+        gen_connect("", username="", password="0" * 40),
+        gen_connect("fz") + gen_publish("$provision/fz-x", b"", qos=1, mid=1),
+        gen_connect("fz") + gen_publish("$resource/data_in", "evil", qos=1, mid=2),
+        gen_connect("fz") + gen_subscribe(3, [("a/#", 1)]),
+        gen_connect("fz", will_topic="w", will_payload=b"p"),
+    ]
+    async with await trio.open_tcp_stream("127.0.0.1", port) as good:
+        await good.send_all(gen_connect("", keepalive=0, username="", password=token))
+        assert await good.receive_some(4) == gen_connack(0)
+        for i in range(ROUNDS):
+            if i % 3 == 0:
+                payload = rng.randbytes(rng.randint(1, 200))
+            else:
+                payload = _mutate(rng, rng.choice(templates))
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(_hit, port, payload)
+            if i % 25 == 0:
+                mid = i % 65535 + 1
+                await good.send_all(gen_publish("$resource/data_in", f"ok-{i}", qos=1, mid=mid))
+                with trio.fail_after(5):
+                    assert await good.receive_some(4) == gen_puback(mid)
+    state = gw.services.state.get("demo", "good")
+    assert state["data_in"].reported == f"ok-{(ROUNDS - 1) // 25 * 25}"
+    # mutated anonymous connections never wrote a resource value anywhere
+    rows = gw.services.store.read(
+        lambda c: c.execute("SELECT count(*) FROM state WHERE reported = 'evil'").fetchone()
+    )
+    assert rows[0] == 0
+    for _ in range(100):  # the good client's connection has closed: nothing attached
+        if gw.services.control.session_count == 0:
+            break
+        await trio.sleep(0.05)
+    assert gw.services.control.session_count == 0

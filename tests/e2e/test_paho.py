@@ -3,55 +3,16 @@ takeover, TLS with ALPN "mqtt" and without ALPN (PROTOCOL.md §3, §12 items 7-9
 
 from __future__ import annotations
 
-import errno
 import secrets
-import shutil
 import ssl
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 import trio
 
 from gateway.testing.hosts import ensure_hosts
-from gateway.testing.server import TestGateway, open_test_gateway
-from gateway.tls.pki import ensure_dev_pki
-
-
-def _teardown_noise(exc: BaseException) -> bool:
-    # gateway/api/server.py closes a socket hypercorn already closed (EBADF) and Starlette
-    # reports the cancelled lifespan as a failure; neither concerns MQTT.
-    return (isinstance(exc, OSError) and exc.errno == errno.EBADF) or (
-        type(exc).__name__ == "LifespanFailureError"
-    )
-
-
-@asynccontextmanager
-async def _gateway(data: Path) -> AsyncIterator[TestGateway]:
-    try:
-        async with open_test_gateway(data) as gw:
-            yield gw
-    except BaseExceptionGroup as group:
-        _, rest = group.split(_teardown_noise)
-        if rest is not None:
-            raise rest from None
-
-
-@pytest.fixture(scope="module")
-def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pki") / "tls"
-    ensure_dev_pki(path, "localhost")
-    return path
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, pki_dir: Path) -> AsyncIterator[TestGateway]:
-    shutil.copytree(pki_dir, tmp_path / "data" / "tls")
-    async with _gateway(tmp_path / "data") as gateway:
-        yield gateway
+from gateway.testing.server import TestGateway
 
 
 @pytest.fixture

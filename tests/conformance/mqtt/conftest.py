@@ -1,4 +1,5 @@
-"""MQTT conformance fixtures: a whole gateway on 127.0.0.1 and a raw-bytes client.
+"""MQTT conformance fixtures: a raw-bytes client against a whole gateway on 127.0.0.1
+(``gw`` and ``pki_dir`` come from ``tests/conftest.py``).
 
 The client speaks only bytes built by :mod:`gateway.testing.mqtt_bytes` (hand-written, no
 code shared with the gateway's codec) and compares what comes back with bytes built the
@@ -7,7 +8,6 @@ same way, so every assertion here can fail.
 
 from __future__ import annotations
 
-import errno
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,46 +20,8 @@ import trio
 from gateway.model import LogRecord
 from gateway.services.logs import LogFilter, Subscription
 from gateway.testing.server import TestGateway, open_test_gateway
-from gateway.tls.pki import ensure_dev_pki
 
 READ_TIMEOUT_S = 5.0
-
-
-def _teardown_noise(exc: BaseException) -> bool:
-    """Errors the management API raises while it is being cancelled at shutdown
-    (``gateway/api/server.py`` closes a socket hypercorn already closed, EBADF, and
-    Starlette reports the cancelled lifespan as a failure).  Not this suite's subject."""
-    if isinstance(exc, OSError) and exc.errno == errno.EBADF:
-        return True
-    return type(exc).__name__ == "LifespanFailureError"
-
-
-@asynccontextmanager
-async def running_gateway(data: Path, **overrides: object) -> AsyncIterator[TestGateway]:
-    """``open_test_gateway`` minus the management API's shutdown noise (see above)."""
-    try:
-        async with open_test_gateway(data, **overrides) as gw:
-            yield gw
-    except BaseExceptionGroup as group:
-        _, rest = group.split(_teardown_noise)
-        if rest is not None:
-            raise rest from None
-
-
-@pytest.fixture(scope="session")
-def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One development PKI for the whole run (key generation is the slow part of a start)."""
-    path = tmp_path_factory.mktemp("pki") / "tls"
-    ensure_dev_pki(path, "localhost")
-    return path
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, pki_dir: Path) -> AsyncIterator[TestGateway]:
-    data = tmp_path / "data"
-    shutil.copytree(pki_dir, data / "tls")
-    async with running_gateway(data) as gateway:
-        yield gateway
 
 
 class RawClient:
@@ -191,7 +153,7 @@ def start_gateway(
     def start(**overrides: object) -> AbstractAsyncContextManager[TestGateway]:
         data = tmp_path / "custom"
         shutil.copytree(pki_dir, data / "tls")
-        return running_gateway(data, **overrides)
+        return open_test_gateway(data, **overrides)
 
     return start
 
