@@ -81,7 +81,7 @@ class Client:
     # -- connectors and resources -----------------------------------------------------
 
     def connectors(self) -> Any:
-        return self.request("GET", "/api/v1/connectors")
+        return self.request("GET", "/api/v1/connectors")["items"]
 
     def create_connector(self, body: dict[str, Any]) -> Any:
         return self.request("POST", "/api/v1/connectors", json=body)
@@ -102,7 +102,7 @@ class Client:
         return self.request("PATCH", path, json=patch)
 
     def resources(self, cid: str) -> Any:
-        return self.request("GET", f"/api/v1/connectors/{_seg(cid)}/resources")
+        return self.request("GET", f"/api/v1/connectors/{_seg(cid)}/resources")["items"]
 
     def create_resource(self, cid: str, body: dict[str, Any]) -> Any:
         return self.request("POST", f"/api/v1/connectors/{_seg(cid)}/resources", json=body)

@@ -19,6 +19,10 @@ is the one place that turns them into a status and a short text body, and every 
 writes one debug ``LogRecord`` (ip, identity when known, reason).  Nothing is changed by a
 refused request: values are validated before anything is submitted, and a write is
 answered ``204`` only after its transaction committed (``await ticket.wait()``).
+
+Metrics (``services.metrics``): every request in and every answer out, values written
+(after their commit) per connector, and refusals by reason — dict increments with label
+keys computed once per module or per connector.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from gateway.api.device_http import (
 )
 from gateway.api.forms import encode_component, encode_pairs, parse_form, parse_names
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import LogRecord, Protocol
 from gateway.services.bundle import Services
 from gateway.services.connectors import now_us
@@ -69,6 +74,9 @@ BODY_OVERHEAD = 64 * 1024  # bytes of names/keys allowed on top of the value bud
 MAX_ALIAS_LENGTH = 256
 MAX_HEADER_BYTES = 16 * 1024  # the sum of header names and values (431 above)
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_METRICS_PROTOCOL = "http"  # the metrics label (the events' protocol is Protocol.HTTP's)
+_REQUESTS_IN = packet_key(_METRICS_PROTOCOL, "in")
+_ANSWERS_OUT = packet_key(_METRICS_PROTOCOL, "out")
 
 
 def not_authenticated(message: str) -> Refused:
@@ -115,6 +123,8 @@ class DeviceApp:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.registry = services.registry
+        self.metrics = services.metrics
+        self._write_keys: dict[str, Labels] = {}
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -125,6 +135,8 @@ class DeviceApp:
         req = Request(scope, conn)
         ident: list[str | None] = [None]
         cid: str | None = conn.info.connector_id
+        packets = self.metrics.packets
+        packets[_REQUESTS_IN] += 1
         try:
             if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
                 # h11 caps heads it has to buffer across reads; this catches one-read heads
@@ -135,6 +147,7 @@ class DeviceApp:
             await self.refuse(req, cid, ident[0], exc, send)
         except ClientGone:
             return
+        packets[_ANSWERS_OUT] += 1
 
     async def dispatch(
         self, req: Request, cid: str, receive: Receive, send: Send, ident: list[str | None]
@@ -187,6 +200,7 @@ class DeviceApp:
         """The one place an error becomes an HTTP answer, plus its debug-log record."""
         status = status_of(exc)
         reason = exc.reason if isinstance(exc, Refused) else exc.code
+        self.metrics.refuse(_METRICS_PROTOCOL, reason)
         info = req.conn.info
         self.services.debug(
             LogRecord(
@@ -314,6 +328,7 @@ class DeviceApp:
             state = self.services.state
             points = state.points_for(cid, values)
             await state.submit_write(auth, points, req.conn.meta, timestamp=ts).wait()
+            self._count_writes(cid, len(points))
         elif not req.query:
             raise BadRequest("a write needs a body <alias>=<value>[&...]")
         if req.query:
@@ -425,7 +440,14 @@ class DeviceApp:
         state = self.services.state
         points = state.points_for(cid, values, replay_check=True)
         await state.submit_write(auth, points, req.conn.meta, timestamp=now).wait()
+        self._count_writes(cid, len(points))
         await respond_empty(send, 204)
+
+    def _count_writes(self, cid: str, n: int) -> None:
+        key = self._write_keys.get(cid)
+        if key is None:
+            key = self._write_keys[cid] = write_key(_METRICS_PROTOCOL, cid)
+        self.metrics.writes[key] += n
 
     # -- activation, ip ----------------------------------------------------------------------
 

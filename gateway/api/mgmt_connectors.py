@@ -71,6 +71,18 @@ class ResourcePatch(msgspec.Struct, forbid_unknown_fields=True):
     initial: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
+class ConnectorList(msgspec.Struct, frozen=True):
+    """Lists share one shape across the API: ``{"items": [...], "next": cursor|null}``."""
+
+    items: list[ConnectorOut]
+    next: str | None = None
+
+
+class ResourceList(msgspec.Struct, frozen=True):
+    items: list[Resource]
+    next: str | None = None
+
+
 def redact(settings: ConnectorSettings) -> ConnectorSettings:
     """Hide the private key of the connector's server certificate (write-only)."""
     if settings.pki.server_key is None:
@@ -107,7 +119,7 @@ def endpoints(services: Services) -> list[Endpoint]:
         )
 
     async def list_connectors(request: Request) -> Response:
-        return json_response([out(c) for c in reg.all()])
+        return json_response(ConnectorList([out(c) for c in reg.all()]))
 
     async def create_connector(request: Request) -> Response:
         body = await decode_body(request, ConnectorCreate)
@@ -154,7 +166,7 @@ def endpoints(services: Services) -> list[Endpoint]:
 
     async def list_resources(request: Request) -> Response:
         res = reg.resources(request.path_params["cid"])
-        return json_response([res[a] for a in sorted(res)])
+        return json_response(ResourceList([res[a] for a in sorted(res)]))
 
     async def create_resource(request: Request) -> Response:
         cid = request.path_params["cid"]
@@ -202,7 +214,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             "List connectors",
             t,
             "listConnectors",
-            response=list[ConnectorOut],
+            response=ConnectorList,
             errors=(),
         ),
         Endpoint(
@@ -275,7 +287,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             "List resource definitions",
             "resources",
             "listResources",
-            response=list[Resource],
+            response=ResourceList,
             errors=(404,),
         ),
         Endpoint(

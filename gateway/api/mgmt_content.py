@@ -43,6 +43,7 @@ class RangeNotSatisfiable(GatewayError):
 
 class ContentList(msgspec.Struct, frozen=True):
     items: list[ContentInfo]
+    next: str | None = None
 
 
 def _check_range(header: str | None, size: int) -> bool:

@@ -78,7 +78,7 @@ def test_connector_lifecycle_and_bad_bodies(api: httpx.Client) -> None:
     assert_error(api.post("/api/v1/connectors", json={"name": "a", "bogus": 1}), 400)
     assert_error(api.post("/api/v1/connectors", json={"name": "a", "id": "UPPER"}), 400)
     assert_error(api.post("/api/v1/connectors", json=[1, 2]), 400)
-    before = api.get("/api/v1/connectors").json()
+    before = api.get("/api/v1/connectors").json()["items"]
     r = api.post(
         "/api/v1/connectors",
         json={
@@ -94,7 +94,7 @@ def test_connector_lifecycle_and_bad_bodies(api: httpx.Client) -> None:
     assert c["fqdn"] == "fact01.m2.localhost"
     assert c["resources"] == ["temp"]
     assert c["settings"]["provisioning"]["presenter_identity"] is False
-    assert len(api.get("/api/v1/connectors").json()) == len(before) + 1
+    assert len(api.get("/api/v1/connectors").json()["items"]) == len(before) + 1
     assert_error(
         api.post("/api/v1/connectors", json={"name": "again", "id": "fact01"}),
         409,
@@ -131,7 +131,7 @@ def test_connector_lifecycle_and_bad_bodies(api: httpx.Client) -> None:
     assert r.json() == {**r.json(), "alias": "mode", "unit": "rpm", "settable": True}
     assert_error(api.patch("/api/v1/connectors/fact01/resources/mode", json={"format": "hex"}), 400)
     assert_error(api.get("/api/v1/connectors/fact01/resources/nope"), 404)
-    assert [x["alias"] for x in api.get("/api/v1/connectors/fact01/resources").json()] == [
+    assert [x["alias"] for x in api.get("/api/v1/connectors/fact01/resources").json()["items"]] == [
         "mode",
         "temp",
     ]
