@@ -128,14 +128,16 @@ async def serve(
     config: GatewayConfig, *, task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM (or cancellation)."""
-    async with trio.open_nursery() as nursery:
-        running: Running = await nursery.start(run_gateway, config)
-        task_status.started(running.info)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # The receiver stays open until shutdown has finished: a second SIGTERM (systemd and the
+    # single binary's launcher can both deliver one) must not kill a closing store.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(run_gateway, config)
+            task_status.started(running.info)
             async for signum in signals:
                 log.info("signal %s: shutting down", signum)
                 break
-        nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
 
 async def run_gateway(
