@@ -1,0 +1,280 @@
+"""RESULTS.md and PNG plots from scenario rows (bench/results.json keeps the rows).
+
+Ratios are gateway/peer for the same scenario, load and metric, from the same run.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import peers
+
+ROOT = peers.ROOT
+PEER_ORDER = ["nullsink", "mosquitto", "mosquitto-persist", "amqtt", "hypercorn", "gateway"]
+MAIN_METRIC = {"rate": "msg/s", "bytes_per_conn": "B", "seconds": "s", "p50": "ms", "p99": "ms"}
+EXPLAIN = {
+    "mqtt_qos0": "MQTT QoS 0 PUBLISH, 50-byte payload, one topic per device; rate = publishes the"
+    " server had processed (confirmed by in-stream PINGREQ/PINGRESP).",
+    "mqtt_qos1": "MQTT QoS 1 PUBLISH, 50-byte payload, 32 in flight per connection (4 at 1,000"
+    " devices, to bound the total in flight);"
+    " rate = PUBACKs/s; p50/p99 = PUBACK latency.",
+    "mqtt_qos1_tls": "As mqtt_qos1 over TLS 1.3 (ECDSA P-256 certificate).",
+    "http_writes": "HTTP/1.1 keep-alive `POST /onep:v1/stack/alias` (form body, 58 bytes), one"
+    " request outstanding per connection; rate = 2xx responses/s.",
+    "http_writes_tls": "As http_writes over TLS 1.3.",
+    "tls_connects": "TLS 1.3 handshake + MQTT CONNECT/CONNACK, 64 in progress;"
+    " rate = connections/s.",
+    "bench_tls": "bench/bench_tls.py (written by the TLS owner), output tail.",
+    "idle_memory": "Server RSS growth (/proc/PID/status VmRSS) per idle MQTT connection.",
+    "reconnect_storm": "10,000 MQTT clients connect at the same instant (no concurrency cap);"
+    " seconds to the last CONNACK (connects still pending after 60 s count as errors).",
+    "control_fanout": "A value set for each of N connected devices; seconds until every device"
+    " received its PUBLISH (gateway: PATCH …/state per device; mosquitto: N subscribers, one"
+    " publisher).",
+    "mgmt_listing": "GET devices filtered by tag (first page of 100; 1 device in 1,000 tagged),"
+    " with 1,000,000 devices in the connector (100,000 with --quick); latency per request.",
+}
+
+
+def _sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "absent"
+
+
+def machine_facts() -> dict[str, str]:
+    """nproc, CPU model, kernel, Python and peer versions (what a reader needs to compare)."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    hyper = _sh([str(Path(peers.PY).with_name("pip")), "show", "hypercorn"])
+    hv = next((x.split()[1] for x in hyper.splitlines() if x.startswith("Version:")), "?")
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "nproc": _sh(["nproc"]),
+        "cpu": cpu,
+        "memory": f"{int(mem) // 1024} MiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mosquitto": peers.mosquitto_version(),
+        "amqtt": peers.amqtt_version(),
+        "hypercorn": hv,
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__(),
+    }
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if unit.endswith("/s") or unit == "B" or abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+RATE_UNIT = {"http_writes": "req/s", "http_writes_tls": "req/s", "tls_connects": "conn/s"}
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_key[(r["target"], r["load"])][r["metric"]] = r
+    metrics = [
+        m
+        for m in [
+            "rate",
+            "seconds",
+            "bytes_per_conn",
+            "errors",
+            "p50",
+            "p99",
+            "server_cpu",
+            "loadgen_cpu",
+            "exit",
+        ]
+        if any(m in d for d in by_key.values())
+    ]
+    head = [
+        "target",
+        "load",
+        *[f"{m} ({_unit(rows, m)})" if _unit(rows, m) else m for m in metrics],
+        "runs",
+        "note",
+    ]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def order(k: tuple[str, str]) -> tuple[int, int, str]:
+        t, load = k
+        idx = PEER_ORDER.index(t) if t in PEER_ORDER else 99
+        return (int(load) if load.isdigit() else 0, idx, t)
+
+    for key in sorted(by_key, key=order):
+        d = by_key[key]
+        main = next((d[m] for m in metrics if m in d), {})
+        note = next((d[m]["note"] for m in d if d[m].get("note")), "")
+        note = note.replace("\n", " ").replace("|", "\\|")
+        if "```" in note:
+            note = "see below"
+        cells = [
+            key[0],
+            key[1],
+            *[_fmt(d[m]["value"], d[m]["unit"]) if m in d else "" for m in metrics],
+            ", ".join(_fmt(x, main.get("unit", "")) for x in main.get("runs", [])),
+            note,
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _unit(rows: list[dict[str, Any]], metric: str) -> str:
+    return next((r["unit"] for r in rows if r["metric"] == metric and r["unit"]), "")
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """gateway/peer lines for every (load, metric) both measured."""
+    val = {(r["target"], r["load"], r["metric"]): r["value"] for r in rows}
+    out = []
+    for (t, load, m), v in sorted(val.items()):
+        if t != "gateway" or v is None or m not in MAIN_METRIC:
+            continue
+        for peer in PEER_ORDER:
+            pv = val.get((peer, load, m))
+            if peer not in ("gateway", "nullsink") and pv:
+                out.append(f"| {load} | {m} | {peer} | {v / pv:.2f} |")
+    if not out:
+        if not any(r["target"] not in ("gateway", "nullsink") for r in rows):
+            return ["Gateway only: no peer has an equivalent operation."]
+        return ["No gateway/peer ratio yet: the gateway side of this scenario was skipped."]
+    return ["| load | metric | peer | gateway/peer |", "|---|---|---|---|", *out]
+
+
+def ceiling(rows: list[dict[str, Any]]) -> list[str]:
+    """The generator's own ceiling: null-sink rate, and messages per generator CPU-second
+    (what one generator core could drive if the server were free)."""
+    val = {(r["target"], r["load"], r["metric"]): r["value"] for r in rows}
+    out = []
+    for (t, load, m), v in sorted(val.items(), key=lambda kv: (kv[0][0], int(kv[0][1] or 0))):
+        if m != "rate" or v is None or not load.isdigit():
+            continue
+        cpu = val.get((t, load, "loadgen_cpu"))
+        per_core = f"{v / cpu:,.0f}" if cpu else "—"
+        out.append(f"| {t} | {load} | {v:,.0f} | {per_core} |")
+    if not out:
+        return []
+    return [
+        "Generator ceiling (same run): measured rate and the rate per generator CPU-core"
+        " (rate / loadgen_cpu); a per-core figure far above every server's rate means the"
+        " generator was not the bottleneck.",
+        "",
+        "| target | load | rate | per generator core |",
+        "|---|---|---|---|",
+        *out,
+        "",
+    ]
+
+
+def plot(scenario: str, rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
+    """Throughput vs load and (if measured) latency vs load, one line per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for metrics, ylabel, suffix in (
+        (("rate",), "per second", "throughput"),
+        (("p50", "p99"), "ms", "latency"),
+    ):
+        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            if r["metric"] in metrics and r["value"] is not None and r["load"].isdigit():
+                series[f"{r['target']} {r['metric']}" if len(metrics) > 1 else r["target"]].append(
+                    (int(r["load"]), r["value"])
+                )
+        if not series or all(len(v) < 2 for v in series.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        targets = sorted({label.split(" ")[0] for label in series})
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            target = label.split(" ")[0]
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                label=label,
+                color=f"C{targets.index(target) % 10}",  # one colour per server
+                linestyle="--" if label.endswith("p99") else "-",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("devices / connections")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{scenario}: {suffix}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        outdir.mkdir(parents=True, exist_ok=True)
+        path = outdir / f"{scenario}_{suffix}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """Render RESULTS.md (and plots next to it, in plots/) from the results document."""
+    lines = [
+        "# Benchmark results",
+        "",
+        "Produced by `scripts/bench` (bench/run.py); do not edit by hand — rerun instead.",
+        "Every server and the load generators ran on this one machine, on 127.0.0.1, in the",
+        "same run.  Values are medians over the listed runs.  Ratios are gateway/peer.",
+        "",
+        "## Machine and run",
+        "",
+    ]
+    for scen_name, meta in results["runs"].items():
+        lines.append(
+            f"- `{scen_name}`: `{meta['command']}` at {meta['when']},"
+            f" {meta['repeats']} run(s) of {meta['duration']} s, load average before"
+            f" {meta['loadavg']}"
+        )
+    lines += ["", "| fact | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in results["machine"].items()]
+    lines += [
+        "",
+        "Caveat: this machine is shared with other work (test suites of other engineers may run",
+        "at the same time), so absolute numbers are noisy; ratios from one run are the figure",
+        "to read.  `server_cpu` is the server's CPU use in cores during the run and",
+        "`loadgen_cpu` the generator's: a server near 1.0 core (single-threaded peers) is the",
+        "bottleneck; the `nullsink` rows are the generator's own ceiling on this machine.",
+        "",
+    ]
+    by_scen: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results["rows"]:
+        by_scen[r["scenario"]].append(r)
+    plots_dir = out.parent / "plots"
+    for scen in sorted(by_scen, key=lambda s: list(EXPLAIN).index(s) if s in EXPLAIN else 99):
+        rows = by_scen[scen]
+        if scen in RATE_UNIT:
+            rows = [r | {"unit": RATE_UNIT[scen]} if r["metric"] == "rate" else r for r in rows]
+        lines += [f"## {scen}", "", EXPLAIN.get(scen, ""), "", *_table(rows), ""]
+        for r in rows:
+            if "```" in r.get("note", ""):
+                lines += [r["note"], ""]
+        if scen != "bench_tls":
+            lines += ["Ratios:", "", *ratios(rows), ""]
+        if any(r["target"] == "nullsink" for r in rows):
+            lines += ceiling(rows)
+        for p in plot(scen, rows, plots_dir):
+            lines += [f"![{p.stem}](plots/{p.name})", ""]
+    out.write_text("\n".join(lines).rstrip() + "\n")

@@ -1,0 +1,620 @@
+"""The benchmark scenarios: gateway and peers measured side by side in the same run.
+
+Each scenario starts its servers itself, runs every load ``repeats`` times and returns rows
+with the median (and every run) per (target, load, metric).  A target that cannot run here
+yields a row with ``value=None`` and the reason in ``note`` (never a made-up number).
+Ratios gateway/peer are computed by the report from rows of the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import gwclient, peers
+from bench import mqtt_wire as wire
+from bench.httpload import HttpLoad, run_http
+from bench.loadcfg import Credentials, LoadResult, MqttLoad
+from bench.loadgen import LoadRun, connect_storm, run_mqtt
+from bench.peers import PeerUnavailable, Server
+
+log = logging.getLogger("bench")
+ROOT = peers.ROOT
+
+
+@dataclass
+class Row:
+    """One measured (or skipped) figure."""
+
+    scenario: str
+    target: str
+    load: str
+    metric: str
+    unit: str
+    value: float | None
+    runs: list[float] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ctx:
+    """Settings shared by all scenarios of one `scripts/bench` invocation."""
+
+    work: Path
+    quick: bool
+    repeats: int
+    duration: float
+
+    def scaled(self, quick: list[int], full: list[int]) -> list[int]:
+        return quick if self.quick else full
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime+stime of `pid` and its live children (for forking servers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in [pid, *peers.children_of(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _rows_from_runs(
+    scenario: str, target: str, load: str, runs: list[tuple[LoadResult, float]], *, latency: bool
+) -> list[Row]:
+    """Median rows for rate (+ latency) and the server CPU share, plus an errors note."""
+    ok = [(r, cpu) for r, cpu in runs if r.rate > 0]
+    errs: dict[str, int] = {}
+    for r, _cpu in runs:
+        for k, v in r.errors.items():
+            errs[k] = errs.get(k, 0) + v
+    note = f"errors: {errs}" if errs else ""
+    if not ok:
+        return [Row(scenario, target, load, "rate", "msg/s", None, [], note or "no successful run")]
+    rows = [
+        Row(
+            scenario,
+            target,
+            load,
+            "rate",
+            "msg/s",
+            _median([r.rate for r, _ in ok]),
+            [round(r.rate) for r, _ in ok],
+            note,
+        ),
+        Row(
+            scenario,
+            target,
+            load,
+            "server_cpu",
+            "cores",
+            _median([c for _, c in ok]),
+            [round(c, 2) for _, c in ok],
+        ),
+        Row(
+            scenario,
+            target,
+            load,
+            "loadgen_cpu",
+            "cores",
+            _median([r.cpu_seconds / r.elapsed for r, _ in ok if r.elapsed]),
+            [round(r.cpu_seconds / r.elapsed, 2) for r, _ in ok if r.elapsed],
+        ),
+    ]
+    if latency:
+        p50 = [r.p50_ms for r, _ in ok if r.p50_ms is not None]
+        p99 = [r.p99_ms for r, _ in ok if r.p99_ms is not None]
+        rows += [
+            Row(scenario, target, load, "p50", "ms", _median(p50), [round(x, 3) for x in p50]),
+            Row(scenario, target, load, "p99", "ms", _median(p99), [round(x, 3) for x in p99]),
+        ]
+    return rows
+
+
+def _measured(server: Server, fn: Callable[[], LoadResult]) -> tuple[LoadResult, float]:
+    """Run `fn`; return its result and the server's CPU use in cores over the same wall time."""
+    c0, t0 = proc_cpu_seconds(server.pid), time.monotonic()
+    res = fn()
+    c1, t1 = proc_cpu_seconds(server.pid), time.monotonic()
+    return res, (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _skip(scenario: str, target: str, loads: list[str], why: str) -> list[Row]:
+    log.warning("%s/%s skipped: %s", scenario, target, why)
+    return [Row(scenario, target, load, "rate", "", None, [], f"skipped: {why}") for load in loads]
+
+
+# ------------------------------------------------------------------------- MQTT targets
+
+TargetFactory = Callable[[Path, bool], AbstractContextManager[Server]]
+
+
+def _mqtt_targets(with_sink: bool = True) -> list[tuple[str, TargetFactory]]:
+    out: list[tuple[str, TargetFactory]] = []
+    if with_sink:
+        out.append(("nullsink", lambda w, tls: peers.null_sink("mqtt", tls=tls, workdir=w)))
+    out += [
+        ("mosquitto", lambda w, tls: peers.mosquitto(w, persistence=False)),
+        ("mosquitto-persist", lambda w, tls: peers.mosquitto(w, persistence=True)),
+        ("amqtt", lambda w, tls: peers.amqtt(w, tls=tls)),
+        ("gateway", lambda w, tls: peers.gateway(w)),
+    ]
+    return out
+
+
+def _mqtt_endpoint(
+    target: str, srv: Server, tls: bool, devices: int
+) -> tuple[int, tuple[Credentials, ...], str, str | None]:
+    """(port, credentials, publish topic, SNI name) for `devices` connections to `srv`."""
+    if target == "gateway":
+        port = srv.ports.get("mqtt_tls" if tls else "dev_mqtt")
+        if not port:
+            raise PeerUnavailable(
+                f"{gwclient.MQTT_UNAVAILABLE}: no {'mqtt_tls' if tls else 'dev_mqtt'} port"
+            )
+        creds = tuple(gwclient.provision_many(srv, devices))
+        sni = f"{srv.extra['connector']}.m2.{srv.extra['base_domain']}"
+        return port, creds, "$resource/data_in", sni
+    key = "mqtt_tls" if tls else "mqtt"
+    if key not in srv.ports:
+        raise PeerUnavailable(f"{target} has no {key} listener")
+    return srv.ports[key], (), "$resource/data_in", "localhost"
+
+
+def qos1_window(devices: int) -> int:
+    """In-flight QoS 1 publishes per connection: 32, but at most ~4,096 in flight in total
+    (1,000 devices get 4 each), so that a slow peer still drains within the timeout."""
+    return max(1, min(32, 4096 // devices))
+
+
+def mqtt_publish(ctx: Ctx, *, qos: int, tls: bool = False) -> list[Row]:
+    """QoS 0 or QoS 1 writes/s (and ack latency) at 1, 100, 1000 devices."""
+    name = f"mqtt_qos{qos}" + ("_tls" if tls else "")
+    loads = ctx.scaled([1, 100, 1000], [1, 100, 1000])
+    rows: list[Row] = []
+    for target, factory in _mqtt_targets():
+        if target == "mosquitto-persist" and qos == 0:
+            continue  # QoS 0 publishes without subscribers store nothing: same as mosquitto
+        work = ctx.work / name / target
+        try:
+            with factory(work, tls) as srv:
+                port, creds, topic, sni = _mqtt_endpoint(target, srv, tls, max(loads))
+                for n in loads:
+                    cfg = MqttLoad(
+                        port=port,
+                        connections=n,
+                        qos=qos,
+                        window=qos1_window(n),
+                        duration=ctx.duration,
+                        topic=topic,
+                        tls=tls,
+                        server_hostname=sni,
+                        processes=1,
+                        credentials=creds[:n] if creds else (),
+                        drain_timeout=30.0,
+                    )
+                    runs = [
+                        _measured(srv, functools.partial(run_mqtt, cfg)) for _ in range(ctx.repeats)
+                    ]
+                    for r, _ in runs:
+                        log.info("%s %s n=%d: %.0f msg/s %s", name, target, n, r.rate, r.errors)
+                    rows += _rows_from_runs(name, target, str(n), runs, latency=qos == 1)
+        except PeerUnavailable as exc:
+            rows += _skip(name, target, [str(n) for n in loads], str(exc))
+    return rows
+
+
+# ------------------------------------------------------------------------- HTTP
+
+
+def http_writes(ctx: Ctx, *, tls: bool) -> list[Row]:
+    """HTTP write requests/s over keep-alive connections (window 1) vs bare hypercorn."""
+    name = "http_writes" + ("_tls" if tls else "")
+    loads = ctx.scaled([1, 32], [1, 32, 128])
+    rows: list[Row] = []
+    targets: list[tuple[str, Callable[[Path], AbstractContextManager[Server]]]] = [
+        ("nullsink", lambda w: peers.null_sink("http", tls=tls, workdir=w)),
+        ("hypercorn", lambda w: peers.hypercorn_bare(w, tls=tls)),
+        ("gateway", lambda w: peers.gateway(w)),
+    ]
+    for target, factory in targets:
+        work = ctx.work / name / target
+        try:
+            with factory(work) as srv:
+                tokens: tuple[str, ...] = ()
+                host = "localhost"
+                if target == "gateway":
+                    port = srv.ports.get("tls" if tls else "dev_http")
+                    if not port:
+                        raise PeerUnavailable(f"{peers.GATEWAY_UNAVAILABLE}: no HTTP port")
+                    tokens = tuple(
+                        c.password or "" for c in gwclient.provision_many(srv, max(loads))
+                    )
+                    cid, dom = srv.extra["connector"], srv.extra["base_domain"]
+                    host = f"{cid}.m2.{dom}" if tls else f"{cid}.devmode-m2.{dom}"
+                else:
+                    port = srv.ports["http"]
+                for n in loads:
+                    cfg = HttpLoad(
+                        port=port,
+                        connections=n,
+                        duration=ctx.duration,
+                        tls=tls,
+                        processes=1,
+                        host_header=host,
+                        tokens=tokens[:n] if tokens else (),
+                    )
+                    runs = [
+                        _measured(srv, functools.partial(run_http, cfg)) for _ in range(ctx.repeats)
+                    ]
+                    rows += _rows_from_runs(name, target, str(n), runs, latency=True)
+        except PeerUnavailable as exc:
+            rows += _skip(name, target, [str(n) for n in loads], str(exc))
+    return rows
+
+
+# ------------------------------------------------------------------------- TLS handshakes
+
+
+def tls_handshakes(ctx: Ctx) -> list[Row]:
+    """TLS 1.3 handshake + MQTT CONNECT/CONNACK per second (64 in progress), and bench_tls.py."""
+    name = "tls_connects"
+    n = 300 if ctx.quick else 2000
+    rows: list[Row] = []
+    for target, factory in _mqtt_targets():
+        if target == "mosquitto-persist":
+            continue
+        try:
+            with factory(ctx.work / name / target, True) as srv:
+                port, creds, _topic, sni = _mqtt_endpoint(target, srv, True, n)
+                cfg = MqttLoad(
+                    port=port,
+                    connections=n,
+                    tls=True,
+                    server_hostname=sni,
+                    connect_concurrency=64,
+                    processes=1,
+                    credentials=creds,
+                )
+                runs = []
+                for _ in range(ctx.repeats):
+                    r, cpu = _measured(srv, functools.partial(connect_storm, cfg))
+                    r.acked, r.qos, r.elapsed = r.connections, 1, r.connect_seconds
+                    runs.append((r, cpu))
+                rows += _rows_from_runs(name, target, str(n), runs, latency=False)
+        except PeerUnavailable as exc:
+            rows += _skip(name, target, [str(n)], str(exc))
+    script = Path("bench") / "bench_tls.py"  # relative to ROOT (the cwd below)
+    if (ROOT / script).exists():
+        text = (ROOT / script).read_text()
+        cmd = (
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(script),
+                "--benchmark-only",
+            ]
+            if "def test_" in text
+            else [sys.executable, str(script)]
+        )
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        )
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        rows.append(
+            Row(
+                "bench_tls",
+                "bench_tls.py",
+                "-",
+                "exit",
+                "",
+                proc.returncode,
+                [],
+                f"`{' '.join(cmd[1:])}`\n```\n{tail}\n```",
+            )
+        )
+    else:
+        rows.append(
+            Row(
+                "bench_tls",
+                "bench_tls.py",
+                "-",
+                "exit",
+                "",
+                None,
+                [],
+                "skipped: bench/bench_tls.py not present yet",
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------- idle memory
+
+
+def idle_memory(ctx: Ctx) -> list[Row]:
+    """Server RSS per idle MQTT connection (10,000 and 19,000 connections)."""
+    name = "idle_memory"
+    loads = ctx.scaled([10_000], [10_000, 19_000])
+    rows: list[Row] = []
+    for target, factory in _mqtt_targets(with_sink=False):
+        if target == "mosquitto-persist":
+            continue
+        for n in loads:
+            try:
+                with factory(ctx.work / name / f"{target}-{n}", False) as srv:
+                    port, creds, _t, _s = _mqtt_endpoint(target, srv, False, n)
+                    time.sleep(0.5)
+                    rss0 = srv.rss_bytes()
+                    cfg = MqttLoad(
+                        port=port,
+                        connections=n,
+                        credentials=creds,
+                        processes=0,
+                        connect_concurrency=256,
+                        connect_timeout=120,
+                    )
+                    with LoadRun(cfg, "hold") as run:
+                        time.sleep(1.0)
+                        rss1 = srv.rss_bytes()
+                        held = run.result.connections
+                        errs = run.result.errors
+                        run.release()
+                note = f"{held} held, RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB"
+                if errs:
+                    note += f"; errors: {errs}"
+                value = (rss1 - rss0) / held if held else None
+                rows.append(
+                    Row(
+                        name,
+                        target,
+                        str(n),
+                        "bytes_per_conn",
+                        "B",
+                        value,
+                        [] if value is None else [round(value)],
+                        note,
+                    )
+                )
+            except PeerUnavailable as exc:
+                rows += _skip(name, target, [str(n)], str(exc))
+    return rows
+
+
+# ------------------------------------------------------------------------- reconnect storm
+
+
+def reconnect_storm(ctx: Ctx) -> list[Row]:
+    """10,000 MQTT clients connect at the same instant: time to the last CONNACK + errors."""
+    name = "reconnect_storm"
+    n = 10_000
+    rows: list[Row] = []
+    for target, factory in _mqtt_targets(with_sink=False):
+        if target == "mosquitto-persist":
+            continue
+        try:
+            with factory(ctx.work / name / target, False) as srv:
+                port, creds, _t, _s = _mqtt_endpoint(target, srv, False, n)
+                cfg = MqttLoad(
+                    port=port,
+                    connections=n,
+                    credentials=creds,
+                    processes=2,
+                    connect_concurrency=n,
+                    connect_timeout=60,  # amqtt needs minutes; the cap is reported as errors
+                )
+                secs: list[float] = []
+                errors: dict[str, int] = {}
+                ok = []
+                for _ in range(1 if ctx.quick else ctx.repeats):
+                    r = connect_storm(cfg)
+                    secs.append(r.connect_seconds)
+                    ok.append(r.connections)
+                    for k, v in r.errors.items():
+                        errors[k] = errors.get(k, 0) + v
+                    time.sleep(1.0)
+                note = f"connected {ok} of {n}" + (f"; errors: {errors}" if errors else "")
+                rows.append(
+                    Row(
+                        name,
+                        target,
+                        str(n),
+                        "seconds",
+                        "s",
+                        _median(secs),
+                        [round(s, 3) for s in secs],
+                        note,
+                    )
+                )
+                rows.append(
+                    Row(name, target, str(n), "errors", "", float(sum(errors.values())), [], "")
+                )
+        except PeerUnavailable as exc:
+            rows += _skip(name, target, [str(n)], str(exc))
+    return rows
+
+
+# ------------------------------------------------------------------------- control fan-out
+
+
+def control_fanout(ctx: Ctx) -> list[Row]:
+    """Set a value for N connected devices; time until every device got its PUBLISH.
+
+    Gateway: one ``PATCH …/devices/{identity}/state`` per device (16 concurrent).
+    mosquitto equivalent: N subscribers on their own topic, one publisher sends N publishes.
+    """
+    name = "control_fanout"
+    n = 2_000 if ctx.quick else 10_000
+    rows: list[Row] = []
+    try:
+        with peers.mosquitto(ctx.work / name / "mosquitto") as srv:
+            cfg = MqttLoad(
+                port=srv.ports["mqtt"],
+                connections=n,
+                subscribe_prefix="fan/",
+                duration=60,
+                processes=2,
+            )
+            secs = []
+            for _ in range(ctx.repeats):
+                blob = b"".join(wire.publish(f"fan/{i}", b"set-value") for i in range(n))
+                with LoadRun(cfg, "receive") as run:
+                    t0 = run.start()
+                    with socket.create_connection(("127.0.0.1", srv.ports["mqtt"])) as pub:
+                        pub.sendall(wire.connect("fanout-pub"))
+                        pub.recv(4)
+                        pub.sendall(blob)
+                        got, complete, secs_to_last = run.collect_received(t0)
+                    secs.append(secs_to_last)
+                    note = f"{got} delivered to {complete} of {n}"
+            rows.append(
+                Row(
+                    name,
+                    "mosquitto",
+                    str(n),
+                    "seconds",
+                    "s",
+                    _median(secs),
+                    [round(s, 3) for s in secs],
+                    note,
+                )
+            )
+    except PeerUnavailable as exc:
+        rows += _skip(name, "mosquitto", [str(n)], str(exc))
+    try:
+        with peers.gateway(ctx.work / name / "gateway") as srv:
+            port = srv.ports.get("dev_mqtt")
+            if not port:
+                raise PeerUnavailable(f"{gwclient.MQTT_UNAVAILABLE}: no dev_mqtt port")
+            creds = tuple(gwclient.provision_many(srv, n, prefix="fan"))
+            cid = srv.extra["connector"]
+            cfg = MqttLoad(port=port, connections=n, credentials=creds, duration=120, processes=2)
+            secs = []
+            for rep in range(ctx.repeats):
+                with LoadRun(cfg, "receive") as run:
+                    t0 = run.start()
+
+                    def patch(i: int, rep: int = rep) -> None:
+                        gwclient.api(
+                            srv,
+                            "PATCH",
+                            f"/connectors/{cid}/devices/fan{i:07d}/state",
+                            {"config_io": f"v{rep}-{i}"},
+                        )
+
+                    with ThreadPoolExecutor(16) as pool:
+                        list(pool.map(patch, range(n)))
+                    got, complete, secs_to_last = run.collect_received(t0)
+                secs.append(secs_to_last)
+                note = f"{got} delivered to {complete} of {n}"
+            rows.append(
+                Row(
+                    name,
+                    "gateway",
+                    str(n),
+                    "seconds",
+                    "s",
+                    _median(secs),
+                    [round(s, 3) for s in secs],
+                    note,
+                )
+            )
+    except PeerUnavailable as exc:
+        rows += _skip(name, "gateway", [str(n)], str(exc))
+    return rows
+
+
+# ------------------------------------------------------------------------- management listing
+
+
+def mgmt_listing(ctx: Ctx) -> list[Row]:
+    """List devices filtered by tag with 1,000,000 devices in the connector: p50/p99 latency.
+
+    Devices are whitelisted by CSV import (header ``ID,tag:bench``) in 100,000-row batches;
+    one device in 1,000 carries ``bench=sel``, the rest ``bench=other``.  The first page of
+    ``GET …/devices?tag=bench:sel&limit=100`` is timed; every returned device must carry the
+    tag, or the scenario reports that the filter was not honoured instead of a number.
+    """
+    name = "mgmt_listing"
+    n = 100_000 if ctx.quick else 1_000_000
+    every = 1000
+    try:
+        with peers.gateway(ctx.work / name / "gateway") as srv:
+            cid = srv.extra["connector"]
+            batch = 100_000
+            t_import = time.monotonic()
+            for start in range(0, n, batch):
+                csv = "ID,tag:bench\n" + "".join(
+                    f"L{i:08d},{'sel' if i % every == 0 else 'other'}\n"
+                    for i in range(start, min(n, start + batch))
+                )
+                gwclient.api(
+                    srv,
+                    "POST",
+                    f"/connectors/{cid}/devices/import",
+                    raw=csv.encode(),
+                    content_type="text/csv",
+                )
+            import_s = time.monotonic() - t_import
+            tagged = {f"L{i:08d}" for i in range(0, n, every)}
+            lat = []
+            page: Any = None
+            for _ in range(50 if ctx.quick else 200):
+                t = time.perf_counter()
+                page = gwclient.api(
+                    srv, "GET", f"/connectors/{cid}/devices?tag=bench:sel&limit=100"
+                )
+                lat.append((time.perf_counter() - t) * 1e3)
+            items = page.get("items", []) if isinstance(page, dict) else []
+            if not items or any(d.get("identity") not in tagged for d in items):
+                raise PeerUnavailable(f"{peers.GATEWAY_UNAVAILABLE}: tag filter not honoured")
+            lat.sort()
+            note = f"{n:,} devices imported in {import_s:.1f} s; page of {len(items)}"
+            return [
+                Row(name, "gateway", str(n), "p50", "ms", lat[len(lat) // 2], [], note),
+                Row(name, "gateway", str(n), "p99", "ms", lat[int(len(lat) * 0.99)], []),
+            ]
+    except PeerUnavailable as exc:
+        return _skip(name, "gateway", [str(n)], str(exc))
+
+
+SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
+    "mqtt_qos0": lambda c: mqtt_publish(c, qos=0),
+    "mqtt_qos1": lambda c: mqtt_publish(c, qos=1),
+    "mqtt_qos1_tls": lambda c: mqtt_publish(c, qos=1, tls=True),
+    "http_writes": lambda c: http_writes(c, tls=False),
+    "http_writes_tls": lambda c: http_writes(c, tls=True),
+    "tls_connects": tls_handshakes,
+    "idle_memory": idle_memory,
+    "reconnect_storm": reconnect_storm,
+    "control_fanout": control_fanout,
+    "mgmt_listing": mgmt_listing,
+}
+
+
+__all__ = ["SCENARIOS", "Ctx", "Row"]
