@@ -20,7 +20,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER), reason="chromium/chromedriver missing (scripts/bootstrap --system)"
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="chromium/chromedriver missing (scripts/bootstrap --system)",
 )
 
 
@@ -31,10 +32,18 @@ def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     opts = Options()
     opts.binary_location = CHROMIUM  # type: ignore[assignment]
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path / 'profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     try:
@@ -66,13 +75,16 @@ def test_console_end_to_end(tmp_path: Path, browser) -> None:  # type: ignore[no
         link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "console-dev-1")))
         link.click()
         # Set a value for the device and check it through the REST API.
-        alias = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#setv input[name=alias]")))
+        alias = wait.until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "#setv input[name=alias]"))
+        )
         alias.send_keys("data_out")
         browser.find_element(By.CSS_SELECTOR, "#setv input[name=value]").send_keys("reboot")
         browser.find_element(By.CSS_SELECTOR, "#setv button").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "panel"), "reboot"))
-        state = httpx.get(f"{gw.api}/connectors/demo/devices/console-dev-1/state",
-                          headers=gw.admin_headers).json()
+        state = httpx.get(
+            f"{gw.api}/connectors/demo/devices/console-dev-1/state", headers=gw.admin_headers
+        ).json()
         assert state["data_out"]["set"] == "reboot"
         assert state["data_out"]["pending"] is True
         # The resources tab lists the demo connector's ExoSense resources.
@@ -80,6 +92,9 @@ def test_console_end_to_end(tmp_path: Path, browser) -> None:  # type: ignore[no
         wait.until(ec.text_to_be_present_in_element((By.ID, "panel"), "config_io"))
         browser.save_screenshot(str(tmp_path / "console.png"))
         # No script errors on the page (the refused sign-in's 401 is a network entry).
-        errors = [e for e in browser.get_log("browser")
-                  if e["level"] == "SEVERE" and e["source"] != "network"]
+        errors = [
+            e
+            for e in browser.get_log("browser")
+            if e["level"] == "SEVERE" and e["source"] != "network"
+        ]
         assert not errors, errors
