@@ -154,3 +154,20 @@ async def test_closed_store_refuses_submissions(tmp_path: Path) -> None:
         pass
     with pytest.raises(RuntimeError):
         s.submit([AppendEvent("c", "connect", None, META, 1)])
+
+
+async def test_writes_of_one_read_coalesce(store: SqliteStore) -> None:
+    """Several "now" writes of one device in one submission (one MQTT read): one data_in
+    event keeps every write, state keeps the newest, each op still gets its result."""
+    did = await store.call(_device)
+    ops = [
+        DataIn("c", did, "d1", [PointWrite("data_in", str(i), 100)], META, 100) for i in range(3)
+    ]
+    assert await store.write(ops) == [1, 1, 1]
+    rows = store.read(lambda c: c.execute("SELECT payload FROM events").fetchall())
+    import msgspec
+
+    assert len(rows) == 1
+    assert [e["values"]["data_in"] for e in msgspec.json.decode(rows[0][0])] == ["0", "1", "2"]
+    rep = store.read(lambda c: c.execute("SELECT reported FROM state").fetchone())
+    assert rep == ("2",)

@@ -131,6 +131,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _has_replay(op: DataIn) -> bool:
+    return any(p.replay_check for p in op.points)
+
+
 def _payload_of(points: Sequence[PointWrite]) -> list[dict[str, Any]]:
     """Group points by timestamp, in arrival order, into the Device2 payload shape
     ``[{"timestamp": µs, "values": {alias: value}}]``.  A second value for an alias at the
@@ -312,9 +316,39 @@ class SqliteStore:
         seq_before = dict(self._seq)
         cur.execute("SAVEPOINT sub")
         try:
-            for op in sub.ops:
+            ops = sub.ops
+            i, n = 0, len(ops)
+            while i < n:
+                op = ops[i]
+                i += 1
                 if type(op) is DataIn:
-                    sub.result.append(self._apply_data_in(cur, op, sub.events))
+                    # Coalesce a run of "now" writes of one device (the publishes of one
+                    # MQTT read): one state upsert per alias and one data_in event whose
+                    # payload keeps every write, instead of three statements per publish.
+                    j = i
+                    if not _has_replay(op):
+                        while (
+                            j < n
+                            and type(ops[j]) is DataIn
+                            and ops[j].device_id == op.device_id  # type: ignore[union-attr]
+                            and not _has_replay(ops[j])  # type: ignore[arg-type]
+                        ):
+                            j += 1
+                    if j == i:
+                        sub.result.append(self._apply_data_in(cur, op, sub.events))
+                        continue
+                    run = ops[i - 1 : j]
+                    merged = DataIn(
+                        op.connector_id,
+                        op.device_id,
+                        op.identity,
+                        [p for o in run for p in o.points],  # type: ignore[union-attr]
+                        op.meta,
+                        op.timestamp,
+                    )
+                    self._apply_data_in(cur, merged, sub.events)
+                    sub.result.extend(len(o.points) for o in run)  # type: ignore[union-attr]
+                    i = j
                 elif type(op) is AppendEvent:
                     sub.result.append(self._append_event(cur, op, sub.events))
                 elif type(op) is Call:
