@@ -22,6 +22,7 @@ import secrets
 import signal
 import sqlite3
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,11 @@ async def run_gateway(
                 serve_mqtt=make_mqtt_server(services), serve_http=make_http_server(services)
             )
             ports: dict[str, Any] = await nursery.start(
-                serve_device_listeners, fd_config, services.directory, handlers, services.debug
+                partial(serve_device_listeners, metrics=services.metrics),
+                fd_config,
+                services.directory,
+                handlers,
+                services.debug,
             )
             await nursery.start(serve_integrations, services)
             info = RunInfo(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.services.bundle import Services
 
-__all__ = ["CONTENT_TYPE", "Metrics", "render"]
+__all__ = ["CONTENT_TYPE", "Metrics", "packet_key", "render", "render_counters", "write_key"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,12 +32,28 @@ def _labels(**kw: str | None) -> Labels:
     return tuple((k, "" if v is None else str(v)) for k, v in sorted(kw.items()))
 
 
+def packet_key(protocol: str, direction: str) -> Labels:
+    """The label set of :attr:`Metrics.packets` (precompute it once per connection)."""
+    return _labels(direction=direction, protocol=protocol)
+
+
+def write_key(protocol: str, connector_id: str | None) -> Labels:
+    """The label set of :attr:`Metrics.writes` and :attr:`Metrics.connections`."""
+    return _labels(connector=connector_id, protocol=protocol)
+
+
 class Metrics:
     """Counters and gauges other layers increment.  All methods are O(1) and never block.
 
     Contract: call only from the Trio thread (the front door, MQTT sessions, the device
     API).  ``connections`` is a gauge: pair every :meth:`connection_opened` with one
     :meth:`connection_closed` (in a ``finally``).
+
+    Hot paths (one MQTT read, one HTTP request) should not build label tuples per call:
+    they precompute keys with :func:`packet_key` / :func:`write_key` once (per connection
+    or per module) and add to the families directly, e.g. ``m.packets[key] += n`` — one
+    dict operation, no allocation.  The convenience methods below build the key each time
+    and suit the colder paths (handshakes, refusals, connection open/close).
     """
 
     __slots__ = ("connections", "handshakes", "packets", "refused", "writes")
@@ -49,27 +65,32 @@ class Metrics:
         self.writes: defaultdict[Labels, int] = defaultdict(int)
         self.refused: defaultdict[Labels, int] = defaultdict(int)
 
-    def connection_opened(self, protocol: str, connector_id: str | None) -> None:
-        self.connections[_labels(protocol=protocol, connector=connector_id)] += 1
+    def connection_opened(self, protocol: str, connector_id: str | None) -> Labels:
+        """Count an open connection; returns the key to pass to :meth:`connection_closed`."""
+        key = write_key(protocol, connector_id)
+        self.connections[key] += 1
+        return key
 
-    def connection_closed(self, protocol: str, connector_id: str | None) -> None:
-        self.connections[_labels(protocol=protocol, connector=connector_id)] -= 1
+    def connection_closed(self, key: Labels) -> None:
+        self.connections[key] -= 1
 
     def handshake(self, outcome: str) -> None:
         """A TLS handshake finished: ``ok``, ``failed`` or ``timeout``."""
         self.handshakes[_labels(outcome=outcome)] += 1
 
     def packet(self, protocol: str, direction: str, n: int = 1) -> None:
-        """MQTT packets or HTTP requests, ``direction`` ``in`` or ``out``."""
-        self.packets[_labels(protocol=protocol, direction=direction)] += n
+        """MQTT packets or HTTP requests/responses, ``direction`` ``in`` or ``out``."""
+        self.packets[packet_key(protocol, direction)] += n
 
-    def write(self, protocol: str, connector_id: str, n: int = 1) -> None:
+    def write(self, protocol: str, connector_id: str | None, n: int = 1) -> None:
         """Resource values written by devices (counted after commit)."""
-        self.writes[_labels(protocol=protocol, connector=connector_id)] += n
+        self.writes[write_key(protocol, connector_id)] += n
 
-    def refuse(self, reason: str) -> None:
-        """A connection or request refused by policy (PROTOCOL.md §12 item 24 reasons)."""
-        self.refused[_labels(reason=reason)] += 1
+    def refuse(self, protocol: str, reason: str) -> None:
+        """A connection, CONNECT or request refused (PROTOCOL.md §12 item 24 reasons).
+        ``protocol`` is the layer that refused: ``tls`` (the front door, before any
+        protocol), ``mqtt`` or ``http``."""
+        self.refused[_labels(protocol=protocol, reason=reason)] += 1
 
 
 def _escape(value: str) -> str:
@@ -118,39 +139,48 @@ def _counts(services: Services) -> tuple[int, int, int]:
     return services.store.read(q)
 
 
+def _families(w: _Writer, m: Metrics) -> None:
+    w.family(
+        "gateway_connections",
+        "gauge",
+        "Open device connections.",
+        sorted(m.connections.items()),
+    )
+    w.family(
+        "gateway_handshakes_total",
+        "counter",
+        "TLS handshakes by outcome.",
+        sorted(m.handshakes.items()),
+    )
+    w.family(
+        "gateway_packets_total",
+        "counter",
+        "Device packets/requests.",
+        sorted(m.packets.items()),
+    )
+    w.family(
+        "gateway_writes_total",
+        "counter",
+        "Resource values written by devices.",
+        sorted(m.writes.items()),
+    )
+    w.family("gateway_refused_total", "counter", "Refusals by reason.", sorted(m.refused.items()))
+
+
+def render_counters(m: Metrics) -> str:
+    """The exposition text of ``m``'s families alone (what :func:`render` starts with)."""
+    w = _Writer()
+    _families(w, m)
+    return "\n".join(w.lines) + "\n"
+
+
 def render(services: Services) -> str:
     """The whole exposition text.  Reads counters without locking: they are monotonic ints
     written by one thread, so a torn read can only be slightly stale."""
     w = _Writer()
     m: Metrics | None = getattr(services, "metrics", None)
     if m is not None:
-        w.family(
-            "gateway_connections",
-            "gauge",
-            "Open device connections.",
-            sorted(m.connections.items()),
-        )
-        w.family(
-            "gateway_handshakes_total",
-            "counter",
-            "TLS handshakes by outcome.",
-            sorted(m.handshakes.items()),
-        )
-        w.family(
-            "gateway_packets_total",
-            "counter",
-            "Device packets/requests.",
-            sorted(m.packets.items()),
-        )
-        w.family(
-            "gateway_writes_total",
-            "counter",
-            "Resource values written by devices.",
-            sorted(m.writes.items()),
-        )
-        w.family(
-            "gateway_refused_total", "counter", "Refusals by reason.", sorted(m.refused.items())
-        )
+        _families(w, m)
     stats: Any = getattr(services.store, "stats", None)
     if stats is not None:
         w.one(

@@ -132,6 +132,9 @@ def json_response(
 
 
 def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
+    if exc.http_status == 413:
+        # The rest of the body was never read: the connection cannot carry another request.
+        headers = {**(headers or {}), "Connection": "close"}
     return json_response(ErrorBody(exc.code, exc.message), exc.http_status, headers)
 
 

@@ -18,6 +18,10 @@ Every refusal before a handler runs writes one debug ``LogRecord`` keyed by peer
 reason from PROTOCOL.md §12 item 24 (``no_sni``, ``unknown_connector``, ``idle_timeout``,
 ``ssl_closed``, ``expired``, ``untrusted_certificate``, ``bad_certificate``).
 
+Metrics (``/metrics``, :class:`gateway.metrics.Metrics`): handshakes by outcome (``ok``,
+``failed``, ``timeout``), refusals by reason (``protocol="tls"``), and the open-connection
+gauge by protocol and connector while a handler runs.
+
 Draining: when the gateway shuts down, :meth:`FrontDoor.start_draining` makes every pending
 and future ``receive_some`` of a handler return EOF.  A session then finishes what it has in
 flight (acknowledgements waiting for their commit) and returns on its own; the listener
@@ -37,6 +41,7 @@ import trio
 
 from gateway.errors import Refused
 from gateway.frontdoor.sniff import ReplayStream, Route, classify_first_byte
+from gateway.metrics import Metrics
 from gateway.model import CertClaim, ConnectionInfo, LogRecord, Transport
 from gateway.tls.contexts import ALPN_H2, ALPN_HTTP11, ALPN_MQTT, HandshakeState, ServerContexts
 from gateway.tls.identity import claim_certificate
@@ -128,8 +133,10 @@ class FrontDoor:
         max_handshakes_in_flight: int = 512,
         dev_default_connector: str | None = None,
         clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.contexts = contexts
+        self.metrics = metrics if metrics is not None else Metrics()
         self.handlers = handlers
         self.debug_log = debug_log
         self.handshake_timeout_s = handshake_timeout_s
@@ -213,12 +220,15 @@ class FrontDoor:
                 try:
                     await tls.do_handshake()
                 except trio.BrokenResourceError as exc:
+                    self.metrics.handshake("failed")
                     cause = exc.__cause__ or exc
                     raise _Refusal(
                         state.reason or "ssl_closed", str(cause) or "handshake failed"
                     ) from exc
         if not tls.handshake_done:
+            self.metrics.handshake("timeout")
             raise _Refusal("idle_timeout", f"no TLS handshake within {self.handshake_timeout_s} s")
+        self.metrics.handshake("ok")
         claim = self._claim(tls, state)
         alpn = tls.alpn
         if transport is Transport.MQTT_TLS or alpn == ALPN_MQTT.decode():
@@ -259,6 +269,8 @@ class FrontDoor:
 
     async def _serve(self, handler: ServeFn, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
         wrapped = _DrainingStream(stream, self)
+        protocol = "mqtt" if handler is self.handlers.serve_mqtt else "http"
+        gauge = self.metrics.connection_opened(protocol, info.connector_id)
         try:
             await handler(wrapped, info)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -269,6 +281,7 @@ class FrontDoor:
                 "handler failed on connection %s from %s", info.connection_id, info.peer_ip
             )
         finally:
+            self.metrics.connection_closed(gauge)
             # a peer that stops reading must not hold the task in close_notify forever;
             # cancellation inside aclose() closes the socket without the alert
             with trio.move_on_after(CLOSE_TIMEOUT_S):
@@ -280,6 +293,7 @@ class FrontDoor:
         logger.debug(
             "refused %s from %s: %s (%s)", connection_id, peer_ip, refusal.reason, refusal.detail
         )
+        self.metrics.refuse("tls", refusal.reason)
         record = LogRecord(
             kind="debug",
             timestamp=self._clock(),

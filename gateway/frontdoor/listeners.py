@@ -31,6 +31,7 @@ import msgspec
 import trio
 
 from gateway.frontdoor.connection import DebugLog, FrontDoor, Handlers
+from gateway.metrics import Metrics
 from gateway.model import Transport
 from gateway.tls.contexts import ConnectorDirectory, ServerContexts
 
@@ -146,6 +147,7 @@ async def serve_device_listeners(
     debug_log: DebugLog,
     *,
     contexts: ServerContexts | None = None,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the configured device listeners and serve until cancelled.
@@ -168,6 +170,7 @@ async def serve_device_listeners(
         handshake_timeout_s=config.handshake_timeout_s,
         max_handshakes_in_flight=config.max_handshakes_in_flight,
         dev_default_connector=config.dev_default_connector,
+        metrics=metrics,
     )
     slots = trio.CapacityLimiter(config.max_connections)
     opened: list[tuple[Transport, trio.SocketListener]] = []

@@ -25,6 +25,11 @@ returns).  Errors: a :class:`~gateway.errors.ProtocolViolation` ends only its ow
 with one debug-log entry; refusals answer the CONNECT with their CONNACK code.  Whatever
 ends a connection, :meth:`_Connection.finish` detaches it from the control hub, records the
 ``disconnect`` (when it was authenticated) and logs the reason.
+
+Metrics (``services.metrics``): packets in and out are added once per read and once per
+``send_all`` (the session counts them), resource writes once their commit is awaited, and
+refused CONNECTs and provisioning requests by reason — a few dict increments per read, with
+label keys computed once per connection.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from gateway.dispatch import (
     dispatch,
 )
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.metrics import packet_key, write_key
 from gateway.model import ConnectionInfo, LogRecord, Protocol
 from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 from gateway.mqtt.packets import Connect, Publish, Subscribe
@@ -70,6 +76,9 @@ MAX_PUSH_BUFFER = 4 * 1024 * 1024  # a client that does not read its pushes is d
 DRAIN_TIMEOUT_S = 5.0  # after the end: how long in-flight PUBACKs may take to go out
 
 _PROTOCOL = Protocol.MQTT.value
+_METRICS_PROTOCOL = "mqtt"  # the metrics label (events carry Protocol.MQTT's value)
+_PACKETS_IN = packet_key(_METRICS_PROTOCOL, "in")
+_PACKETS_OUT = packet_key(_METRICS_PROTOCOL, "out")
 _CERTIFICATE = "certificate"
 _PASSWORD = "password"
 
@@ -86,13 +95,15 @@ def make_mqtt_server(
 
 
 class _Pending:
-    """One entry of the ack queue: PUBACK ``packet_ids`` once ``ticket`` has committed."""
+    """One entry of the ack queue: PUBACK ``packet_ids`` once ``ticket`` has committed;
+    ``writes`` resource values are then counted as written."""
 
-    __slots__ = ("packet_ids", "ticket")
+    __slots__ = ("packet_ids", "ticket", "writes")
 
-    def __init__(self, ticket: Ticket | None, packet_ids: list[int]) -> None:
+    def __init__(self, ticket: Ticket | None, packet_ids: list[int], writes: int) -> None:
         self.ticket = ticket
         self.packet_ids = packet_ids
+        self.writes = writes
 
 
 class _Table:
@@ -140,6 +151,10 @@ class _Connection:
         self._reader_scope = trio.CancelScope()
         self._reading = False  # the reader is blocked in receive_some (safe to cancel)
         self._stopped = False  # ended from outside the bytes: ignore the rest of the read
+        self._metrics = services.metrics
+        self._writes_key = write_key(_METRICS_PROTOCOL, self.cid)
+        self._counted_in = 0  # session.packets_in already added to the metrics
+        self._counted_out = 0  # session.packets_out already added to the metrics
 
     # -- the connection task -------------------------------------------------------------
 
@@ -180,7 +195,12 @@ class _Connection:
                 if type(data) is not bytes:
                     data = bytes(data)
                 session.receive_data(data, trio.current_time())
-                await self._handle(session.events())
+                events = session.events()
+                grown = session.packets_in - self._counted_in
+                if grown:
+                    self._counted_in = session.packets_in
+                    self._metrics.packets[_PACKETS_IN] += grown
+                await self._handle(events)
                 self._wake.set()
 
     async def _handle(self, events: list[Event]) -> None:
@@ -232,9 +252,13 @@ class _Connection:
         if not ops and not pids:
             return
         ticket = self.services.store.submit(ops) if ops else None
+        writes = 0
+        for op in ops:
+            if type(op) is DataIn:
+                writes += len(op.points)
         self._queued += 1
         self._acks_idle = trio.Event()
-        await self._ack_send.send(_Pending(ticket, pids))
+        await self._ack_send.send(_Pending(ticket, pids, writes))
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -291,6 +315,7 @@ class _Connection:
         return await devices.authenticate_password(cid, packet.username, secret)
 
     def _refuse(self, code: ConnAckCode, reason: str, detail: str) -> None:
+        self._metrics.refuse(_METRICS_PROTOCOL, reason)
         self.session.refuse(code, reason, detail)
         self._debug("connect_refused", reason, f"CONNACK {int(code)}: {detail}")
 
@@ -377,6 +402,7 @@ class _Connection:
         try:
             result = dispatch(self._tables().table, packet.topic, packet.payload, now)
         except GatewayError as exc:
+            self._metrics.refuse(_METRICS_PROTOCOL, "bad_request")
             self.close("bad_request", f"{packet.topic}: {exc.message}")
             self._debug("provision_refused", "bad_request", exc.message)
             return
@@ -417,10 +443,12 @@ class _Connection:
             )
             device_id = devices.device_id(self.cid, req.identity)
         except UnicodeDecodeError:
+            self._metrics.refuse(_METRICS_PROTOCOL, "bad_password")
             self.close("bad_password", "the provisioning password is not UTF-8")
             return
         except GatewayError as exc:
             reason = exc.reason if isinstance(exc, Refused) else exc.code
+            self._metrics.refuse(_METRICS_PROTOCOL, reason)
             self.close(reason, f"$provision/{req.identity}: {exc.message}")
             return
         if packet.qos:
@@ -448,6 +476,8 @@ class _Connection:
                         failed = True
                         self.close("internal_error", f"write failed: {exc!r}")
                 if not failed:
+                    if item.writes:
+                        self._metrics.writes[self._writes_key] += item.writes
                     session.ack(item.packet_ids)
                     self._wake.set()
                 self._queued -= 1
@@ -462,6 +492,9 @@ class _Connection:
             while True:
                 data = session.data_to_send()
                 if data:
+                    grown = session.packets_out - self._counted_out
+                    self._counted_out = session.packets_out
+                    self._metrics.packets[_PACKETS_OUT] += grown
                     await self.stream.send_all(data)
                     self._sent.set()
                     continue

@@ -130,6 +130,8 @@ class Session:
         "idle_timeout_s",
         "inflight",
         "keepalive",
+        "packets_in",
+        "packets_out",
         "state",
         "will",
     )
@@ -153,6 +155,10 @@ class Session:
         self.keepalive = 0  # seconds, as the CONNECT asked
         self.inflight = 0  # QoS 1 publishes returned as events and not yet acknowledged
         self.will: Publish | None = None  # the CONNECT's will, as a QoS 0 publish
+        # Running totals for metrics (the I/O layer reports their growth once per read or
+        # send): complete packets decoded, and packets queued for the client.
+        self.packets_in = 0
+        self.packets_out = 0
 
     # -- input -----------------------------------------------------------------------------
 
@@ -188,9 +194,11 @@ class Session:
                 if isinstance(exc, UnsupportedProtocol):
                     # MQTT-3.1.2-2: answer an unsupported level with CONNACK 1, then close
                     self._out += encode_connack(False, ConnAckCode.UNACCEPTABLE_PROTOCOL_VERSION)
+                    self.packets_out += 1
                 break
             if not packets:
                 break
+            self.packets_in += len(packets)
             self._touch()
             self._take(packets, out)
         if self._closed is not None:
@@ -212,13 +220,16 @@ class Session:
                 out.append(packet)
             elif t is PingReq:
                 self._out += encode_pingresp()
+                self.packets_out += 1
             elif t is Subscribe:
                 assert isinstance(packet, Subscribe)
                 self._out += encode_suback(packet.packet_id, [min(q, 1) for _, q in packet.topics])
+                self.packets_out += 1
                 out.append(packet)
             elif t is Unsubscribe:
                 assert isinstance(packet, Unsubscribe)
                 self._out += encode_unsuback(packet.packet_id)
+                self.packets_out += 1
             elif t is Connect:
                 assert isinstance(packet, Connect)
                 self._on_connect(packet)
@@ -262,12 +273,14 @@ class Session:
             raise RuntimeError(f"accept() in state {self.state.value}")
         self.state = SessionState.CONNECTED
         self._out += encode_connack(False, ConnAckCode.ACCEPTED)
+        self.packets_out += 1
 
     def refuse(self, code: ConnAckCode, reason: str, detail: str) -> Closed:
         """Answer the CONNECT with a refusal code and end the session (MQTT-3.2.2-5)."""
         if self.state is not SessionState.AUTHENTICATING:
             raise RuntimeError(f"refuse() in state {self.state.value}")
         self._out += encode_connack(False, code)
+        self.packets_out += 1
         return self.close(reason, detail)
 
     def close(self, reason: str, detail: str) -> Closed:
@@ -291,11 +304,13 @@ class Session:
         ids = list(packet_ids)
         if ids:
             self.inflight -= len(ids)
+            self.packets_out += len(ids)
             self._out += encode_pubacks(ids)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue a QoS 0, non-retained PUBLISH to the client (PROTOCOL.md §12 items 1, 5)."""
         self._out += encode_publish(topic, payload)
+        self.packets_out += 1
 
     @property
     def bytes_to_send(self) -> int:

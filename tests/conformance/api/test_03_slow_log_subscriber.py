@@ -5,10 +5,12 @@ Setup: two SSE subscribers on the demo connector's events — a *healthy* one (h
 every line) and a *stalled* one (a raw socket with a tiny receive buffer that reads nothing
 after the response head).  A device then writes over MQTT in paced chunks of QoS 1 publishes
 (each waits for its PUBACKs and for the healthy subscriber to catch up, so only the stalled
-one can fall behind) until the gateway reports one dropped subscriber.  Then:
+one can fall behind) until the gateway reports one dropped subscriber.  The publishes go to
+a custom topic: each is one ``publish`` event, hence one live-log record (resource writes of
+one read are coalesced into one ``data_in`` event by the store).  Then:
 
 * every chunk was acknowledged promptly (the stalled subscriber cost the devices nothing);
-* the healthy subscriber saw every ``data_in`` event and was not dropped;
+* the healthy subscriber saw every ``publish`` event and was not dropped;
 * the stalled subscriber, reading again, finds a final ``dropped`` event
   (``slow_consumer``) and then the end of its stream.
 """
@@ -29,6 +31,7 @@ CHUNK = 200  # publishes per paced chunk (below the subscriber buffer of 1024 re
 MAX_PUBLISHES = 40_000  # give up if no drop happened by then
 PAYLOAD = "x" * 600  # the log record's detail is cut at 512 characters: ~750 bytes a record
 ACK_LIMIT_S = 2.0  # a chunk of 200 committed writes must be acknowledged within this
+TOPIC = "telemetry/raw"  # not $resource: a custom publish, one event per packet
 
 
 async def scrape(client: httpx.AsyncClient, name: str) -> float:
@@ -87,10 +90,10 @@ async def open_stalled(gw: TestGateway) -> tuple[trio.SocketStream, bytes]:
 
 
 class Healthy:
-    """The subscriber that keeps up: counts ``data_in`` records and notes a ``dropped``."""
+    """The subscriber that keeps up: counts ``publish`` records and notes a ``dropped``."""
 
     def __init__(self) -> None:
-        self.data_in = 0
+        self.records = 0
         self.dropped = False
         self.open = trio.Event()
         self.moved = trio.Event()
@@ -112,8 +115,8 @@ class Healthy:
                 elif line.startswith("data: "):
                     if event == "dropped":
                         self.dropped = True
-                    elif json.loads(line[6:])["event"] == "data_in":
-                        self.data_in += 1
+                    elif json.loads(line[6:])["event"] == "publish":
+                        self.records += 1
                     self.moved.set()
 
 
@@ -141,8 +144,7 @@ async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
         started = time.monotonic()
         while sent < MAX_PUBLISHES:
             packets = b"".join(
-                gen_publish("$resource/data_in", PAYLOAD, qos=1, mid=(sent + i) % 65535 + 1)
-                for i in range(CHUNK)
+                gen_publish(TOPIC, PAYLOAD, qos=1, mid=(sent + i) % 65535 + 1) for i in range(CHUNK)
             )
             t0 = time.monotonic()
             await device.send_all(packets)
@@ -152,7 +154,7 @@ async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
             assert acks == expected
             sent += CHUNK
             with trio.fail_after(10):  # pace: only the stalled subscriber may fall behind
-                while healthy.data_in < sent:
+                while healthy.records < sent:
                     healthy.moved = trio.Event()
                     await healthy.moved.wait()
             if sent % (5 * CHUNK) == 0:
@@ -165,7 +167,7 @@ async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
         assert elapsed < 45, elapsed
 
         # the healthy subscriber kept everything and is still subscribed
-        assert healthy.data_in == sent
+        assert healthy.records == sent
         assert not healthy.dropped
         assert await scrape(api, "gateway_log_subscribers") == 1
 
@@ -184,7 +186,7 @@ async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
         await stalled.aclose()
 
         # devices are still served at once after the drop
-        await device.send_all(gen_publish("$resource/data_in", "after", qos=1, mid=1))
+        await device.send_all(gen_publish(TOPIC, "after", qos=1, mid=1))
         with trio.fail_after(ACK_LIMIT_S):
             assert await recv_exactly(device, 4, buf) == gen_puback(1)
         await device.aclose()
