@@ -3,33 +3,19 @@ from the front door, h2 framing by hypercorn): the commands of docs/http-device-
 
 from __future__ import annotations
 
-import errno
 import shutil
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import trio
 
-from gateway.testing.server import TestGateway, open_test_gateway
+from gateway.testing.server import TestGateway
 
 pytestmark = [
     pytest.mark.needs_tool,
     pytest.mark.skipif(shutil.which("curl") is None, reason="curl missing"),
 ]
-
-
-@pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[TestGateway]:
-    try:
-        async with open_test_gateway(tmp_path) as gateway:
-            yield gateway
-    except BaseExceptionGroup as group:
-        # gateway/api/server.py closes its socket twice at shutdown (EBADF), reported
-        rest = group.split(lambda e: isinstance(e, OSError) and e.errno == errno.EBADF)[1]
-        if rest is not None:
-            raise rest from None
 
 
 class Curl:

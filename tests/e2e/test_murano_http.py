@@ -7,7 +7,6 @@ child process from the test's Trio run while the gateway runs in this process.
 
 from __future__ import annotations
 
-import errno
 import json
 import textwrap
 import time
@@ -19,7 +18,7 @@ import trio
 
 from gateway.store.api import EventMeta
 from gateway.testing.hosts import ensure_hosts
-from gateway.testing.server import TestGateway, open_test_gateway
+from gateway.testing.server import TestGateway
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-murano" / "bin"
@@ -32,18 +31,6 @@ pytestmark = [
     ),
     pytest.mark.skipif(not ensure_hosts(HOST), reason=f"cannot map {HOST} in /etc/hosts"),
 ]
-
-
-@pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[TestGateway]:
-    try:
-        async with open_test_gateway(tmp_path) as gateway:
-            yield gateway
-    except BaseExceptionGroup as group:
-        # gateway/api/server.py closes its socket twice at shutdown (EBADF), reported
-        rest = group.split(lambda e: isinstance(e, OSError) and e.errno == errno.EBADF)[1]
-        if rest is not None:
-            raise rest from None
 
 
 def _url(gw: TestGateway) -> str:

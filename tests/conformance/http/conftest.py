@@ -4,7 +4,6 @@ gateway answers.  Expected values never come from the gateway's own encoder."""
 
 from __future__ import annotations
 
-import errno
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,21 +17,10 @@ from gateway.testing.server import TestGateway, open_test_gateway
 from gateway.testing.tlsclient import client_context, open_tls_client
 
 
-def _is_shutdown_ebadf(exc: BaseException) -> bool:
-    # gateway/api/server.py closes the hypercorn socket a second time at shutdown
-    # (EBADF): a foundation bug reported to the lead; nothing else is tolerated.
-    return isinstance(exc, OSError) and exc.errno == errno.EBADF
-
-
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[TestGateway]:
-    try:
-        async with open_test_gateway(tmp_path, **overrides) as gw:
-            yield gw
-    except BaseExceptionGroup as group:
-        rest = group.split(_is_shutdown_ebadf)[1]
-        if rest is not None:
-            raise rest from None
+    async with open_test_gateway(tmp_path, **overrides) as gw:
+        yield gw
 
 
 _OPEN: list[trio.abc.Stream] = []  # client streams of the running test, closed after it
