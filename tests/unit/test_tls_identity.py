@@ -11,7 +11,11 @@ from gateway.errors import Refused
 from gateway.tls.identity import claim_certificate
 from gateway.tls.pki import create_ca, fingerprint, issue_device_cert
 
-NOW = _dt.datetime.now(_dt.UTC)
+
+def _now() -> _dt.datetime:
+    """The clock at the moment of the check (the CA fixture is made when the first test runs,
+    which can be minutes after import in a full run)."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
 def load(pem: str) -> x509.Certificate:
@@ -25,7 +29,7 @@ def ca() -> tuple[str, str]:
 
 def test_ca_issued_certificate_is_verified(ca: tuple[str, str]) -> None:
     cert, _ = issue_device_cert(*ca, "dev-1")
-    claim = claim_certificate(load(cert), [], client_ca_pem=ca[0], now=NOW)
+    claim = claim_certificate(load(cert), [], client_ca_pem=ca[0], now=_now())
     assert (claim.cn, claim.verified) == ("dev-1", True)
     assert claim.fingerprint == fingerprint(cert)
     assert claim.pem == cert
@@ -33,14 +37,14 @@ def test_ca_issued_certificate_is_verified(ca: tuple[str, str]) -> None:
 
 def test_without_ca_claim_is_unverified(ca: tuple[str, str]) -> None:
     cert, _ = issue_device_cert(*ca, "dev-2")
-    claim = claim_certificate(load(cert), [], client_ca_pem=None, now=NOW)
+    claim = claim_certificate(load(cert), [], client_ca_pem=None, now=_now())
     assert (claim.cn, claim.verified) == ("dev-2", False)
 
 
 def test_other_ca_refused(ca: tuple[str, str]) -> None:
     cert, _ = issue_device_cert(*create_ca("stranger"), "dev-3")
     with pytest.raises(Refused) as info:
-        claim_certificate(load(cert), [], client_ca_pem=ca[0], now=NOW)
+        claim_certificate(load(cert), [], client_ca_pem=ca[0], now=_now())
     assert info.value.reason == "untrusted_certificate"
 
 
@@ -49,7 +53,7 @@ def test_same_name_different_key_refused(ca: tuple[str, str]) -> None:
     forged = create_ca("connector CA")
     cert, _ = issue_device_cert(*forged, "dev-4")
     with pytest.raises(Refused) as info:
-        claim_certificate(load(cert), [], client_ca_pem=ca[0], now=NOW)
+        claim_certificate(load(cert), [], client_ca_pem=ca[0], now=_now())
     assert info.value.reason == "untrusted_certificate"
 
 
@@ -57,26 +61,22 @@ def test_same_name_different_key_refused(ca: tuple[str, str]) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "ok"),
     [
-        (NOW - _dt.timedelta(days=2), NOW - _dt.timedelta(seconds=1), False),  # expired
-        (NOW + _dt.timedelta(seconds=1), NOW + _dt.timedelta(days=2), False),  # not yet valid
-        (NOW - _dt.timedelta(days=1), NOW, True),  # boundary: still valid at not_after
+        (-_dt.timedelta(days=2), -_dt.timedelta(seconds=1), False),  # expired
+        (_dt.timedelta(seconds=1), _dt.timedelta(days=2), False),  # not yet valid
+        (-_dt.timedelta(days=1), _dt.timedelta(0), True),  # boundary: still valid at not_after
     ],
 )
 def test_validity_window(
-    ca: tuple[str, str], with_ca: bool, start: _dt.datetime, end: _dt.datetime, ok: bool
+    ca: tuple[str, str], with_ca: bool, start: _dt.timedelta, end: _dt.timedelta, ok: bool
 ) -> None:
-    cert, _ = issue_device_cert(*ca, "dev-5", not_before=start, not_after=end)
+    now = _now()
+    cert, _ = issue_device_cert(*ca, "dev-5", not_before=now + start, not_after=now + end)
     ca_pem = ca[0] if with_ca else None
     if ok:
-        assert (
-            claim_certificate(
-                load(cert), [], client_ca_pem=ca_pem, now=NOW.replace(microsecond=0)
-            ).cn
-            == "dev-5"
-        )
+        assert claim_certificate(load(cert), [], client_ca_pem=ca_pem, now=now).cn == "dev-5"
     else:
         with pytest.raises(Refused) as info:
-            claim_certificate(load(cert), [], client_ca_pem=ca_pem, now=NOW)
+            claim_certificate(load(cert), [], client_ca_pem=ca_pem, now=now)
         assert info.value.reason == "expired"
 
 
@@ -95,8 +95,8 @@ def test_one_intermediate_is_followed(ca: tuple[str, str]) -> None:
         .issuer_name(load(ca[0]).subject)
         .public_key(inter_key_obj.public_key())  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - _dt.timedelta(days=1))
-        .not_valid_after(NOW + _dt.timedelta(days=1))
+        .not_valid_before(_now() - _dt.timedelta(days=1))
+        .not_valid_after(_now() + _dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             inter.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value,
@@ -106,10 +106,10 @@ def test_one_intermediate_is_followed(ca: tuple[str, str]) -> None:
     )
     signed_pem = signed.public_bytes(serialization.Encoding.PEM).decode()
     leaf, _ = issue_device_cert(signed_pem, inter_key, "dev-6")
-    claim = claim_certificate(load(leaf), [load(leaf), signed], client_ca_pem=ca[0], now=NOW)
+    claim = claim_certificate(load(leaf), [load(leaf), signed], client_ca_pem=ca[0], now=_now())
     assert (claim.cn, claim.verified) == ("dev-6", True)
     with pytest.raises(Refused):  # without the intermediate the path is incomplete
-        claim_certificate(load(leaf), [], client_ca_pem=ca[0], now=NOW)
+        claim_certificate(load(leaf), [], client_ca_pem=ca[0], now=_now())
 
 
 def test_missing_cn_refused(ca: tuple[str, str]) -> None:
@@ -127,20 +127,20 @@ def test_missing_cn_refused(ca: tuple[str, str]) -> None:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(NOW - _dt.timedelta(days=1))
-        .not_valid_after(NOW + _dt.timedelta(days=1))
+        .not_valid_before(_now() - _dt.timedelta(days=1))
+        .not_valid_after(_now() + _dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
     assert cert.public_bytes(serialization.Encoding.PEM)
     with pytest.raises(Refused) as info:
-        claim_certificate(cert, [], client_ca_pem=None, now=NOW)
+        claim_certificate(cert, [], client_ca_pem=None, now=_now())
     assert info.value.reason == "bad_certificate"
 
 
 def test_broken_ca_setting_refuses(ca: tuple[str, str]) -> None:
     cert, _ = issue_device_cert(*ca, "dev-7")
     with pytest.raises(Refused) as info:
-        claim_certificate(load(cert), [], client_ca_pem="not a pem", now=NOW)
+        claim_certificate(load(cert), [], client_ca_pem="not a pem", now=_now())
     assert info.value.reason == "bad_certificate"
 
 
