@@ -603,6 +603,63 @@ def mgmt_listing(ctx: Ctx) -> list[Row]:
         return _skip(name, "gateway", [str(n)], str(exc))
 
 
+# ------------------------------------------------------------------------- long-poll memory
+
+
+def _longpoll_request(host: str, token: str) -> bytes:
+    return (
+        f"GET /onep:v1/stack/alias?data_out HTTP/1.1\r\nHost: {host}\r\n"
+        f"X-Exosite-CIK: {token}\r\nRequest-Timeout: 300000\r\n"
+        "Accept: application/x-www-form-urlencoded; charset=utf-8\r\n\r\n"
+    ).encode()
+
+
+def longpoll_memory(ctx: Ctx) -> list[Row]:
+    """Server RSS per waiting HTTP long-poll (1,000 devices, one poll each, dev plain port),
+    then one value set per device wakes its poll (all must answer 200)."""
+    name = "longpoll_memory"
+    n = 1000
+    rows: list[Row] = []
+    try:
+        with peers.gateway(ctx.work / name / "gateway") as srv:
+            port = srv.ports.get("dev_http")
+            if not port:
+                raise PeerUnavailable(f"{peers.GATEWAY_UNAVAILABLE}: no dev HTTP port")
+            creds = gwclient.provision_many(srv, n, prefix="lp")
+            cid, dom = srv.extra["connector"], srv.extra["base_domain"]
+            host = f"{cid}.devmode-m2.{dom}"
+            time.sleep(0.5)
+            rss0 = srv.rss_bytes()
+            socks = []
+            try:
+                for c in creds:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                    s.sendall(_longpoll_request(host, c.password or ""))
+                    socks.append(s)
+                time.sleep(2.0)  # let every request reach its wait
+                rss1 = srv.rss_bytes()
+                woke = 0
+                for i, s in enumerate(socks):
+                    ident = f"lp{i:07d}"  # provision_many's identities
+                    gwclient.api(
+                        srv,
+                        "PATCH",
+                        f"/connectors/{cid}/devices/{ident}/state",
+                        {"data_out": "wake"},
+                    )
+                    head = s.recv(4096)
+                    woke += head.startswith(b"HTTP/1.1 200")
+            finally:
+                for s in socks:
+                    s.close()
+        per = (rss1 - rss0) / n
+        note = f"RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB; {woke}/{n} woke with 200"
+        rows.append(Row(name, "gateway", str(n), "bytes_per_poll", "B", per, [round(per)], note))
+    except PeerUnavailable as exc:
+        rows += _skip(name, "gateway", [str(n)], str(exc))
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
     "mqtt_qos0": lambda c: mqtt_publish(c, qos=0),
     "mqtt_qos1": lambda c: mqtt_publish(c, qos=1),
@@ -611,6 +668,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
     "http_writes_tls": lambda c: http_writes(c, tls=True),
     "tls_connects": tls_handshakes,
     "idle_memory": idle_memory,
+    "longpoll_memory": longpoll_memory,
     "reconnect_storm": reconnect_storm,
     "control_fanout": control_fanout,
     "mgmt_listing": mgmt_listing,

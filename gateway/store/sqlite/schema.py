@@ -58,8 +58,9 @@ _V1_CORE = """
             connector_id TEXT NOT NULL,
             name         TEXT NOT NULL,
             value        TEXT NOT NULL,
-            device_id    INTEGER NOT NULL,
-            PRIMARY KEY (connector_id, name, value, device_id)
+            identity     TEXT NOT NULL,           -- copied: a tag filter pages in identity order
+            device_id    INTEGER NOT NULL,        --   straight off this primary key
+            PRIMARY KEY (connector_id, name, value, identity)
         ) WITHOUT ROWID;
         CREATE INDEX tags_device ON tags (device_id, name);
         CREATE TABLE state (
