@@ -5,11 +5,14 @@ Ratios are gateway/peer for the same scenario, load and metric, from the same ru
 
 from __future__ import annotations
 
+import operator
 import platform
+import re
 import subprocess
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import peers
 
@@ -37,7 +40,133 @@ EXPLAIN = {
     " publisher).",
     "mgmt_listing": "GET devices filtered by tag (first page of 100; 1 device in 1,000 tagged),"
     " with 1,000,000 devices in the connector (100,000 with --quick); latency per request.",
+    "codec": "bench/bench_codec.py (pytest-benchmark): speed-up of the compiled (Cython) twin"
+    " over the pure-Python one per group, from the median times.",
 }
+PROFILES = ROOT / "bench" / "profiles.md"
+
+
+class Target(NamedTuple):
+    """One target of issue 8.  ``peer`` set: the figure is gateway/peer of ``metric`` (same
+    scenario and load); else it is ``target``'s own ``metric``.  Every measured load (or
+    group) must pass; ``loads`` restricts which count (empty: all)."""
+
+    key: str  # also the section of bench/profiles.md that explains a miss
+    text: str
+    scenario: str
+    metric: str
+    threshold: float
+    cmp: str  # ">=" or "<="
+    peer: str = ""
+    target: str = "gateway"
+    loads: tuple[str, ...] = ()
+    unit: str = "x"
+
+
+TARGETS = [
+    Target("qos0-mosquitto", "QoS 0 persisted writes >= 0.5x mosquitto QoS 0", "mqtt_qos0",
+           "rate", 0.5, ">=", peer="mosquitto"),
+    Target("qos0-amqtt", "QoS 0 persisted writes >= 10x amqtt", "mqtt_qos0", "rate", 10.0, ">=",
+           peer="amqtt"),
+    Target("qos1-mosquitto", "QoS 1 durable writes >= 0.3x mosquitto QoS 1", "mqtt_qos1", "rate",
+           0.3, ">=", peer="mosquitto"),
+    Target("codec", "compiled codec >= 10x its pure-Python twin on decode", "codec", "speedup",
+           10.0, ">=", target="compiled/pure",
+           loads=("decode 1000 x 50-byte QoS0 PUBLISH", "decode 1000 x 50-byte QoS1 PUBLISH")),
+    Target("http-plain", "HTTP writes >= 0.8x bare hypercorn (plain)", "http_writes", "rate", 0.8,
+           ">=", peer="hypercorn"),
+    Target("http-tls", "HTTP writes >= 0.8x bare hypercorn (TLS)", "http_writes_tls", "rate",
+           0.8, ">=", peer="hypercorn"),
+    Target("tls-handshakes", "TLS handshakes >= 0.7x mosquitto", "tls_connects", "rate", 0.7,
+           ">=", peer="mosquitto"),
+    Target("idle-plain", "<= 8 KB resident per idle plain connection, 19,000 held",
+           "idle_memory", "bytes_per_conn", 8192.0, "<=", loads=("19000",), unit=" B"),
+    Target("idle-tls", "<= 16 KB resident per idle TLS connection, 19,000 held",
+           "idle_memory_tls", "bytes_per_conn", 16384.0, "<=", loads=("19000",), unit=" B"),
+    Target("reconnect-storm", "reconnect storm of 10,000 devices with zero failures",
+           "reconnect_storm", "errors", 0.0, "<=", loads=("10000",), unit=""),
+]  # fmt: skip
+_CMP: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
+
+
+def _figures(t: Target, rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    val = {
+        (r["target"], r["load"]): r["value"]
+        for r in rows
+        if r["scenario"] == t.scenario and r["metric"] == t.metric and r["value"] is not None
+    }
+    out = []
+    for (target, load), v in sorted(val.items(), key=lambda kv: (len(kv[0][1]), kv[0][1])):
+        if target != t.target or (t.loads and load not in t.loads):
+            continue
+        if not t.peer:
+            out.append((load, float(v)))
+        elif val.get((t.peer, load)):
+            out.append((load, float(v) / float(val[(t.peer, load)])))
+    return out
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub-flavoured Markdown gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _profile_sections() -> dict[str, tuple[str, str]]:
+    """``## key: title`` sections of bench/profiles.md: key -> (anchor, body)."""
+    if not PROFILES.exists():
+        return {}
+    parts = re.split(r"^## ", PROFILES.read_text(), flags=re.M)[1:]
+    out = {}
+    for part in parts:
+        heading, _, body = part.partition("\n")
+        out[heading.split(":", 1)[0].strip()] = (_slug(heading), body.strip())
+    return out
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The Targets section: each issue-8 target, its figure(s), met / missed / not measured,
+    and for every target not met the profile summary from bench/profiles.md."""
+    sections = _profile_sections()
+    lines = [
+        "## Targets",
+        "",
+        "Issue 8's targets against the figures above (every measured load must pass; a ratio is"
+        " gateway/peer from the same run).  Why a target is missed and what would close it:"
+        " [profiles.md](profiles.md), summarised below the table.",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+    ]
+    missed = []
+    for t in TARGETS:
+        figs = _figures(t, rows)
+        if not figs:
+            verdict = "not measured"
+            shown = "—"
+        else:
+            ok = all(_CMP[t.cmp](v, t.threshold) for _, v in figs)
+            verdict = "**met**" if ok else "**missed**"
+            shown = ", ".join(
+                f"{load}: {v:,.0f}{t.unit}"
+                if t.unit.strip() == "B" or not t.unit
+                else f"{load}: {v:.2f}{t.unit}"
+                for load, v in figs
+            )
+        if verdict != "**met**":
+            missed.append((t, verdict))
+        lines.append(f"| {t.text} | {shown} | {verdict} |")
+    lines.append("")
+    for t, verdict in missed:
+        anchor, body = sections.get(t.key, ("", "(no profile summary in bench/profiles.md)"))
+        lines += [
+            f"### {t.text} — {verdict.strip('*')}",
+            "",
+            f"From [profiles.md](profiles.md#{anchor}):",
+            "",
+            body,
+            "",
+        ]
+    return lines
 
 
 def _sh(cmd: list[str]) -> str:
@@ -91,6 +220,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         m
         for m in [
             "rate",
+            "speedup",
             "seconds",
             "bytes_per_conn",
             "errors",
@@ -263,6 +393,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     for r in results["rows"]:
         by_scen[r["scenario"]].append(r)
     plots_dir = out.parent / "plots"
+    lines += targets(results["rows"])
     for scen in sorted(by_scen, key=lambda s: list(EXPLAIN).index(s) if s in EXPLAIN else 99):
         rows = by_scen[scen]
         if scen in RATE_UNIT:
@@ -271,7 +402,7 @@ def write(results: dict[str, Any], out: Path) -> None:
         for r in rows:
             if "```" in r.get("note", ""):
                 lines += [r["note"], ""]
-        if scen != "bench_tls":
+        if scen not in ("bench_tls", "codec"):
             lines += ["Ratios:", "", *ratios(rows), ""]
         if any(r["target"] == "nullsink" for r in rows):
             lines += ceiling(rows)

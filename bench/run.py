@@ -13,8 +13,13 @@ import logging
 import os
 import shlex
 import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import report
@@ -23,6 +28,62 @@ from bench.scenarios import SCENARIOS, Ctx, Row
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS.md"
+
+
+def codec(ctx: Ctx) -> list[Row]:
+    """bench/bench_codec.py (pytest-benchmark, owned by the codec engineer): compiled/pure
+    speed-up per group, from the medians of its --benchmark-json output."""
+    name = "codec"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "codec.json"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "bench/bench_codec.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--benchmark-json={out}",
+                "--benchmark-max-time=0.2" if ctx.quick else "--benchmark-max-time=1.0",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            return [Row(name, "-", "-", "failed", "", None, [], f"failed: {' / '.join(tail)}")]
+        data = json.loads(out.read_text())
+    medians: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for b in data["benchmarks"]:
+        impl = str(b["params"].get("impl", ""))
+        medians[b["group"]][impl].append(float(b["stats"]["median"]))
+    rows = []
+    for group, by_impl in sorted(medians.items()):
+        if not by_impl.get("compiled") or not by_impl.get("pure"):
+            continue
+        compiled = statistics.median(by_impl["compiled"])
+        pure = statistics.median(by_impl["pure"])
+        rows.append(
+            Row(
+                name,
+                "compiled/pure",
+                group,
+                "speedup",
+                "x",
+                pure / compiled,
+                [],
+                f"median compiled {compiled * 1e6:,.0f} µs, pure {pure * 1e6:,.0f} µs",
+            )
+        )
+    return rows
+
+
+ALL: dict[str, Callable[[Ctx], list[Row]]] = {**SCENARIOS, "codec": codec}
 QUICK = [
     "mqtt_qos0",
     "mqtt_qos1",
@@ -33,6 +94,7 @@ QUICK = [
     "reconnect_storm",
     "control_fanout",
     "mgmt_listing",
+    "codec",
 ]
 
 
@@ -51,7 +113,7 @@ def _wait_quiet(limit: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller loads, fewer repeats (<10 min)")
-    ap.add_argument("--only", default="", help=f"comma list of: {', '.join(SCENARIOS)}")
+    ap.add_argument("--only", default="", help=f"comma list of: {', '.join(ALL)}")
     ap.add_argument("--repeats", type=int, default=0)
     ap.add_argument("--duration", type=float, default=0.0)
     ap.add_argument("--work", default="", help="scratch directory (default bench/out/work)")
@@ -65,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    names = [n for n in a.only.split(",") if n] or (QUICK if a.quick else list(SCENARIOS))
-    unknown = [n for n in names if n not in SCENARIOS]
+    names = [n for n in a.only.split(",") if n] or (QUICK if a.quick else list(ALL))
+    unknown = [n for n in names if n not in ALL]
     if unknown:
-        ap.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+        ap.error(f"unknown scenario(s) {unknown}; known: {', '.join(ALL)}")
     work = Path(a.work) if a.work else ROOT / "bench" / "out" / "work"
     if work.exists():
         shutil.rmtree(work)
@@ -92,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         loadavg = Path("/proc/loadavg").read_text().split(" ", 3)[:3]
         try:
-            rows = [r.to_json() for r in SCENARIOS[name](ctx)]
+            rows = [r.to_json() for r in ALL[name](ctx)]
         except Exception as exc:  # one broken scenario must not lose the others' results
             logging.exception("scenario %s failed", name)
             rows = [Row(name, "-", "-", "failed", "", None, [], f"failed: {exc}").to_json()]

@@ -35,6 +35,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 import trio
@@ -47,7 +48,7 @@ from gateway.tls.contexts import ALPN_H2, ALPN_HTTP11, ALPN_MQTT, HandshakeState
 from gateway.tls.identity import claim_certificate
 from gateway.tls.stream import MAX_RECV, TLSStream
 
-__all__ = ["DebugLog", "FrontDoor", "Handlers", "ServeFn"]
+__all__ = ["DebugLog", "DrainTarget", "DrainingStream", "FrontDoor", "Handlers", "ServeFn"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,37 @@ class _Refusal(Exception):
         self.detail = detail
 
 
-class _DrainingStream(trio.abc.Stream):
-    """What handlers see: the connection stream, whose reads end (EOF) once draining begins."""
+class DrainTarget(Protocol):
+    """A handler that ends its own reads when told (see :meth:`DrainingStream.add_drain_target`)."""
+
+    def drain(self) -> None: ...
+
+
+class DrainingStream(trio.abc.Stream):
+    """What handlers see: the connection stream, whose reads end (EOF) once draining begins.
+
+    :meth:`receive_some` guards each read with its own cancel scope (about 1 KB while a read
+    waits).  A handler that already holds a cancel scope around its reads — the MQTT
+    reader — registers itself with :meth:`add_drain_target` and reads ``.stream``
+    directly: draining then calls its ``drain()`` (at once if draining has begun), which
+    must end the pending read as at EOF and make the handler treat later reads as EOF.
+    """
+
+    __slots__ = ("_door", "stream")
 
     def __init__(self, stream: trio.abc.Stream, door: FrontDoor) -> None:
         self.stream = stream
         self._door = door
+
+    def add_drain_target(self, target: DrainTarget) -> None:
+        """Call ``target.drain()`` when the gateway starts draining, or now if it has
+        (remove it when done)."""
+        if self._door.draining:
+            target.drain()
+        self._door._drain_targets.add(target)
+
+    def remove_drain_target(self, target: DrainTarget) -> None:
+        self._door._drain_targets.discard(target)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._door.draining:
@@ -145,6 +171,7 @@ class FrontDoor:
         self._clock = clock
         self.draining = False
         self._drain_scopes: set[trio.CancelScope] = set()
+        self._drain_targets: set[DrainTarget] = set()
         self.active = 0  # connections whose task is running (any stage)
 
     def start_draining(self) -> None:
@@ -152,6 +179,8 @@ class FrontDoor:
         self.draining = True
         for scope in list(self._drain_scopes):
             scope.cancel()
+        for target in list(self._drain_targets):
+            target.drain()
 
     # -- the connection task ----------------------------------------------------------------
 
@@ -268,7 +297,7 @@ class FrontDoor:
             raise _Refusal(exc.reason, exc.message) from exc
 
     async def _serve(self, handler: ServeFn, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
-        wrapped = _DrainingStream(stream, self)
+        wrapped = DrainingStream(stream, self)
         protocol = "mqtt" if handler is self.handlers.serve_mqtt else "http"
         gauge = self.metrics.connection_opened(protocol, info.connector_id)
         try:

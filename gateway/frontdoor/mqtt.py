@@ -2,7 +2,7 @@
 
 :func:`make_mqtt_server` returns the handler the front door calls for every MQTT connection
 (TLS on the multi-protocol and MQTT ports, plain on the dev port).  One connection is one
-:class:`_Connection` running three tasks in one nursery:
+:class:`_Connection`, a task that reads and, once needed, two helper tasks in its nursery:
 
 * the **reader** receives bytes under the session's deadline (``idle_timeout``), feeds the
   sans-IO :class:`~gateway.mqtt.session.Session`, authenticates the CONNECT, dispatches every
@@ -13,6 +13,14 @@
   read in one buffer;
 * the **sender** writes whatever the session has queued (CONNACK, SUBACK, PINGRESP, PUBACKs,
   pushes) in one ``send_all`` per wake-up.
+
+The helpers are started lazily, because most connections of a fleet sit idle: the acker (and
+its channel) with the first store submission, the sender with the first acknowledgement or
+push.  Until then the reader writes its own replies (CONNACK, SUBACK, PINGRESP) itself after
+each read; a push arriving meanwhile is flushed by that same write loop.  An idle connection
+therefore costs one task, one cancel scope (the reader's, whose deadline follows the
+session's) and no channel or events — about half the memory of the three-task layout
+(bench/profiles.md has the tracemalloc figures).
 
 Memory is bounded per connection: the ack queue holds at most ``MAX_INFLIGHT_READS``
 uncommitted reads (the reader blocks when it is full: TCP backpressure reaches the client),
@@ -35,6 +43,7 @@ label keys computed once per connection.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -47,7 +56,8 @@ from gateway.dispatch import (
     dispatch,
 )
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
-from gateway.metrics import packet_key, write_key
+from gateway.frontdoor.connection import DrainingStream
+from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import ConnectionInfo, LogRecord, Protocol
 from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 from gateway.mqtt.packets import Connect, Publish, Subscribe
@@ -81,6 +91,14 @@ _PACKETS_IN = packet_key(_METRICS_PROTOCOL, "in")
 _PACKETS_OUT = packet_key(_METRICS_PROTOCOL, "out")
 _CERTIFICATE = "certificate"
 _PASSWORD = "password"
+_WRITE_KEYS: dict[str | None, Labels] = {}  # per connector: shared by its connections
+
+
+def _write_key(cid: str | None) -> Labels:
+    key = _WRITE_KEYS.get(cid)
+    if key is None:
+        key = _WRITE_KEYS[cid] = write_key(_METRICS_PROTOCOL, cid)
+    return key
 
 
 def make_mqtt_server(
@@ -88,8 +106,9 @@ def make_mqtt_server(
 ) -> Callable[[trio.abc.Stream, ConnectionInfo], Awaitable[None]]:
     """The front door's MQTT handler bound to ``services`` (see the module docstring)."""
 
-    async def serve_mqtt(stream: trio.abc.Stream, info: ConnectionInfo) -> None:
-        await _Connection(services, stream, info).run()
+    def serve_mqtt(stream: trio.abc.Stream, info: ConnectionInfo) -> Awaitable[None]:
+        # a plain function returning the coroutine: one frame less per idle connection
+        return _Connection(services, stream, info).run()
 
     return serve_mqtt
 
@@ -117,7 +136,43 @@ class _Table:
 
 
 class _Connection:
-    """One MQTT connection; it is also the control hub's :class:`PushTarget` for its device."""
+    """One MQTT connection; it is also the control hub's :class:`PushTarget` for its device.
+
+    Slotted, and its channel and events exist only once used: tens of thousands of these
+    live at once on a busy gateway."""
+
+    __slots__ = (
+        "_ack_recv",
+        "_ack_send",
+        "_acks_idle",
+        "_broken",
+        "_counted_in",
+        "_counted_out",
+        "_done",
+        "_draining",
+        "_finishing",
+        "_flushing",
+        "_metrics",
+        "_nursery",
+        "_queued",
+        "_reader_scope",
+        "_reading",
+        "_sent",
+        "_stopped",
+        "_table",
+        "_table_version",
+        "_wake",
+        "_writes_key",
+        "attached",
+        "auth",
+        "cid",
+        "client_id",
+        "info",
+        "meta",
+        "services",
+        "session",
+        "stream",
+    )
 
     def __init__(self, services: Services, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
         self.services = services
@@ -139,59 +194,84 @@ class _Connection:
         self.client_id = ""
         self._table: _Table | None = None
         self._table_version = -1
-        self._ack_send, self._ack_recv = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
+        self._nursery: trio.Nursery | None = None
+        # the acker's channel: created with the acker, by the first submission
+        self._ack_send: trio.MemorySendChannel[_Pending] | None = None
+        self._ack_recv: trio.MemoryReceiveChannel[_Pending] | None = None
         self._queued = 0  # ack-queue entries not yet processed by the acker
-        self._acks_idle = trio.Event()
-        self._acks_idle.set()
-        self._wake = trio.Event()
-        self._sent = trio.Event()
+        self._acks_idle: trio.Event | None = None  # None: nobody waits for the acker
+        self._wake: trio.Event | None = None  # the sender's wake-up; None: no sender yet
+        self._sent: trio.Event | None = None  # set after each send_all (backpressure wait)
+        self._flushing = False  # the reader writes its own replies (no sender yet)
         self._finishing = False  # the acker is done: the sender exits once flushed
-        self._done = trio.Event()  # the sender has exited
+        self._done: trio.Event | None = None  # set when the sender has exited
         self._broken = False  # the transport failed: nothing more can be sent
         self._reader_scope = trio.CancelScope()
         self._reading = False  # the reader is blocked in receive_some (safe to cancel)
         self._stopped = False  # ended from outside the bytes: ignore the rest of the read
+        self._draining = False  # the gateway shuts down: reads end as at EOF
         self._metrics = services.metrics
-        self._writes_key = write_key(_METRICS_PROTOCOL, self.cid)
+        self._writes_key = _write_key(self.cid)
         self._counted_in = 0  # session.packets_in already added to the metrics
         self._counted_out = 0  # session.packets_out already added to the metrics
 
     # -- the connection task -------------------------------------------------------------
 
     async def run(self) -> None:
+        stream = self.stream
+        draining = stream if isinstance(stream, DrainingStream) else None
+        if draining is not None:
+            draining.add_drain_target(self)  # sets _draining now if already draining
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ack_loop)
-                nursery.start_soon(self._send_loop)
+                self._nursery = nursery
                 try:
-                    await self._read_loop()
+                    await self._read_loop(draining)
                 finally:
-                    self._ack_send.close()
+                    if self._ack_send is not None:
+                        self._ack_send.close()
+                    else:
+                        self._finishing = True  # no acker: nothing more will be queued
+                        if self._wake is not None:
+                            self._wake.set()
                 with trio.move_on_after(DRAIN_TIMEOUT_S):
-                    await self._done.wait()
+                    if self._wake is None and not self._broken:
+                        await self._flush()  # what the reader left (a refusing CONNACK)
+                    elif self._done is not None:
+                        await self._done.wait()
                 nursery.cancel_scope.cancel()
         finally:
+            if draining is not None:
+                draining.remove_drain_target(self)
             self.finish()
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, draining: DrainingStream | None) -> None:
+        """Read, handle, reply until the session closes.  One cancel scope serves the whole
+        loop: its deadline is the session's while waiting for bytes and infinite while a
+        read is being handled (a read is never abandoned half-submitted)."""
         session = self.session
-        with self._reader_scope:
+        # a registered drain target reads the wrapped stream directly (no guard frame or
+        # scope per read); drain() interrupts the read, and `draining` is checked before each
+        receive = self.stream.receive_some if draining is None else draining.stream.receive_some
+        scope = self._reader_scope
+        data: bytes | bytearray = b""
+        with scope:
             while session.state is not SessionState.CLOSED:
-                with trio.move_on_at(session.deadline) as timer:
-                    while session.bytes_to_send > MAX_BUFFERED_OUT and not self._broken:
-                        self._sent = trio.Event()
-                        await self._sent.wait()
-                    self._reading = True
-                    try:
-                        data = await self.stream.receive_some(MAX_RECV)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        data = b""
-                    finally:
-                        self._reading = False
-                if timer.cancelled_caught:
-                    limit = session.deadline - trio.current_time()
-                    self.close("idle_timeout", f"no packet before the deadline ({limit:+.1f} s)")
-                    return
+                scope.deadline = session.deadline
+                while session.bytes_to_send > MAX_BUFFERED_OUT and not self._broken:
+                    self._start_sender()
+                    self._sent = trio.Event()
+                    await self._sent.wait()
+                self._reading = True
+                try:
+                    data = b"" if self._draining else await receive(MAX_RECV)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                finally:
+                    self._reading = False
+                if scope.cancel_called:
+                    break  # the deadline passed (or a close) as the bytes came: see below
+                scope.deadline = math.inf
                 if type(data) is not bytes:
                     data = bytes(data)
                 session.receive_data(data, trio.current_time())
@@ -201,7 +281,71 @@ class _Connection:
                     self._counted_in = session.packets_in
                     self._metrics.packets[_PACKETS_IN] += grown
                 await self._handle(events)
-                self._wake.set()
+                if self._wake is not None:
+                    self._wake.set()
+                elif not self._broken:
+                    await self._flush()
+        if scope.cancel_called and session.state is not SessionState.CLOSED:
+            if self._draining:
+                session.receive_data(b"", trio.current_time())  # drained: as at EOF
+            elif not self._stopped:
+                limit = session.deadline - trio.current_time()
+                self.close("idle_timeout", f"no packet before the deadline ({limit:+.1f} s)")
+
+    def drain(self) -> None:
+        """The gateway shuts down: end the read as at EOF (in-flight acks still drain)."""
+        self._draining = True
+        if self._reading:
+            self._reader_scope.cancel()
+
+    async def _flush(self) -> None:
+        """The reader's own write, used until a sender task exists: send what the session
+        has queued (pushes queued meanwhile included), then return."""
+        session = self.session
+        self._flushing = True
+        try:
+            while self._wake is None:
+                data = session.data_to_send()
+                if not data:
+                    return
+                self._count_out()
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._send_failed(exc)
+        finally:
+            self._flushing = False
+        wake = self._wake
+        if wake is not None:
+            wake.set()  # a sender started while we were writing: it takes over now
+
+    def _count_out(self) -> None:
+        session = self.session
+        grown = session.packets_out - self._counted_out
+        self._counted_out = session.packets_out
+        self._metrics.packets[_PACKETS_OUT] += grown
+
+    def _send_failed(self, exc: Exception) -> None:
+        self._broken = True
+        if self._sent is not None:
+            self._sent.set()
+        self.close("ssl_closed" if self.info.tls else "peer_closed", f"send failed: {exc!r}")
+
+    def _start_sender(self) -> None:
+        """Start the sender task (once); it writes everything from then on."""
+        if self._wake is None:
+            assert self._nursery is not None
+            self._wake = trio.Event()
+            self._done = trio.Event()
+            self._nursery.start_soon(self._send_loop)
+
+    def _start_acker(self) -> trio.MemorySendChannel[_Pending]:
+        """Start the acker (and the sender, which its acknowledgements need) once."""
+        if self._ack_send is None:
+            assert self._nursery is not None
+            self._ack_send, self._ack_recv = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
+            self._start_sender()
+            self._nursery.start_soon(self._ack_loop, self._ack_recv)
+        return self._ack_send
 
     async def _handle(self, events: list[Event]) -> None:
         """Act on one read's events in order; all writes of the read form one submission."""
@@ -256,9 +400,9 @@ class _Connection:
         for op in ops:
             if type(op) is DataIn:
                 writes += len(op.points)
+        send = self._start_acker()
         self._queued += 1
-        self._acks_idle = trio.Event()
-        await self._ack_send.send(_Pending(ticket, pids, writes))
+        await send.send(_Pending(ticket, pids, writes))
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -431,6 +575,7 @@ class _Connection:
         # Earlier acknowledgements first: the reply must be the first message after the
         # PUBACK (murano-client takes the first message on any topic as its token).
         while self._queued:
+            self._acks_idle = trio.Event()
             await self._acks_idle.wait()
         devices = self.services.devices
         connector = self.services.registry.get(self.cid)
@@ -461,11 +606,11 @@ class _Connection:
 
     # -- acknowledgements and output -------------------------------------------------------
 
-    async def _ack_loop(self) -> None:
+    async def _ack_loop(self, receive: trio.MemoryReceiveChannel[_Pending]) -> None:
         session = self.session
         failed = False
-        async with self._ack_recv:
-            async for item in self._ack_recv:
+        async with receive:
+            async for item in receive:
                 if item.ticket is not None and not failed:
                     try:
                         await item.ticket.wait()
@@ -479,33 +624,42 @@ class _Connection:
                     if item.writes:
                         self._metrics.writes[self._writes_key] += item.writes
                     session.ack(item.packet_ids)
-                    self._wake.set()
+                    self._wake_sender()
                 self._queued -= 1
-                if not self._queued:
+                if not self._queued and self._acks_idle is not None:
                     self._acks_idle.set()
         self._finishing = True
-        self._wake.set()
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Output was queued from outside the reader: the sender (started now if need be)
+        writes it — unless the reader is writing, whose loop picks it up."""
+        if self._wake is not None:
+            self._wake.set()
+        elif not self._flushing:
+            self._start_sender()
 
     async def _send_loop(self) -> None:
         session = self.session
+        assert self._done is not None
         try:
+            while self._flushing:  # the reader's own write is in progress: wait for it
+                self._wake = trio.Event()
+                await self._wake.wait()
             while True:
                 data = session.data_to_send()
                 if data:
-                    grown = session.packets_out - self._counted_out
-                    self._counted_out = session.packets_out
-                    self._metrics.packets[_PACKETS_OUT] += grown
+                    self._count_out()
                     await self.stream.send_all(data)
-                    self._sent.set()
+                    if self._sent is not None:
+                        self._sent.set()
                     continue
                 if self._finishing:
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._broken = True
-            self._sent.set()
-            self.close("ssl_closed" if self.info.tls else "peer_closed", f"send failed: {exc!r}")
+            self._send_failed(exc)
         finally:
             self._done.set()
 
@@ -521,7 +675,7 @@ class _Connection:
         if session.bytes_to_send > MAX_PUSH_BUFFER:
             self.kick("slow_consumer")
             return
-        self._wake.set()
+        self._wake_sender()
 
     def kick(self, reason: str) -> None:
         """End this connection (``duplicate_connection`` when a newer one took over)."""
