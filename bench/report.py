@@ -33,6 +33,9 @@ EXPLAIN = {
     " rate = connections/s.",
     "bench_tls": "bench/bench_tls.py (written by the TLS owner), output tail.",
     "idle_memory": "Server RSS growth (/proc/PID/status VmRSS) per idle MQTT connection.",
+    "idle_memory_tls": "As idle_memory over TLS 1.3 (the gateway's MQTT-only TLS port).",
+    "longpoll_memory": "Server RSS growth per waiting HTTP long-poll (`Request-Timeout: 300000`,"
+    " one per device, dev plain port), then a value set for each device must wake its poll.",
     "reconnect_storm": "10,000 MQTT clients connect at the same instant (no concurrency cap);"
     " seconds to the last CONNACK (connects still pending after 60 s count as errors).",
     "control_fanout": "A value set for each of N connected devices; seconds until every device"

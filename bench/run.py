@@ -91,6 +91,8 @@ QUICK = [
     "http_writes_tls",
     "tls_connects",
     "idle_memory",
+    "idle_memory_tls",
+    "longpoll_memory",
     "reconnect_storm",
     "control_fanout",
     "mgmt_listing",

@@ -357,9 +357,9 @@ def tls_handshakes(ctx: Ctx) -> list[Row]:
 # ------------------------------------------------------------------------- idle memory
 
 
-def idle_memory(ctx: Ctx) -> list[Row]:
-    """Server RSS per idle MQTT connection (10,000 and 19,000 connections)."""
-    name = "idle_memory"
+def idle_memory(ctx: Ctx, *, tls: bool = False) -> list[Row]:
+    """Server RSS per idle MQTT connection (10,000 and 19,000 connections), plain or TLS."""
+    name = "idle_memory" + ("_tls" if tls else "")
     loads = ctx.scaled([10_000], [10_000, 19_000])
     rows: list[Row] = []
     for target, factory in _mqtt_targets(with_sink=False):
@@ -367,14 +367,16 @@ def idle_memory(ctx: Ctx) -> list[Row]:
             continue
         for n in loads:
             try:
-                with factory(ctx.work / name / f"{target}-{n}", False) as srv:
-                    port, creds, _t, _s = _mqtt_endpoint(target, srv, False, n)
+                with factory(ctx.work / name / f"{target}-{n}", tls) as srv:
+                    port, creds, _t, sni = _mqtt_endpoint(target, srv, tls, n)
                     time.sleep(0.5)
                     rss0 = srv.rss_bytes()
                     cfg = MqttLoad(
                         port=port,
                         connections=n,
                         credentials=creds,
+                        tls=tls,
+                        server_hostname=sni if tls else None,
                         processes=0,
                         connect_concurrency=256,
                         connect_timeout=120,
@@ -654,7 +656,7 @@ def longpoll_memory(ctx: Ctx) -> list[Row]:
                     s.close()
         per = (rss1 - rss0) / n
         note = f"RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB; {woke}/{n} woke with 200"
-        rows.append(Row(name, "gateway", str(n), "bytes_per_poll", "B", per, [round(per)], note))
+        rows.append(Row(name, "gateway", str(n), "bytes_per_conn", "B", per, [round(per)], note))
     except PeerUnavailable as exc:
         rows += _skip(name, "gateway", [str(n)], str(exc))
     return rows
@@ -668,6 +670,7 @@ SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
     "http_writes_tls": lambda c: http_writes(c, tls=True),
     "tls_connects": tls_handshakes,
     "idle_memory": idle_memory,
+    "idle_memory_tls": lambda c: idle_memory(c, tls=True),
     "longpoll_memory": longpoll_memory,
     "reconnect_storm": reconnect_storm,
     "control_fanout": control_fanout,
