@@ -11,13 +11,10 @@ from enum import StrEnum
 import msgspec
 
 __all__ = [
-    "AuthMethod",
     "CertClaim",
     "ConnectionInfo",
-    "DeviceStatus",
     "LogRecord",
     "Protocol",
-    "ResourceFormat",
     "Transport",
 ]
 
@@ -37,23 +34,6 @@ class Protocol(StrEnum):
     HTTP = "onep:v1/http"
     MQTT = "murano:v1/mqtt"
     C2C = "c2c"
-
-
-class AuthMethod(StrEnum):
-    TOKEN = "token"
-    PASSWORD = "password"
-    CERTIFICATE = "certificate"
-
-
-class DeviceStatus(StrEnum):
-    WHITELISTED = "whitelisted"
-    PROVISIONED = "provisioned"
-
-
-class ResourceFormat(StrEnum):
-    STRING = "string"
-    NUMBER = "number"
-    BOOLEAN = "boolean"
 
 
 class CertClaim(msgspec.Struct, frozen=True, gc=False):

@@ -10,7 +10,7 @@ IP, whatever connector they watch.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -101,7 +101,10 @@ class LogHub:
             except trio.ClosedResourceError:
                 self._subs.discard(sub)
 
-    def publish_events(self, events: Iterable[CommittedEvent]) -> None:
+    def publish_events(self, events: Sequence[CommittedEvent]) -> None:
+        if not self._subs:  # nobody watches: count, but build no records (hot path)
+            self.published += len(events)
+            return
         for ev in events:
             detail = None
             if ev.type in ("data_in", "publish") and ev.payload is not None:

@@ -25,7 +25,8 @@ gets the error: nothing was acknowledged, nothing is lost silently.
 
 Event sequence numbers are allocated by the writer (the only writer), per connector, in
 commit order, so a reader polling ``seq > cursor`` never sees a later number before an
-earlier one.  A rolled-back submission leaves a gap; the sequence stays monotonic.
+earlier one.  Numbers taken by a rolled-back submission (or a failed commit) are simply not
+reused: that leaves a gap, and the sequence stays monotonic, so nothing has to be undone.
 
 Readers use their own connections in autocommit mode: WAL lets them read the last committed
 snapshot while the writer writes.
@@ -260,7 +261,6 @@ class SqliteStore:
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Submission]) -> None:
         t0 = time.perf_counter()
-        seq_before = dict(self._seq)
         failure: BaseException | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -271,7 +271,6 @@ class SqliteStore:
         except Exception as exc:  # the commit itself failed: nobody is acknowledged
             log.exception("store commit of %d submissions failed", len(group))
             failure = exc
-            self._seq = seq_before
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         elapsed = time.perf_counter() - t0
@@ -313,7 +312,6 @@ class SqliteStore:
     def _apply_submission(
         self, conn: sqlite3.Connection, cur: sqlite3.Cursor, sub: _Submission
     ) -> None:
-        seq_before = dict(self._seq)
         cur.execute("SAVEPOINT sub")
         try:
             ops = sub.ops
@@ -363,7 +361,6 @@ class SqliteStore:
         except Exception as exc:
             cur.execute("ROLLBACK TO sub")
             cur.execute("RELEASE sub")
-            self._seq = seq_before
             sub.error = exc
             sub.result = []
             sub.events = []
