@@ -50,7 +50,7 @@ PROFILES = ROOT / "bench" / "profiles.md"
 
 
 class Target(NamedTuple):
-    """One target of issue 8.  ``peer`` set: the figure is gateway/peer of ``metric`` (same
+    """One benchmark target.  ``peer`` set: the figure is gateway/peer of ``metric`` (same
     scenario and load); else it is ``target``'s own ``metric``.  Every measured load (or
     group) must pass; ``loads`` restricts which count (empty: all)."""
 
@@ -133,7 +133,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Targets",
         "",
-        "Issue 8's targets against the figures above (every measured load must pass; a ratio is"
+        "The targets against the figures above (every measured load must pass; a ratio is"
         " gateway/peer from the same run).  Why a target is missed and what would close it:"
         " [profiles.md](profiles.md), summarised below the table.",
         "",

@@ -38,7 +38,7 @@ __all__ = [
     "validate_value",
 ]
 
-MAX_VALUE_BYTES = 1_048_576  # one resource value, UTF-8 bytes (PROTOCOL.md §3.1)
+MAX_VALUE_BYTES = 1_048_576  # one resource value, UTF-8 bytes (docs/protocol.md §3.1)
 MAX_TIMESTAMP_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 cdef Py_ssize_t _MAX_VALUE_BYTES = 1_048_576
@@ -314,7 +314,7 @@ cdef object _dispatch_batch(ResourceTable table, bytes payload):
             if seen is not None:
                 key = (alias, timestamp, value)
                 if key in seen:
-                    continue  # an exact duplicate within one batch (PROTOCOL.md §12 item 14)
+                    continue  # an exact duplicate within one batch (docs/protocol.md §12 item 14)
                 seen.add(key)
             _write(rules, alias, value, timestamp, points, rejected)
     return ResourceWrites(points, rejected)

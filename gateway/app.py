@@ -44,7 +44,7 @@ __all__ = ["DEMO_RESOURCES", "RunInfo", "Running", "ensure_admin_token", "run_ga
 log = logging.getLogger(__name__)
 
 DEMO_CONNECTOR_ID = "demo"
-# The ExoSense standard resources (PROTOCOL.md §4.5).
+# The ExoSense standard resources (docs/protocol.md §4.5).
 DEMO_RESOURCES = [
     Resource(alias="data_in", format="string"),
     Resource(alias="data_out", format="string", settable=True, sync=True),
@@ -146,12 +146,12 @@ async def run_gateway(
 ) -> None:
     """Run the gateway until cancelled."""
     from gateway._impl import implementation
-    from gateway.api.mgmt import create_app
-    from gateway.api.server import serve_management_api
+    from gateway.device.http.hypercorn_server import make_http_server
+    from gateway.device.mqtt.connection import make_mqtt_server
     from gateway.frontdoor.connection import Handlers
-    from gateway.frontdoor.http import make_http_server
     from gateway.frontdoor.listeners import FrontDoorConfig, serve_device_listeners
-    from gateway.frontdoor.mqtt import make_mqtt_server
+    from gateway.mgmt.app import create_app
+    from gateway.mgmt.server import serve_management_api
 
     data = config.data_dir
     data.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 
 Every error raised on purpose derives from :class:`GatewayError` and carries the wire codes
 it maps to (h2's ``error_code``, h11's ``error_status_hint``): an MQTT reason and an HTTP
-status.  Exactly one place per protocol turns an error into bytes (``frontdoor/mqtt.py`` for
-MQTT, the ASGI error handling for HTTP); everything else only raises.
+status.  Exactly one place per protocol turns an error into bytes
+(``gateway/device/mqtt/connection.py`` for MQTT, the device app's error handling for HTTP);
+everything else only raises.
 
 The compiled codec and dispatcher raise these same classes, so the differential tests can
 compare exception type and reason between the Cython module and its pure-Python twin.
@@ -118,7 +119,7 @@ class Unauthorized(GatewayError):
 
 class Refused(GatewayError):
     """Policy said no (unknown connector, locked device, identity outside the format, IP not
-    whitelisted).  Changes nothing.  ``reason`` is the debug-log vocabulary of PROTOCOL.md
+    whitelisted).  Changes nothing.  ``reason`` is the debug-log vocabulary of docs/protocol.md
     §12 item 24; ``connack`` the MQTT 3.1.1 return code to answer with, if any."""
 
     code = "refused"

@@ -87,7 +87,7 @@ class Metrics:
         self.writes[write_key(protocol, connector_id)] += n
 
     def refuse(self, protocol: str, reason: str) -> None:
-        """A connection, CONNECT or request refused (PROTOCOL.md §12 item 24 reasons).
+        """A connection, CONNECT or request refused (docs/protocol.md §12 item 24 reasons).
         ``protocol`` is the layer that refused: ``tls`` (the front door, before any
         protocol), ``mqtt`` or ``http``."""
         self.refused[_labels(protocol=protocol, reason=reason)] += 1

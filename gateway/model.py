@@ -1,4 +1,4 @@
-"""Typed values shared across layers (ARCHITECTURE principle 5: Structs, not dicts).
+"""Typed values shared across layers (docs/architecture.md principle 5: Structs, not dicts).
 
 Everything here is a frozen msgspec Struct or an enum; these are the nouns that travel from
 the front door through the services to the store and back out to the logs.
@@ -29,7 +29,7 @@ class Transport(StrEnum):
 
 
 class Protocol(StrEnum):
-    """Event-log protocol names (PROTOCOL.md §12 item 20)."""
+    """Event-log protocol names (docs/protocol.md §12 item 20)."""
 
     HTTP = "onep:v1/http"
     MQTT = "murano:v1/mqtt"
@@ -71,7 +71,7 @@ class ConnectionInfo(msgspec.Struct, frozen=True, gc=False):
 class LogRecord(msgspec.Struct, frozen=True, gc=False):
     """One live-log line (not persisted).  ``kind`` is ``events`` (mirrors the durable event
     log) or ``debug`` (connection-level diagnostics, including pre-authentication failures
-    keyed only by ``ip``).  ``reason`` uses PROTOCOL.md §12 item 24's vocabulary."""
+    keyed only by ``ip``).  ``reason`` uses docs/protocol.md §12 item 24's vocabulary."""
 
     kind: str
     timestamp: int  # µs

@@ -1,7 +1,7 @@
 """Resource-write dispatch, sans-IO: the pure-Python twin of ``ext/dispatch.pyx``.
 
 Turns one device PUBLISH (connector resource table, topic, payload, server time) into a
-typed operation (PROTOCOL.md §3.2, §3.3, §4):
+typed operation (docs/protocol.md §3.2, §3.3, §4):
 
 * ``$provision/<identity>`` → :class:`ProvisionRequest`;
 * ``$resource/<alias>`` → :class:`ResourceWrites` with one point at ``now_us``;
@@ -10,7 +10,7 @@ typed operation (PROTOCOL.md §3.2, §3.3, §4):
 
 Values travel as text.  Values of defined aliases are checked against the resource's
 ``format`` and ``allowed`` list; a failing value becomes a :class:`Rejection` rather than a
-point (the MQTT session still PUBACKs, PROTOCOL.md §12 item 13).  Unusable input (a bad
+point (the MQTT session still PUBACKs, docs/protocol.md §12 item 13).  Unusable input (a bad
 alias, a batch that is not the documented JSON shape, text that is not UTF-8) raises
 :class:`~gateway.errors.BadRequest` with a message that says why.
 
@@ -46,7 +46,7 @@ __all__ = [
     "validate_value",
 ]
 
-MAX_VALUE_BYTES = 1_048_576  # one resource value, UTF-8 bytes (PROTOCOL.md §3.1)
+MAX_VALUE_BYTES = 1_048_576  # one resource value, UTF-8 bytes (docs/protocol.md §3.1)
 MAX_TIMESTAMP_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 _FORMATS = ("string", "number", "boolean")
 # A number as devices write it: JSON-style or plain decimal (``98.7``, ``-3``, ``1e3``, ``.5``).
@@ -57,7 +57,7 @@ _BAD_ALIAS_CHARS = "/.$+#"
 
 
 class ResourceSpec(msgspec.Struct, frozen=True, gc=False):
-    """One resource definition of a connector (PROTOCOL.md §4.1)."""
+    """One resource definition of a connector (docs/protocol.md §4.1)."""
 
     alias: str
     format: str  # "string" | "number" | "boolean"
@@ -68,7 +68,7 @@ class ResourceSpec(msgspec.Struct, frozen=True, gc=False):
 
 class Point(msgspec.Struct, frozen=True, gc=False):
     """One value written by a device.  ``defined`` is False for aliases without a resource
-    definition: those go to the event log only (PROTOCOL.md §4.2)."""
+    definition: those go to the event log only (docs/protocol.md §4.2)."""
 
     alias: str
     value: str
@@ -272,7 +272,7 @@ def validate_value(table: ResourceTable, alias: str, value: str) -> str | None:
 
 def normalize_timestamp(number: int | float) -> int:
     """Microseconds from a device timestamp in s, ms or µs, chosen by magnitude
-    (< 1e11 seconds, < 1e14 milliseconds, else microseconds; PROTOCOL.md §3.3).
+    (< 1e11 seconds, < 1e14 milliseconds, else microseconds; docs/protocol.md §3.3).
 
     Raises ``BadRequest`` for a non-number, a non-finite or negative value, or one after
     ``MAX_TIMESTAMP_US``.
@@ -340,7 +340,7 @@ def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
             if seen is not None:
                 key = (alias, timestamp, value)
                 if key in seen:
-                    continue  # an exact duplicate within one batch (PROTOCOL.md §12 item 14)
+                    continue  # an exact duplicate within one batch (docs/protocol.md §12 item 14)
                 seen.add(key)
             _write(rules, alias, value, timestamp, points, rejected)
     return ResourceWrites(points, rejected)

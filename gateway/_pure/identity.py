@@ -1,4 +1,4 @@
-"""Identity-format validation (PROTOCOL.md §5.1, §12 item 19): the pure-Python twin of
+"""Identity-format validation (docs/protocol.md §5.1, §12 item 19): the pure-Python twin of
 ``ext/identity.pyx``.  Sans-IO; both twins expose the same ``__all__`` and raise the same
 :class:`~gateway.errors.InvalidValue` messages, which ``tests/twins`` checks on random input.
 """

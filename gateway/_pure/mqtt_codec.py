@@ -5,7 +5,7 @@ Decoding walks an offset cursor over one growing ``bytearray``: ``receive_data``
 :mod:`gateway.mqtt.packets` Structs, or ``NEED_DATA`` when the buffer ends inside a packet.
 The fixed header (type, flags, remaining length) is checked as soon as it is buffered, so a
 packet over ``max_packet_size`` is refused before its body is waited for (mosquitto's check in
-``packet__read``; STYLE.md §3 item 8).
+``packet__read``).
 
 Contract shared with the compiled twin (``tests/twins`` holds them to it on random bytes):
 
@@ -114,7 +114,7 @@ _PROTOCOLS = {("MQTT", 4), ("MQIsdp", 3)}
 def packet_size(remaining_length: int) -> int:
     """Total bytes of a packet on the wire: ``1 + varint_len + remaining_length``.
 
-    The one place this is computed (STYLE.md §2.3); the decoder compares it with
+    The one place this is computed; the decoder compares it with
     ``max_packet_size``.  Raises ``ValueError`` outside 0..``MAX_REMAINING_LENGTH``.
     """
     if remaining_length < 0 or remaining_length > MAX_REMAINING_LENGTH:

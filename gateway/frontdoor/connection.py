@@ -15,7 +15,7 @@ The listener hands every accepted TCP stream to :meth:`FrontDoor.run_connection`
    and closes the stream when the handler returns.
 
 Every refusal before a handler runs writes one debug ``LogRecord`` keyed by peer IP, with a
-reason from PROTOCOL.md §12 item 24 (``no_sni``, ``unknown_connector``, ``idle_timeout``,
+reason from docs/protocol.md §12 item 24 (``no_sni``, ``unknown_connector``, ``idle_timeout``,
 ``ssl_closed``, ``expired``, ``untrusted_certificate``, ``bad_certificate``).
 
 Metrics (``/metrics``, :class:`gateway.metrics.Metrics`): handshakes by outcome (``ok``,
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -40,6 +39,7 @@ from typing import Protocol
 import msgspec
 import trio
 
+from gateway.clock import now_us
 from gateway.errors import Refused
 from gateway.frontdoor.sniff import ReplayStream, Route, classify_first_byte
 from gateway.metrics import Metrics
@@ -158,7 +158,7 @@ class FrontDoor:
         handshake_timeout_s: float = 10.0,
         max_handshakes_in_flight: int = 512,
         dev_default_connector: str | None = None,
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock: Callable[[], int] = now_us,
         metrics: Metrics | None = None,
     ) -> None:
         self.contexts = contexts
@@ -264,7 +264,7 @@ class FrontDoor:
             return tls, Route.MQTT, claim
         if alpn in _HTTP_ALPNS:
             return tls, Route.HTTP, claim
-        # no ALPN: the first byte decides (PROTOCOL.md §12 item 7)
+        # no ALPN: the first byte decides (docs/protocol.md §12 item 7)
         data = b""
         with trio.move_on_after(self.handshake_timeout_s):
             try:

@@ -1,7 +1,7 @@
 """First-byte protocol sniffing for clients that offer no ALPN, and the replaying stream.
 
-Exosite's own MQTT clients connect to the multi-protocol port without ALPN (PROTOCOL.md §12
-item 7 and §16), so when ALPN says nothing the first byte decides:
+Exosite's own MQTT clients connect to the multi-protocol port without ALPN (docs/protocol.md §12
+item 7 and §13 item 16), so when ALPN says nothing the first byte decides:
 
 * ``0x10`` is MQTT CONNECT (packet type 1, flags 0: MQTT 3.1.1 §3.1.1, and 5.0 alike);
 * an ASCII letter starts an HTTP/1.x method (``GET``, ``POST``...) or the HTTP/2

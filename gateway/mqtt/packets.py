@@ -41,7 +41,7 @@ class NEED_DATA:  # a sentinel class, compared with ``is`` (h11's convention)
     """Returned by ``Decoder.next_event()`` when the buffer holds no complete packet.
 
     "Need more bytes" is the common case on a stream, so it is a return value and never an
-    exception (STYLE.md §2.3).  Both codec twins return this same class object.
+    exception (one error tree: gateway/errors.py).  Both codec twins return this same class object.
     """
 
     def __init__(self) -> None:  # pragma: no cover - never instantiated
@@ -79,7 +79,7 @@ class Connect(msgspec.Struct, frozen=True, gc=False):
     """CONNECT (§3.1).  ``protocol_level`` is 4 (MQTT 3.1.1) or 3 (MQIsdp 3.1).
 
     ``username``/``password``/``will_*`` are ``None`` when their flag is clear; an empty
-    username sent with its flag set is ``""`` (murano-client does that, PROTOCOL.md §3.1).
+    username sent with its flag set is ``""`` (murano-client does that, docs/protocol.md §3.1).
     """
 
     client_id: str

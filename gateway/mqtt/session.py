@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`Session` owns the decoder for one connection and the bytes queued for it; it knows
 nothing of sockets, clocks, the store or the services.  The I/O layer
-(:mod:`gateway.frontdoor.mqtt`) drives it with the same verbs as h11:
+(:mod:`gateway.device.mqtt.connection`) drives it with the same verbs as h11:
 
 * ``receive_data(data, now)`` feeds what the stream returned (``b""`` is EOF); ``now`` is the
   I/O layer's clock (trio's, seconds) and only ever used to compute deadlines;
@@ -21,16 +21,16 @@ nothing of sockets, clocks, the store or the services.  The I/O layer
 What the session decides by itself, because the spec leaves no choice:
 
 * PINGREQ → PINGRESP; UNSUBSCRIBE → UNSUBACK; SUBSCRIBE → SUBACK granting min(QoS, 1)
-  (PROTOCOL.md §12 item 6); the SUBSCRIBE is still returned as an event so the I/O layer can
+  (docs/protocol.md §12 item 6); the SUBSCRIBE is still returned as an event so the I/O layer can
   re-send pending values.  A client PUBACK is ignored (the gateway publishes at QoS 0).
-* PUBLISH QoS 2, PUBREC/PUBREL/PUBCOMP: QoS 2 is not supported (PROTOCOL.md §3.1, §10
+* PUBLISH QoS 2, PUBREC/PUBREL/PUBCOMP: QoS 2 is not supported (docs/protocol.md §3.1, §10
   item 10), the session ends with reason ``qos2_not_supported``.
 * DISCONNECT ends the session cleanly (the will is discarded, MQTT-3.14.4-3); EOF and any
   :class:`~gateway.errors.ProtocolViolation` of the decoder end it uncleanly with the
   violation's ``reason`` (an unsupported protocol level is first answered with CONNACK 1,
   MQTT-3.1.2-2).  MQTT 3.1.1 has no DISCONNECT from the server, so "ending" means
   the I/O layer closes the network connection (MQTT-4.8.0-1).
-* Keep-alive (PROTOCOL.md §12 item 8): until CONNECT arrives the deadline is
+* Keep-alive (docs/protocol.md §12 item 8): until CONNECT arrives the deadline is
   ``connect_timeout_s`` after the session started; afterwards it is 1.5 × the CONNECT's
   keep-alive after the last complete packet (MQTT-3.1.2-24), or ``idle_timeout_s`` when the
   client asked for keep-alive 0.
@@ -97,7 +97,7 @@ class SessionState(Enum):
 
 class Closed(msgspec.Struct, frozen=True, gc=False):
     """The session ended.  ``clean`` is True only for a client DISCONNECT (discard the will);
-    ``reason`` uses PROTOCOL.md §12 item 24's vocabulary or the violation's reason."""
+    ``reason`` uses docs/protocol.md §12 item 24's vocabulary or the violation's reason."""
 
     reason: str
     detail: str
@@ -252,7 +252,8 @@ class Session:
         )
         self._deadline = self._now + self._keepalive_s
         if packet.will_topic is not None:
-            # Will QoS is delivered at 0 only and RETAIN ignored (PROTOCOL.md §3.1, §12.25).
+            # Will QoS is delivered at 0 only and RETAIN ignored
+            # (docs/protocol.md §3.1, §12 item 25).
             self.will = Publish(packet.will_topic, packet.will_payload or b"", 0, False, False, 0)
 
     def _touch(self) -> None:
@@ -267,7 +268,7 @@ class Session:
     # -- decisions -------------------------------------------------------------------------
 
     def accept(self) -> None:
-        """Answer the CONNECT with CONNACK 0 (no session state is ever kept: PROTOCOL.md
+        """Answer the CONNECT with CONNACK 0 (no session state is ever kept: docs/protocol.md
         §3.1 says Clean Session behaves as 0 for pushes, which live in the store)."""
         if self.state is not SessionState.AUTHENTICATING:
             raise RuntimeError(f"accept() in state {self.state.value}")
@@ -308,7 +309,7 @@ class Session:
             self._out += encode_pubacks(ids)
 
     def publish(self, topic: str, payload: bytes) -> None:
-        """Queue a QoS 0, non-retained PUBLISH to the client (PROTOCOL.md §12 items 1, 5)."""
+        """Queue a QoS 0, non-retained PUBLISH to the client (docs/protocol.md §12 items 1, 5)."""
         self._out += encode_publish(topic, payload)
         self.packets_out += 1
 

@@ -13,15 +13,15 @@ import re
 import secrets
 import sqlite3
 import string
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
 
-from gateway.dispatch import ResourceSpec, ResourceTable
+from gateway.clock import now_us
 from gateway.errors import AlreadyExists, BadRequest, NotFound
-from gateway.identity import IDENTITY_TYPES, validate_identity
+from gateway.rules.dispatch import ResourceSpec, ResourceTable
+from gateway.rules.identity import IDENTITY_TYPES, validate_identity
 from gateway.store.api import AppendEvent, Store
 
 __all__ = [
@@ -31,16 +31,11 @@ __all__ = [
     "IdentityFormat",
     "Registry",
     "Resource",
-    "now_us",
 ]
 
 CONNECTOR_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 ALIAS_RE = re.compile(r"^[^.$/+#\s]{1,64}$")
-DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes per resource value (PROTOCOL.md §3.1)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
+DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes per resource value (docs/protocol.md §3.1)
 
 
 class ProtocolSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,7 +97,7 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
-    """The settings object of PROTOCOL.md §6.4, minus ``resources`` (their own routes)."""
+    """The settings object of docs/protocol.md §6.4, minus ``resources`` (their own routes)."""
 
     protocol: ProtocolSettings = msgspec.field(default_factory=ProtocolSettings)
     identity_format: IdentityFormat = msgspec.field(default_factory=IdentityFormat)
@@ -130,7 +125,7 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Resource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A resource definition (PROTOCOL.md §4.1), shared by every device of a connector."""
+    """A resource definition (docs/protocol.md §4.1), shared by every device of a connector."""
 
     alias: str
     format: Literal["string", "number", "boolean"] = "string"
@@ -425,7 +420,7 @@ class ConnectorService:
             )
             _insert_resource(conn, cid, resource)
             if create and resource.initial is not None and resource.settable:
-                # Every existing identity gets the initial set value (PROTOCOL.md §4.1).
+                # Every existing identity gets the initial set value (docs/protocol.md §4.1).
                 conn.execute(
                     "INSERT OR IGNORE INTO state (device_id, alias, set_value, set_ts, pending) "
                     "SELECT id, ?, ?, ?, ? FROM devices WHERE connector_id = ?",

@@ -20,8 +20,9 @@ from typing import Any
 import msgspec
 import trio
 
+from gateway.clock import now_us
 from gateway.errors import BadRequest, GatewayError, NotFound
-from gateway.services.connectors import Registry, now_us
+from gateway.services.connectors import Registry
 from gateway.store.api import AppendEvent, Store
 
 __all__ = ["CONTENT_ID_PATTERN", "ContentInfo", "ContentService", "TooLarge"]

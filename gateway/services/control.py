@@ -4,7 +4,7 @@ MQTT sessions register themselves per device as a :class:`PushTarget`; HTTP long
 wait on a per-device :class:`trio.Event`.  :meth:`ControlHub.notify` runs in the Trio
 thread right after the set value's transaction committed, so a device is never told about a
 value that could still be lost.  Registration is also where a second MQTT connection for
-an identity replaces the first (``duplicate_connection``, PROTOCOL.md §12 item 9).
+an identity replaces the first (``duplicate_connection``, docs/protocol.md §12 item 9).
 """
 
 from __future__ import annotations

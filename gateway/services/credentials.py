@@ -1,6 +1,6 @@
 """Device credentials: tokens and passwords are stored only as hashes.
 
-Tokens are 160 random bits (40 lowercase hex characters, PROTOCOL.md §2.2), so a plain
+Tokens are 160 random bits (40 lowercase hex characters, docs/protocol.md §2.2), so a plain
 SHA-256 is enough to make a stolen database useless and keeps the lookup at connect an
 indexed equality match.  Device-chosen passwords can be weak, so they get scrypt with a
 per-password salt; verification costs a few milliseconds and runs off the Trio thread.

@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.clock import now_us
 from gateway.errors import AlreadyExists, BadRequest, ConnAckCode, GatewayError, NotFound, Refused
 from gateway.model import CertClaim
-from gateway.services.connectors import Connector, Registry, now_us
+from gateway.services.connectors import Connector, Registry
 from gateway.services.credentials import (
     MIN_PASSWORD_LENGTH,
     hash_password,
@@ -52,7 +53,7 @@ class AuthInfo(msgspec.Struct, frozen=True):
 
 
 class Device(msgspec.Struct, frozen=True):
-    """The identity object of PROTOCOL.md §6.3 (µs timestamps)."""
+    """The identity object of docs/protocol.md §6.3 (µs timestamps)."""
 
     identity: str
     status: str
@@ -365,7 +366,7 @@ class DeviceService:
     async def import_csv(
         self, cid: str, text: str, *, dry_run: bool = False, all_or_nothing: bool = True
     ) -> ImportReport:
-        """Bulk whitelist from CSV (PROTOCOL.md §8): header ``ID`` [``,Certificate``]
+        """Bulk whitelist from CSV (docs/protocol.md §8): header ``ID`` [``,Certificate``]
         [``,tag:<name>``...], one identity per line.  Rows with errors are reported by line;
         with ``all_or_nothing`` (the default) any error means nothing is written."""
         connector = self.registry.require(cid)
@@ -495,7 +496,7 @@ class DeviceService:
         reprovision: bool | None = None,
     ) -> Device:
         """Lock/unlock, or revoke credentials (``reprovision=True``: the device must
-        activate again and gets new credentials; PROTOCOL.md §5.4)."""
+        activate again and gets new credentials; docs/protocol.md §5.4)."""
         self.registry.require(cid)
 
         def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
@@ -595,7 +596,7 @@ class DeviceService:
         """Provision ``identity`` (HTTP ``/provision/activate``, MQTT ``$provision``).
 
         Token mode returns the new token (the only time it exists in clear); password mode
-        stores the device-chosen password and returns None.  Refusals follow PROTOCOL.md §12
+        stores the device-chosen password and returns None.  Refusals follow docs/protocol.md §12
         items 3, 11, 12: 404 not whitelisted, 409 already provisioned, 403 locked / IP not
         allowed / provisioning disabled, 400 identity outside the format.
         """

@@ -25,7 +25,7 @@ MAX_WAIT_S = 300.0
 
 
 class EventOut(msgspec.Struct, frozen=True, omit_defaults=False):
-    """The event object of PROTOCOL.md §6.6 plus its cursor ``seq``."""
+    """The event object of docs/protocol.md §6.6 plus its cursor ``seq``."""
 
     seq: int
     type: str

@@ -2,7 +2,7 @@
 
 Not persisted (the durable record is the event log).  Each subscriber has a bounded
 buffer; one that cannot keep up is dropped — its stream ends with a final ``dropped`` line —
-rather than slowing the gateway (issue "Management" §3).  A debug record keyed only by IP
+rather than slowing the gateway (docs/protocol.md §9).  A debug record keyed only by IP
 (a TLS or SNI failure before any connector is known) reaches subscribers filtering on that
 IP, whatever connector they watch.
 """

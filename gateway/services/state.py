@@ -1,6 +1,6 @@
 """Device state: reported writes from devices and set values from the cloud.
 
-The semantics are PROTOCOL.md §4.2-4.3: a device write updates ``reported`` (and ``set`` of
+The semantics are docs/protocol.md §4.2-4.3: a device write updates ``reported`` (and ``set`` of
 a settable resource) and clears a pending set value — any write to the alias counts as the
 acknowledgement, byte equality is not required (§13 item 6).  A cloud set updates ``set``
 and, for ``sync`` resources, makes the value pending: pushed to a connected MQTT session
@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 
-from gateway.dispatch import ResourceTable, validate_value
+from gateway.clock import now_us
 from gateway.errors import BadRequest, InvalidValue, NotFound
-from gateway.services.connectors import Registry, now_us
+from gateway.rules.dispatch import ResourceTable, validate_value
+from gateway.services.connectors import Registry
 from gateway.services.control import ControlHub, Push
 from gateway.services.devices import DeviceAuth
 from gateway.store.api import AppendEvent, DataIn, EventMeta, PointWrite, Store, Ticket
@@ -26,7 +27,7 @@ __all__ = ["AliasState", "StateService", "check_value", "value_text"]
 
 
 class AliasState(msgspec.Struct, frozen=True):
-    """One alias of the state object (PROTOCOL.md §6.1), timestamps in µs.  ``timestamp``
+    """One alias of the state object (docs/protocol.md §6.1), timestamps in µs.  ``timestamp``
     is the newer of the two."""
 
     reported: str | None
@@ -65,7 +66,7 @@ class StateService:
     ) -> list[PointWrite]:
         """Turn (alias, value, µs) triples into store points, validating defined aliases.
         Raises ``InvalidValue`` on the first value that does not fit (the HTTP API refuses
-        the whole request, PROTOCOL.md §12 item 13)."""
+        the whole request, docs/protocol.md §12 item 13)."""
         resources = self.registry.resources(cid)
         table = self.registry.table(cid)
         out = []
@@ -115,7 +116,7 @@ class StateService:
 
     def read_for_device(self, device_id: int, aliases: Sequence[str]) -> dict[str, str]:
         """What a device read returns: the set value of settable resources, else the
-        reported value (PROTOCOL.md §2.4, §13 item 3).  Aliases without a value are absent."""
+        reported value (docs/protocol.md §2.4, §13 item 3).  Aliases without a value are absent."""
         if not aliases:
             return {}
         marks = ",".join("?" * len(aliases))

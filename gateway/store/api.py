@@ -1,12 +1,12 @@
 """The narrow seam between the gateway and its storage.
 
 Everything above this module talks to a :class:`Store`; the SQLite implementation lives in
-``gateway/store/sqlite``.  A second backend (distributed SQL + a log engine, ARCHITECTURE.md
+``gateway/store/sqlite``.  A second backend (distributed SQL + a log engine, docs/architecture.md
 "Scale beyond one machine") implements the same protocol.
 
 Writes are *submitted* and *acknowledged*: :meth:`Store.submit` queues a list of operations
 and returns a :class:`Ticket`; awaiting ``ticket.wait()`` returns only after the transaction
-holding them has committed (ARCHITECTURE principle 2, "an acknowledgement means durable").
+holding them has committed (docs/architecture.md principle 2, "an acknowledgement means durable").
 Many submissions share one commit (group commit).  Operations are typed Structs for the hot
 path (:class:`DataIn`, :class:`AppendEvent`) and :class:`Call` for everything else: a
 function run in the writer thread inside its own savepoint, so one failing submission rolls
@@ -47,7 +47,7 @@ class EventMeta(msgspec.Struct, frozen=True, gc=False):
 class PointWrite(msgspec.Struct, frozen=True, gc=False):
     """One value a device wrote.  ``defined`` points update state; all go to the event log.
 
-    ``settable`` copies the value into ``set`` too (PROTOCOL.md §4.2) and clears a pending set
+    ``settable`` copies the value into ``set`` too (docs/protocol.md §4.2) and clears a pending set
     value (§4.3).  ``replay_check`` is set for device-timestamped points (record,
     ``$resource.batch``): an identical point already stored is acknowledged and not stored
     again (§12 item 14).

@@ -2,7 +2,7 @@
 
 These build packets with ``struct.pack`` straight from the spec's figures and share no code
 with the gateway's codec, so a conformance test comparing the codec against them can fail
-(STYLE.md §2.5: expected bytes never come from the code under test).  ``mid`` is the packet
+(expected bytes never come from the code under test).  ``mid`` is the packet
 identifier, as in mosquitto's test suite.
 
 Client-to-server: :func:`gen_connect`, :func:`gen_publish`, :func:`gen_puback`,

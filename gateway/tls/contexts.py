@@ -8,7 +8,7 @@ How one handshake is served (OpenSSL calls back into us twice, synchronously):
    gateway's wildcard one).  On a miss (unknown name, or no SNI at all) it records the reason
    and leaves the connection where it is: a server without a certificate cannot complete a
    handshake, so OpenSSL aborts it with a ``handshake_failure`` alert.  That is exactly what
-   Murano's clients see for a deleted connector (PROTOCOL.md §S14), with no exception thrown
+   Murano's clients see for a deleted connector (docs/protocol.md §1), with no exception thrown
    through C (pyOpenSSL would print it to stderr).
 2. The ALPN callback picks ``mqtt``, ``h2`` or ``http/1.1`` by server preference among what
    the client offered, limited to what the listener serves (the MQTT-only port only ``mqtt``).

@@ -3,7 +3,7 @@
 The TLS layer asks every client for a certificate and accepts whatever arrives (the verify
 callback returns True), because the stdlib and OpenSSL's own verification can only say
 "chains to one of these CAs", while a connector may instead *pin* self-signed device
-certificates (Murano's "without CA verification" mode, PROTOCOL.md §S4).  After the
+certificates (Murano's "without CA verification" mode, docs/protocol.md §5.3).  After the
 handshake the front door calls :func:`claim_certificate` with the connector's CA (or none):
 
 * with a CA: the leaf must be issued by it, directly or through one intermediate that the

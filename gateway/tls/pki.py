@@ -225,7 +225,8 @@ def issue_device_cert(
 
 
 def server_names(base_domain: str) -> list[str]:
-    """The DNS names the gateway's wildcard certificate covers (ARCHITECTURE principle 4)."""
+    """The DNS names the gateway's wildcard certificate covers (connectors are tenants:
+    docs/architecture.md principle 4)."""
     return [f"*.m2.{base_domain}", f"*.devmode-m2.{base_domain}", f"m2.{base_domain}", "localhost"]
 
 

@@ -5,7 +5,8 @@ Theory of operation
 
 Structure follows trio's ``_ssl.py`` (``SSLStream``), with pyOpenSSL in place of the stdlib
 ``ssl.SSLObject`` because only pyOpenSSL lets a server request a client certificate without
-verifying it against a CA, and exposes the SNI and ALPN callbacks (ARCHITECTURE principle 3).
+verifying it against a CA, and exposes the SNI and ALPN callbacks (docs/architecture.md
+principle 3).
 
 The OpenSSL connection never touches a socket.  It owns two memory BIOs: we write ciphertext
 from the transport into the *incoming* BIO (``bio_write``) and drain ciphertext it produced

@@ -180,11 +180,11 @@ def test_package_data_and_compiled_modules_inside(binary: Path) -> None:
 
 
 def test_every_command_is_inside(binary: Path, tmp_path: Path) -> None:
-    """The command groups are mounted lazily (``gateway.cli_ops``, ``gateway.tls.cli`` found
+    """The command groups are mounted lazily (``gateway.cli.ops``, ``gateway.cli.certs`` found
     with ``find_spec``); the binary must offer exactly what the source tree offers."""
     import click
 
-    from gateway import cli as source_cli
+    from gateway.cli import main as source_cli
 
     source_cli._mount_optional()
     with click.Context(source_cli.cli) as ctx:

@@ -1,7 +1,7 @@
 """Debian's mosquitto-clients (``mosquitto_pub`` / ``mosquitto_sub``, libmosquitto 2.0) against
 a live gateway: QoS 0/1 writes over plain dev MQTT and over TLS (MQTT port, multi-protocol port
 with and without ALPN "mqtt"), pushes of set values, acknowledgement, keep-alive expiry, clean
-disconnect and takeover (PROTOCOL.md §3.1, §3.3, §3.4; §12 items 7-9, 24).
+disconnect and takeover (docs/protocol.md §3.1, §3.3, §3.4; §12 items 7-9, 24).
 
 Every client is a real child process started with :func:`trio.run_process`; assertions read the
 gateway's committed state, event log and debug log, never the clients' word alone.

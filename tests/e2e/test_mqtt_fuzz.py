@@ -1,6 +1,6 @@
 """Fuzzing a live gateway's plain MQTT port with garbage and mutated packets: the process
 survives, each bad connection ends alone, a well-behaved client keeps working, and nothing
-that was not a complete valid write is stored (ARCHITECTURE principle 6)."""
+that was not a complete valid write is stored (docs/architecture.md principle 6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """kill -9 during QoS 1 streams from many clients: every PUBACKed write survives
-(ARCHITECTURE principle 2; the gateway runs with ``--synchronous FULL``)."""
+(docs/architecture.md principle 2; the gateway runs with ``--synchronous FULL``)."""
 
 from __future__ import annotations
 

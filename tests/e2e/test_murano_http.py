@@ -1,5 +1,5 @@
 """Exosite's murano-client (``gdc http …`` and the ``MuranoClient`` watch/ack loop),
-unchanged, against the gateway over TLS (PROTOCOL.md §2, §10, §13).
+unchanged, against the gateway over TLS (docs/protocol.md §2, §10, §13).
 
 murano-client lives in ``.venv-murano`` (``scripts/bootstrap --system``); it is run as a
 child process from the test's Trio run while the gateway runs in this process.

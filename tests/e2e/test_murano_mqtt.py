@@ -1,6 +1,6 @@
 """Exosite's murano-client 21.12.22 (``gdc mqtt …`` and the ``MuranoClient`` library),
 unchanged, against the gateway's TLS ports: activation, writes, ``$resource.batch`` with µs
-timestamps, pushes of set values and their acknowledgement (PROTOCOL.md §3, §10, §13).
+timestamps, pushes of set values and their acknowledgement (docs/protocol.md §3, §10, §13).
 
 The client runs from its own virtualenv (``.venv-murano``, paho-mqtt 1.x) as a child process:
 ``scripts/bootstrap --system`` creates it.  It is pointed at ``mqtt://demo.m2.localhost`` with the

@@ -1,5 +1,5 @@
 """paho-mqtt 2.x against a live gateway: QoS 0/1, keep-alive expiry, clean disconnect,
-takeover, TLS with ALPN "mqtt" and without ALPN (PROTOCOL.md §3, §12 items 7-9)."""
+takeover, TLS with ALPN "mqtt" and without ALPN (docs/protocol.md §3, §12 items 7-9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ARCHITECTURE principle 2: kill -9 at any moment loses nothing that was acknowledged."""
+"""docs/architecture.md principle 2: kill -9 at any moment loses nothing that was acknowledged."""
 
 from __future__ import annotations
 

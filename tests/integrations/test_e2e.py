@@ -1,4 +1,4 @@
-"""Cloud-to-cloud integration end to end (issue 7 acceptance): a real gateway
+"""Cloud-to-cloud integration end to end: a real gateway
 (``open_test_gateway``), the pump-fleet API over HTTPS (``gateway.testing.pump_api``) and
 the integration REST routes served by hypercorn on 127.0.0.1."""
 
@@ -18,8 +18,8 @@ import pytest
 import trio
 from starlette.applications import Starlette
 
-from gateway.api.integrations import routes
-from gateway.api.server import serve_management_api
+from gateway.mgmt.integrations import routes
+from gateway.mgmt.server import serve_management_api
 from gateway.model import LogRecord
 from gateway.services.devices import Tag
 from gateway.services.integrations import IntegrationService, serve_integrations
@@ -312,7 +312,7 @@ async def test_requests_need_the_admin_token(rig: Rig) -> None:
 async def test_cli(rig: Rig, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from gateway.cli_integration import integration
+    from gateway.cli.integration import integration
 
     base = str(rig.api.base_url).rstrip("/")
     settings = tmp_path / "settings.json"

@@ -1,4 +1,4 @@
-"""OpenAPI 2 document validation (issue 7 item 1): one broken document per rule, each
+"""OpenAPI 2 document validation: one broken document per rule, each
 refused with the right JSON path and message; the valid pump-fleet documents accepted."""
 
 from __future__ import annotations

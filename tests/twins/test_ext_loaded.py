@@ -14,7 +14,7 @@ import pytest
 from gateway import _impl
 
 STEMS = ["mqtt_codec", "dispatch"]
-SELECTORS = {"mqtt_codec": "gateway.mqtt.codec", "dispatch": "gateway.dispatch"}
+SELECTORS = {"mqtt_codec": "gateway.mqtt.codec", "dispatch": "gateway.rules.dispatch"}
 
 
 @pytest.mark.parametrize("stem", STEMS)

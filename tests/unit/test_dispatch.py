@@ -1,6 +1,6 @@
 """The resource-write dispatcher, both twins: routing, values, batches, validation.
 
-Each test names the PROTOCOL.md section it follows.
+Each test names the docs/protocol.md section it follows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Development PKI creation, reuse and the certs CLI (gateway/tls/pki.py, gateway/tls/cli.py)."""
+"""Development PKI creation, reuse and the certs CLI (gateway/tls/pki.py, gateway/cli/certs.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.tls.cli import certs
+from gateway.cli.certs import certs
 from gateway.tls.pki import ensure_dev_pki, fingerprint, load_pem_chain
 
 

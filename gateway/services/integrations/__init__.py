@@ -1,5 +1,5 @@
 """Cloud-to-cloud integrations: third-party REST APIs described by OpenAPI 2 documents,
-their assets kept as devices (issue 7; PROTOCOL.md §6, the Exosite c2c article).
+their assets kept as devices (docs/protocol.md §6; docs/decisions.md, "Integrations").
 
 Importing this package registers its tables (migration 100), so the composition root must
 import it before the store opens.

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from gateway.clock import now_us
 from gateway.model import LogRecord
-from gateway.services.connectors import now_us
 from gateway.services.integrations import storage
 from gateway.services.integrations.models import HealthCheck
 from gateway.services.integrations.operations import describe, make_client, redact

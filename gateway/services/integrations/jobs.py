@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from gateway.clock import now_us
 from gateway.errors import AlreadyExists, BadRequest, GatewayError, InvalidValue
-from gateway.services.connectors import IdentityFormat, now_us
+from gateway.services.connectors import IdentityFormat
 from gateway.services.devices import DeviceAuth, Tag
 from gateway.services.integrations import storage
 from gateway.services.integrations.models import AssetError, RunReport

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 import trio
 
+from gateway.clock import now_us
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.services.bundle import Services
-from gateway.services.connectors import now_us
 from gateway.services.integrations import storage
 from gateway.services.integrations.crypto import SecretBox
 from gateway.services.integrations.health import run_health_check

@@ -1,4 +1,4 @@
-"""Management API contract (ARCHITECTURE.md "Management REST API (v1)"): bad requests get
+"""Management API contract (docs/architecture.md "Management REST API (v1)"): bad requests get
 a 4xx in the error shape ``{"error", "message"}`` and change nothing; the happy paths
 return what the document promises."""
 

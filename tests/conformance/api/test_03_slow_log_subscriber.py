@@ -1,5 +1,6 @@
 """A live-log subscriber that stops reading is dropped while the gateway keeps serving the
-others, and devices are not slowed by it (issue "Management" §3, ``gateway.services.logs``).
+others, and devices are not slowed by it (docs/protocol.md §9,
+``gateway.services.logs``).
 
 Setup: two SSE subscribers on the demo connector's events — a *healthy* one (httpx, reading
 every line) and a *stalled* one (a raw socket with a tiny receive buffer that reads nothing

@@ -1,4 +1,4 @@
-"""The lenient form codec (PROTOCOL.md §2.1, §2.4, §12 item 23).  Expected values are
+"""The lenient form codec (docs/protocol.md §2.1, §2.4, §12 item 23).  Expected values are
 written out by hand or come from the standard library, never from the codec itself."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.api.forms import encode_component, parse_form, parse_names
+from gateway.device.http.forms import encode_component, parse_form, parse_names
 from gateway.errors import BadRequest
 
 

@@ -1,4 +1,4 @@
-"""Write, read, hybrid and record on ``/onep:v1/stack/*`` (PROTOCOL.md §2.3-§2.5, §2.7,
+"""Write, read, hybrid and record on ``/onep:v1/stack/*`` (docs/protocol.md §2.3-§2.5, §2.7,
 §12 items 13, 14, 23; §13 items 2, 3, 6-11), against a real gateway on the dev port."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def test_write_stores_all_aliases_with_one_timestamp_and_one_event(gw: Tes
 
 
 async def test_read_returns_lowercase_escapes_and_plus(gw: TestGateway) -> None:
-    """§2.4 (S11 test vector): ``{ "press": 2, "temp": 1 }`` reads back as
+    """§2.4 (the Murano documentation's test vector): ``{ "press": 2, "temp": 1 }`` reads back as
     ``%7b+%22press%22%3a+2%2c+%22temp%22%3a+1+%7d``."""
     c = await Client.dev(gw)
     token = await activate(c, "dev-2")

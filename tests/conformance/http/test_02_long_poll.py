@@ -1,4 +1,4 @@
-"""Long-polling (PROTOCOL.md §2.6, §4.3, §12 items 15-17, §13 items 4-5)."""
+"""Long-polling (docs/protocol.md §2.6, §4.3, §12 items 15-17, §13 items 4-5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Activation, authentication and connector routing (PROTOCOL.md §1, §2.1, §2.2, §5,
+"""Activation, authentication and connector routing (docs/protocol.md §1, §2.1, §2.2, §5,
 §12 items 10-12, 22, 24; §13 items 1, 16)."""
 
 from __future__ import annotations

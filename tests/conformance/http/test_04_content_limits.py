@@ -1,4 +1,4 @@
-"""Device content (PROTOCOL.md §2.8, §12 item 18), utilities (§2.9) and bad input:
+"""Device content (docs/protocol.md §2.8, §12 item 18), utilities (§2.9) and bad input:
 limits, malformed requests and unknown routes get the right status and change nothing."""
 
 from __future__ import annotations

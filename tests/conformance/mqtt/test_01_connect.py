@@ -1,4 +1,4 @@
-"""CONNECT and authentication (MQTT 3.1.1 §3.1-3.2; PROTOCOL.md §3.1, §12 items 4 and 8).
+"""CONNECT and authentication (MQTT 3.1.1 §3.1-3.2; docs/protocol.md §3.1, §12 items 4 and 8).
 
 Raw bytes from gateway.testing.mqtt_bytes against a live gateway's dev plain-MQTT port
 (demo connector, token authentication)."""
@@ -32,7 +32,7 @@ async def test_token_connect_any_client_id(gw, mqtt, device):
 
 
 async def test_mqtt31_connect_is_tolerated(mqtt, device):
-    """MQTT 3.1 (MQIsdp, level 3) is accepted (issue 4)."""
+    """MQTT 3.1 (MQIsdp, level 3) is accepted (docs/protocol.md §3.1)."""
     async with mqtt() as c:
         await c.send(
             gen_connect("", username="", password=device[1], proto_name=b"MQIsdp", proto_ver=3)

@@ -1,5 +1,6 @@
-"""Device PUBLISH: resource writes, batches, custom topics (MQTT 3.1.1 §3.3-3.4; PROTOCOL.md
-§3.3, §4.2, §12 items 13, 14, 20, 25).  PUBACK means committed (ARCHITECTURE principle 2)."""
+"""Device PUBLISH: resource writes, batches, custom topics (MQTT 3.1.1 §3.3-3.4;
+docs/protocol.md §3.3, §4.2, §12 items 13, 14, 20, 25).  PUBACK means committed
+(docs/architecture.md principle 2)."""
 
 from __future__ import annotations
 

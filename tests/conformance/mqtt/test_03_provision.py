@@ -1,4 +1,4 @@
-"""Provisioning over MQTT (PROTOCOL.md §3.2, §3.6, §12 items 1-3, §13 item 12)."""
+"""Provisioning over MQTT (docs/protocol.md §3.2, §3.6, §12 items 1-3, §13 item 12)."""
 
 from __future__ import annotations
 

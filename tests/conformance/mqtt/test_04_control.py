@@ -1,5 +1,5 @@
 """Cloud → device control: pushes, acknowledgement, subscriptions, takeover, connection
-events (PROTOCOL.md §3.4, §4.3, §12 items 5, 6, 9, 20; §13 items 5, 6, 13)."""
+events (docs/protocol.md §3.4, §4.3, §12 items 5, 6, 9, 20; §13 items 5, 6, 13)."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ async def test_connect_and_disconnect_events(gw, mqtt, device, eventually):
 
 
 async def test_will_is_published_on_an_unclean_end_only(gw, mqtt, device, eventually):
-    """A will is delivered at QoS 0 (PROTOCOL.md §3.1) — here as a ``publish`` event."""
+    """A will is delivered at QoS 0 (docs/protocol.md §3.1) — here as a ``publish`` event."""
     token = device[1]
     async with mqtt() as c:
         await c.send(

@@ -1,5 +1,6 @@
 """Limits and bad input: each bad packet ends only its own connection, nothing partial is
-stored (MQTT 3.1.1 §2.2, §4.8; PROTOCOL.md §3.1, §10 item 10; ARCHITECTURE principle 6)."""
+stored (MQTT 3.1.1 §2.2, §4.8; docs/protocol.md §3.1, §10 item 10; docs/architecture.md
+principle 6)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """SNI selects the connector, ALPN (or the first byte) selects the protocol.
 
-Driven by the real ``openssl s_client`` (PROTOCOL.md §S4: SNI required; ARCHITECTURE "Default
-ports": ALPN ``mqtt`` → MQTT, ``h2``/``http/1.1`` → HTTP; no ALPN → first byte).
+Driven by the real ``openssl s_client`` (docs/protocol.md §1: SNI required; docs/architecture.md
+"Default ports": ALPN ``mqtt`` → MQTT, ``h2``/``http/1.1`` → HTTP; no ALPN → first byte).
 """
 
 from __future__ import annotations

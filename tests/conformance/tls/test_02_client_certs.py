@@ -1,4 +1,4 @@
-"""Client certificates: requested on every handshake, judged after it (PROTOCOL.md §S4/§S14:
+"""Client certificates: requested on every handshake, judged after it (docs/protocol.md §5.2, §5.3:
 identity = subject CN; with a connector CA the chain must verify, without one the
 certificate is pinned by fingerprint).  Driven by ``openssl s_client`` and stdlib ssl."""
 

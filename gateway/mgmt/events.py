@@ -10,7 +10,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.mgmt_common import (
+from gateway.errors import BadRequest
+from gateway.mgmt.common import (
     AdminTokenInfo,
     AdminTokens,
     Endpoint,
@@ -22,8 +23,7 @@ from gateway.api.mgmt_common import (
     q_int,
     q_str,
 )
-from gateway.api.sse import DEFAULT_HEARTBEAT_S, LogStream
-from gateway.errors import BadRequest
+from gateway.mgmt.sse import DEFAULT_HEARTBEAT_S, LogStream
 from gateway.services.bundle import Services
 from gateway.services.events import MAX_LIMIT, MAX_WAIT_S, EventOut
 from gateway.services.logs import LogFilter

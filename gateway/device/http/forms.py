@@ -1,6 +1,6 @@
 """The lenient ``application/x-www-form-urlencoded`` codec of the HTTP device API.
 
-Why not ``urllib.parse.parse_qsl``: real Exosite clients do not always encode (PROTOCOL.md
+Why not ``urllib.parse.parse_qsl``: real Exosite clients do not always encode (docs/protocol.md
 §2.1, §12 item 23, §13 item 7).  murano-client's ``http_write`` — the path ExoEdge acks
 config through — sends ``config_io={"last_edited": "…", "channels": {…}}`` raw, and the
 C# example sends ``data_in={"0001":0}``.  So this decoder:
@@ -15,8 +15,9 @@ C# example sends ``data_in={"0001":0}``.  So this decoder:
 * requires the decoded bytes to be UTF-8: anything else is :class:`~gateway.errors.BadRequest`
   (the request changes nothing).
 
-The encoder produces what the real server sends (S11 test vector): unreserved characters
-as they are, space as ``+`` and everything else as *lowercase* ``%xx`` escapes.
+The encoder produces what the real server sends (the Murano documentation's test vector):
+unreserved characters as they are, space as ``+`` and everything else as *lowercase* ``%xx``
+escapes.
 
 Pure functions over ``bytes``/``str``; no I/O.  The hot path (one small write per request)
 takes the fast branch: no ``%`` and no ``+`` means one ``bytes.decode``.

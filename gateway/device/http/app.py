@@ -1,8 +1,9 @@
-"""The HTTP device API, compatible with Murano's (PROTOCOL.md §2, §4, §5, §12, §13).
+"""The HTTP device API, compatible with Murano's (docs/protocol.md §2, §4, §5, §12, §13).
 
-A lean ASGI application served by hypercorn through ``gateway.frontdoor.http``, which puts
-an :class:`~gateway.api.device_http.HttpConnection` (the TLS/SNI facts of the connection)
-into ``scope["state"]``.  Per request:
+A lean ASGI application served by hypercorn through
+``gateway.device.http.hypercorn_server``, which puts an
+:class:`~gateway.device.http.asgi.HttpConnection` (the TLS/SNI facts of the connection) into
+``scope["state"]``.  Per request:
 
 1. **Routing** (§1, §13 item 16): on TLS the connector is the one SNI selected, and the
    ``Host`` header (port stripped) must name the same connector FQDN, else ``421``.  On the
@@ -12,7 +13,7 @@ into ``scope["state"]``.  Per request:
    Basic`` with an empty user (token) or ``identity:password``, or the TLS client
    certificate (whose first use provisions the device).  ``401`` / ``403`` (locked).
 3. The operation: write / read / hybrid / long-poll (``/onep:v1/stack/alias``), record,
-   activation, content (``gateway.api.device_content``), ``/timestamp``, ``/ip``.
+   activation, content (``gateway.device.http.content``), ``/timestamp``, ``/ip``.
 
 Error handling: operations raise :class:`~gateway.errors.GatewayError`; :meth:`DeviceApp.__call__`
 is the one place that turns them into a status and a short text body, and every refusal
@@ -37,8 +38,9 @@ from typing import Any
 
 import trio
 
-from gateway.api import device_content
-from gateway.api.device_http import (
+from gateway.clock import now_us
+from gateway.device.http import content as device_content
+from gateway.device.http.asgi import (
     FORM_CT,
     STATE_KEY,
     TEXT_CT,
@@ -52,12 +54,11 @@ from gateway.api.device_http import (
     respond_empty,
     status_of,
 )
-from gateway.api.forms import encode_component, encode_pairs, parse_form, parse_names
+from gateway.device.http.forms import encode_component, encode_pairs, parse_form, parse_names
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
 from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import LogRecord, Protocol
 from gateway.services.bundle import Services
-from gateway.services.connectors import now_us
 from gateway.services.content import TooLarge
 from gateway.services.devices import DeviceAuth
 

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from gateway.api.mgmt_common import (
+from gateway.errors import BadRequest
+from gateway.mgmt.common import (
     Endpoint,
     QueryParam,
     decode_body,
@@ -20,7 +21,6 @@ from gateway.api.mgmt_common import (
     q_str,
     read_body_limited,
 )
-from gateway.errors import BadRequest
 from gateway.services.bundle import Services
 from gateway.services.devices import MAX_TAG_LENGTH, SORT_KEYS, Device, ImportReport, Tag
 from gateway.services.state import AliasState

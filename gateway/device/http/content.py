@@ -1,4 +1,4 @@
-"""Content for devices (PROTOCOL.md §2.8): list, info, download with ``Range``, and the
+"""Content for devices (docs/protocol.md §2.8): list, info, download with ``Range``, and the
 optional device upload (§12 item 18, not a Murano endpoint).
 
 Downloads stream the blob from disk in ``CHUNK`` pieces (never loaded whole), so a device
@@ -13,7 +13,8 @@ import re
 
 import trio
 
-from gateway.api.device_http import (
+from gateway.clock import now_us
+from gateway.device.http.asgi import (
     CSV_CT,
     Receive,
     Request,
@@ -22,10 +23,9 @@ from gateway.api.device_http import (
     respond,
     respond_empty,
 )
-from gateway.api.forms import parse_form
+from gateway.device.http.forms import parse_form
 from gateway.errors import BadRequest, NotFound
 from gateway.services.bundle import Services
-from gateway.services.connectors import now_us
 from gateway.services.content import ContentInfo, TooLarge
 from gateway.services.devices import DeviceAuth
 from gateway.store.api import AppendEvent

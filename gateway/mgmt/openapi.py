@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
-from gateway.api.mgmt_common import Endpoint, ErrorBody
-from gateway.identity import IDENTITY_TYPES
+from gateway.mgmt.common import Endpoint, ErrorBody
+from gateway.rules.identity import IDENTITY_TYPES
 from gateway.services.content import CONTENT_ID_PATTERN
 
 __all__ = ["build_document"]

@@ -97,9 +97,9 @@ def serve(**flags: Any) -> None:
 
 def _mount_optional() -> None:
     """Attach the command groups that live beside their features."""
-    from gateway.cli_integration import integration
-    from gateway.cli_ops import COMMANDS
-    from gateway.tls.cli import certs
+    from gateway.cli.certs import certs
+    from gateway.cli.integration import integration
+    from gateway.cli.ops import COMMANDS
 
     for command in (*COMMANDS, certs, integration):
         cli.add_command(command)

@@ -1,5 +1,5 @@
 """Operator commands of the ``gateway`` CLI: they talk to a running gateway through the
-management REST API (:mod:`gateway.client`), never to the data directory's database.
+management REST API (:mod:`gateway.cli.client`), never to the data directory's database.
 
 Common options (on every command): ``--api URL`` (default http://127.0.0.1:9080, env
 ``GATEWAY_API``), ``--token T`` (env ``GATEWAY_TOKEN``) or ``--data DIR`` to read
@@ -20,7 +20,7 @@ import click
 import httpx
 import msgspec
 
-from gateway.client import DEFAULT_API, ApiError, Client, read_token
+from gateway.cli.client import DEFAULT_API, ApiError, Client, read_token
 
 __all__ = ["COMMANDS"]
 

@@ -3,7 +3,7 @@ and the one place where errors become HTTP responses.
 
 Every route is declared once as an :class:`Endpoint` (method, path, handler, request and
 response types, query parameters).  The Starlette router and the OpenAPI document
-(:mod:`gateway.api.openapi`) are both built from the same list, so the document cannot
+(:mod:`gateway.mgmt.openapi`) are both built from the same list, so the document cannot
 forget a route or drift from what the handler decodes.
 
 Error contract: every 4xx/5xx body is ``{"error": code, "message": text}``
@@ -27,9 +27,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.clock import now_us
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized
 from gateway.services.bundle import Services
-from gateway.services.connectors import now_us
 from gateway.services.credentials import hash_token
 from gateway.store.api import AppendEvent
 

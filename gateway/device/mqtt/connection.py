@@ -6,10 +6,10 @@
 
 * the **reader** receives bytes under the session's deadline (``idle_timeout``), feeds the
   sans-IO :class:`~gateway.mqtt.session.Session`, authenticates the CONNECT, dispatches every
-  PUBLISH of one read with the compiled :func:`gateway.dispatch.dispatch`, and submits all
+  PUBLISH of one read with the compiled :func:`gateway.rules.dispatch.dispatch`, and submits all
   resulting store operations of that read as **one** submission;
 * the **acker** awaits those submissions' tickets in order and only then queues their
-  PUBACKs — an acknowledgement means committed (ARCHITECTURE principle 2) — all PUBACKs of a
+  PUBACKs — an acknowledgement means committed (docs/architecture.md principle 2) — all PUBACKs of a
   read in one buffer;
 * the **sender** writes whatever the session has queued (CONNACK, SUBACK, PINGRESP, PUBACKs,
   pushes) in one ``send_all`` per wake-up.
@@ -48,13 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from gateway.dispatch import (
-    CustomPublish,
-    ProvisionRequest,
-    ResourceTable,
-    ResourceWrites,
-    dispatch,
-)
+from gateway.clock import now_us
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
 from gateway.frontdoor.connection import DrainingStream
 from gateway.metrics import Labels, packet_key, write_key
@@ -62,8 +56,15 @@ from gateway.model import ConnectionInfo, LogRecord, Protocol
 from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 from gateway.mqtt.packets import Connect, Publish, Subscribe
 from gateway.mqtt.session import Closed, Event, Session, SessionState
+from gateway.rules.dispatch import (
+    CustomPublish,
+    ProvisionRequest,
+    ResourceTable,
+    ResourceWrites,
+    dispatch,
+)
 from gateway.services.bundle import Services
-from gateway.services.connectors import Connector, now_us
+from gateway.services.connectors import Connector
 from gateway.services.control import Push
 from gateway.services.devices import DeviceAuth, not_authenticated
 from gateway.store.api import AppendEvent, DataIn, EventMeta, Op, PointWrite, Ticket
@@ -444,7 +445,7 @@ class _Connection:
 
     async def _authenticate_secret(self, cid: str, packet: Connect) -> DeviceAuth:
         """Token (any user name) first — a cheap indexed lookup — then, with a user name,
-        the password of that identity (PROTOCOL.md §3.1)."""
+        the password of that identity (docs/protocol.md §3.1)."""
         assert packet.password is not None
         try:
             secret = packet.password.decode("utf-8")
@@ -492,7 +493,7 @@ class _Connection:
     def _dispatch(self, packet: Publish, now: int, ops: list[Op]) -> None:
         """Append the store operation of one authenticated PUBLISH to ``ops`` (if any).
         Values that fail their resource are logged and dropped, still acknowledged
-        (PROTOCOL.md §12 item 13)."""
+        (docs/protocol.md §12 item 13)."""
         auth = self.auth
         assert auth is not None
         assert self.cid is not None
@@ -570,7 +571,7 @@ class _Connection:
     async def _provision(self, packet: Publish, req: ProvisionRequest) -> None:
         """Activate ``req.identity``; PUBACK after the commit, then the reply on
         ``$provision/<identity>`` (the token, or empty in password mode), then bind
-        (PROTOCOL.md §3.2, §12 items 1-3).  Any refusal: send nothing, close, log."""
+        (docs/protocol.md §3.2, §12 items 1-3).  Any refusal: send nothing, close, log."""
         assert self.cid is not None
         # Earlier acknowledgements first: the reply must be the first message after the
         # PUBACK (murano-client takes the first message on any topic as its token).

@@ -1,9 +1,9 @@
-"""Management routes for cloud-to-cloud integrations (issue 7), under
+"""Management routes for cloud-to-cloud integrations, under
 ``/api/v1/connectors/{cid}/integrations``.
 
-Declared as :class:`~gateway.api.mgmt_common.Endpoint` values (so the management app's
+Declared as :class:`~gateway.mgmt.common.Endpoint` values (so the management app's
 router, auth and OpenAPI document cover them: ``*integrations.endpoints(services)`` in
-``gateway/api/mgmt.py``); :func:`routes` also gives ready Starlette routes with the same
+``gateway/mgmt/app.py``); :func:`routes` also gives ready Starlette routes with the same
 auth and error handling, for mounting on their own.
 
 A refused document answers 400 ``{"error": "invalid_document", "message", "violations":
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.api.mgmt_common import (
+from gateway.mgmt.common import (
     AdminTokens,
     Endpoint,
     QueryParam,

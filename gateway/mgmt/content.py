@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.mgmt_common import (
+from gateway.errors import AlreadyExists, GatewayError, NotFound
+from gateway.mgmt.common import (
     Endpoint,
     PayloadTooLarge,
     QueryParam,
@@ -27,7 +28,6 @@ from gateway.api.mgmt_common import (
     q_bool,
     q_str,
 )
-from gateway.errors import AlreadyExists, GatewayError, NotFound
 from gateway.services.bundle import Services
 from gateway.services.content import CONTENT_ID_PATTERN, ContentInfo, TooLarge
 

@@ -1,6 +1,6 @@
 """A small synchronous client of the management REST API (httpx), used by the CLI.
 
-Every method maps to one route of ARCHITECTURE.md's table and returns decoded JSON (plain
+Every method maps to one route of docs/architecture.md's table and returns decoded JSON (plain
 data: the CLI prints it as a table or as JSON).  Errors in the API's error shape are raised
 as :class:`ApiError` carrying the status, code and message; transport failures as
 ``httpx.HTTPError``.  Uploads and downloads stream, so 100 MB+ files never sit in memory.

@@ -1,7 +1,7 @@
 """Plumbing shared by the device API modules: the per-connection context the front door
 attaches to the ASGI scope, the request view, raw ASGI responses and body reading.
 
-No framework on this path (issue 5: the dev-port write loop is the benchmark): a request is
+No framework on this path (the dev-port write loop is what bench/ measures): a request is
 the ASGI scope plus a ``dict`` of its headers (names arrive lower-cased from h11 and h2),
 and responses are two ``send`` calls with pre-built header tuples.
 """
@@ -61,8 +61,8 @@ class ClientGone(Exception):
 
 class HttpConnection:
     """One device HTTP connection, as the front door saw it (created by
-    ``gateway.frontdoor.http`` and shared by every request on the connection, including
-    the concurrent streams of an h2 connection).
+    ``gateway.device.http.hypercorn_server`` and shared by every request on the connection,
+    including the concurrent streams of an h2 connection).
 
     ``close()`` is called by the front door when the connection's read side ends; it cancels
     the long-polls still waiting on it, so a poller that went away holds no task, no

@@ -1,5 +1,5 @@
 // Gateway web console: a small single-page client of the management REST API (v1).
-// It uses exactly the routes of ARCHITECTURE.md, with the admin bearer token kept in
+// It uses exactly the routes of docs/architecture.md, with the admin bearer token kept in
 // sessionStorage; live logs read the SSE stream with fetch() so the token travels in the
 // Authorization header (EventSource cannot send headers).
 "use strict";

@@ -11,7 +11,7 @@ replaces only ``run()``: it builds the same ``ProtocolWrapper`` from the
 send/read/idle/close machinery unchanged.
 
 What the ASGI app receives: ``scope["state"][STATE_KEY]`` is the connection's
-:class:`~gateway.api.device_http.HttpConnection` (hypercorn copies the connection state
+:class:`~gateway.device.http.asgi.HttpConnection` (hypercorn copies the connection state
 dict into every request scope).  When the read side ends, ``HttpConnection.close()``
 cancels the connection's waiting long-polls.
 
@@ -39,8 +39,8 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework, ConnectionState
 
-from gateway.api.device import DeviceApp
-from gateway.api.device_http import STATE_KEY, HttpConnection
+from gateway.device.http.app import DeviceApp
+from gateway.device.http.asgi import STATE_KEY, HttpConnection
 from gateway.model import ConnectionInfo
 from gateway.services.bundle import Services
 
@@ -57,7 +57,7 @@ def hypercorn_config() -> Config:
     """The hypercorn settings of the device port (no access log: the event log is ours)."""
     cfg = Config()
     cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("gateway.frontdoor.http.hypercorn")
+    cfg.errorlog = logging.getLogger("gateway.device.http.hypercorn_server.hypercorn")
     cfg.include_server_header = False  # the app sends "server: gateway"
     cfg.include_date_header = True
     cfg.keep_alive_timeout = KEEP_ALIVE_S

@@ -1,4 +1,4 @@
-"""Management REST API (v1): the contract in ARCHITECTURE.md that the CLI, the console and
+"""Management REST API (v1): the contract in docs/architecture.md that the CLI, the console and
 external scripts use.  This module assembles the Starlette application; routes live by
 concern in ``gateway/api/mgmt_*.py`` and are declared as :class:`Endpoint` values, from
 which both the router and the OpenAPI document are built.
@@ -28,9 +28,13 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway._impl import implementation
-from gateway.api import integrations, mgmt_connectors, mgmt_content, mgmt_devices, mgmt_events
-from gateway.api.console import console_routes
-from gateway.api.mgmt_common import (
+from gateway.metrics import CONTENT_TYPE, render
+from gateway.mgmt import connectors as mgmt_connectors
+from gateway.mgmt import content as mgmt_content
+from gateway.mgmt import devices as mgmt_devices
+from gateway.mgmt import events as mgmt_events
+from gateway.mgmt import integrations
+from gateway.mgmt.common import (
     AdminTokens,
     Endpoint,
     ErrorBody,
@@ -38,8 +42,8 @@ from gateway.api.mgmt_common import (
     json_response,
     make_dispatcher,
 )
-from gateway.api.openapi import build_document
-from gateway.metrics import CONTENT_TYPE, render
+from gateway.mgmt.console import console_routes
+from gateway.mgmt.openapi import build_document
 from gateway.services.bundle import Services
 
 __all__ = ["Health", "create_app", "endpoints"]

@@ -9,8 +9,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.mgmt_common import Endpoint, decode_body, json_response
 from gateway.errors import BadRequest, NotFound
+from gateway.mgmt.common import Endpoint, decode_body, json_response
 from gateway.services.bundle import Services
 from gateway.services.connectors import Connector, ConnectorSettings, Resource
 
