@@ -43,7 +43,11 @@ from gateway.services.integrations.models import (
 )
 from gateway.services.integrations.operations import CallResult
 from gateway.services.integrations.service import integration_service
-from gateway.services.integrations.validate import DocumentInvalid, Violation
+from gateway.services.integrations.validate import (
+    MAX_DOCUMENT_BYTES,
+    DocumentInvalid,
+    Violation,
+)
 
 __all__ = [
     "ConfigPatch",
@@ -58,6 +62,16 @@ __all__ = [
 
 MAX_DOCUMENT_BODY = 4 * 1_048_576  # JSON-escaped documents of up to ~2 MB
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern="^[a-z0-9_-]+$")]
+# An empty text is refused by the schema (400 bad_request); a non-empty text that is not an
+# acceptable OpenAPI 2 document gets 400 invalid_document with every violation.
+DocumentText = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_DOCUMENT_BYTES,
+        description="The OpenAPI 2 document, YAML or JSON text",
+    ),
+]
 
 
 class IntegrationAdd(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -66,7 +80,7 @@ class IntegrationAdd(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     that admits ``http`` in ``schemes``."""
 
     name: Name
-    document: str
+    document: DocumentText
     allow_insecure_http: bool = False
     config: dict[str, Any] = {}
     settings: dict[str, Any] = {}
@@ -75,7 +89,7 @@ class IntegrationAdd(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DocumentIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A document to validate, or a new version of an integration's document."""
 
-    document: str
+    document: DocumentText
     allow_insecure_http: bool = False
 
 
@@ -167,7 +181,11 @@ def endpoints(services: Services) -> list[Endpoint]:
 
     async def call(request: Request) -> Response:
         raw = await request.body()
-        params = await decode_body(request, dict[str, Any]) if raw.strip() else {}
+        params = (
+            await decode_body(request, dict[str, Any], limit=MAX_DOCUMENT_BODY)
+            if raw.strip()
+            else {}
+        )
         cid, name = ids(request)
         return json_response(await svc.call(cid, name, request.path_params["operation"], params))
 
@@ -350,7 +368,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             t,
             "runIntegrationJob",
             response=RunReport,
-            errors=(404,),
+            errors=(400, 404),
         ),
         Endpoint(
             "GET",

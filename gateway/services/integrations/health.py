@@ -21,7 +21,7 @@ from gateway.clock import now_us
 from gateway.model import LogRecord
 from gateway.services.integrations import storage
 from gateway.services.integrations.models import HealthCheck
-from gateway.services.integrations.operations import describe, make_client, redact
+from gateway.services.integrations.operations import make_client, transport_error
 from gateway.store.api import AppendEvent, EventMeta
 
 if TYPE_CHECKING:
@@ -41,16 +41,14 @@ async def probe(bound: Bound) -> tuple[bool, int | None, float, str]:
     shown = urllib.parse.urlsplit(url).path
     headers = {"Accept": "application/json"}
     started = time.monotonic()
-    try:
-        async with make_client(
-            ca_bundle=bound.settings.ca_bundle, timeout_s=bound.settings.timeout_s
-        ) as client:
+    async with make_client(
+        ca_bundle=bound.settings.ca_bundle, timeout_s=bound.settings.timeout_s
+    ) as client:
+        try:
             resp = await client.get(url, headers=headers)
-    except httpx.TimeoutException:
-        return False, None, (time.monotonic() - started) * 1000, f"GET {shown} timed out"
-    except httpx.HTTPError as exc:
-        reason = redact(describe(exc), bound.secrets())
-        return False, None, (time.monotonic() - started) * 1000, f"GET {shown}: {reason}"
+        except httpx.HTTPError as exc:
+            failed = transport_error(f"GET {shown}", exc, client, url, bound.secrets())
+            return False, None, (time.monotonic() - started) * 1000, failed.message
     latency = (time.monotonic() - started) * 1000
     healthy = 200 <= resp.status_code < 300
     return healthy, resp.status_code, latency, f"GET {shown} answered {resp.status_code}"

@@ -187,6 +187,8 @@ async def run_sync(service: IntegrationService, bound: Bound, report: RunReport)
     cid, name, s = bound.connector_id, bound.name, bound.settings
     connector = services.registry.require(cid)
     fmt = connector.settings.identity_format
+    if s.sync_operation is None:
+        raise BadRequest("the sync job is off: settings.sync_operation is null")
     listing = _asset_list(
         await call_with_retry(bound, s.sync_operation, {}, report), s.assets_field
     )
@@ -253,6 +255,9 @@ async def run_fetch(service: IntegrationService, bound: Bound, report: RunReport
     """One asset fetch; fills ``report``.  Assets are fetched ``concurrency`` at a time."""
     services = service.services
     cid, name, s = bound.connector_id, bound.name, bound.settings
+    operation = s.fetch_operation
+    if operation is None:
+        raise BadRequest("the fetch job is off: settings.fetch_operation is null")
     if s.data_alias not in services.registry.resources(cid):
         raise BadRequest(f"resource {s.data_alias!r} is not defined on connector {cid!r}")
     assets = [
@@ -268,7 +273,7 @@ async def run_fetch(service: IntegrationService, bound: Bound, report: RunReport
             report.seen += 1
             try:
                 result = await call_with_retry(
-                    bound, s.fetch_operation, {s.fetch_id_parameter: asset_id}, report
+                    bound, operation, {s.fetch_id_parameter: asset_id}, report
                 )
                 values = map_fields(result.body, s.field_map)
                 text = msgspec.json.encode(values).decode()

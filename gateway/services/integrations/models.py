@@ -31,7 +31,10 @@ JobName = Literal["sync", "fetch"]
 class IntegrationSettings(msgspec.Struct, forbid_unknown_fields=True):
     """How the gateway talks to the API and maps its assets onto devices.
 
-    Intervals are seconds; 0 turns a schedule off (the job can still be triggered).
+    Intervals are seconds; 0 turns a schedule off (the job can still be triggered).  A job
+    operation set to ``None`` turns that job off entirely; otherwise it must be an
+    operationId of the document (checked when the integration is added or changed).
+    Every setting is described in the README's "Integrations" section.
     """
 
     host: str | None = None  # overrides the document's ``host`` (e.g. "127.0.0.1:8443")
@@ -41,13 +44,13 @@ class IntegrationSettings(msgspec.Struct, forbid_unknown_fields=True):
     sync_interval_s: float = 300.0
     fetch_interval_s: float = 60.0
     # asset sync
-    sync_operation: str = "assets"  # lists the assets (an array, or an object with a list)
+    sync_operation: str | None = "assets"  # lists the assets (an array, or an object with one)
     assets_field: str | None = None  # when the listing is an object: the key of its list
     asset_id_field: str = "id"
     tag_fields: list[str] = msgspec.field(default_factory=list)
     config_io_template: Any = None  # JSON set into config_io when a device is created
     # asset fetch
-    fetch_operation: str = "assetState"
+    fetch_operation: str | None = "assetState"
     fetch_id_parameter: str = "id"
     field_map: dict[str, str] = msgspec.field(default_factory=dict)  # datapoint key -> field
     data_alias: str = "data_in"
@@ -175,6 +178,7 @@ class JobInfo(msgspec.Struct, frozen=True):
     interval_s: float
     running: bool
     last: RunReport | None
+    operation: str | None = None  # the operationId the job calls; None: the job is off
 
 
 class JobsView(msgspec.Struct, frozen=True):

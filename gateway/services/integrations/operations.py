@@ -2,12 +2,16 @@
 
 :func:`prepare` turns an operationId, the caller's parameters and the integration's
 configuration into a :class:`PreparedRequest`: path template filled (each value
-percent-encoded), query and headers set, basic or apiKey auth applied, parameters validated
-against the declared types — configuration values are the defaults of parameters with the
-same name, which is how token parameters (``in: path`` / ``in: query``) get their secret.
+percent-encoded), query, headers and body encoded (JSON, form or multipart, arrays by their
+``collectionFormat``: :mod:`~gateway.services.integrations.encoding`), basic or apiKey auth
+applied, parameters validated against the declared types — configuration values are the
+defaults of parameters with the same name, which is how token parameters (``in: path`` /
+``in: query``) get their secret.  An OAuth2 requirement is left for the caller to satisfy
+with :func:`authorize` once it holds a token (:mod:`~gateway.services.integrations.oauth2`).
 :func:`execute` sends it with httpx (HTTPS verification on; a custom CA bundle per
 integration), validates a 2xx body against the declared response schema and turns every
-failure into a :class:`UpstreamError` with a clear message.
+failure into a :class:`UpstreamError` with a clear message (transport failures in one
+sentence: :mod:`~gateway.services.integrations.reasons`).
 
 Secrets never appear in messages: error texts carry the path without the query string, and
 any configured secret value is replaced by ``***`` in text quoted from the upstream.
@@ -29,8 +33,28 @@ import httpx
 import msgspec
 
 from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.services.integrations.encoding import (
+    FilePart,
+    ParameterInvalid,
+    collection_values,
+    encode_form,
+    encode_multipart,
+    file_part,
+)
+from gateway.services.integrations.reasons import transport_failure
 from gateway.services.integrations.schema import check_value
-from gateway.services.integrations.validate import ConfigParam, OperationSpec, Spec
+from gateway.services.integrations.validate import (
+    FORM,
+    JSON,
+    MULTIPART,
+    ConfigParam,
+    OperationSpec,
+    ParamSpec,
+    Requirement,
+    SecurityScheme,
+    SecurityUse,
+    Spec,
+)
 
 __all__ = [
     "CallResult",
@@ -38,25 +62,23 @@ __all__ = [
     "ParameterInvalid",
     "PreparedRequest",
     "UpstreamError",
+    "authorize",
     "base_url",
+    "choose_requirement",
     "coerce_config",
-    "describe",
     "execute",
     "find_operation",
     "make_client",
     "parse_retry_after",
     "prepare",
     "redact",
+    "transport_error",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_QUOTED = 300  # characters of an upstream body quoted in an error message
 REDACTED = "***"
-
-
-class ParameterInvalid(BadRequest):
-    code = "invalid_parameter"
 
 
 class NotConfigured(BadRequest):
@@ -96,9 +118,9 @@ class PreparedRequest(msgspec.Struct, frozen=True):
     url: str  # without the query string
     query: list[tuple[str, str]]
     headers: dict[str, str]
-    body: Any = None
-    has_body: bool = False
+    content: bytes | None = None  # the encoded body (JSON, form or multipart)
     secrets: tuple[str, ...] = ()  # values to redact from anything shown or logged
+    oauth2: SecurityUse | None = None  # a bearer token still to add (:func:`authorize`)
 
 
 class CallResult(msgspec.Struct, frozen=True):
@@ -121,20 +143,6 @@ class _HideQuery(logging.Filter):
 
 
 logging.getLogger("httpx").addFilter(_HideQuery())
-
-
-def describe(exc: BaseException) -> str:
-    """The most specific message in an exception chain (httpx wraps the TLS or socket
-    error that says what really happened)."""
-    best = str(exc)
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if str(cur):
-            best = str(cur)
-        cur = cur.__cause__ or cur.__context__
-    return best or type(exc).__name__
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -196,12 +204,57 @@ def _coerce(kind: str, value: Any, what: str) -> Any:
     raise ParameterInvalid(f"{what} must be of type {kind}")
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_text(v) for v in value)  # collectionFormat csv, the default
-    return str(value)
+def _coerce_param(p: ParamSpec, value: Any) -> Any:
+    """Text given for a typed parameter (a CLI's ``k=v``) becomes the declared type; the
+    schema check that follows refuses what does not convert."""
+    kind = p.schema.get("type") if isinstance(p.schema, dict) else None
+    what = f"parameter {p.name!r}"
+    if isinstance(value, str) and kind in ("integer", "number", "boolean"):
+        return _coerce(str(kind), value, what)
+    if kind == "array" and isinstance(value, list):
+        items = p.schema.get("items")
+        item_kind = items.get("type") if isinstance(items, dict) else None
+        if item_kind in ("integer", "number", "boolean"):
+            return [_coerce_item(str(item_kind), v) for v in value]
+    return value
+
+
+def _coerce_item(kind: str, value: Any) -> Any:
+    """An array item given as text, converted when it can be (the schema check then names
+    the item that could not, by its index)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return _coerce(kind, value, "item")
+    except ParameterInvalid:
+        return value
+
+
+def _missing(scheme: SecurityScheme, config: Mapping[str, Any]) -> str | None:
+    """What configuration ``scheme`` still lacks, or None when it can be used."""
+    needed = [scheme.secret_field]
+    if scheme.type in ("basic", "oauth2"):
+        needed.append(scheme.user_field)
+    for name in needed:
+        if config.get(name or "") in (None, ""):
+            return f"{scheme.name}: configuration parameter {name!r} is not set"
+    return None
+
+
+def choose_requirement(spec: Spec, op: OperationSpec, config: Mapping[str, Any]) -> Requirement:
+    """The security requirement ``op`` is called with: the first alternative whose schemes
+    are all configured (OpenAPI 2: any one requirement object suffices).  Raises
+    ``NotConfigured`` naming what the first alternative lacks when none is complete."""
+    alternatives = op.security if op.security is not None else spec.security
+    if not alternatives:
+        return ()
+    first: str | None = None
+    for req in alternatives:
+        lacks = [m for use in req if (m := _missing(spec.security_schemes[use.scheme], config))]
+        if not lacks:
+            return req
+        first = first or lacks[0]
+    raise NotConfigured(first or "no security requirement can be met")
 
 
 def prepare(
@@ -215,7 +268,8 @@ def prepare(
     """Build the request for ``op``.  ``config`` holds decrypted configuration values.
 
     Raises ``ParameterInvalid`` (unknown or ill-typed parameter, missing required one) or
-    ``NotConfigured`` (the auth scheme needs a value nobody set).  Pure: no I/O.
+    ``NotConfigured`` (the auth scheme needs a value nobody set).  Pure: no I/O.  When the
+    chosen requirement is OAuth2, ``oauth2`` names the token to add with :func:`authorize`.
     """
     secrets = tuple(
         str(config[n])
@@ -231,9 +285,10 @@ def prepare(
         )
     path = op.path
     query: list[tuple[str, str]] = []
-    headers = {"Accept": "application/json"}
-    body: Any = None
-    has_body = False
+    headers = {"Accept": JSON}
+    form: list[tuple[str, str]] = []
+    files: list[FilePart] = []
+    content: bytes | None = None
     for p in op.parameters:
         if p.name in params:
             value = params[p.name]
@@ -245,46 +300,60 @@ def prepare(
             )
         else:
             continue
-        if p.location != "body" and isinstance(value, str) and isinstance(p.schema, dict):
-            kind = p.schema.get("type")
-            if kind in ("integer", "number", "boolean"):
-                value = _coerce(str(kind), value, f"parameter {p.name!r}")
+        if p.location == "formData" and p.schema.get("type") == "file":
+            files.append(file_part(p.name, value))
+            continue
+        if p.location != "body":
+            value = _coerce_param(p, value)
         problems = check_value(p.schema, value, spec.definitions, f"$.{p.name}")
         if problems:
             where, why = problems[0]
             raise ParameterInvalid(f"{op.operation_id}: parameter {where[2:]}: {why}")
+        if p.location == "body":
+            content = json.dumps(value).encode()
+            headers["Content-Type"] = JSON
+            continue
+        texts = collection_values(p.name, value, p.collection_format)
         if p.location == "path":
-            path = path.replace("{" + p.name + "}", urllib.parse.quote(_text(value), safe=""))
+            path = path.replace("{" + p.name + "}", urllib.parse.quote(texts[0], safe=""))
         elif p.location == "query":
-            query.append((p.name, _text(value)))
+            query.extend((p.name, t) for t in texts)
         elif p.location == "header":
-            headers[p.name] = _text(value)
+            headers[p.name] = texts[0]
         else:
-            body, has_body = value, True
-    requirement = op.security if op.security is not None else spec.security
-    for name in requirement:
-        scheme = spec.security_schemes[name]
-        secret = config.get(scheme.secret_field or "")
-        if secret in (None, ""):
-            raise NotConfigured(
-                f"{name}: configuration parameter {scheme.secret_field!r} is not set"
-            )
-        if scheme.type == "basic":
-            user = config.get(scheme.user_field or "")
-            if user in (None, ""):
-                raise NotConfigured(
-                    f"{name}: configuration parameter {scheme.user_field!r} is not set"
-                )
-            pair = f"{user}:{secret}".encode()
+            form.extend((p.name, t) for t in texts)
+    if any(p.location == "formData" for p in op.parameters):
+        declares_file = any(p.schema.get("type") == "file" for p in op.parameters)
+        if MULTIPART in op.consumes and (declares_file or FORM not in op.consumes):
+            content, headers["Content-Type"] = encode_multipart(form, files)
+        else:
+            content, headers["Content-Type"] = encode_form(form), FORM
+    bearer: SecurityUse | None = None
+    for use in choose_requirement(spec, op, config):
+        scheme = spec.security_schemes[use.scheme]
+        secret = str(config[scheme.secret_field or ""])
+        if scheme.type == "oauth2":
+            bearer = use
+        elif scheme.type == "basic":
+            pair = f"{config[scheme.user_field or '']}:{secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         elif scheme.key_in == "header":
-            headers[scheme.key_name or "Authorization"] = str(secret)
+            headers[scheme.key_name or "Authorization"] = secret
         else:
-            query.append((scheme.key_name or "token", str(secret)))
-    if has_body:
-        headers["Content-Type"] = "application/json"
+            query.append((scheme.key_name or "token", secret))
     return PreparedRequest(
-        op.method, base + spec.base_path + path, query, headers, body, has_body, secrets
+        op.method, base + spec.base_path + path, query, headers, content, secrets, bearer
+    )
+
+
+def authorize(req: PreparedRequest, token: str) -> PreparedRequest:
+    """``req`` carrying the OAuth2 bearer ``token`` (RFC 6750 §2.1); the token joins the
+    values redacted from anything shown."""
+    return msgspec.structs.replace(
+        req,
+        headers={**req.headers, "Authorization": f"Bearer {token}"},
+        secrets=(*req.secrets, token),
+        oauth2=None,
     )
 
 
@@ -319,27 +388,19 @@ async def execute(
     client: httpx.AsyncClient, spec: Spec, op: OperationSpec, req: PreparedRequest
 ) -> CallResult:
     """Send ``req``; return the validated 2xx answer or raise :class:`UpstreamError`."""
-    shown = f"{req.method} {urllib.parse.urlsplit(req.url).path}"
-    content = json.dumps(req.body).encode() if req.has_body else None
+    parts = urllib.parse.urlsplit(req.url)
+    shown = f"{req.method} {parts.path}"
     try:
         resp = await client.request(
             req.method,
             req.url,
             params=httpx.QueryParams(tuple(req.query)),
             headers=req.headers,
-            content=content,
+            content=req.content,
         )
-    except httpx.TimeoutException:
-        raise UpstreamError(
-            f"{op.operation_id}: {shown} timed out", retryable=True, code="upstream_timeout"
-        ) from None
     except httpx.HTTPError as exc:
-        reason = redact(describe(exc), req.secrets)
-        raise UpstreamError(
-            f"{op.operation_id}: {shown} failed: {reason}",
-            retryable=True,
-            code="upstream_unreachable",
-        ) from None
+        what = f"{op.operation_id}: {shown}"
+        raise transport_error(what, exc, client, req.url, req.secrets) from None
     status = resp.status_code
     if not 200 <= status < 300:
         quoted = redact(resp.text[:MAX_QUOTED], req.secrets)
@@ -372,6 +433,18 @@ async def execute(
                 code="upstream_response_invalid",
             )
     return CallResult(status, body)
+
+
+def transport_error(
+    what: str, exc: httpx.HTTPError, client: httpx.AsyncClient, url: str, secrets: Iterable[str]
+) -> UpstreamError:
+    """The :class:`UpstreamError` for a request that got no HTTP answer: ``what`` (the
+    operation and request line) and the cause in one sentence.  Always retryable."""
+    target = urllib.parse.urlsplit(url).netloc
+    limit = client.timeout.read or client.timeout.connect or 0.0
+    reason = redact(transport_failure(exc, target=target, timeout_s=limit), secrets)
+    code = "upstream_timeout" if isinstance(exc, httpx.TimeoutException) else "upstream_unreachable"
+    return UpstreamError(f"{what} failed: {reason}", retryable=True, code=code)
 
 
 def find_operation(spec: Spec, operation_id: str) -> OperationSpec:

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 import msgspec
 import trio
 
@@ -39,8 +40,11 @@ from gateway.services.integrations.models import (
     RunReport,
     ValidationResult,
 )
+from gateway.services.integrations.oauth2 import TokenCache, fetch_token, token_url
 from gateway.services.integrations.operations import (
     CallResult,
+    UpstreamError,
+    authorize,
     coerce_config,
     execute,
     find_operation,
@@ -50,6 +54,7 @@ from gateway.services.integrations.operations import (
 from gateway.services.integrations.operations import base_url as make_base_url
 from gateway.services.integrations.validate import (
     DocumentInvalid,
+    SecurityUse,
     Spec,
     check_document,
     load_document,
@@ -72,25 +77,63 @@ def _check_name(name: str) -> None:
         raise BadRequest(f"integration names are 1-{MAX_NAME} characters of a-z 0-9 _ -")
 
 
+class SettingsInvalid(BadRequest):
+    code = "invalid_settings"
+
+
 def _settings(raw: Mapping[str, Any]) -> IntegrationSettings:
     try:
         s = msgspec.convert(raw, IntegrationSettings)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"settings: {exc}") from None
+        raise SettingsInvalid(f"settings: {exc}") from None
     problems = s.check()
     if problems:
-        raise BadRequest("settings: " + "; ".join(problems))
+        raise SettingsInvalid("settings: " + "; ".join(problems))
     return s
+
+
+def _check_jobs(spec: Spec, s: IntegrationSettings) -> None:
+    """The job settings must name what the document has, so a newcomer learns at ``add``
+    (not at the first sync) that the API calls its listing ``listPumps``.  Raises
+    ``SettingsInvalid`` naming the missing operation or parameter and what there is."""
+    ops = ", ".join(sorted(spec.operations)) or "none"
+    for job, name in (("sync", s.sync_operation), ("fetch", s.fetch_operation)):
+        if name is not None and name not in spec.operations:
+            raise SettingsInvalid(
+                f"settings.{job}_operation: the document has no operation {name!r} (its "
+                f"operations: {ops}); set {job}_operation to the operationId to use, or "
+                f"null to turn the {job} job off"
+            )
+    if s.fetch_operation is not None:
+        params = [p.name for p in spec.operations[s.fetch_operation].parameters]
+        if s.fetch_id_parameter not in params:
+            raise SettingsInvalid(
+                f"settings.fetch_id_parameter: operation {s.fetch_operation!r} has no "
+                f"parameter {s.fetch_id_parameter!r} (its parameters: "
+                f"{', '.join(params) or 'none'})"
+            )
 
 
 class Bound:
     """One integration ready to call: parsed document, settings, decrypted configuration.
 
     ``call("assetState", id="p-1")`` is the Python face of an operation (Murano's
-    ``MyService.assetState({id=…})``).
+    ``MyService.assetState({id=…})``).  OAuth2 tokens are obtained, cached and renewed here
+    (:mod:`~gateway.services.integrations.oauth2`); they die with this object, which the
+    service replaces whenever the integration's record changes.
     """
 
-    __slots__ = ("_config", "allow_http", "connector_id", "name", "settings", "spec", "updated")
+    __slots__ = (
+        "_config",
+        "_token_lock",
+        "_tokens",
+        "allow_http",
+        "connector_id",
+        "name",
+        "settings",
+        "spec",
+        "updated",
+    )
 
     def __init__(
         self,
@@ -106,6 +149,8 @@ class Bound:
         self.spec = spec
         self.settings = settings
         self._config = config
+        self._tokens = TokenCache()
+        self._token_lock = trio.Lock()  # one token request at a time; the others reuse it
 
     def __repr__(self) -> str:
         return f"Bound({self.connector_id}/{self.name})"
@@ -114,11 +159,48 @@ class Bound:
         return make_base_url(self.spec, host=self.settings.host, allow_http=self.allow_http)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(
-            str(self._config[n])
-            for n, p in self.spec.config_params.items()
-            if p.secret and self._config.get(n)
+        """Every value to redact: secret configuration values and the OAuth2 tokens held."""
+        return (
+            tuple(
+                str(self._config[n])
+                for n, p in self.spec.config_params.items()
+                if p.secret and self._config.get(n)
+            )
+            + self._tokens.tokens()
         )
+
+    async def _token(self, client: httpx.AsyncClient, use: SecurityUse) -> str:
+        """A usable token for ``use`` (scheme and scopes): the cached one, or a new one."""
+        key = (use.scheme, use.scopes)
+        token = self._tokens.get(key, trio.current_time())
+        if token is not None:
+            return token
+        async with self._token_lock:
+            started = trio.current_time()
+            token = self._tokens.get(key, started)  # someone else may have just got one
+            if token is not None:
+                return token
+            scheme = self.spec.security_schemes[use.scheme]
+            url = token_url(scheme, self.spec, base=self.base(), host=self.settings.host)
+            token, expires_in = await fetch_token(
+                client,
+                url,
+                scheme,
+                use.scopes,
+                client_id=str(self._config[scheme.user_field or ""]),
+                secret=str(self._config[scheme.secret_field or ""]),
+                secrets=self.secrets(),
+            )
+            self._tokens.put(key, token, expires_in, started)
+            log.info(
+                "integration %s/%s: OAuth2 token for %s%s obtained (expires in %s)",
+                self.connector_id,
+                self.name,
+                use.scheme,
+                f" [{' '.join(use.scopes)}]" if use.scopes else "",
+                "an unknown time" if expires_in is None else f"{expires_in:g} s",
+            )
+            return token
 
     async def call(
         self, operation: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any
@@ -134,7 +216,25 @@ class Bound:
         async with make_client(
             ca_bundle=self.settings.ca_bundle, timeout_s=self.settings.timeout_s
         ) as client:
-            return await execute(client, self.spec, op, req)
+            use = req.oauth2
+            if use is None:
+                return await execute(client, self.spec, op, req)
+            token = await self._token(client, use)
+            try:
+                return await execute(client, self.spec, op, authorize(req, token))
+            except UpstreamError as exc:
+                if exc.status != 401:
+                    raise
+            # The API refused the token (expired early, revoked): renew it once.
+            self._tokens.drop((use.scheme, use.scopes), token)
+            log.info(
+                "integration %s/%s: %s answered 401; renewing the OAuth2 token",
+                self.connector_id,
+                self.name,
+                operation,
+            )
+            token = await self._token(client, use)
+            return await execute(client, self.spec, op, authorize(req, token))
 
 
 class IntegrationService:
@@ -179,6 +279,7 @@ class IntegrationService:
         _check_name(name)
         spec = parse_document(document, allow_http=allow_http)
         s = _settings(settings or {})
+        _check_jobs(spec, s)
         plain, sealed = self._seal(cid, name, spec, {}, {}, config or {})
         ts = now_us()
         rec = storage.StoredIntegration(
@@ -203,9 +304,12 @@ class IntegrationService:
         self, cid: str, name: str, document: str, *, allow_http: bool = False
     ) -> IntegrationView:
         """Upload a new version of the document; configuration values of parameters the new
-        document no longer declares are dropped."""
-        spec = parse_document(document, allow_http=allow_http)
+        document no longer declares are dropped.  Raises ``NotFound`` (before looking at the
+        document), ``DocumentInvalid``, or ``SettingsInvalid`` when the current settings
+        name an operation the new document lacks."""
         rec = self._record(cid, name)
+        spec = parse_document(document, allow_http=allow_http)
+        _check_jobs(spec, _settings(rec.settings))
         plain = {k: v for k, v in rec.config.items() if k in spec.config_params}
         sealed = {
             k: v
@@ -241,6 +345,7 @@ class IntegrationService:
         plain, sealed = self._seal(cid, name, spec, rec.config, rec.secrets, values or {})
         merged = {**rec.settings, **(settings or {})}
         s = _settings(merged)
+        _check_jobs(spec, s)
         new = msgspec.structs.replace(
             rec, config=plain, secrets=sealed, settings=msgspec.to_builtins(s), updated=now_us()
         )
@@ -405,6 +510,7 @@ class IntegrationService:
                     getattr(s, f"{job}_interval_s"),
                     (cid, name, job) in self._running,
                     last[0] if last else None,
+                    getattr(s, f"{job}_operation"),
                 )
             )
         return JobsView(out)
@@ -416,6 +522,11 @@ class IntegrationService:
         if job not in JOBS:
             raise NotFound(f"job {job!r} does not exist (jobs: {', '.join(JOBS)})")
         bound = self.bind(cid, name)
+        if getattr(bound.settings, f"{job}_operation") is None:
+            raise SettingsInvalid(
+                f"the {job} job is off: settings.{job}_operation is null (set it to the "
+                "operationId to use)"
+            )
         lock = self._locks.setdefault((cid, name), trio.Lock())
         async with lock:
             report = RunReport(id=0, job=job, trigger=trigger, started=now_us())
@@ -501,7 +612,7 @@ class IntegrationService:
                     for job in ("health", *JOBS):
                         interval = float(getattr(s, f"{job}_interval_s"))
                         key = (rec.connector_id, rec.name, job)
-                        if interval <= 0:
+                        if interval <= 0 or getattr(s, f"{job}_operation", "") is None:
                             continue
                         live.add(key)
                         due = self._due.setdefault(key, now)

@@ -8,7 +8,13 @@ Exosite cloud-to-cloud article and its service-definition reference):
 * ``swagger: "2.0"``; ``info`` with ``title``, ``version`` and ``description``;
 * ``schemes`` only ``https`` — plain ``http`` only with the explicit development flag
   ``allow_insecure_http`` (stored with the integration and shown by the API);
-* ``consumes`` / ``produces`` only ``application/json`` (document and operation level);
+* ``produces`` only ``application/json``; ``consumes`` ``application/json`` and, for
+  operations with ``in: formData`` parameters, ``application/x-www-form-urlencoded`` or
+  ``multipart/form-data`` (document and operation level; ``type: file`` needs multipart,
+  and ``in: body`` / ``in: formData`` never share an operation);
+* array parameters with a scalar ``items`` type and a ``collectionFormat`` of ``csv``
+  (the default), ``ssv``, ``tsv``, ``pipes`` or ``multi`` (``multi`` only ``in: query`` /
+  ``in: formData``, as OpenAPI 2 says);
 * ``basePath`` present; a ``description`` on every operation, parameter and schema property;
   ``type`` and ``description`` at every JSON-schema level (nested objects, array items);
 * a unique ``operationId`` on every operation (operations are called by it);
@@ -16,7 +22,10 @@ Exosite cloud-to-cloud article and its service-definition reference):
   ``basePath`` itself);
 * ``securityDefinitions``: ``basic`` with ``x-exosite-user-field`` / ``x-exosite-secret-field``
   naming configuration parameters (the secret one must be ``format: password``);
-  ``apiKey`` with ``x-exosite-secret-field``; tokens may also be plain ``in: path`` /
+  ``apiKey`` with ``x-exosite-secret-field``; ``oauth2`` with ``flow: application`` (the
+  client-credentials grant), ``tokenUrl``, ``scopes``, ``x-exosite-client-id-field`` and
+  ``x-exosite-secret-field`` (optional ``x-exosite-client-auth``: ``basic``, the default, or
+  ``body``); requirements name only declared scopes; tokens may also be plain ``in: path`` /
   ``in: query`` parameters, which take their value from the configuration parameter of the
   same name (Murano: configuration values are the defaults of operation parameters);
 * ``x-exosite-config-parameters``: a list of ``{name, description, type, format, required}``;
@@ -28,6 +37,7 @@ Nothing here performs I/O; YAML is parsed with ``yaml.safe_load`` (JSON is YAML)
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,11 +48,17 @@ from gateway.errors import BadRequest
 from gateway.services.integrations.schema import SCHEMA_TYPES, json_path, resolve_ref
 
 __all__ = [
+    "COLLECTION_FORMATS",
+    "FORM",
+    "JSON",
+    "MULTIPART",
     "ConfigParam",
     "DocumentInvalid",
     "OperationSpec",
     "ParamSpec",
+    "Requirement",
     "SecurityScheme",
+    "SecurityUse",
     "Spec",
     "Violation",
     "check_document",
@@ -53,8 +69,20 @@ __all__ = [
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # an OpenAPI document larger than this is not a service
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 JSON = "application/json"
-PARAM_LOCATIONS = ("path", "query", "header", "body")
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+CONSUMES = (JSON, FORM, MULTIPART)
+PARAM_LOCATIONS = ("path", "query", "header", "body", "formData")
 SIMPLE_TYPES = ("string", "number", "integer", "boolean", "array")
+# collectionFormat -> the separator joining an array's items (multi: one pair per item)
+COLLECTION_FORMATS: dict[str, str | None] = {
+    "csv": ",",
+    "ssv": " ",
+    "tsv": "\t",
+    "pipes": "|",
+    "multi": None,
+}
+OAUTH2_CLIENT_AUTH = ("basic", "body")
 CONFIG_TYPES = ("string", "number", "integer", "boolean")
 _TEMPLATE_RE = re.compile(r"{([^{}]+)}")
 
@@ -92,22 +120,39 @@ class ConfigParam(msgspec.Struct, frozen=True):
 
 class ParamSpec(msgspec.Struct, frozen=True):
     """One operation parameter.  ``schema`` is the body schema (``in: body``) or, for the
-    other locations, a schema built from ``type`` / ``items`` / ``enum``."""
+    other locations, a schema built from ``type`` / ``items`` / ``enum``.
+    ``collection_format`` says how an array travels (:data:`COLLECTION_FORMATS`)."""
 
     name: str
-    location: str
+    location: str  # path | query | header | body | formData
     description: str
     required: bool
     schema: Any
+    collection_format: str = "csv"
 
 
 class SecurityScheme(msgspec.Struct, frozen=True):
     name: str
-    type: str  # basic | apiKey
-    user_field: str | None = None
-    secret_field: str | None = None
+    type: str  # basic | apiKey | oauth2
+    user_field: str | None = None  # basic: the user name; oauth2: the client id
+    secret_field: str | None = None  # the password, key or client secret (format: password)
     key_name: str | None = None  # apiKey: header or query parameter name
     key_in: str | None = None  # apiKey: header | query
+    token_url: str | None = None  # oauth2: absolute, or a path on the API's host
+    scopes: tuple[str, ...] = ()  # oauth2: every scope the scheme declares
+    client_auth: str = "basic"  # oauth2: client id and secret as HTTP basic or form fields
+
+
+class SecurityUse(msgspec.Struct, frozen=True):
+    """One scheme of a security requirement, with the scopes it asks for (oauth2 only)."""
+
+    scheme: str
+    scopes: tuple[str, ...] = ()
+
+
+# A requirement object: every scheme in it applies together.  A ``security`` list holds
+# alternatives (any one requirement suffices); an empty requirement means "no auth".
+Requirement = tuple[SecurityUse, ...]
 
 
 class OperationSpec(msgspec.Struct, frozen=True):
@@ -117,7 +162,8 @@ class OperationSpec(msgspec.Struct, frozen=True):
     description: str
     parameters: tuple[ParamSpec, ...]
     responses: dict[str, Any]  # status ("200", "default") -> schema or None
-    security: tuple[str, ...] | None  # None: the document-wide requirement applies
+    security: tuple[Requirement, ...] | None  # None: the document-wide requirement applies
+    consumes: tuple[str, ...] = (JSON,)  # the operation's media types, or the document's
 
 
 class Spec(msgspec.Struct, frozen=True):
@@ -133,7 +179,7 @@ class Spec(msgspec.Struct, frozen=True):
     operations: dict[str, OperationSpec]
     config_params: dict[str, ConfigParam]
     security_schemes: dict[str, SecurityScheme]
-    security: tuple[str, ...]
+    security: tuple[Requirement, ...]
     definitions: dict[str, Any]
 
 
@@ -161,6 +207,7 @@ class _Checker:
         self.definitions: dict[str, Any] = dict(defs) if isinstance(defs, Mapping) else {}
         params = doc.get("parameters")
         self.shared_params: Mapping[str, Any] = params if isinstance(params, Mapping) else {}
+        self.consumes: tuple[str, ...] = (JSON,)  # the document's, once top() has read it
 
     def bad(self, path: str, message: str) -> None:
         self.out.append(Violation(path, message))
@@ -187,8 +234,8 @@ class _Checker:
                     continue  # a YAML number such as 1.0 is an acceptable version
                 self.text(info, key, "$.info")
         self.schemes()
-        for key in ("consumes", "produces"):
-            self.media(doc, key, "$", required=True)
+        self.consumes = self.media(doc, "consumes", "$", required=True) or (JSON,)
+        self.media(doc, "produces", "$", required=True)
         base = doc.get("basePath")
         if not isinstance(base, str) or not base.startswith("/"):
             self.bad("$.basePath", "is required (a path starting with /)")
@@ -218,19 +265,28 @@ class _Checker:
             else:
                 self.bad(path, f"unsupported scheme {s!r}; only https is allowed")
 
-    def media(self, node: Mapping[str, Any], key: str, path: str, *, required: bool) -> None:
+    def media(
+        self, node: Mapping[str, Any], key: str, path: str, *, required: bool
+    ) -> tuple[str, ...] | None:
+        """The media types ``node[key]`` lists (None when absent).  ``produces`` admits only
+        JSON; ``consumes`` also the two form encodings (for ``in: formData``)."""
         value = node.get(key)
         where = json_path(path, key)
         if value is None:
             if required:
                 self.bad(where, f"is required: [{JSON}]")
-            return
+            return None
         if not isinstance(value, list) or not value:
             self.bad(where, f"must be a list: [{JSON}]")
-            return
+            return None
+        allowed = CONSUMES if key == "consumes" else (JSON,)
         for i, m in enumerate(value):
-            if m != JSON:
-                self.bad(json_path(where, i), f"unsupported media type {m!r}; only {JSON}")
+            if m not in allowed:
+                self.bad(
+                    json_path(where, i),
+                    f"unsupported media type {m!r}; only {' or '.join(allowed)}",
+                )
+        return tuple(str(m) for m in value if m in allowed)
 
     # -- configuration and security -------------------------------------------------------
 
@@ -295,13 +351,73 @@ class _Checker:
                 out[str(name)] = SecurityScheme(
                     str(name), "apiKey", None, secret, key_name, str(key_in)
                 )
+            elif kind == "oauth2":
+                out[str(name)] = self.oauth2(str(name), item, path, config)
             else:
                 self.bad(
                     json_path(path, "type"),
-                    "unsupported security type "
-                    f"{kind!r}: use basic, apiKey, or token parameters in: path / in: query",
+                    f"unsupported security type {kind!r}: use basic, apiKey, oauth2, or token "
+                    "parameters in: path / in: query",
                 )
         return out
+
+    def oauth2(
+        self, name: str, item: Mapping[str, Any], path: str, config: Mapping[str, ConfigParam]
+    ) -> SecurityScheme:
+        """An OAuth2 scheme: only the client-credentials grant (``flow: application``), the
+        one a server-to-server integration can run without a person (docs/decisions.md,
+        "Cloud-to-cloud integrations")."""
+        flow = item.get("flow")
+        if flow != "application":
+            self.bad(
+                json_path(path, "flow"),
+                ("is required" if flow is None else f"{flow!r} is not supported")
+                + ": only application (the OAuth2 client-credentials grant) runs without a "
+                "person",
+            )
+        url = item.get("tokenUrl")
+        if not isinstance(url, str) or not url:
+            self.bad(json_path(path, "tokenUrl"), "is required for flow: application")
+            url = None
+        elif not url.startswith("/"):
+            parts = urllib.parse.urlsplit(url)
+            allowed = ("https", "http") if self.allow_http else ("https",)
+            if parts.scheme not in allowed or not parts.netloc:
+                self.bad(
+                    json_path(path, "tokenUrl"),
+                    "must be an https URL or a path on the API's host (plain http only with "
+                    "the allow_insecure_http development flag)",
+                )
+        raw_scopes = item.get("scopes")
+        scopes: list[str] = []
+        if not isinstance(raw_scopes, Mapping):
+            self.bad(json_path(path, "scopes"), "is required: an object of scope -> description")
+        else:
+            for scope, desc in raw_scopes.items():
+                if not isinstance(scope, str) or not scope or " " in scope:
+                    self.bad(json_path(path, "scopes"), f"{scope!r} is not a scope name")
+                elif not isinstance(desc, str):
+                    self.bad(json_path(json_path(path, "scopes"), scope), "must be a description")
+                else:
+                    scopes.append(scope)
+        client = self.config_ref(item, "x-exosite-client-id-field", path, config, secret=False)
+        secret = self.config_ref(item, "x-exosite-secret-field", path, config, secret=True)
+        auth = item.get("x-exosite-client-auth", "basic")
+        if auth not in OAUTH2_CLIENT_AUTH:
+            self.bad(
+                json_path(path, "x-exosite-client-auth"),
+                "must be basic (HTTP basic, the default) or body (form fields)",
+            )
+            auth = "basic"
+        return SecurityScheme(
+            name,
+            "oauth2",
+            client,
+            secret,
+            token_url=url,
+            scopes=tuple(scopes),
+            client_auth=str(auth),
+        )
 
     def config_ref(
         self,
@@ -326,24 +442,43 @@ class _Checker:
 
     def requirement(
         self, raw: Any, path: str, schemes: Mapping[str, SecurityScheme]
-    ) -> tuple[str, ...]:
+    ) -> tuple[Requirement, ...]:
+        """A ``security`` list: alternatives, each a set of schemes used together.  Scopes
+        must be declared by their oauth2 scheme; other schemes take an empty list."""
         if not isinstance(raw, list):
             self.bad(path, "must be a list of security requirement objects")
             return ()
-        names: list[str] = []
+        out: list[Requirement] = []
         for i, req in enumerate(raw):
             if not isinstance(req, Mapping):
                 self.bad(json_path(path, i), "must be an object")
                 continue
-            for name in req:
-                if name not in schemes:
+            uses: list[SecurityUse] = []
+            for name, scopes in req.items():
+                where = json_path(json_path(path, i), str(name))
+                scheme = schemes.get(str(name))
+                if scheme is None:
+                    self.bad(where, "is not defined in securityDefinitions")
+                    continue
+                if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                    self.bad(where, "must be a list of scope names")
+                    continue
+                if scheme.type != "oauth2" and scopes:
+                    self.bad(where, f"must be an empty list for type {scheme.type}")
+                    continue
+                undeclared = [s for s in scopes if s not in scheme.scopes]
+                if undeclared:
                     self.bad(
-                        json_path(json_path(path, i), str(name)),
-                        "is not defined in securityDefinitions",
+                        where,
+                        f"scope(s) {', '.join(map(repr, undeclared))} are not declared in "
+                        f"securityDefinitions.{name}.scopes",
                     )
-                else:
-                    names.append(str(name))
-        return tuple(names)
+                uses.append(SecurityUse(str(name), tuple(sorted(set(scopes)))))
+            if sum(1 for u in uses if schemes[u.scheme].type == "oauth2") > 1:
+                # both would need the one Authorization header
+                self.bad(json_path(path, i), "at most one oauth2 scheme per requirement")
+            out.append(tuple(uses))
+        return tuple(out)
 
     # -- schemas --------------------------------------------------------------------------
 
@@ -420,8 +555,10 @@ class _Checker:
             schema = raw["schema"]
         else:
             kind = raw.get("type")
-            if kind not in SIMPLE_TYPES:
-                self.bad(json_path(path, "type"), f"must be one of {', '.join(SIMPLE_TYPES)}")
+            kinds = (*SIMPLE_TYPES, "file") if loc == "formData" else SIMPLE_TYPES
+            if kind not in kinds:
+                hint = " (type file only for in: formData)" if kind == "file" else ""
+                self.bad(json_path(path, "type"), f"must be one of {', '.join(kinds)}{hint}")
             schema = {k: raw[k] for k in ("type", "items", "enum", "format") if k in raw}
             if kind == "array":
                 items = raw.get("items")
@@ -432,7 +569,26 @@ class _Checker:
             if loc == "path" and not required:
                 self.bad(json_path(path, "required"), "must be true for in: path")
                 required = True
+            return ParamSpec(
+                name, str(loc), desc, required, schema, self.collection_format(raw, path)
+            )
         return ParamSpec(name, str(loc), desc, required, schema)
+
+    def collection_format(self, raw: Mapping[str, Any], path: str) -> str:
+        """How an array parameter travels; ``csv`` unless the document says otherwise."""
+        fmt = raw.get("collectionFormat")
+        where = json_path(path, "collectionFormat")
+        if fmt is None:
+            return "csv"
+        if raw.get("type") != "array":
+            self.bad(where, "is only for type array")
+        elif fmt not in COLLECTION_FORMATS:
+            self.bad(where, f"must be one of {', '.join(COLLECTION_FORMATS)}")
+        elif fmt == "multi" and raw.get("in") not in ("query", "formData"):
+            self.bad(where, "multi is only valid for in: query or in: formData")
+        else:
+            return str(fmt)
+        return "csv"
 
     def operation(
         self,
@@ -461,8 +617,8 @@ class _Checker:
             )
         else:
             seen[op_id] = path
-        for key in ("consumes", "produces"):
-            self.media(op, key, path, required=False)
+        consumes = self.media(op, "consumes", path, required=False) or self.consumes
+        self.media(op, "produces", path, required=False)
         params = {(p.name, p.location): p for p in shared}
         raw_params = op.get("parameters", [])
         if not isinstance(raw_params, list):
@@ -472,8 +628,7 @@ class _Checker:
             p = self.parameter(raw, json_path(json_path(path, "parameters"), i))
             if p is not None:
                 params[(p.name, p.location)] = p
-        if sum(1 for p in params.values() if p.location == "body") > 1:
-            self.bad(json_path(path, "parameters"), "at most one in: body parameter")
+        self.encodings(path, list(params.values()), consumes)
         declared = {p.name for p in params.values() if p.location == "path"}
         for var in _TEMPLATE_RE.findall(route):
             if var not in declared:
@@ -507,8 +662,35 @@ class _Checker:
         if not isinstance(op_id, str) or not op_id:
             return None
         return OperationSpec(
-            op_id, method.upper(), route, desc, tuple(params.values()), responses, security
+            op_id,
+            method.upper(),
+            route,
+            desc,
+            tuple(params.values()),
+            responses,
+            security,
+            consumes,
         )
+
+    def encodings(self, path: str, params: list[ParamSpec], consumes: tuple[str, ...]) -> None:
+        """How the request body travels: one JSON ``in: body`` parameter, or form fields
+        (``in: formData``) under a form media type the operation consumes — never both."""
+        where = json_path(path, "parameters")
+        body = [p for p in params if p.location == "body"]
+        form = [p for p in params if p.location == "formData"]
+        if len(body) > 1:
+            self.bad(where, "at most one in: body parameter")
+        if body and form:
+            self.bad(where, "in: body and in: formData parameters cannot share an operation")
+        elif body and JSON not in consumes:
+            self.bad(json_path(path, "consumes"), f"an in: body parameter needs {JSON}")
+        if form and FORM not in consumes and MULTIPART not in consumes:
+            self.bad(
+                json_path(path, "consumes"),
+                f"in: formData parameters need {FORM} or {MULTIPART}",
+            )
+        if any(p.schema.get("type") == "file" for p in form) and MULTIPART not in consumes:
+            self.bad(json_path(path, "consumes"), f"a type: file parameter needs {MULTIPART}")
 
     def paths(self, schemes: Mapping[str, SecurityScheme]) -> dict[str, OperationSpec]:
         raw = self.doc.get("paths")
@@ -549,7 +731,7 @@ class _Checker:
             self.schema(sub, json_path("$.definitions", str(name)))
         config = self.config_params()
         schemes = self.security_schemes(config)
-        security: tuple[str, ...] = ()
+        security: tuple[Requirement, ...] = ()
         if "security" in self.doc:
             security = self.requirement(self.doc["security"], "$.security", schemes)
         ops = self.paths(schemes)
