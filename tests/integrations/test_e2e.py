@@ -1,6 +1,6 @@
-"""Cloud-to-cloud integration end to end: a real gateway
-(``open_test_gateway``), the pump-fleet API over HTTPS (``gateway.testing.pump_api``) and
-the integration REST routes served by hypercorn on 127.0.0.1."""
+"""Cloud-to-cloud integration end to end: a real gateway (``open_test_gateway``: its
+management API and integration scheduler), the pump-fleet API over HTTPS
+(``gateway.testing.pump_api``), both on 127.0.0.1 (``gateway.testing.integrations``)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,20 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import httpx
 import msgspec
 import pytest
 import trio
-from starlette.applications import Starlette
 
-from gateway.mgmt.integrations import routes
-from gateway.mgmt.server import serve_management_api
 from gateway.model import LogRecord
 from gateway.services.devices import Tag
-from gateway.services.integrations import IntegrationService, serve_integrations
 from gateway.services.integrations.jobs import identity_for
 from gateway.services.logs import LogFilter
-from gateway.testing.pump_api import PASSWORD, TOKEN, PumpAPI, open_pump_api
-from gateway.testing.server import TestGateway, open_test_gateway
+from gateway.testing.integrations import IntegrationRig as Rig
+from gateway.testing.integrations import open_integration_rig
+from gateway.testing.pump_api import PASSWORD, TOKEN, PumpAPI
 
 DATA = Path(__file__).parents[1] / "data"
 CID = "demo"
@@ -55,39 +50,9 @@ def settings_for(pump: PumpAPI, **extra: Any) -> dict[str, Any]:
     }
 
 
-class Rig:
-    def __init__(self, gw: TestGateway, pump: PumpAPI, api: httpx.AsyncClient) -> None:
-        self.gw, self.pump, self.api = gw, pump, api
-
-    @property
-    def svc(self) -> IntegrationService:
-        found = self.gw.services.integrations  # type: ignore[attr-defined]
-        assert isinstance(found, IntegrationService)
-        return found
-
-
-@asynccontextmanager
-async def open_rig(
-    tmp_path: Path, *, auth: Literal["basic", "token"] = "basic"
-) -> AsyncIterator[Rig]:
-    async with (
-        open_test_gateway(tmp_path / "gw") as gw,
-        open_pump_api(tmp_path / "pump", auth=auth) as pump,
-        trio.open_nursery() as nursery,
-    ):
-        await nursery.start(serve_integrations, gw.services)
-        app = Starlette(routes=routes(gw.services))
-        port = await nursery.start(serve_management_api, app, "127.0.0.1", 0)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/api/v1", headers=gw.admin_headers, timeout=20
-        ) as api:
-            yield Rig(gw, pump, api)
-        nursery.cancel_scope.cancel()
-
-
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async with open_rig(tmp_path) as r:
+    async with open_integration_rig(tmp_path) as r:
         yield r
 
 
@@ -227,7 +192,7 @@ async def test_token_variant_and_operation_calls(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with open_rig(tmp_path, auth="token") as rig:
+    async with open_integration_rig(tmp_path, auth="token") as rig:
         doc = (DATA / "pump-fleet-token.yaml").read_text()
         r = await rig.api.post(
             f"/connectors/{CID}/integrations",
@@ -285,9 +250,41 @@ async def test_https_is_verified_by_default(rig: Rig) -> None:
     assert view["health"] is None
     r = await rig.api.post(f"/connectors/{CID}/integrations/pumps/operations/assets")
     assert r.json()["error"] == "upstream_unreachable"
-    assert "CERTIFICATE_VERIFY_FAILED" in r.json()["message"]
+    host = rig.pump.host
+    assert r.json()["message"] == (
+        f"assets: GET /api/v1.0/assets failed: the TLS certificate of {host} is not trusted "
+        "(unable to get local issuer certificate); set ca_bundle to the CA that issued it"
+    )
     r = await rig.api.post(f"/connectors/{CID}/integrations/pumps/health")
     assert r.json()["healthy"] is False
+    assert r.json()["detail"].startswith(
+        f"GET /api/v1.0/health failed: the TLS certificate of {host} is not trusted"
+    )
+
+
+async def test_connection_errors_read_as_one_sentence(rig: Rig) -> None:
+    """A stopped API: the operation answer, the health detail and the run report all say
+    what happened in words, without errno numbers or library names."""
+    await add_pumps(rig, health_interval_s=0, retries=0)
+    host = rig.pump.host
+    await rig.pump.stop()
+    refused = f"could not connect to {host}: the connection was refused"
+    base = f"/connectors/{CID}/integrations/pumps"
+    r = await rig.api.post(f"{base}/operations/assets")
+    assert (r.status_code, r.json()) == (
+        502,
+        {
+            "error": "upstream_unreachable",
+            "message": f"assets: GET /api/v1.0/assets failed: {refused}",
+        },
+    )
+    r = await rig.api.post(f"{base}/health")
+    assert r.json()["detail"] == f"GET /api/v1.0/health failed: {refused}"
+    r = await rig.api.post(f"{base}/jobs/sync")
+    assert (r.json()["status"], r.json()["error"]) == (
+        "failed",
+        f"assets: GET /api/v1.0/assets failed: {refused}",
+    )
 
 
 async def test_sync_runs_on_its_schedule(rig: Rig) -> None:
