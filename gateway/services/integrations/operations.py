@@ -322,8 +322,9 @@ def prepare(
             headers[p.name] = texts[0]
         else:
             form.extend((p.name, t) for t in texts)
-    if any(p.location == "formData" for p in op.parameters):
-        declares_file = any(p.schema.get("type") == "file" for p in op.parameters)
+    form_params = [p for p in op.parameters if p.location == "formData"]
+    if form_params:
+        declares_file = any(p.schema.get("type") == "file" for p in form_params)
         if MULTIPART in op.consumes and (declares_file or FORM not in op.consumes):
             content, headers["Content-Type"] = encode_multipart(form, files)
         else:
