@@ -2,8 +2,12 @@
 
 * mosquitto (Debian package): plain + TLS listeners, persistence off or on (autosave).
 * amqtt (PyPI) in its own venv under ``bench/.peers/`` (created on demand).
-* bare hypercorn (trio worker) serving ``bench.asgi_bare:app`` (204 for every request).
-* the null sink (``bench.nullsink``) for the load generators' own ceilings.
+* aedes (npm, Node.js) in ``bench/.peers/aedes`` (``npm ci`` by scripts/bench from the
+  package.json + package-lock.json committed in ``bench/peers/aedes/``): plain + TLS.
+* bare hypercorn (trio worker) and bare uvicorn (httptools + uvloop) serving
+  ``bench.asgi_bare:app`` (204 for every request).
+* nginx (Debian package) answering ``return 204``: the HTTP generators' (wrk, h2load) ceiling.
+* the null sink (``bench.nullsink``) for the MQTT load generator's own ceiling.
 * the gateway itself (``gateway serve ... --dev``), when its CLI exists.
 
 Every server is a child process with a known pid (for /proc RSS), stopped by pid on exit.
@@ -34,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "bench" / ".peers"
 AMQTT_VENV = PEERS_DIR / "amqtt-venv"
 AMQTT_SPEC = "amqtt==0.12.1"
+AEDES_SRC = ROOT / "bench" / "peers" / "aedes"  # package.json, package-lock.json, broker.mjs
+AEDES_DIR = PEERS_DIR / "aedes"  # where scripts/bench runs `npm ci` (ignored by git)
 PY = sys.executable
 
 
@@ -51,9 +57,18 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def root(self) -> int:
+        """The process we started (its tree holds every worker the server forks)."""
+        return self.proc.pid if self.proc is not None else self.pid
+
     def rss_bytes(self) -> int:
-        """Resident set size of the server process (and its children, if it forks workers)."""
-        return sum(rss_of(p) for p in [self.pid, *children_of(self.pid)])
+        """Resident set size of the server's whole process tree (workers included)."""
+        return sum(rss_of(p) for p in process_tree(self.root))
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server's whole process tree (see tree_cpu_seconds)."""
+        return tree_cpu_seconds(self.root)
 
 
 def rss_of(pid: int) -> int:
@@ -74,6 +89,34 @@ def children_of(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             out += [int(x) for x in (task / "children").read_text().split()]
     return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (children of children...), from /proc."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.append(p)
+            todo += children_of(p)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and every descendant, from /proc/<pid>/stat.
+
+    Each process contributes utime + stime + cutime + cstime: a live process's cutime/cstime
+    hold only its children that already exited and were reaped (they are no longer in the
+    tree), so nothing is counted twice and a worker that exits mid-run keeps its share.
+    Processes that vanish between the walk and the read count as 0.
+    """
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -290,6 +333,57 @@ def amqtt(workdir: Path, *, tls: bool = False) -> Iterator[Server]:
         log.close()
 
 
+def aedes_ready() -> Path:
+    """The aedes broker script inside bench/.peers/aedes, installed by scripts/bench.
+
+    Never installs anything itself (no download while a scenario runs): a missing or stale
+    install (its lock differs from the committed one) makes the aedes rows skip with the fix.
+    """
+    if shutil.which("node") is None:
+        raise PeerUnavailable("node is not installed (scripts/bench installs nodejs)")
+    lock = AEDES_DIR / "package-lock.json"
+    if not (AEDES_DIR / "node_modules" / "aedes").is_dir() or not lock.exists():
+        raise PeerUnavailable("aedes is not installed in bench/.peers/aedes (run scripts/bench)")
+    if lock.read_bytes() != (AEDES_SRC / "package-lock.json").read_bytes():
+        raise PeerUnavailable("bench/.peers/aedes is stale (run scripts/bench to reinstall)")
+    script = AEDES_DIR / "broker.mjs"
+    shutil.copyfile(AEDES_SRC / "broker.mjs", script)  # ESM resolves node_modules beside it
+    return script
+
+
+def aedes_version() -> str:
+    try:
+        meta = json.loads((AEDES_DIR / "node_modules" / "aedes" / "package.json").read_text())
+    except (OSError, ValueError):
+        return "absent"
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    return f"{meta.get('version', '?')} (node {node.stdout.strip() or '?'})"
+
+
+@contextlib.contextmanager
+def aedes(workdir: Path, *, tls: bool = False) -> Iterator[Server]:
+    """aedes (in-memory persistence, anonymous): port "mqtt" and, if `tls`, "mqtt_tls"."""
+    script = aedes_ready()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = ["node", str(script)]
+    if tls:
+        cert, key = make_cert(workdir.parent / "certs")
+        args += ["--cert", str(cert), "--key", str(key)]
+    log = (workdir / "aedes.log").open("wb")
+    proc = subprocess.Popen(args, cwd=AEDES_DIR, stdout=subprocess.PIPE, stderr=log)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        try:
+            info = json.loads(line)
+        except ValueError as exc:
+            raise PeerUnavailable(f"aedes did not start (see {workdir / 'aedes.log'})") from exc
+        yield Server("aedes", proc.pid, {k: int(v) for k, v in info["ports"].items()}, proc)
+    finally:
+        _stop(proc)
+        log.close()
+
+
 @contextlib.contextmanager
 def hypercorn_bare(workdir: Path, *, tls: bool = False) -> Iterator[Server]:
     """Bare hypercorn (trio worker, one process) with the 204 app; port "http" (TLS if asked)."""
@@ -320,6 +414,111 @@ def hypercorn_bare(workdir: Path, *, tls: bool = False) -> Iterator[Server]:
         yield Server("hypercorn", proc.pid, {"http": port}, proc)
     finally:
         _stop(proc)
+
+
+@contextlib.contextmanager
+def uvicorn_bare(workdir: Path, *, tls: bool = False) -> Iterator[Server]:
+    """Bare uvicorn (one process, httptools parser, uvloop) with the 204 app; port "http"."""
+    exe = Path(PY).with_name("uvicorn")
+    if not exe.exists():
+        raise PeerUnavailable("uvicorn is not installed in this venv (pip install -e .[bench])")
+    port = free_port()
+    args = [
+        str(exe),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--backlog",
+        "4096",
+        "--timeout-keep-alive",
+        "600",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "on",
+    ]
+    if tls:
+        cert, key = make_cert(workdir.parent / "certs")
+        args += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    args.append("bench.asgi_bare:app")
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc=proc)
+        yield Server("uvicorn", proc.pid, {"http": port}, proc)
+    finally:
+        _stop(proc)
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "")
+    if not found:
+        raise PeerUnavailable("nginx is not installed (scripts/bench installs nginx-light)")
+    return found
+
+
+@contextlib.contextmanager
+def nginx_sink(workdir: Path) -> Iterator[Server]:
+    """nginx answering ``204`` to every request, the HTTP generators' ceiling: port "http"
+    (HTTP/1.1) and "https" (TLS 1.3, ALPN h2 or http/1.1).
+
+    One process (``master_process off``): a C server with no application work, so a wrk or
+    h2load figure against it is what the generator itself can drive on this machine.  It
+    reads and discards request bodies (``return`` does) and keeps connections alive.
+    """
+    binary = nginx_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert, key = make_cert(workdir.parent / "certs")
+    ports = {"http": free_port(), "https": free_port()}
+    temp = [f"{kind}_temp_path {workdir}/{kind};" for kind in (
+        "client_body", "proxy", "fastcgi", "uwsgi", "scgi")]  # fmt: skip
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "daemon off;",
+                "master_process off;",
+                f"pid {workdir}/nginx.pid;",
+                f"error_log {workdir}/error.log warn;",
+                "events { worker_connections 20000; }",
+                "http {",
+                "  access_log off;",
+                *temp,
+                "  keepalive_requests 1000000000;",
+                "  keepalive_timeout 600s;",
+                "  server {",
+                f"    listen 127.0.0.1:{ports['http']} backlog=4096;",
+                f"    listen 127.0.0.1:{ports['https']} ssl http2 backlog=4096;",
+                f"    ssl_certificate {cert};",
+                f"    ssl_certificate_key {key};",
+                "    ssl_protocols TLSv1.3;",
+                "    location / { return 204; }",
+                "  }",
+                "}",
+                "",
+            ]
+        )
+    )
+    log = (workdir / "nginx.out").open("wb")
+    proc = subprocess.Popen(
+        [binary, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        for port in ports.values():
+            wait_port(port, proc=proc)
+        yield Server("nginx", proc.pid, ports, proc)
+    finally:
+        _stop(proc)
+        log.close()
 
 
 @contextlib.contextmanager
