@@ -88,6 +88,9 @@ class LoadResult:
     cpu_seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     qos: int = 0
+    # Filled by the scenario, not the generator: the server's CPU seconds (whole process
+    # tree, /proc) over the timed phase, for the CPU-per-message figure.
+    server_cpu_seconds: float | None = None
 
     @property
     def rate(self) -> float:
