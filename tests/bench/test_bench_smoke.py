@@ -1,14 +1,23 @@
-"""Smoke tests that keep the benchmark harness from rotting (a few seconds in total).
+"""Smoke tests that keep the benchmark harness from rotting (seconds each).
 
-They drive the real load generators against the real null sink and a real mosquitto on
-127.0.0.1 for about a second each.  No timing assertions: only that the counts are sane
-(something was sent, QoS 1 acks == sent, nothing errored) and that the guards hold.
+They drive the real load generators (the Python MQTT one, wrk, h2load) against the real null
+sinks (bench.nullsink, nginx), real peers (mosquitto, aedes, bare hypercorn and uvicorn) and
+the real gateway on 127.0.0.1 for about a second each, and run the HTTP and MQTT scenarios
+with tiny loads (``Ctx(smoke=True)``).  No timing assertions: only that the counts are sane
+(something was answered, QoS 1 acks == sent, nothing errored), that each connection keeps
+one identity, that CPU is summed over a process tree, and that the guards hold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import socket
+import socketserver
+import subprocess
 import sys
+import threading
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,20 +26,29 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a top-level directory, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bench import mqtt_wire, peers  # noqa: E402
-from bench.httpload import HttpLoad, parse_responses, run_http  # noqa: E402
+from bench import mqtt_wire, peers, report  # noqa: E402
+from bench.httpgen import HttpWrites, run_h2load, run_wrk  # noqa: E402
 from bench.loadgen import LoadRun, MqttLoad, connect_storm, run_mqtt  # noqa: E402
 from bench.nullsink import scan_http, scan_mqtt  # noqa: E402
+from bench.scenarios import SCENARIOS, Ctx, Row, record_framing  # noqa: E402
+from bench.scenarios_http import HTTP_SCENARIOS  # noqa: E402
 
 HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+HAVE_HTTP_TOOLS = all(shutil.which(t) for t in ("wrk", "h2load")) and (
+    shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+)
+needs_http_tools = [
+    pytest.mark.needs_tool,
+    pytest.mark.skipif(
+        not HAVE_HTTP_TOOLS, reason="wrk, h2load, nginx not installed (scripts/bootstrap --system)"
+    ),
+]
 
 
 def test_loadgen_refuses_other_hosts() -> None:
     for host in ("localhost", "0.0.0.0", "10.0.0.1", "::1"):
         with pytest.raises(ValueError, match="refuses host"):
             MqttLoad(port=1883, host=host)
-        with pytest.raises(ValueError, match="refuses host"):
-            HttpLoad(port=80, host=host)
 
 
 def test_null_sink_answers_by_the_spec() -> None:
@@ -50,20 +68,13 @@ def test_null_sink_answers_by_the_spec() -> None:
     assert bytes(out) == bytes.fromhex("200200004002002ad0009003000700")
 
 
-def test_http_parsers_count_complete_messages_only() -> None:
+def test_null_sink_http_answers_complete_requests_only() -> None:
     req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
     out = bytearray()
     buf = bytearray(req * 2 + req[:-1])
     used, _ = scan_http(buf, out)
     assert used == 2 * len(req)
     assert out.count(b"HTTP/1.1 204") == 2
-    resp = bytearray(
-        b"HTTP/1.1 204 No Content\r\n\r\n"
-        b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno"
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab"
-    )
-    assert parse_responses(resp) == (1, 1)
-    assert bytes(resp).startswith(b"HTTP/1.1 200")
 
 
 def test_split_frames_keeps_partial_frames() -> None:
@@ -100,12 +111,229 @@ def test_loadgen_count_limit_is_exact_for_qos1() -> None:
     assert res.sent == res.acked == 1000
 
 
-def test_http_loadgen_against_null_sink() -> None:
-    with peers.null_sink("http") as sink:
-        res = run_http(HttpLoad(port=sink.ports["http"], connections=4, duration=0.5))
+_BURN = """
+import subprocess, sys, time
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, "-c", __doc__, "child"])
+    assert child.wait() == 0
+    print("reaped", flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+t = time.process_time()
+while time.process_time() - t < 0.3:
+    pass
+print("burnt", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_tree_cpu_sums_descendants_and_reaped_children() -> None:
+    """A child's CPU counts while it runs (the tree walk) and after its parent reaped it
+    (the parent's cutime): a multi-process gateway's workers are never left out."""
+    code = f"__doc__ = {_BURN!r}\n{_BURN}"
+    with subprocess.Popen(
+        [sys.executable, "-c", code, "parent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        try:
+            assert proc.stdout.readline() == b"burnt\n"  # the child burnt 0.3 s of CPU
+            assert len(peers.process_tree(proc.pid)) == 2
+            child = peers.children_of(proc.pid)[0]
+            assert peers.tree_cpu_seconds(proc.pid) - peers.tree_cpu_seconds(child) < 0.3
+            assert peers.tree_cpu_seconds(proc.pid) >= 0.29
+            proc.stdin.write(b"exit\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"reaped\n"
+            assert peers.process_tree(proc.pid) == [proc.pid]
+            assert peers.tree_cpu_seconds(proc.pid) >= 0.29
+            proc.stdin.close()
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+class _Recorder(socketserver.ThreadingTCPServer):
+    """HTTP/1.1 keep-alive server that records (connection, Host, token) per request."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.seen: dict[int, set[tuple[str, str]]] = defaultdict(set)
+        self.lock = threading.Lock()
+
+
+class _RecordingHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, _Recorder)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            headers = {}
+            while (h := self.rfile.readline()) not in (b"\r\n", b""):
+                k, _, v = h.decode().partition(":")
+                headers[k.strip().lower()] = v.strip()
+            self.rfile.read(int(headers.get("content-length", "0")))
+            with server.lock:
+                server.seen[id(self)].add((headers["host"], headers.get("x-exosite-cik", "")))
+            self.wfile.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+@pytest.mark.needs_tool
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+def test_wrk_keeps_one_identity_per_connection() -> None:
+    """3 devices over 6 connections: every connection carries one token for its life, every
+    token is used, and the Host is the name from the URL (the address is 127.0.0.1)."""
+    server = _Recorder()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        load = HttpWrites(
+            port=server.server_address[1],
+            host="c0ffee.m2.localhost",
+            connections=6,
+            devices=3,
+            duration=1,
+            tokens=("tok-a", "tok-b", "tok-c"),
+        )
+        res, cmd = run_wrk(load)
+    finally:
+        server.shutdown()
+        server.server_close()
     assert res.errors == {}
     assert res.acked > 0
-    assert res.sent == res.acked
+    assert "TOKENS" in cmd
+    assert "tok-a" not in cmd
+    per_conn = list(server.seen.values())
+    assert len(per_conn) == 6
+    assert all(len(ids) == 1 for ids in per_conn)
+    used = sorted(next(iter(ids)) for ids in per_conn)
+    host = f"c0ffee.m2.localhost:{load.port}"
+    assert used == [(host, t) for t in ("tok-a", "tok-a", "tok-b", "tok-b", "tok-c", "tok-c")]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_wrk_and_h2load_against_nginx(tmp_path: Path, tls: bool) -> None:
+    if not HAVE_HTTP_TOOLS:
+        pytest.skip("wrk, h2load, nginx not installed (scripts/bootstrap --system)")
+    with peers.nginx_sink(tmp_path / "nginx") as srv:
+        port = srv.ports["https" if tls else "http"]
+        load = HttpWrites(
+            port=port, host="localhost", connections=4, devices=2, duration=1, tls=tls
+        )
+        results = [run_wrk(load)[0]] + ([run_h2load(load)[0]] if tls else [])
+    for res in results:
+        assert res.errors == {}
+        assert res.acked == res.sent > 0
+        assert res.p50_ms is not None
+        assert res.p99_ms is not None
+        assert 0 < res.p50_ms <= res.p99_ms
+
+
+def _by(rows: list[Row]) -> dict[tuple[str, str, str], Row]:
+    return {(r.target, r.load, r.metric): r for r in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["http_writes", "http_writes_tls", "http2_writes_tls"])
+def test_http_scenarios_smoke(tmp_path: Path, scenario: str) -> None:
+    """The whole scenario at 4 connections / 2 devices for one second: every target answers
+    only 2xx, and the gateway's CPU per request is reported beside its rate."""
+    if not HAVE_HTTP_TOOLS:
+        pytest.skip("wrk, h2load, nginx not installed (scripts/bootstrap --system)")
+    ctx = Ctx(work=tmp_path, quick=True, repeats=1, duration=1.0, smoke=True)
+    rows = _by(HTTP_SCENARIOS[scenario](ctx))
+    targets = ["nginx", "hypercorn", "gateway"] + (
+        [] if scenario.startswith("http2") else ["uvicorn"]
+    )
+    for target in targets:
+        rate = rows[(target, "4", "rate")]
+        assert (rate.value or 0) > 0, rate.note
+        assert "errors" not in rate.note, rate.note
+        assert "2 devices" in rate.note
+        cpu = rows[(target, "4", "cpu_per_msg")]
+        assert cpu.value is not None
+        assert cpu.value > 0
+    assert "TOKEN" in rows[("gateway", "4", "rate")].note
+
+
+def test_record_framing_never_reports_batched_as_per_record() -> None:
+    """Without the generator's per-record knob the per-record scenarios skip with the reason;
+    with it, each framing sets it explicitly."""
+    assert record_framing(batched=True) in ({}, {"per_record": False})
+    if "per_record" in {f.name for f in dataclasses.fields(MqttLoad)}:
+        assert record_framing(batched=False) == {"per_record": True}
+        return
+    with pytest.raises(peers.PeerUnavailable, match="one PUBLISH per record"):
+        record_framing(batched=False)
+    rows = SCENARIOS["mqtt_qos1_tls"](Ctx(Path("/nonexistent"), True, 1, 1.0, smoke=True))
+    assert rows
+    assert all(r.value is None and "skipped" in r.note for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_tool
+@pytest.mark.skipif(
+    not HAVE_MOSQUITTO, reason="mosquitto not installed (scripts/bootstrap --system)"
+)
+def test_mqtt_batched_scenario_smoke(tmp_path: Path) -> None:
+    """mqtt_qos1_tls_batched with 1 and 4 devices for half a second: the peers that can run
+    here answer every PUBLISH, and each reports CPU per message."""
+    ctx = Ctx(work=tmp_path, quick=True, repeats=1, duration=0.5, smoke=True)
+    rows = _by(SCENARIOS["mqtt_qos1_tls_batched"](ctx))
+    for target in ("nullsink", "mosquitto", "gateway"):
+        for load in ("1", "4"):
+            rate = rows[(target, load, "rate")]
+            assert (rate.value or 0) > 0, rate.note
+            assert "errors" not in rate.note, rate.note
+            assert rows[(target, load, "cpu_per_msg")].value is not None
+
+
+@pytest.mark.needs_tool
+def test_aedes_peer_plain_and_tls(tmp_path: Path) -> None:
+    try:
+        peers.aedes_ready()
+    except peers.PeerUnavailable as exc:
+        pytest.skip(str(exc))
+    with peers.aedes(tmp_path / "aedes", tls=True) as srv:
+        for tls in (False, True):
+            res = run_mqtt(
+                MqttLoad(
+                    port=srv.ports["mqtt_tls" if tls else "mqtt"],
+                    connections=2,
+                    qos=1,
+                    tls=tls,
+                    duration=0.5,
+                    processes=1,
+                )
+            )
+            assert res.errors == {}, tls
+            assert res.acked == res.sent > 0
+        assert srv.cpu_seconds() > 0
+
+
+def test_report_keeps_retired_figures_out_of_targets(tmp_path: Path) -> None:
+    """A retired scenario's rows never feed a target, and the report says what is absent."""
+    rows = [
+        Row("mqtt_qos0_legacy", t, "1", "rate", "msg/s", v).to_json()
+        for t, v in (("gateway", 90.0), ("mosquitto", 100.0))
+    ]
+    results = {"machine": {}, "runs": {}, "rows": rows}
+    out = tmp_path / "RESULTS.md"
+    report.write(results, out)
+    text = out.read_text()
+    assert (
+        "| MQTT plain, one PUBLISH per send, QoS 0, 1 and 100 devices: >= 0.8x mosquitto |"
+        " — | not measured |" in text
+    )
+    assert "# Retired figures" in text
+    assert "Not measured: `mqtt_qos0`" in text
 
 
 @pytest.mark.needs_tool
