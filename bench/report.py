@@ -340,13 +340,13 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         m
         for m in [
             "rate",
+            "cpu_per_msg",  # beside the throughput it costs
             "speedup",
             "seconds",
             "bytes_per_conn",
             "errors",
             "p50",
             "p99",
-            "cpu_per_msg",
             "server_cpu",
             "loadgen_cpu",
             "exit",
