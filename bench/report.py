@@ -304,6 +304,7 @@ def machine_facts() -> dict[str, str]:
         "wrk": wrk,
         "h2load": h2load,
         "nginx": nginx,
+        "openssl": _sh(["openssl", "version"]) or "absent",  # wrk's TLS threads depend on it
         "loadavg_at_start": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__(),
     }
 
