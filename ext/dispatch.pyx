@@ -2,7 +2,8 @@
 """Resource-write dispatch, sans-IO: the compiled twin of ``gateway/_pure/dispatch.py``.
 
 Read the pure twin's docstring for the contract.  The value Structs (and the batch JSON
-decoder) are imported from the pure module so that both twins return equal objects; this
+decoder) come from ``gateway/model.py``, as in the pure twin, so both return objects of the
+same classes; this
 module compiles the per-PUBLISH work: topic routing, alias checks, the number grammar and
 the format/allowed checks, with C-level loops over the text.
 """
@@ -13,8 +14,8 @@ import re
 import msgspec
 
 from gateway.errors import BadRequest
-from gateway._pure.dispatch import (
-    _BATCH_DECODER,
+from gateway.model import (
+    BATCH_DECODER,
     CustomPublish,
     Point,
     ProvisionRequest,
@@ -298,7 +299,7 @@ cdef object _dispatch_batch(ResourceTable table, bytes payload):
     cdef str alias
     cdef str value
     try:
-        entries = _BATCH_DECODER.decode(payload)
+        entries = BATCH_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
         raise BadRequest(
             f"$resource.batch payload is not a JSON array of {_BATCH_SHAPE} objects: {exc}"

@@ -3,10 +3,17 @@
 Everything else receives its collaborators as parameters.  The nursery tree is::
 
     serve()
-    └─ open_store()            writer thread, joined after the listeners have stopped
+    └─ open_services()         the hubs, the store (writer thread, joined after the
+       │                       listeners have stopped) and the services over it
        └─ nursery
           ├─ management API    hypercorn (trio worker) on 127.0.0.1:9080
-          └─ device listeners  front door: TLS, MQTT-only TLS, dev plain HTTP / MQTT
+          ├─ device listeners  front door: TLS, MQTT-only TLS, dev plain HTTP / MQTT
+          └─ integrations      health probes and asset jobs on their schedules
+
+Construction order (no object gets a collaborator attached later): the live-log hub, the
+long-poll signals, the control hub and the metrics first; then the store, whose
+``on_events`` feeds the first two and whose ``on_failure`` reports to the live log; then
+:class:`~gateway.services.bundle.Services` with all of them.
 
 Shutdown (SIGINT/SIGTERM or cancellation) stops accepting first, lets in-flight
 acknowledgements finish inside the front door's grace period, and only then closes the
@@ -20,8 +27,8 @@ import logging
 import os
 import secrets
 import signal
-import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,16 +37,26 @@ import msgspec
 import trio
 
 from gateway.config import OFF, GatewayConfig
-from gateway.services.bundle import Services
+from gateway.metrics import Metrics
+from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource
 from gateway.services.control import ControlHub
-from gateway.services.integrations import IntegrationService, serve_integrations
+from gateway.services.events import CommitSignals
+from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
-from gateway.store.api import AppendEvent
-from gateway.store.sqlite.writer import open_store
+from gateway.store.api import ResetOnline
+from gateway.store.sqlite import open_store
 from gateway.tls.pki import DevPKI, ensure_dev_pki
 
-__all__ = ["DEMO_RESOURCES", "RunInfo", "Running", "ensure_admin_token", "run_gateway", "serve"]
+__all__ = [
+    "DEMO_RESOURCES",
+    "RunInfo",
+    "Running",
+    "ensure_admin_token",
+    "open_services",
+    "run_gateway",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +126,27 @@ def _port(value: int, enabled: bool = True) -> int | None:
     return None if (value == OFF or not enabled) else value
 
 
-async def _reset_online(services: Services) -> None:
-    """After a crash devices may still be marked online; nobody is connected at start."""
-
-    def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-        conn.execute("UPDATE devices SET online = 0 WHERE online = 1")
-
-    await services.store.call(tx)
+@asynccontextmanager
+async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
+    """The store (``DIR/gateway.db``) and every service over it, wired together, for the
+    duration of the block; connectors loaded.  Closing waits until every submission made
+    inside has been committed and acknowledged.  (Tests build their services with this
+    too, so they run the same wiring as the gateway.)"""
+    logs = LogHub()
+    signals = CommitSignals()
+    async with open_store(
+        config.data_dir / "gateway.db",
+        synchronous=config.synchronous,
+        on_events=committed_fanout(signals, logs),
+        on_failure=logs.store_failed,
+        event_retention_count=config.event_retention_count,
+        event_retention_age_s=config.event_retention_days * 86400.0,
+    ) as store:
+        services = Services(
+            config, store, logs=logs, control=ControlHub(), signals=signals, metrics=Metrics()
+        )
+        await services.connectors.load()
+        yield services
 
 
 class Running(msgspec.Struct):
@@ -157,24 +188,16 @@ async def run_gateway(
     data.mkdir(parents=True, exist_ok=True)
     pki: DevPKI = await trio.to_thread.run_sync(ensure_dev_pki, data / "tls", config.base_domain)
     token, _created = ensure_admin_token(data)
-    logs = LogHub()
-    control = ControlHub()
-    async with open_store(
-        data / "gateway.db",
-        synchronous=config.synchronous,
-        event_retention_count=config.event_retention_count,
-        event_retention_age_s=config.event_retention_days * 86400.0,
-    ) as store:
-        services = Services(config, store, logs=logs, control=control)
-        store.on_events = services.on_events
-        services.admin_token = token
-        services.integrations = IntegrationService(services)
-        services.connectors.load()
-        await _reset_online(services)
+    async with open_services(config) as services:
+        # After a crash devices may still be marked online; nobody is connected at start.
+        await services.store.write([ResetOnline()])
         demo = await _ensure_demo(services, config)
         async with trio.open_nursery() as nursery:
             api_port = await nursery.start(
-                serve_management_api, create_app(services), config.api_host, config.api_port
+                serve_management_api,
+                create_app(services, admin_token=token),
+                config.api_host,
+                config.api_port,
             )
             fd_config = FrontDoorConfig(
                 host=config.host,
@@ -199,7 +222,7 @@ async def run_gateway(
                 handlers,
                 services.debug,
             )
-            await nursery.start(serve_integrations, services)
+            await nursery.start(serve_integrations, services.integrations)
             info = RunInfo(
                 pid=os.getpid(),
                 ports={"api": api_port, **ports},

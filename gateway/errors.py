@@ -8,6 +8,11 @@ everything else only raises.
 
 The compiled codec and dispatcher raise these same classes, so the differential tests can
 compare exception type and reason between the Cython module and its pure-Python twin.
+
+Errors cross process boundaries (a store op refused in the store owner, docs/architecture.md
+"Scale"): :func:`error_info` turns any :class:`GatewayError` into an :class:`ErrorInfo`
+Struct (class name, message, code, HTTP status, reason, CONNACK code) that msgspec encodes,
+and :func:`rebuild_error` turns it back into the same class with the same attributes.
 """
 
 from __future__ import annotations
@@ -15,20 +20,28 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import ClassVar
 
+import msgspec
+
 __all__ = [
     "AlreadyExists",
     "BadRequest",
     "Conflict",
     "ConnAckCode",
+    "ErrorInfo",
     "GatewayError",
     "InvalidValue",
     "MalformedPacket",
+    "MethodNotAllowed",
     "NotFound",
     "PacketTooLarge",
     "ProtocolViolation",
     "Refused",
+    "StoreFailed",
+    "TooLarge",
     "Unauthorized",
     "UnsupportedProtocol",
+    "error_info",
+    "rebuild_error",
 ]
 
 
@@ -117,6 +130,27 @@ class Unauthorized(GatewayError):
     http_status = 401
 
 
+class MethodNotAllowed(GatewayError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class TooLarge(GatewayError):
+    """A request body, value or upload above its limit; nothing was stored."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class StoreFailed(GatewayError):
+    """The store could not apply a submission for a reason other than a refusal: the
+    commit failed (disk full, I/O error) or an operation hit a bug.  Nothing of the
+    submission was stored; the store logged the cause with its traceback."""
+
+    code = "store_failed"
+    http_status = 503
+
+
 class Refused(GatewayError):
     """Policy said no (unknown connector, locked device, identity outside the format, IP not
     whitelisted).  Changes nothing.  ``reason`` is the debug-log vocabulary of docs/protocol.md
@@ -136,3 +170,65 @@ class Refused(GatewayError):
         self.reason = reason
         self.http_status = http_status
         self.connack = connack
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
+    """A :class:`GatewayError` as plain data, to cross a process boundary."""
+
+    cls: str  # the class name, one of this module's classes
+    message: str
+    code: str
+    http_status: int
+    reason: str | None = None  # Refused and ProtocolViolation
+    connack: int | None = None  # Refused
+
+
+_CLASSES: dict[str, type[GatewayError]] = {
+    c.__name__: c
+    for c in (
+        GatewayError,
+        ProtocolViolation,
+        MalformedPacket,
+        PacketTooLarge,
+        UnsupportedProtocol,
+        BadRequest,
+        InvalidValue,
+        NotFound,
+        AlreadyExists,
+        Conflict,
+        Unauthorized,
+        MethodNotAllowed,
+        TooLarge,
+        StoreFailed,
+        Refused,
+    )
+}
+
+
+def error_info(exc: GatewayError) -> ErrorInfo:
+    """``exc`` as data.  A subclass defined outside this module travels as its nearest
+    base class of this module (its message, code and status are kept)."""
+    cls = next(c for c in type(exc).__mro__ if _CLASSES.get(c.__name__) is c)
+    if isinstance(exc, Refused):
+        return ErrorInfo(
+            cls.__name__, exc.message, exc.code, exc.http_status, exc.reason, int(exc.connack)
+        )
+    reason = exc.reason if isinstance(exc, ProtocolViolation) else None
+    return ErrorInfo(cls.__name__, exc.message, exc.code, exc.http_status, reason)
+
+
+def rebuild_error(info: ErrorInfo) -> GatewayError:
+    """The error :func:`error_info` described: same class (or its nearest base of this
+    module), message, HTTP status, and for :class:`Refused` the reason and CONNACK code."""
+    cls = _CLASSES.get(info.cls, GatewayError)
+    if cls is Refused:
+        return Refused(
+            info.message,
+            reason=info.reason or "refused",
+            http_status=info.http_status,
+            connack=ConnAckCode(info.connack or ConnAckCode.NOT_AUTHORIZED),
+        )
+    exc = cls(info.message)
+    if exc.http_status != info.http_status:
+        exc.http_status = info.http_status
+    return exc

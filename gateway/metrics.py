@@ -2,9 +2,12 @@
 
 :class:`Metrics` is a bag of plain counters and gauges that the protocol layers increment
 in the Trio thread (no locks: every update is a single dict operation on the event loop).
-The composition root attaches one instance as ``services.metrics``; until a layer does so,
-:func:`render` still reports what the services already count (store commits and batch
-sizes, MQTT sessions, live-log subscribers, event-log size, pending set values, devices).
+The composition root creates one instance and hands it to the front door and the services
+(``services.metrics``).  :func:`render` writes those families followed by single-value
+:class:`Sample` s that the caller gathers from elsewhere (the store's counters, MQTT
+sessions, live-log subscribers...: :meth:`gateway.services.bundle.Services.samples`).
+
+This module is a leaf: it imports nothing of the gateway, so every layer may use it.
 
 Counters never go down; a label set appears the first time it is incremented.  Label
 values are escaped as the exposition format requires (backslash, quote, newline).
@@ -12,16 +15,19 @@ values are escaped as the exposition format requires (backslash, quote, newline)
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Literal, NamedTuple
 
-if TYPE_CHECKING:
-    from gateway.services.bundle import Services
-
-__all__ = ["CONTENT_TYPE", "Metrics", "packet_key", "render", "render_counters", "write_key"]
+__all__ = [
+    "CONTENT_TYPE",
+    "Metrics",
+    "Sample",
+    "packet_key",
+    "render",
+    "render_counters",
+    "write_key",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -93,6 +99,15 @@ class Metrics:
         self.refused[_labels(protocol=protocol, reason=reason)] += 1
 
 
+class Sample(NamedTuple):
+    """One unlabelled value: its metric name, type, help line and value."""
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -125,18 +140,6 @@ class _Writer:
 
     def one(self, name: str, kind: str, help_text: str, value: float) -> None:
         self.family(name, kind, help_text, [((), value)])
-
-
-def _counts(services: Services) -> tuple[int, int, int]:
-    """Devices, events in the log, pending set values (one short read)."""
-
-    def q(conn: sqlite3.Connection) -> tuple[int, int, int]:
-        devices = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
-        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        pending = conn.execute("SELECT count(*) FROM state WHERE pending = 1").fetchone()[0]
-        return int(devices), int(events), int(pending)
-
-    return services.store.read(q)
 
 
 def _families(w: _Writer, m: Metrics) -> None:
@@ -174,71 +177,12 @@ def render_counters(m: Metrics) -> str:
     return "\n".join(w.lines) + "\n"
 
 
-def render(services: Services) -> str:
-    """The whole exposition text.  Reads counters without locking: they are monotonic ints
-    written by one thread, so a torn read can only be slightly stale."""
+def render(m: Metrics, samples: Iterable[Sample]) -> str:
+    """The whole exposition text: ``m``'s families, then ``samples``.  Reads counters
+    without locking: they are ints written by the Trio thread (or monotonic counters of the
+    store's writer thread), so a torn read can only be slightly stale."""
     w = _Writer()
-    m: Metrics | None = getattr(services, "metrics", None)
-    if m is not None:
-        _families(w, m)
-    stats: Any = getattr(services.store, "stats", None)
-    if stats is not None:
-        w.one(
-            "gateway_store_commits_total", "counter", "Store transactions committed.", stats.commits
-        )
-        w.one(
-            "gateway_store_submissions_total",
-            "counter",
-            "Submissions committed.",
-            stats.submissions,
-        )
-        w.one(
-            "gateway_store_failed_submissions_total",
-            "counter",
-            "Submissions rolled back.",
-            stats.failed_submissions,
-        )
-        w.one(
-            "gateway_store_last_batch", "gauge", "Submissions in the last commit.", stats.last_batch
-        )
-        w.one("gateway_store_max_batch", "gauge", "Largest group commit so far.", stats.max_batch)
-        w.one(
-            "gateway_store_commit_seconds_total",
-            "counter",
-            "Time spent committing.",
-            stats.commit_seconds_total,
-        )
-        w.one("gateway_store_events_total", "counter", "Events appended.", stats.events)
-    w.one(
-        "gateway_mqtt_sessions",
-        "gauge",
-        "MQTT sessions registered for control pushes.",
-        services.control.session_count,
-    )
-    w.one(
-        "gateway_log_records_total",
-        "counter",
-        "Live-log records published.",
-        services.logs.published,
-    )
-    w.one(
-        "gateway_log_subscribers", "gauge", "Live-log subscribers.", services.logs.subscriber_count
-    )
-    w.one(
-        "gateway_log_dropped_subscribers_total",
-        "counter",
-        "Live-log subscribers dropped for being slow.",
-        services.logs.dropped_subscribers,
-    )
-    devices, events, pending = _counts(services)
-    w.one("gateway_devices", "gauge", "Device identities (all connectors).", devices)
-    w.one("gateway_event_log_size", "gauge", "Events kept in the durable log.", events)
-    w.one("gateway_pending_values", "gauge", "Set values not yet acknowledged.", pending)
-    w.one("gateway_connectors", "gauge", "Connectors.", len(services.registry.all()))
-    w.one(
-        "gateway_uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-        round(time.time() - services.started, 3),
-    )
+    _families(w, m)
+    for s in samples:
+        w.one(s.name, s.kind, s.help, s.value)
     return "\n".join(w.lines) + "\n"

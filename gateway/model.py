@@ -2,19 +2,34 @@
 
 Everything here is a frozen msgspec Struct or an enum; these are the nouns that travel from
 the front door through the services to the store and back out to the logs.
+
+The resource-write dispatch values (:class:`ResourceSpec` in, :class:`ResourceWrites`,
+:class:`ProvisionRequest`, :class:`CustomPublish` out, and the ``$resource.batch`` decoder)
+are defined here once, for both twins of the dispatcher (``ext/dispatch.pyx`` and
+``gateway/_pure/dispatch.py``): each imports them from this module, so neither twin
+depends on the other and both return objects of the very same classes.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
 __all__ = [
+    "BATCH_DECODER",
+    "BatchEntry",
     "CertClaim",
     "ConnectionInfo",
+    "CustomPublish",
     "LogRecord",
+    "Point",
     "Protocol",
+    "ProvisionRequest",
+    "Rejection",
+    "ResourceSpec",
+    "ResourceWrites",
     "Transport",
 ]
 
@@ -83,3 +98,67 @@ class LogRecord(msgspec.Struct, frozen=True, gc=False):
     event: str = ""
     reason: str | None = None
     detail: str | None = None
+
+
+# -- resource-write dispatch (docs/protocol.md §3.2, §3.3, §4) --------------------------------
+
+
+class ResourceSpec(msgspec.Struct, frozen=True, gc=False):
+    """One resource definition of a connector (docs/protocol.md §4.1)."""
+
+    alias: str
+    format: str  # "string" | "number" | "boolean"
+    allowed: tuple[str | float | int, ...] = ()
+    settable: bool = False
+    sync: bool = True
+
+
+class Point(msgspec.Struct, frozen=True, gc=False):
+    """One value written by a device.  ``defined`` is False for aliases without a resource
+    definition: those go to the event log only (docs/protocol.md §4.2)."""
+
+    alias: str
+    value: str
+    timestamp: int  # µs
+    defined: bool
+
+
+class Rejection(msgspec.Struct, frozen=True, gc=False):
+    """A value that failed its resource's format or allowed list; ``reason`` says how."""
+
+    alias: str
+    value: str
+    timestamp: int  # µs
+    reason: str
+
+
+class ProvisionRequest(msgspec.Struct, frozen=True, gc=False):
+    """``$provision/<identity>``: payload empty (token), a password, or a certificate PEM."""
+
+    identity: str
+    payload: bytes
+
+
+class ResourceWrites(msgspec.Struct, frozen=True, gc=False):
+    """Writes of one PUBLISH, in order; ``rejected`` are reported but not stored."""
+
+    points: list[Point]
+    rejected: list[Rejection]
+
+
+class CustomPublish(msgspec.Struct, frozen=True, gc=False):
+    """A publish to any other topic: forwarded to the event log as a ``publish`` event."""
+
+    topic: str
+    payload: bytes
+
+
+class BatchEntry(msgspec.Struct, frozen=True, gc=False):
+    """One element of a ``$resource.batch`` array."""
+
+    timestamp: int | float
+    values: dict[str, Any]
+
+
+BATCH_DECODER = msgspec.json.Decoder(list[BatchEntry])
+"""Decodes a ``$resource.batch`` payload (shared by both dispatcher twins)."""

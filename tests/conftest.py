@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import open_services
 from gateway.config import GatewayConfig
 from gateway.services.bundle import Services
-from gateway.services.control import ControlHub
-from gateway.services.logs import LogHub
-from gateway.store.sqlite.writer import SqliteStore, open_store
+from gateway.store.sqlite import SqliteStore, open_store
 from gateway.testing.server import TestGateway, open_test_gateway
 from gateway.tls.pki import ensure_dev_pki
 
@@ -26,11 +25,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 @pytest.fixture
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    config = GatewayConfig(data=str(tmp_path))
-    async with open_store(tmp_path / "gateway.db", synchronous="NORMAL") as s:
-        svc = Services(config, s, logs=LogHub(), control=ControlHub())
-        s.on_events = svc.on_events
-        svc.connectors.load()
+    config = GatewayConfig(data=str(tmp_path), synchronous="NORMAL")
+    async with open_services(config) as svc:
         yield svc
 
 

@@ -14,8 +14,9 @@ point (the MQTT session still PUBACKs, docs/protocol.md §12 item 13).  Unusable
 alias, a batch that is not the documented JSON shape, text that is not UTF-8) raises
 :class:`~gateway.errors.BadRequest` with a message that says why.
 
-The value Structs are defined here once and imported by the compiled twin, so both return
-equal objects; ``tests/twins`` checks that they agree on random topics, payloads and tables.
+The value Structs (and the batch decoder) are defined once, in :mod:`gateway.model`, and
+imported by both twins, so both return objects of the very same classes; ``tests/twins``
+checks that the twins agree on random topics, payloads and tables.
 :func:`validate_value` and :func:`normalize_timestamp` are shared with the HTTP device API
 and the management API.
 """
@@ -25,11 +26,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import msgspec
 
 from gateway.errors import BadRequest
+from gateway.model import (
+    BATCH_DECODER,
+    CustomPublish,
+    Point,
+    ProvisionRequest,
+    Rejection,
+    ResourceSpec,
+    ResourceWrites,
+)
 
 __all__ = [
     "MAX_TIMESTAMP_US",
@@ -56,64 +65,6 @@ _RANGE_RE = re.compile(f"({_NUMBER})-({_NUMBER})")
 _BAD_ALIAS_CHARS = "/.$+#"
 
 
-class ResourceSpec(msgspec.Struct, frozen=True, gc=False):
-    """One resource definition of a connector (docs/protocol.md §4.1)."""
-
-    alias: str
-    format: str  # "string" | "number" | "boolean"
-    allowed: tuple[str | float | int, ...] = ()
-    settable: bool = False
-    sync: bool = True
-
-
-class Point(msgspec.Struct, frozen=True, gc=False):
-    """One value written by a device.  ``defined`` is False for aliases without a resource
-    definition: those go to the event log only (docs/protocol.md §4.2)."""
-
-    alias: str
-    value: str
-    timestamp: int  # µs
-    defined: bool
-
-
-class Rejection(msgspec.Struct, frozen=True, gc=False):
-    """A value that failed its resource's format or allowed list; ``reason`` says how."""
-
-    alias: str
-    value: str
-    timestamp: int  # µs
-    reason: str
-
-
-class ProvisionRequest(msgspec.Struct, frozen=True, gc=False):
-    """``$provision/<identity>``: payload empty (token), a password, or a certificate PEM."""
-
-    identity: str
-    payload: bytes
-
-
-class ResourceWrites(msgspec.Struct, frozen=True, gc=False):
-    """Writes of one PUBLISH, in order; ``rejected`` are reported but not stored."""
-
-    points: list[Point]
-    rejected: list[Rejection]
-
-
-class CustomPublish(msgspec.Struct, frozen=True, gc=False):
-    """A publish to any other topic: forwarded to the event log as a ``publish`` event."""
-
-    topic: str
-    payload: bytes
-
-
-class _BatchEntry(msgspec.Struct, frozen=True, gc=False):
-    """One element of a ``$resource.batch`` array (also imported by the compiled twin)."""
-
-    timestamp: int | float
-    values: dict[str, Any]
-
-
-_BATCH_DECODER = msgspec.json.Decoder(list[_BatchEntry])
 _BATCH_SHAPE = '{"timestamp": number, "values": {alias: value}}'
 _FORMAT_CODE = {"string": 0, "number": 1, "boolean": 2}
 
@@ -323,7 +274,7 @@ def _write(
 
 def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
     try:
-        entries = _BATCH_DECODER.decode(payload)
+        entries = BATCH_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
         raise BadRequest(
             f"$resource.batch payload is not a JSON array of {_BATCH_SHAPE} objects: {exc}"

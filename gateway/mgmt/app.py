@@ -68,8 +68,9 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
 
     async def metrics(request: Request) -> Response:
         if not is_loopback(request):
-            tokens.check(request)
-        return Response(render(services), media_type=CONTENT_TYPE)
+            await tokens.check(request)
+        text = render(services.metrics, await services.samples())
+        return Response(text, media_type=CONTENT_TYPE)
 
     eps = [
         Endpoint(
@@ -153,8 +154,10 @@ class _NoLifespan:
                 return
 
 
-def create_app(services: Services) -> _NoLifespan:
-    tokens = AdminTokens(services)
+def create_app(services: Services, *, admin_token: str) -> _NoLifespan:
+    """The management API over ``services``; ``admin_token`` is the data directory's token
+    (``DIR/admin.token``), accepted beside the extra tokens the store keeps."""
+    tokens = AdminTokens(services.store, admin_token)
     grouped: defaultdict[str, list[Endpoint]] = defaultdict(list)
     for ep in endpoints(services, tokens):
         grouped[ep.path].append(ep)

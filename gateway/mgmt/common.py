@@ -19,7 +19,6 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,10 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.clock import now_us
-from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized
-from gateway.services.bundle import Services
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, TooLarge, Unauthorized
 from gateway.services.credentials import hash_token
-from gateway.store.api import AppendEvent
+from gateway.store.api import CreateAdminToken, RevokeAdminToken, Store
 
 __all__ = [
     "MAX_JSON_BODY",
@@ -39,8 +37,6 @@ __all__ = [
     "Endpoint",
     "ErrorBody",
     "Handler",
-    "MethodNotAllowed",
-    "PayloadTooLarge",
     "QueryParam",
     "decode_body",
     "error_response",
@@ -65,16 +61,6 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
     error: str
     message: str
-
-
-class MethodNotAllowed(GatewayError):
-    code = "method_not_allowed"
-    http_status = 405
-
-
-class PayloadTooLarge(GatewayError):
-    code = "too_large"
-    http_status = 413
 
 
 class QueryParam(msgspec.Struct, frozen=True):
@@ -142,20 +128,20 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        raise TooLarge(f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            raise TooLarge(f"request body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def decode_body(request: Request, typ: type[T], *, limit: int = MAX_JSON_BODY) -> T:
     """Decode a JSON body into ``typ`` or raise ``BadRequest`` (wrong type, unknown field,
-    malformed JSON) / ``PayloadTooLarge``.  Nothing has been changed when this raises."""
+    malformed JSON) / ``TooLarge``.  Nothing has been changed when this raises."""
     ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
     if ctype not in (JSON, "") and not ctype.endswith("+json"):
         raise BadRequest(f"expected an application/json body, got {ctype!r}")
@@ -254,57 +240,38 @@ class NewAdminToken(msgspec.Struct, frozen=True):
 
 class AdminTokens:
     """Bearer-token checks: the data directory's admin token, or one of the extra tokens
-    in the ``admin_tokens`` table (stored as SHA-256 only, compared by indexed lookup)."""
+    kept by the store (as SHA-256 only, found by an indexed lookup)."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, store: Store, admin_token: str) -> None:
+        self.store = store
+        self.admin_token = admin_token
 
-    def check(self, request: Request) -> None:
+    async def check(self, request: Request) -> None:
         """Raise ``Unauthorized`` unless the request carries a valid admin token."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("an 'Authorization: Bearer <token>' header is required")
-        admin = self.services.admin_token
+        admin = self.admin_token
         if admin and hmac.compare_digest(token.encode(), admin.encode()):
             return
-        h = hash_token(token)
-        row = self.services.store.read(
-            lambda c: c.execute("SELECT 1 FROM admin_tokens WHERE token_hash = ?", (h,)).fetchone()
-        )
-        if row is None:
+        if not await self.store.admin_token_known(hash_token(token)):
             raise Unauthorized("invalid admin token")
 
-    def list(self) -> list[AdminTokenInfo]:
-        rows = self.services.store.read(
-            lambda c: c.execute(
-                "SELECT id, name, created FROM admin_tokens ORDER BY created, id"
-            ).fetchall()
-        )
-        return [AdminTokenInfo(*r) for r in rows]
+    async def list(self) -> list[AdminTokenInfo]:
+        return [AdminTokenInfo(t.id, t.name, t.created) for t in await self.store.admin_tokens()]
 
     async def create(self, name: str) -> NewAdminToken:
         token = secrets.token_urlsafe(32)
         tid = secrets.token_hex(8)
         created = now_us()
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            conn.execute(
-                "INSERT INTO admin_tokens VALUES (?, ?, ?, ?)",
-                (tid, name, hash_token(token), created),
-            )
-
-        await self.services.store.call(tx)
+        await self.store.write([CreateAdminToken(tid, name, hash_token(token), created)])
         return NewAdminToken(tid, name, created, token)
 
     async def revoke(self, token_id: str) -> None:
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            cur = conn.execute("DELETE FROM admin_tokens WHERE id = ?", (token_id,))
-            if cur.rowcount == 0:
-                raise NotFound(f"token {token_id!r} not found")
-
-        await self.services.store.call(tx)
+        """Raises ``NotFound``."""
+        await self.store.write([RevokeAdminToken(token_id)])
 
 
 def is_loopback(request: Request) -> bool:
@@ -334,7 +301,7 @@ def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handl
             if ep is None:
                 raise MethodNotAllowed(f"{request.method} is not allowed here (allowed: {allow})")
             if ep.auth:
-                tokens.check(request)
+                await tokens.check(request)
             return await ep.handler(request)
         except MethodNotAllowed as exc:
             return error_response(exc, {"Allow": allow})

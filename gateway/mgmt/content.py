@@ -18,10 +18,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import AlreadyExists, GatewayError, NotFound
+from gateway.errors import AlreadyExists, GatewayError, NotFound, TooLarge
 from gateway.mgmt.common import (
     Endpoint,
-    PayloadTooLarge,
     QueryParam,
     error_response,
     json_response,
@@ -29,7 +28,7 @@ from gateway.mgmt.common import (
     q_str,
 )
 from gateway.services.bundle import Services
-from gateway.services.content import CONTENT_ID_PATTERN, ContentInfo, TooLarge
+from gateway.services.content import CONTENT_ID_PATTERN, ContentInfo
 
 __all__ = ["endpoints"]
 
@@ -87,30 +86,27 @@ def endpoints(services: Services) -> list[Endpoint]:
 
     async def list_content(request: Request) -> Response:
         cid = request.path_params["cid"]
-        return json_response(ContentList(content.list(cid, q_str(request, "prefix") or "")))
+        return json_response(ContentList(await content.list(cid, q_str(request, "prefix") or "")))
 
     async def _upload(request: Request, cid: str, content_id: str) -> ContentInfo:
         reg.require(cid)
         content.check_id(content_id)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > content.max_size:
-            raise PayloadTooLarge(f"content larger than {content.max_size} bytes")
+            raise TooLarge(f"content larger than {content.max_size} bytes")
 
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in request.stream():
                 if chunk:
                     yield chunk
 
-        try:
-            return await content.put(
-                cid,
-                content_id,
-                chunks(),
-                content_type=request.headers.get("content-type") or "application/octet-stream",
-                description=q_str(request, "description") or "",
-            )
-        except TooLarge as exc:
-            raise PayloadTooLarge(exc.message) from None
+        return await content.put(
+            cid,
+            content_id,
+            chunks(),
+            content_type=request.headers.get("content-type") or "application/octet-stream",
+            description=q_str(request, "description") or "",
+        )
 
     async def create_content(request: Request) -> Response:
         cid = request.path_params["cid"]
@@ -118,7 +114,7 @@ def endpoints(services: Services) -> list[Endpoint]:
         reg.require(cid)
         content.check_id(content_id)
         try:
-            content.info(cid, content_id)
+            await content.info(cid, content_id)
         except NotFound:
             pass
         else:
@@ -134,7 +130,7 @@ def endpoints(services: Services) -> list[Endpoint]:
 
     async def get_content(request: Request) -> Response:
         cid, content_id = ids(request)
-        info = content.info(cid, content_id)
+        info = await content.info(cid, content_id)
         if q_bool(request, "info", False):
             return json_response(info)
         try:

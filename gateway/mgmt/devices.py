@@ -22,7 +22,15 @@ from gateway.mgmt.common import (
     read_body_limited,
 )
 from gateway.services.bundle import Services
-from gateway.services.devices import MAX_TAG_LENGTH, SORT_KEYS, Device, ImportReport, Tag
+from gateway.services.devices import (
+    MAX_TAG_LENGTH,
+    SORT_KEYS,
+    STATUSES,
+    Device,
+    ImportReport,
+    Tag,
+)
+from gateway.services.devices import TagRef as RemoveTag
 from gateway.services.state import AliasState
 
 __all__ = [
@@ -36,7 +44,6 @@ __all__ = [
 ]
 
 MAX_CSV_BYTES = 64 * 1_048_576  # 10,000 rows with PEM certificates fit with room to spare
-STATUSES = ("whitelisted", "provisioned", "locked", "online", "reprovision")
 Identity = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TagName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_LENGTH)]
 TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
@@ -191,27 +198,22 @@ def endpoints(services: Services) -> list[Endpoint]:
         return json_response(report)
 
     async def get_device(request: Request) -> Response:
-        return json_response(devs.get(*ids(request)))
+        return json_response(await devs.get(*ids(request)))
 
     async def patch_device(request: Request) -> Response:
         cid, identity = ids(request)
         body = await decode_body(request, DevicePatch)
-        dev = devs.get(cid, identity)  # 404 before anything changes
-        if body.locked is not None or body.reprovision is not None:
-            dev = await devs.update(cid, identity, locked=body.locked, reprovision=body.reprovision)
-        if body.tags is not None:
-            change = body.tags
-            if change.add or change.replace:
-                dev = await devs.set_tags(
-                    cid,
-                    identity,
-                    [Tag(t.name, t.value) for t in change.add],
-                    replace=change.replace,
-                )
-            for ref in change.remove:
-                dev = await devs.remove_tags(
-                    cid, identity, ref.name, () if ref.value is None else (ref.value,)
-                )
+        change = body.tags or TagChange()
+        # one submission: the lock, the credentials and every tag edit apply together or not
+        dev = await devs.update(
+            cid,
+            identity,
+            locked=body.locked,
+            reprovision=body.reprovision,
+            add_tags=[Tag(t.name, t.value) for t in change.add],
+            remove_tags=[RemoveTag(r.name, r.value) for r in change.remove],
+            replace_tags=change.replace,
+        )
         return json_response(dev)
 
     async def delete_device(request: Request) -> Response:
@@ -219,13 +221,13 @@ def endpoints(services: Services) -> list[Endpoint]:
         return Response(status_code=204)
 
     async def get_state(request: Request) -> Response:
-        return json_response(services.state.get(*ids(request)))
+        return json_response(await services.state.get(*ids(request)))
 
     async def patch_state(request: Request) -> Response:
         cid, identity = ids(request)
         reg.require(cid)
         values = await decode_body(request, dict[str, Any])
-        devs.get(cid, identity)  # unknown device: 404 before values are checked
+        await devs.get(cid, identity)  # unknown device: 404 before values are checked
         return json_response(await services.state.set_values(cid, identity, values))
 
     base = "/api/v1/connectors/{cid}/devices"

@@ -58,7 +58,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             wait=q_float(request, "wait", 0.0, lo=0.0, hi=MAX_WAIT_S),
         )
         # An empty page keeps the cursor ("from now" resolves to the current end).
-        nxt = after if after >= 0 else services.events.last_seq(cid)
+        nxt = after if after >= 0 else await services.events.last_seq(cid)
         if items:
             nxt = items[-1].seq
         return json_response(EventPage(items, nxt))
@@ -85,7 +85,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
         return LogStream(services.logs, filt, heartbeat_s=heartbeat)
 
     async def list_tokens(request: Request) -> Response:
-        return json_response(tokens.list())
+        return json_response(await tokens.list())
 
     async def create_token(request: Request) -> Response:
         body = await decode_body(request, TokenCreate)

@@ -42,7 +42,6 @@ from gateway.services.integrations.models import (
     ValidationResult,
 )
 from gateway.services.integrations.operations import CallResult
-from gateway.services.integrations.service import integration_service
 from gateway.services.integrations.validate import (
     MAX_DOCUMENT_BYTES,
     DocumentInvalid,
@@ -122,7 +121,7 @@ def _invalid(exc: DocumentInvalid) -> Response:
 
 
 def endpoints(services: Services) -> list[Endpoint]:
-    svc = integration_service(services)
+    svc = services.integrations
     base = "/api/v1/connectors/{cid}/integrations"
     one = base + "/{name}"
     t = "integrations"
@@ -154,14 +153,14 @@ def endpoints(services: Services) -> list[Endpoint]:
         return json_response(svc.validate(body.document, allow_http=body.allow_insecure_http))
 
     async def show(request: Request) -> Response:
-        return json_response(svc.get(*ids(request)))
+        return json_response(await svc.get(*ids(request)))
 
     async def remove(request: Request) -> Response:
         await svc.remove(*ids(request))
         return Response(status_code=204)
 
     async def get_document(request: Request) -> Response:
-        return Response(svc.document(*ids(request)), media_type="application/yaml")
+        return Response(await svc.document(*ids(request)), media_type="application/yaml")
 
     async def put_document(request: Request) -> Response:
         body = await decode_body(request, DocumentIn, limit=MAX_DOCUMENT_BODY)
@@ -191,7 +190,7 @@ def endpoints(services: Services) -> list[Endpoint]:
 
     async def health(request: Request) -> Response:
         return json_response(
-            svc.health(
+            await svc.health(
                 *ids(request),
                 limit=q_int(request, "limit", 50, lo=1, hi=500),
                 changes_only=q_bool(request, "changes", False),
@@ -202,7 +201,7 @@ def endpoints(services: Services) -> list[Endpoint]:
         return json_response(await svc.check_health(*ids(request)))
 
     async def jobs(request: Request) -> Response:
-        return json_response(svc.jobs(*ids(request)))
+        return json_response(await svc.jobs(*ids(request)))
 
     async def run(request: Request) -> Response:
         cid, name = ids(request)
@@ -212,7 +211,7 @@ def endpoints(services: Services) -> list[Endpoint]:
         cid, name = ids(request)
         return json_response(
             RunList(
-                svc.runs(
+                await svc.runs(
                     cid,
                     name,
                     request.path_params["job"],
@@ -388,9 +387,8 @@ def endpoints(services: Services) -> list[Endpoint]:
     ]
 
 
-def routes(services: Services, *, tokens: AdminTokens | None = None) -> list[BaseRoute]:
+def routes(services: Services, *, tokens: AdminTokens) -> list[BaseRoute]:
     """Starlette routes for :func:`endpoints`, with bearer auth and the error shape."""
-    tokens = tokens or AdminTokens(services)
     grouped: defaultdict[str, list[Endpoint]] = defaultdict(list)
     for ep in endpoints(services):
         grouped[ep.path].append(ep)

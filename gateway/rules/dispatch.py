@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from gateway._impl import load
 
-# The value Structs have one definition, in the pure module; both twins return them.
-from gateway._pure.dispatch import (
+# The value Structs have one definition, in gateway/model.py; both twins return them.
+from gateway.model import (
     CustomPublish,
     Point,
     ProvisionRequest,

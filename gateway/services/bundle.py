@@ -1,32 +1,46 @@
 """The services, bundled: what the protocol layers and the management API receive.
 
-Built once by :mod:`gateway.app` (the composition root) and passed down; nothing here is a
-module-level global.
+Built once by the composition root (:mod:`gateway.app`) with every collaborator it needs
+and passed down; nothing here is a module-level global and nothing is attached later.
+The hubs that must exist before the store (the live-log hub and the long-poll signals,
+which the store's ``on_events`` feeds; the control hub; the metrics) are created by the
+composition root and passed in.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from gateway.config import GatewayConfig
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, Sample
 from gateway.model import LogRecord
 from gateway.services.connectors import ConnectorService, Registry
 from gateway.services.content import ContentService
 from gateway.services.control import ControlHub
 from gateway.services.devices import DeviceService
-from gateway.services.events import EventLog
+from gateway.services.events import CommitSignals, EventLog
+from gateway.services.integrations import IntegrationService
+from gateway.services.integrations.crypto import SecretBox
 from gateway.services.logs import LogHub
 from gateway.services.state import StateService
 from gateway.store.api import CommittedEvent, Store
 from gateway.tls.contexts import ConnectorTLS
 
-if TYPE_CHECKING:
-    from gateway.services.integrations import IntegrationService
+__all__ = ["Directory", "Services", "committed_fanout"]
 
-__all__ = ["Directory", "Services"]
+
+def committed_fanout(
+    signals: CommitSignals, logs: LogHub
+) -> Callable[[list[CommittedEvent]], None]:
+    """The store's ``on_events`` (Trio thread, after each commit): wake the event-log
+    long-polls of the connectors concerned, then feed the live logs."""
+
+    def on_events(events: list[CommittedEvent]) -> None:
+        signals.on_commit(events)
+        logs.publish_events(events)
+
+    return on_events
 
 
 class Directory:
@@ -60,31 +74,126 @@ class Directory:
 
 
 class Services:
-    # Attached by the composition root (they depend on Services themselves).
-    integrations: IntegrationService
+    """Every domain service over one store.  ``logs``, ``control``, ``signals`` and
+    ``metrics`` are the composition root's (the store's callbacks already point at the
+    first and third)."""
 
     def __init__(
-        self, config: GatewayConfig, store: Store, *, logs: LogHub, control: ControlHub
+        self,
+        config: GatewayConfig,
+        store: Store,
+        *,
+        logs: LogHub,
+        control: ControlHub,
+        signals: CommitSignals,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.store = store
         self.logs = logs
         self.control = control
+        self.metrics = metrics
         self.registry = Registry(config.base_domain)
         self.directory = Directory(self.registry)
         self.connectors = ConnectorService(store, self.registry)
         self.devices = DeviceService(store, self.registry)
         self.state = StateService(store, self.registry, control)
-        self.events = EventLog(store, self.registry)
+        self.events = EventLog(store, self.registry, signals)
         self.content = ContentService(store, self.registry, config.data_dir / "content")
+        self.integrations = IntegrationService(
+            store,
+            self.registry,
+            self.devices,
+            self.state,
+            debug=logs.publish,
+            box=SecretBox.from_data_dir(config.data_dir),
+        )
         self.started = time.time()
-        self.admin_token = ""  # set by the composition root from DIR/admin.token
-        self.metrics = Metrics()
-
-    def on_events(self, events: Sequence[CommittedEvent]) -> None:
-        """The store's post-commit fan-out (Trio thread)."""
-        self.events.on_commit(events)
-        self.logs.publish_events(events)
 
     def debug(self, rec: LogRecord) -> None:
         self.logs.publish(rec)
+
+    async def samples(self) -> list[Sample]:
+        """The single-value metrics of ``/metrics`` beside :attr:`metrics`' families: the
+        store's counters (kept by the store, no query), sessions, live logs, uptime."""
+        st = await self.store.stats()
+        return [
+            Sample(
+                "gateway_store_commits_total",
+                "counter",
+                "Store transactions committed.",
+                st.commits,
+            ),
+            Sample(
+                "gateway_store_submissions_total",
+                "counter",
+                "Submissions committed.",
+                st.submissions,
+            ),
+            Sample(
+                "gateway_store_failed_submissions_total",
+                "counter",
+                "Submissions rolled back.",
+                st.failed_submissions,
+            ),
+            Sample(
+                "gateway_store_last_batch",
+                "gauge",
+                "Submissions in the last commit.",
+                st.last_batch,
+            ),
+            Sample(
+                "gateway_store_max_batch", "gauge", "Largest group commit so far.", st.max_batch
+            ),
+            Sample(
+                "gateway_store_commit_seconds_total",
+                "counter",
+                "Time spent committing.",
+                st.commit_seconds_total,
+            ),
+            Sample("gateway_store_events_total", "counter", "Events appended.", st.events),
+            Sample(
+                "gateway_mqtt_sessions",
+                "gauge",
+                "MQTT sessions registered for control pushes.",
+                self.control.session_count,
+            ),
+            Sample(
+                "gateway_log_records_total",
+                "counter",
+                "Live-log records published.",
+                self.logs.published,
+            ),
+            Sample(
+                "gateway_log_subscribers",
+                "gauge",
+                "Live-log subscribers.",
+                self.logs.subscriber_count,
+            ),
+            Sample(
+                "gateway_log_dropped_subscribers_total",
+                "counter",
+                "Live-log subscribers dropped for being slow.",
+                self.logs.dropped_subscribers,
+            ),
+            Sample("gateway_devices", "gauge", "Device identities (all connectors).", st.devices),
+            Sample(
+                "gateway_event_log_size",
+                "gauge",
+                "Events kept in the durable log.",
+                st.event_log_size,
+            ),
+            Sample(
+                "gateway_pending_values",
+                "gauge",
+                "Set values not yet acknowledged.",
+                st.pending_values,
+            ),
+            Sample("gateway_connectors", "gauge", "Connectors.", len(self.registry.all())),
+            Sample(
+                "gateway_uptime_seconds",
+                "gauge",
+                "Seconds since start.",
+                round(time.time() - self.started, 3),
+            ),
+        ]

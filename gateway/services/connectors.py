@@ -11,18 +11,26 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-import sqlite3
 import string
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from gateway.clock import now_us
-from gateway.errors import AlreadyExists, BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
 from gateway.rules.identity import IDENTITY_TYPES, validate_identity
-from gateway.store.api import AppendEvent, Store
+from gateway.store.api import (
+    ConnectorRow,
+    CreateConnector,
+    DeleteConnector,
+    DeleteResource,
+    PutResource,
+    Resource,
+    Store,
+    UpdateConnector,
+)
 
 __all__ = [
     "Connector",
@@ -124,18 +132,6 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
 
 
-class Resource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A resource definition (docs/protocol.md §4.1), shared by every device of a connector."""
-
-    alias: str
-    format: Literal["string", "number", "boolean"] = "string"
-    unit: str = ""
-    allowed: list[str | float | int] = msgspec.field(default_factory=list)
-    settable: bool = False
-    sync: bool = True
-    initial: str | None = None
-
-
 class Connector(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -231,22 +227,6 @@ class Registry:
         self.version += 1
 
 
-def _row_to_resource(row: tuple[Any, ...]) -> Resource:
-    alias, fmt, unit, allowed, settable, sync, initial = row
-    return Resource(
-        alias=alias,
-        format=fmt,
-        unit=unit,
-        allowed=msgspec.json.decode(allowed),
-        settable=bool(settable),
-        sync=bool(sync),
-        initial=initial,
-    )
-
-
-_RES_COLS = "alias, format, unit, allowed, settable, sync, initial"
-
-
 def _new_connector_id() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(14))
@@ -264,37 +244,14 @@ class ConnectorService:
         for fn in self.listeners:
             fn(cid)
 
-    def load(self) -> None:
+    async def load(self) -> None:
         """Fill the registry from the store (at start)."""
+        for row in await self.store.connectors():
+            self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
 
-        def q(conn: sqlite3.Connection) -> list[tuple[Connector, dict[str, Resource]]]:
-            out = []
-            rows = conn.execute(
-                "SELECT id, name, description, settings, created FROM connectors"
-            ).fetchall()
-            for cid, name, desc, settings, created in rows:
-                res = {
-                    r[0]: _row_to_resource(r)
-                    for r in conn.execute(
-                        f"SELECT {_RES_COLS} FROM resources WHERE connector_id = ?", (cid,)
-                    )
-                }
-                out.append(
-                    (
-                        self._make(
-                            cid,
-                            name,
-                            desc,
-                            msgspec.json.decode(settings, type=ConnectorSettings),
-                            created,
-                        ),
-                        res,
-                    )
-                )
-            return out
-
-        for connector, res in self.store.read(q):
-            self.registry.put(connector, res)
+    def _from_row(self, row: ConnectorRow) -> Connector:
+        settings = msgspec.json.decode(row.settings, type=ConnectorSettings)
+        return self._make(row.id, row.name, row.description, settings, row.created)
 
     def _make(
         self, cid: str, name: str, desc: str, settings: ConnectorSettings, created: int
@@ -329,18 +286,13 @@ class ConnectorService:
         for r in resources:
             _check_resource(r)
         created = now_us()
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            if conn.execute("SELECT 1 FROM connectors WHERE id = ?", (cid,)).fetchone():
-                raise AlreadyExists(f"connector {cid!r} already exists")
-            conn.execute(
-                "INSERT INTO connectors VALUES (?, ?, ?, ?, ?, ?)",
-                (cid, name, description, msgspec.json.encode(settings), created, created),
-            )
-            for r in resources:
-                _insert_resource(conn, cid, r)
-
-        await self.store.call(tx)
+        await self.store.write(
+            [
+                CreateConnector(
+                    cid, name, description, msgspec.json.encode(settings), created, resources
+                )
+            ]
+        )
         connector = self._make(cid, name, description, settings, created)
         self.registry.put(connector, {r.alias: r for r in resources})
         self._changed(cid)
@@ -361,41 +313,18 @@ class ConnectorService:
         new_desc = current.description if description is None else description
         new_settings = settings or current.settings
         new_settings.validate()
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            cur = conn.execute(
-                "UPDATE connectors SET name = ?, description = ?, settings = ?, updated = ? "
-                "WHERE id = ?",
-                (new_name, new_desc, msgspec.json.encode(new_settings), now_us(), cid),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"connector {cid!r} not found")
-
-        await self.store.call(tx)
+        await self.store.write(
+            [UpdateConnector(cid, new_name, new_desc, msgspec.json.encode(new_settings), now_us())]
+        )
         connector = self._make(cid, new_name, new_desc, new_settings, current.created)
         self.registry.put(connector)
         self._changed(cid)
         return connector
 
     async def delete(self, cid: str) -> None:
+        """The connector and everything it holds (devices, state, events, content rows)."""
         self.registry.require(cid)
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            conn.execute(
-                "DELETE FROM state WHERE device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)",
-                (cid,),
-            )
-            conn.execute(
-                "DELETE FROM points WHERE device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)",
-                (cid,),
-            )
-            for table in ("tags", "devices", "resources", "events", "content"):
-                conn.execute(f"DELETE FROM {table} WHERE connector_id = ?", (cid,))
-            conn.execute("DELETE FROM connectors WHERE id = ?", (cid,))
-
-        await self.store.call(tx)
+        await self.store.write([DeleteConnector(cid)])
         self.registry.drop(cid)
         self._changed(cid)
 
@@ -405,29 +334,7 @@ class ConnectorService:
         """Create (``create=True``: 409 if it exists) or replace a resource definition."""
         self.registry.require(cid)
         _check_resource(resource)
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            exists = conn.execute(
-                "SELECT 1 FROM resources WHERE connector_id = ? AND alias = ?",
-                (cid, resource.alias),
-            ).fetchone()
-            if create and exists:
-                raise AlreadyExists(f"resource {resource.alias!r} already exists")
-            if not create and not exists:
-                raise NotFound(f"resource {resource.alias!r} not found")
-            conn.execute(
-                "DELETE FROM resources WHERE connector_id = ? AND alias = ?", (cid, resource.alias)
-            )
-            _insert_resource(conn, cid, resource)
-            if create and resource.initial is not None and resource.settable:
-                # Every existing identity gets the initial set value (docs/protocol.md §4.1).
-                conn.execute(
-                    "INSERT OR IGNORE INTO state (device_id, alias, set_value, set_ts, pending) "
-                    "SELECT id, ?, ?, ?, ? FROM devices WHERE connector_id = ?",
-                    (resource.alias, resource.initial, now_us(), int(resource.sync), cid),
-                )
-
-        await self.store.call(tx)
+        await self.store.write([PutResource(cid, resource, create, now_us())])
         entry = self.registry.entry(cid)
         resources = dict(entry.resources)
         resources[resource.alias] = resource
@@ -439,16 +346,7 @@ class ConnectorService:
         entry = self.registry.entry(cid)
         if alias not in entry.resources:
             raise NotFound(f"resource {alias!r} not found")
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-            conn.execute("DELETE FROM resources WHERE connector_id = ? AND alias = ?", (cid, alias))
-            conn.execute(
-                "DELETE FROM state WHERE alias = ? AND device_id IN "
-                "(SELECT id FROM devices WHERE connector_id = ?)",
-                (alias, cid),
-            )
-
-        await self.store.call(tx)
+        await self.store.write([DeleteResource(cid, alias)])
         resources = dict(entry.resources)
         resources.pop(alias, None)
         self.registry.put(entry.connector, resources)
@@ -476,19 +374,3 @@ def _check_resource(r: Resource) -> None:
                 raise BadRequest(f"allowed range {a!r} must look like 'low-high'") from None
             if not sep:
                 raise BadRequest(f"allowed range {a!r} must look like 'low-high'")
-
-
-def _insert_resource(conn: sqlite3.Connection, cid: str, r: Resource) -> None:
-    conn.execute(
-        f"INSERT INTO resources (connector_id, {_RES_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            cid,
-            r.alias,
-            r.format,
-            r.unit,
-            msgspec.json.encode(r.allowed),
-            int(r.settable),
-            int(r.sync),
-            r.initial,
-        ),
-    )

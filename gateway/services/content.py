@@ -11,19 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sqlite3
 import tempfile
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import trio
 
 from gateway.clock import now_us
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, NotFound, TooLarge
 from gateway.services.connectors import Registry
-from gateway.store.api import AppendEvent, Store
+from gateway.store.api import AppendEvent, ContentRow, DeleteContent, PutContent, Store
 
 __all__ = ["CONTENT_ID_PATTERN", "ContentInfo", "ContentService", "TooLarge"]
 
@@ -32,11 +30,6 @@ __all__ = ["CONTENT_ID_PATTERN", "ContentInfo", "ContentService", "TooLarge"]
 CONTENT_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 CONTENT_ID_RE = re.compile(CONTENT_ID_PATTERN)
 DEFAULT_MAX_CONTENT = 2 * 1024**3  # bytes
-
-
-class TooLarge(GatewayError):
-    code = "too_large"
-    http_status = 413
 
 
 class ContentInfo(msgspec.Struct, frozen=True):
@@ -70,27 +63,13 @@ class ContentService:
                 "digits, '.', '_' and '-' that do not start with '.'"
             )
 
-    def list(self, cid: str, prefix: str = "") -> list[ContentInfo]:
+    async def list(self, cid: str, prefix: str = "") -> list[ContentInfo]:
         self.registry.require(cid)
-        rows = self.store.read(
-            lambda c: c.execute(
-                "SELECT content_id, content_type, size, sha256, description, updated, tags "
-                "FROM content WHERE connector_id = ? AND content_id >= ? AND content_id < ? "
-                "ORDER BY content_id",
-                (cid, prefix, prefix + "\U0010ffff"),
-            ).fetchall()
-        )
-        return [_info(r) for r in rows]
+        return [_info(r) for r in await self.store.content_list(cid, prefix)]
 
-    def info(self, cid: str, content_id: str) -> ContentInfo:
+    async def info(self, cid: str, content_id: str) -> ContentInfo:
         self.registry.require(cid)
-        row = self.store.read(
-            lambda c: c.execute(
-                "SELECT content_id, content_type, size, sha256, description, updated, tags "
-                "FROM content WHERE connector_id = ? AND content_id = ?",
-                (cid, content_id),
-            ).fetchone()
-        )
+        row = await self.store.content(cid, content_id)
         if row is None:
             raise NotFound(f"content {content_id!r} not found")
         return _info(row)
@@ -134,53 +113,39 @@ class ContentService:
                 await trio.Path(tmp).unlink(missing_ok=True)
             raise
         ts = now_us()
-        tag_blob = msgspec.json.encode(tags or {})
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
-            old = conn.execute(
-                "SELECT sha256 FROM content WHERE connector_id = ? AND content_id = ?",
-                (cid, content_id),
-            ).fetchone()
-            conn.execute(
-                "INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (cid, content_id, sha, size, content_type, description, tag_blob, ts),
-            )
-            if event is not None:
-                emit(event)
-            return _orphan(conn, old[0]) if old and old[0] != sha else None
-
-        orphan = await self.store.call(tx)
-        if orphan:
+        (orphan,) = await self.store.write(
+            [
+                PutContent(
+                    cid,
+                    content_id,
+                    sha,
+                    size,
+                    content_type,
+                    description,
+                    tags or {},
+                    ts,
+                    event,
+                )
+            ]
+        )
+        if isinstance(orphan, str):
             (self.root / orphan).unlink(missing_ok=True)
         return ContentInfo(content_id, content_type, size, sha, description, ts, tags or {})
 
     async def delete(self, cid: str, content_id: str) -> None:
         self.registry.require(cid)
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> str | None:
-            row = conn.execute(
-                "SELECT sha256 FROM content WHERE connector_id = ? AND content_id = ?",
-                (cid, content_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"content {content_id!r} not found")
-            conn.execute(
-                "DELETE FROM content WHERE connector_id = ? AND content_id = ?", (cid, content_id)
-            )
-            return _orphan(conn, row[0])
-
-        orphan = await self.store.call(tx)
-        if orphan:
+        (orphan,) = await self.store.write([DeleteContent(cid, content_id)])
+        if isinstance(orphan, str):
             (self.root / orphan).unlink(missing_ok=True)
 
 
-def _orphan(conn: sqlite3.Connection, sha: str) -> str | None:
-    still = conn.execute("SELECT 1 FROM content WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
-    return None if still else sha
-
-
-def _info(row: tuple[Any, ...]) -> ContentInfo:
-    cid, ctype, size, sha, desc, updated, tags = row
+def _info(row: ContentRow) -> ContentInfo:
     return ContentInfo(
-        cid, ctype, size, sha, desc, updated, msgspec.json.decode(tags, type=dict[str, str])
+        row.content_id,
+        row.content_type,
+        row.size,
+        row.sha256,
+        row.description,
+        row.updated,
+        row.tags,
     )

@@ -2,12 +2,12 @@
 
 Events are appended by the store in the same transaction as the state change they
 describe; this service only reads them (``seq > after``) and wakes long-polls when the
-store reports a commit for their connector.
+store reports a commit for their connector.  The wake-ups live in :class:`CommitSignals`,
+which exists before the store does (the store's ``on_events`` fan-out feeds it).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,9 +16,9 @@ import trio
 
 from gateway.errors import BadRequest
 from gateway.services.connectors import Registry
-from gateway.store.api import CommittedEvent, Store
+from gateway.store.api import CommittedEvent, EventQuery, Store
 
-__all__ = ["EventLog", "EventOut"]
+__all__ = ["CommitSignals", "EventLog", "EventOut"]
 
 MAX_LIMIT = 1000
 MAX_WAIT_S = 300.0
@@ -38,10 +38,11 @@ class EventOut(msgspec.Struct, frozen=True, omit_defaults=False):
     payload: Any
 
 
-class EventLog:
-    def __init__(self, store: Store, registry: Registry) -> None:
-        self.store = store
-        self.registry = registry
+class CommitSignals:
+    """One :class:`trio.Event` per connector that someone waits on, set (and forgotten) at
+    the next commit holding an event of that connector.  Trio thread only."""
+
+    def __init__(self) -> None:
         self._waiters: dict[str, trio.Event] = {}
 
     def on_commit(self, events: Iterable[CommittedEvent]) -> None:
@@ -51,37 +52,39 @@ class EventLog:
             if ev is not None:
                 ev.set()
 
-    def _read(self, cid: str, after: int, limit: int) -> list[EventOut]:
-        def q(conn: sqlite3.Connection) -> list[EventOut]:
-            rows = conn.execute(
-                "SELECT seq, type, identity, ts, connection_id, ip, protocol, reason, payload "
-                "FROM events WHERE connector_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (cid, after, limit),
-            ).fetchall()
-            return [
-                EventOut(
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7],
-                    None if r[8] is None else msgspec.json.decode(r[8]),
-                )
-                for r in rows
-            ]
+    def next_commit(self, connector_id: str) -> trio.Event:
+        """An event set at the connector's next commit (shared by every waiter)."""
+        ev = self._waiters.get(connector_id)
+        if ev is None:
+            ev = self._waiters[connector_id] = trio.Event()
+        return ev
 
-        return self.store.read(q)
 
-    def last_seq(self, cid: str) -> int:
-        row = self.store.read(
-            lambda c: c.execute(
-                "SELECT max(seq) FROM events WHERE connector_id = ?", (cid,)
-            ).fetchone()
-        )
-        return int(row[0] or 0)
+def _out(e: CommittedEvent) -> EventOut:
+    return EventOut(
+        e.seq,
+        e.type,
+        e.identity,
+        e.timestamp,
+        e.connection_id,
+        e.ip,
+        e.protocol,
+        e.reason,
+        e.payload,
+    )
+
+
+class EventLog:
+    def __init__(self, store: Store, registry: Registry, signals: CommitSignals) -> None:
+        self.store = store
+        self.registry = registry
+        self.signals = signals
+
+    async def _read(self, cid: str, after: int, limit: int) -> list[EventOut]:
+        return [_out(e) for e in await self.store.events(EventQuery(cid, after, limit))]
+
+    async def last_seq(self, cid: str) -> int:
+        return await self.store.last_seq(cid)
 
     async def read(
         self, cid: str, *, after: int = 0, limit: int = 100, wait: float = 0.0
@@ -94,17 +97,17 @@ class EventLog:
         if wait < 0 or wait > MAX_WAIT_S:
             raise BadRequest(f"wait must be 0..{MAX_WAIT_S:g} seconds")
         if after < 0:
-            after = self.last_seq(cid)
-        items = self._read(cid, after, limit)
+            after = await self.last_seq(cid)
+        items = await self._read(cid, after, limit)
         if items or wait == 0:
             return items
         with trio.move_on_after(wait):
             while True:
-                ev = self._waiters.get(cid)
-                if ev is None:
-                    ev = self._waiters[cid] = trio.Event()
-                await ev.wait()
-                items = self._read(cid, after, limit)
+                # Take the wake-up before reading: a commit landing while the read runs
+                # (a backend may read in a thread) then still wakes this poll.
+                commit = self.signals.next_commit(cid)
+                items = await self._read(cid, after, limit)
                 if items:
                     return items
+                await commit.wait()
         return []

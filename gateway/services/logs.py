@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from gateway.clock import now_us
+from gateway.errors import GatewayError, Refused
 from gateway.model import LogRecord
-from gateway.store.api import CommittedEvent
+from gateway.store.api import CommittedEvent, EventMeta, Op
 
 __all__ = ["LogFilter", "LogHub", "Subscription"]
 
@@ -123,6 +125,32 @@ class LogHub:
                     detail=detail,
                 )
             )
+
+    def store_failed(self, ops: Sequence[Op], error: GatewayError) -> None:
+        """The store's ``on_failure``: a submission nobody awaits (connect/disconnect
+        bookkeeping, an MQTT will) failed.  Logged with the ops and the reason, and
+        published as a ``store_write_failed`` debug record of the device's connector, so the
+        operator watching the live log sees it (docs/decisions.md)."""
+        names = ", ".join(type(op).__name__ for op in ops)
+        reason = error.reason if isinstance(error, Refused) else error.code
+        log.warning("store submission (%s) failed: %s: %s", names, reason, error.message)
+        first = ops[0] if ops else None
+        meta = getattr(first, "meta", None)
+        meta = meta if isinstance(meta, EventMeta) else EventMeta()
+        self.publish(
+            LogRecord(
+                kind="debug",
+                timestamp=now_us(),
+                connector_id=getattr(first, "connector_id", None),
+                ip=meta.ip,
+                identity=getattr(first, "identity", None),
+                connection_id=meta.connection_id,
+                protocol=meta.protocol,
+                event="store_write_failed",
+                reason=reason,
+                detail=f"{names}: {error.message}",
+            )
+        )
 
     @asynccontextmanager
     async def subscribe(self, filt: LogFilter) -> AsyncIterator[Subscription]:

@@ -9,8 +9,7 @@ and returned to HTTP long-polls until the device writes the alias.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -21,7 +20,7 @@ from gateway.rules.dispatch import ResourceTable, validate_value
 from gateway.services.connectors import Registry
 from gateway.services.control import ControlHub, Push
 from gateway.services.devices import DeviceAuth
-from gateway.store.api import AppendEvent, DataIn, EventMeta, PointWrite, Store, Ticket
+from gateway.store.api import DataIn, EventMeta, PointWrite, SetValue, SetValues, Store, Ticket
 
 __all__ = ["AliasState", "StateService", "check_value", "value_text"]
 
@@ -111,70 +110,47 @@ class StateService:
     async def device_write(
         self, auth: DeviceAuth, points: Sequence[PointWrite], meta: EventMeta
     ) -> int:
-        result = await self.submit_write(auth, points, meta).wait()
-        return int(result[0])
+        (stored,) = await self.submit_write(auth, points, meta).wait()
+        assert isinstance(stored, int)
+        return stored
 
-    def read_for_device(self, device_id: int, aliases: Sequence[str]) -> dict[str, str]:
+    async def read_for_device(self, device_id: int, aliases: Sequence[str]) -> dict[str, str]:
         """What a device read returns: the set value of settable resources, else the
         reported value (docs/protocol.md §2.4, §13 item 3).  Aliases without a value are absent."""
         if not aliases:
             return {}
-        marks = ",".join("?" * len(aliases))
-        rows = self.store.read(
-            lambda c: c.execute(
-                f"SELECT alias, reported, set_value FROM state WHERE device_id = ? AND alias IN "
-                f"({marks})",
-                [device_id, *aliases],
-            ).fetchall()
-        )
         out = {}
-        for alias, reported, set_value in rows:
-            v = set_value if set_value is not None else reported
+        for row in await self.store.state(device_id, aliases):
+            v = row.set_value if row.set_value is not None else row.reported
             if v is not None:
-                out[alias] = v
+                out[row.alias] = v
         return {a: out[a] for a in aliases if a in out}
 
-    def pending(
+    async def pending(
         self, device_id: int, aliases: Sequence[str] | None = None, since: int = 0
     ) -> list[Push]:
         """Pending set values of the device, oldest first (optionally only ``aliases``
         and only those set after ``since`` µs)."""
-        rows = self.store.read(
-            lambda c: c.execute(
-                "SELECT alias, set_value, set_ts FROM state WHERE device_id = ? AND pending = 1 "
-                "AND set_ts > ? ORDER BY set_ts",
-                (device_id, since),
-            ).fetchall()
-        )
         want = None if aliases is None else set(aliases)
         return [
-            Push(a, v if v is not None else "", ts)
-            for a, v, ts in rows
-            if want is None or a in want
+            Push(r.alias, r.set_value if r.set_value is not None else "", r.set_ts or 0)
+            for r in await self.store.pending(device_id, since)
+            if want is None or r.alias in want
         ]
 
     # -- management side -----------------------------------------------------------------
 
-    def get(self, cid: str, identity: str) -> dict[str, AliasState]:
+    async def get(self, cid: str, identity: str) -> dict[str, AliasState]:
         self.registry.require(cid)
-
-        def q(conn: sqlite3.Connection) -> dict[str, AliasState]:
-            row = conn.execute(
-                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"device {identity!r} not found")
-            out = {}
-            for alias, rep, rts, sv, sts, pend in conn.execute(
-                "SELECT alias, reported, reported_ts, set_value, set_ts, pending FROM state "
-                "WHERE device_id = ? ORDER BY alias",
-                (row[0],),
-            ):
-                ts = max(t for t in (rts, sts, 0) if t is not None) or None
-                out[alias] = AliasState(rep, sv, ts, rts, sts, bool(pend))
-            return out
-
-        return self.store.read(q)
+        device = await self.store.device(cid, identity)
+        if device is None:
+            raise NotFound(f"device {identity!r} not found")
+        out = {}
+        for r in await self.store.state(device.id):
+            rts, sts = r.reported_ts, r.set_ts
+            ts = max(t for t in (rts, sts, 0) if t is not None) or None
+            out[r.alias] = AliasState(r.reported, r.set_value, ts, rts, sts, r.pending)
+        return out
 
     async def set_values(
         self, cid: str, identity: str, values: Mapping[str, Any], *, meta: EventMeta | None = None
@@ -197,29 +173,15 @@ class StateService:
             texts[alias] = text
         ts = now_us()
         meta = meta or EventMeta(protocol="api")
-
-        def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
-            row = conn.execute(
-                "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"device {identity!r} not found")
-            did = int(row[0])
-            conn.executemany(
-                "INSERT INTO state (device_id, alias, set_value, set_ts, pending) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, alias) DO UPDATE SET "
-                "set_value = excluded.set_value, set_ts = excluded.set_ts, "
-                "pending = excluded.pending",
-                [(did, a, v, ts, int(resources[a].sync)) for a, v in texts.items()],
-            )
-            emit(
-                AppendEvent(
-                    cid, "data_out", identity, meta, ts, [{"timestamp": ts, "values": texts}]
-                )
-            )
-            return did
-
-        did = await self.store.call(tx)
+        op = SetValues(
+            cid,
+            identity,
+            [SetValue(a, v, resources[a].sync) for a, v in texts.items()],
+            meta,
+            ts,
+        )
+        (did,) = await self.store.write([op])
+        assert isinstance(did, int)
         pushes = [Push(a, v, ts) for a, v in texts.items() if resources[a].sync]
         self.control.notify(did, pushes)
-        return self.get(cid, identity)
+        return await self.get(cid, identity)

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from gateway.store.api import AppendEvent, DataIn, EventMeta, PointWrite
-from gateway.store.sqlite.writer import open_store
+from gateway.store.sqlite import open_store
 
 META = EventMeta(connection_id="k", ip="127.0.0.1", protocol="test")
 

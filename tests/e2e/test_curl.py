@@ -87,7 +87,7 @@ async def test_curl_device_session(gw: TestGateway, flag: str, wire: str) -> Non
     assert (status, body) == (200, "config_io=%7b%22rate%22%3a+5%7d")
     status, _, _ = await curl("/onep:v1/stack/alias", *auth, "-d", 'config_io={"rate": 5}')
     assert status == 204
-    assert not gw.services.state.get("demo", "curl-dev")["config_io"].pending
+    assert not (await gw.services.state.get("demo", "curl-dev"))["config_io"].pending
     status, _, _ = await curl("/onep:v1/stack/alias?config_io", *auth, "-H", "Request-Timeout: 500")
     assert status == 304
 

@@ -73,10 +73,10 @@ async def _pub(conn: list[str], topic: str, value: str, qos: int) -> None:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
 
-async def _eventually(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+async def _eventually(predicate: Callable[[], Awaitable[object]], timeout_s: float = 5.0) -> None:
     """Poll ``predicate`` (committed state and device rows have no change event to await)."""
     for _ in range(int(timeout_s / 0.02)):
-        if predicate():
+        if await predicate():
             return
         await trio.sleep(0.02)
     raise AssertionError(f"condition not reached within {timeout_s} s")
@@ -86,8 +86,18 @@ async def _events(gw: TestGateway, kind: str) -> list[EventOut]:
     return [e for e in await gw.services.events.read("demo", limit=1000) if e.type == kind]
 
 
-def _online(gw: TestGateway) -> Callable[[], bool]:
-    return lambda: gw.services.devices.get("demo", IDENTITY).online
+def _online(gw: TestGateway, want: bool = True) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await gw.services.devices.get("demo", IDENTITY)).online is want
+
+    return check
+
+
+def _reported(gw: TestGateway, value: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await gw.services.state.get("demo", IDENTITY))["data_in"].reported == value
+
+    return check
 
 
 async def _written_values(gw: TestGateway) -> list[str]:
@@ -104,11 +114,9 @@ async def _check_qos0_qos1(gw: TestGateway, conn: list[str], tag: str) -> None:
     """QoS 1 returns after PUBACK (= committed); QoS 0 is stored shortly after."""
     await _pub(conn, "$resource/data_in", f"{tag}-q1", 1)
     # mosquitto_pub exits 0 only after the PUBACK, which is sent only after the commit
-    assert gw.services.state.get("demo", IDENTITY)["data_in"].reported == f"{tag}-q1"
+    assert (await gw.services.state.get("demo", IDENTITY))["data_in"].reported == f"{tag}-q1"
     await _pub(conn, "$resource/data_in", f"{tag}-q0", 0)
-    await _eventually(
-        lambda: gw.services.state.get("demo", IDENTITY)["data_in"].reported == f"{tag}-q0"
-    )
+    await _eventually(_reported(gw, f"{tag}-q0"))
     values = await _written_values(gw)
     assert values[-2:] == [f"{tag}-q1", f"{tag}-q0"]
 
@@ -116,7 +124,7 @@ async def _check_qos0_qos1(gw: TestGateway, conn: list[str], tag: str) -> None:
 async def test_publish_qos0_and_qos1_plain(gw: TestGateway, token: str) -> None:
     await _check_qos0_qos1(gw, _plain(gw, token), "plain")
     # two connections, each recorded as connect + clean disconnect
-    await _eventually(lambda: not _online(gw)())
+    await _eventually(_online(gw, want=False))
     connects = await _events(gw, "connect")
     assert len(connects) == 2
     assert all(e.identity == IDENTITY and e.ip == "127.0.0.1" for e in connects)
@@ -143,7 +151,7 @@ async def test_bad_token_is_refused_with_connack_4(gw: TestGateway, token: str) 
     )
     assert proc.returncode != 0
     assert b"bad user name or password" in proc.stderr.lower()
-    assert "data_in" not in gw.services.state.get("demo", IDENTITY)
+    assert "data_in" not in await gw.services.state.get("demo", IDENTITY)
 
 
 async def _sub_one(conn: list[str], out: list[subprocess.CompletedProcess[bytes]]) -> None:
@@ -173,12 +181,12 @@ async def test_subscriber_receives_set_value_and_ack_clears_pending(
         await _eventually(_online(gw))
         await gw.services.state.set_values("demo", IDENTITY, {"data_out": "reboot now"})
     first, alias, ts, value = _parse_push(out[0])
-    st = gw.services.state.get("demo", IDENTITY)["data_out"]
+    st = (await gw.services.state.get("demo", IDENTITY))["data_out"]
     assert (first, alias, value) == ("$resource", "data_out", "reboot now")
     assert ts == st.set_timestamp
     assert st.pending
     await _pub(conn, "$resource/data_out", "reboot now", 1)
-    st = gw.services.state.get("demo", IDENTITY)["data_out"]
+    st = (await gw.services.state.get("demo", IDENTITY))["data_out"]
     assert not st.pending
     assert st.reported == "reboot now"
 
@@ -190,7 +198,7 @@ async def test_value_set_while_offline_is_pushed_on_connect(gw: TestGateway, tok
     await _sub_one(_plain(gw, token), out)
     _, alias, ts, value = _parse_push(out[0])
     assert (alias, value) == ("config_io", '{"channels": {}}')
-    assert ts == gw.services.state.get("demo", IDENTITY)["config_io"].set_timestamp
+    assert ts == (await gw.services.state.get("demo", IDENTITY))["config_io"].set_timestamp
 
 
 async def test_keepalive_expiry_closes_a_silent_client(gw: TestGateway, token: str) -> None:
@@ -210,7 +218,7 @@ async def test_keepalive_expiry_closes_a_silent_client(gw: TestGateway, token: s
                     break
         elapsed = trio.current_time() - start
     assert 1.3 <= elapsed < 4.0, elapsed
-    await _eventually(lambda: not _online(gw)())
+    await _eventually(_online(gw, want=False))
     (ev,) = await _events(gw, "disconnect")
     assert ev.reason == "idle_timeout"
 
@@ -219,7 +227,7 @@ async def test_clean_disconnect_is_recorded(gw: TestGateway, token: str) -> None
     """mosquitto_pub ends with DISCONNECT: the disconnect event says ``client_disconnect``
     and the device is offline again."""
     await _pub(_plain(gw, token), "$resource/data_in", "bye", 1)
-    await _eventually(lambda: not _online(gw)())
+    await _eventually(_online(gw, want=False))
     (ev,) = await _events(gw, "disconnect")
     assert (ev.identity, ev.reason, ev.protocol) == (IDENTITY, "client_disconnect", MQTT)
 
@@ -254,9 +262,9 @@ async def test_second_connection_takes_over(gw: TestGateway, token: str) -> None
             kicked = await _wait_debug(sub.receive.receive, "disconnect", "duplicate_connection")
             with trio.fail_after(5):
                 assert await first.receive_some(1024) == b""  # closed by the gateway
-            assert gw.services.devices.get("demo", IDENTITY).online
+            assert (await gw.services.devices.get("demo", IDENTITY)).online
             await gw.services.state.set_values("demo", IDENTITY, {"data_out": "to-second"})
     assert kicked.connection_id == old.connection_id
     _, alias, _, value = _parse_push(out[0])
     assert (alias, value) == ("data_out", "to-second")
-    await _eventually(lambda: not _online(gw)())
+    await _eventually(_online(gw, want=False))

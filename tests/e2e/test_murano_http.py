@@ -63,15 +63,14 @@ async def test_gdc_http_commands(gw: TestGateway, tmp_path: Path) -> None:
 
     token = await gdc(gw, tmp_path, "activate", uuid="gdc-dev-1")
     assert len(token) == 40
-    assert gw.services.devices.get("demo", "gdc-dev-1").status == "provisioned"
+    assert (await gw.services.devices.get("demo", "gdc-dev-1")).status == "provisioned"
     assert (await gdc(gw, tmp_path, "activate", uuid="gdc-dev-1")).startswith("[409]")
 
     out = await gdc(gw, tmp_path, "write", "data_in", '{"001": 9.45, "002": 150}', token=token)
     assert out.startswith("[204]")
-    assert (
-        gw.services.state.get("demo", "gdc-dev-1")["data_in"].reported
-        == '{"001": 9.45, "002": 150}'
-    )
+    assert (await gw.services.state.get("demo", "gdc-dev-1"))[
+        "data_in"
+    ].reported == '{"001": 9.45, "002": 150}'
     out = await gdc(gw, tmp_path, "read", "data_in", token=token)
     assert out == '[200] data_in={"001": 9.45, "002": 150}'
     assert await gdc(gw, tmp_path, "read", "config_io", token=token) == "[204] No Content"
@@ -160,6 +159,6 @@ async def test_murano_client_watch_and_ack(gw: TestGateway, tmp_path: Path) -> N
         "payload": '{"channels": {"001": {"a": 1}}}',
         "ack": True,
     }
-    st = gw.services.state.get("demo", "watcher-1")["config_io"]
+    st = (await gw.services.state.get("demo", "watcher-1"))["config_io"]
     assert not st.pending
     assert st.reported == '{"channels": {"001": {"a": 1}}}'

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import textwrap
 import time
@@ -122,7 +123,7 @@ async def _child(
 
 async def _online(gw: TestGateway, identity: str, want: bool = True) -> None:
     for _ in range(500):
-        if gw.services.devices.get("demo", identity).online is want:
+        if (await gw.services.devices.get("demo", identity)).online is want:
             return
         await trio.sleep(0.02)
     raise AssertionError(f"{identity} online is not {want}")
@@ -138,8 +139,8 @@ async def test_gdc_activate_publish_batch_subscribe_ack(
     # activate: anonymous CONNECT, $provision/<id> QoS 1, the token is the first message
     token = await _gdc(gw, tmp_path, port_key, "activate", "-u", identity)
     assert TOKEN_RE.fullmatch(token), token
-    assert gw.services.devices.get("demo", identity).status == "provisioned"
-    assert gw.services.devices.authenticate_token("demo", token).identity == identity
+    assert (await gw.services.devices.get("demo", identity)).status == "provisioned"
+    assert (await gw.services.devices.authenticate_token("demo", token)).identity == identity
 
     # a batch of points with µs timestamps: every point is stored, the newest is the state
     base = int(time.time() * 1e6) - 3_000_000
@@ -148,22 +149,22 @@ async def test_gdc_activate_publish_batch_subscribe_ack(
         {"timestamp": ts, "values": {"data_in": f'{{"001": {i}}}'}} for i, ts in enumerate(stamps)
     ]
     await _gdc(gw, tmp_path, port_key, "publish", "$resource.batch", json.dumps(batch), token=token)
-    st = state.get("demo", identity)["data_in"]
+    st = (await state.get("demo", identity))["data_in"]
     assert (st.reported, st.reported_timestamp) == ('{"001": 2}', stamps[-1])
     events = [e for e in await gw.services.events.read("demo", limit=1000) if e.type == "data_in"]
     assert events[-1].payload == batch
-    points = gw.services.store.read(
-        lambda c: c.execute(
-            "SELECT ts FROM points JOIN devices ON devices.id = points.device_id "
-            "WHERE devices.identity = ? AND alias = 'data_in' ORDER BY ts",
-            (identity,),
-        ).fetchall()
-    )
+    conn = sqlite3.connect(Path(gw.info.data) / "gateway.db")  # the replay-check rows
+    points = conn.execute(
+        "SELECT ts FROM points JOIN devices ON devices.id = points.device_id "
+        "WHERE devices.identity = ? AND alias = 'data_in' ORDER BY ts",
+        (identity,),
+    ).fetchall()
+    conn.close()
     assert [ts for (ts,) in points] == stamps
 
     # a plain write: stamped by the gateway, newer than the batch
     await _gdc(gw, tmp_path, port_key, "publish", "$resource/data_in", '{"001": 9.45}', token=token)
-    st = state.get("demo", identity)["data_in"]
+    st = (await state.get("demo", identity))["data_in"]
     assert st.reported == '{"001": 9.45}'
     assert st.reported_timestamp is not None
     assert st.reported_timestamp > stamps[-1]
@@ -177,11 +178,11 @@ async def test_gdc_activate_publish_batch_subscribe_ack(
         line = await _Lines(sub.stdout).next()
         sub.send_signal(signal.SIGINT)  # gdc subscribe ends cleanly on KeyboardInterrupt
     assert line == f"data_out.{new['data_out'].set_timestamp}=reboot"
-    assert state.get("demo", identity)["data_out"].pending
+    assert (await state.get("demo", identity))["data_out"].pending
 
     # the acknowledgement: the value published back to $resource/<alias>
     await _gdc(gw, tmp_path, port_key, "publish", "$resource/data_out", "reboot", token=token)
-    st = state.get("demo", identity)["data_out"]
+    st = (await state.get("demo", identity))["data_out"]
     assert not st.pending
     assert st.reported == "reboot"
 
@@ -196,7 +197,7 @@ async def test_gdc_pending_value_is_delivered_at_connect(gw: TestGateway, tmp_pa
         assert sub.stdout is not None
         line = await _Lines(sub.stdout).next()
         sub.send_signal(signal.SIGINT)
-    ts = gw.services.state.get("demo", "gdc-offline")["config_io"].set_timestamp
+    ts = (await gw.services.state.get("demo", "gdc-offline"))["config_io"].set_timestamp
     assert line == f'config_io.{ts}={{"channels": {{}}}}'
 
 
@@ -265,11 +266,11 @@ async def test_murano_client_library_watch_ack_tell(
             "payload": config,
             "ack": True,
         }
-        st = gw.services.state.get("demo", identity)["config_io"]
+        st = (await gw.services.state.get("demo", identity))["config_io"]
         assert not st.pending  # ack() returned after its PUBACK, i.e. after the commit
         assert st.reported == config
         assert json.loads(await lines.next()) == {"tell": True}
-        data_in = gw.services.state.get("demo", identity)["data_in"]
+        data_in = (await gw.services.state.get("demo", identity))["data_in"]
         assert data_in.reported == '{"001": 7}'
         assert data_in.reported_timestamp is not None
         assert abs(data_in.reported_timestamp - time.time() * 1e6) < 30e6

@@ -3,9 +3,11 @@ takeover, TLS with ALPN "mqtt" and without ALPN (docs/protocol.md §3, §12 item
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import ssl
 import threading
+from collections.abc import Awaitable
 
 import paho.mqtt.client as paho
 import pytest
@@ -69,11 +71,27 @@ class Client:
 
 
 async def _eventually(predicate, timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` (plain, or async: a store read)."""
     for _ in range(int(timeout_s / 0.05)):
-        if predicate():
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
             return
         await trio.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+async def _reported(gw, identity: str) -> str | None:
+    return (await gw.services.state.get("demo", identity))["data_in"].reported
+
+
+async def _is(value: Awaitable[object], want: object) -> bool:
+    return await value == want
+
+
+async def _offline(gw, identity: str) -> bool:
+    return not (await gw.services.devices.get("demo", identity)).online
 
 
 async def test_qos0_and_qos1_publish(gw, token):
@@ -81,13 +99,11 @@ async def test_qos0_and_qos1_publish(gw, token):
     await c.connect("127.0.0.1", gw.ports["dev_mqtt"])
     assert c.rc == 0
     await c.publish("$resource/data_in", "q1-value", qos=1)  # returns after PUBACK
-    assert gw.services.state.get("demo", "paho-1")["data_in"].reported == "q1-value"
+    assert (await gw.services.state.get("demo", "paho-1"))["data_in"].reported == "q1-value"
     await c.publish("$resource/data_in", "q0-value", qos=0)
-    await _eventually(
-        lambda: gw.services.state.get("demo", "paho-1")["data_in"].reported == "q0-value"
-    )
+    await _eventually(lambda: _is(_reported(gw, "paho-1"), "q0-value"))
     await c.stop()
-    await _eventually(lambda: not gw.services.devices.get("demo", "paho-1").online)
+    await _eventually(lambda: _offline(gw, "paho-1"))
 
 
 async def test_push_and_bad_token(gw, token):
@@ -111,7 +127,7 @@ async def test_keepalive_expiry(gw, token):
     await c.connect("127.0.0.1", gw.ports["dev_mqtt"])
     await trio.to_thread.run_sync(c.c.loop_stop)
     start = trio.current_time()
-    await _eventually(lambda: not gw.services.devices.get("demo", "paho-1").online, 6)
+    await _eventually(lambda: _offline(gw, "paho-1"), 6)
     assert 1.2 <= trio.current_time() - start < 4
     # paho has no public way to close its sockets once its loop was stopped by hand
     c.c._reset_sockets()
@@ -125,7 +141,7 @@ async def test_takeover(gw, token):
     await second.connect("127.0.0.1", gw.ports["dev_mqtt"])
     assert await trio.to_thread.run_sync(first.disconnected.wait, 10)
     await second.publish("$resource/data_in", "from-second", qos=1)
-    assert gw.services.devices.get("demo", "paho-1").online
+    assert (await gw.services.devices.get("demo", "paho-1")).online
     await second.stop()
     await trio.to_thread.run_sync(first.c.loop_stop)
     first.c._reset_sockets()
@@ -143,5 +159,5 @@ async def test_tls(gw, token, port_key, alpn):
     await c.connect(gw.fqdn(), gw.ports[port_key])
     assert c.rc == 0
     await c.publish("$resource/data_in", f"tls-{port_key}", qos=1)
-    assert gw.services.state.get("demo", "paho-1")["data_in"].reported == f"tls-{port_key}"
+    assert (await gw.services.state.get("demo", "paho-1"))["data_in"].reported == f"tls-{port_key}"
     await c.stop()

@@ -117,18 +117,18 @@ async def test_pump_fleet_end_to_end(
     identities = {a: identity_for(a, fmt) for a in ("pump-001", "pump-002", "pump-003")}
     devices, _ = await services.devices.list(CID, tags=[Tag("integration", "pumps")])
     assert sorted(d.identity for d in devices) == sorted(identities.values())
-    dev1 = services.devices.get(CID, identities["pump-001"])
+    dev1 = await services.devices.get(CID, identities["pump-001"])
     assert Tag("site", "north") in dev1.tags
     assert Tag("asset_id", "pump-001") in dev1.tags
     config_io = msgspec.json.decode(
-        services.state.get(CID, identities["pump-001"])["config_io"].set or "null"
+        (await services.state.get(CID, identities["pump-001"]))["config_io"].set or "null"
     )
     assert config_io["channels"]["temperature"]["display_name"] == "Temperature Pump pump-001"
     # a second sync changes nothing but updates
     r = await rig.api.post(f"/connectors/{CID}/integrations/pumps/jobs/sync")
     assert (r.json()["created"], r.json()["updated"]) == (0, 3)
     # fetch writes temperature, battery and vibration into data_in; the event log shows it
-    after = services.events.last_seq(CID)
+    after = await services.events.last_seq(CID)
     r = await rig.api.post(f"/connectors/{CID}/integrations/pumps/jobs/fetch")
     report = r.json()
     assert (report["status"], report["seen"], report["updated"]) == ("ok", 3, 3), report
@@ -141,13 +141,13 @@ async def test_pump_fleet_end_to_end(
     assert point == {
         k: rig.pump.fleet.states["pump-002"][k] for k in ("temperature", "battery", "vibration")
     }
-    state = services.state.get(CID, identities["pump-002"])
+    state = await services.state.get(CID, identities["pump-002"])
     assert msgspec.json.decode(state["data_in"].reported or "{}")["battery"] == 98
     # an asset removed upstream is marked, not deleted
     rig.pump.fleet.remove_asset("pump-003")
     r = await rig.api.post(f"/connectors/{CID}/integrations/pumps/jobs/sync")
     assert (r.json()["vanished"], r.json()["seen"]) == (1, 2)
-    gone = services.devices.get(CID, identities["pump-003"])
+    gone = await services.devices.get(CID, identities["pump-003"])
     assert Tag("c2c_status", "vanished") in gone.tags
     # a 429 is retried after Retry-After
     rig.pump.fleet.throttle(1, retry_after="1")
@@ -212,7 +212,7 @@ async def test_token_variant_and_operation_calls(
         assert r.json()["body"]["temperature"] == rig.pump.fleet.states["pump-001"]["temperature"]
         assert ("/api/v1.0/assets/pump-001/state", f"token={TOKEN}") in rig.pump.fleet.requests
         # Python face of the same call
-        result = await rig.svc.bind(CID, "pumps").call("assetData", id="pump-002")
+        result = await (await rig.svc.bind(CID, "pumps")).call("assetData", id="pump-002")
         assert result.body["name"] == "Pump pump-002"
         # clear errors: unknown operation, missing parameter, upstream 404, unknown parameter
         r = await rig.api.post(f"{url}/nope", json={})

@@ -3,6 +3,8 @@ tags and listing, state with pending semantics.  Every refusal is checked to cha
 
 from __future__ import annotations
 
+import sqlite3
+
 import msgspec
 import pytest
 
@@ -18,8 +20,9 @@ from gateway.services.connectors import (
     Resource,
 )
 from gateway.services.control import Push
-from gateway.services.devices import Tag
-from gateway.store.api import EventMeta
+from gateway.services.devices import MAX_TAGS_PER_DEVICE, Tag, TagRef
+from gateway.services.logs import LogFilter
+from gateway.store.api import CreateDevice, EventMeta
 
 META = EventMeta(connection_id="t", ip="10.9.8.7", protocol="onep:v1/http")
 RESOURCES = [
@@ -41,9 +44,19 @@ async def _connector(services: Services, **prov: object) -> str:
 
 
 def _count(services: Services, table: str) -> int:
-    return int(
-        services.store.read(lambda c: c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    )
+    """Rows of ``table`` straight from the database file (the tests' oracle)."""
+    conn = sqlite3.connect(services.config.data_dir / "gateway.db")
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def _cred_hash(services: Services, cid: str, identity: str) -> str:
+    row = await services.store.device(cid, identity)
+    assert row is not None
+    assert row.cred_hash is not None
+    return row.cred_hash
 
 
 async def test_connector_validation_changes_nothing(services: Services) -> None:
@@ -70,11 +83,10 @@ async def test_token_activation_rules(services: Services) -> None:
     assert len(token) == 40
     assert token == token.lower()
     int(token, 16)
-    auth = services.devices.authenticate_token(cid, token)
+    auth = await services.devices.authenticate_token(cid, token)
     assert auth.identity == "dev1"
     # the token is stored only as a hash
-    stored = services.store.read(lambda c: c.execute("SELECT cred_hash FROM devices").fetchone())
-    assert token not in stored[0]
+    assert token not in await _cred_hash(services, cid, "dev1")
     with pytest.raises(Refused) as info:
         await services.devices.activate(cid, "dev1", ip=None, meta=META)
     assert info.value.http_status == 409
@@ -85,13 +97,13 @@ async def test_token_activation_rules(services: Services) -> None:
     assert token2
     assert token2 != token
     with pytest.raises(Refused) as info:
-        services.devices.authenticate_token(cid, token)
+        await services.devices.authenticate_token(cid, token)
     assert info.value.http_status == 401
     assert info.value.connack == 4
     # locked: refused everywhere
     await services.devices.update(cid, "dev1", locked=True)
     with pytest.raises(Refused) as info:
-        services.devices.authenticate_token(cid, token2)
+        await services.devices.authenticate_token(cid, token2)
     assert info.value.reason == "locked"
     assert info.value.connack == 5
     events = await services.events.read(cid)
@@ -153,9 +165,9 @@ async def test_password_provisioning(services: Services) -> None:
     assert auth.identity == "p1"
     with pytest.raises(Refused):
         await services.devices.authenticate_password(cid, "p1", pw + "x")
-    stored = services.store.read(lambda c: c.execute("SELECT cred_hash FROM devices").fetchone())
-    assert pw not in stored[0]
-    assert stored[0].startswith("scrypt:")
+    stored = await _cred_hash(services, cid, "p1")
+    assert pw not in stored
+    assert stored.startswith("scrypt:")
 
 
 async def test_certificate_pinning(services: Services) -> None:
@@ -230,9 +242,9 @@ async def test_state_pending_and_ack(services: Services) -> None:
     cid = await _connector(services)
     token = await services.devices.activate(cid, "s1", ip=None, meta=META)
     assert token
-    auth = services.devices.authenticate_token(cid, token)
+    auth = await services.devices.authenticate_token(cid, token)
     # initial value of a settable resource with sync=false: set, never pending
-    st = services.state.get(cid, "s1")
+    st = await services.state.get(cid, "s1")
     assert st["mode"].set == "a"
     assert not st["mode"].pending
 
@@ -248,17 +260,17 @@ async def test_state_pending_and_ack(services: Services) -> None:
     services.control.attach(auth.device_id, Target())
     await services.state.set_values(cid, "s1", {"data_out": {"004": True}})
     assert [(p.alias, p.value) for p in pushed] == [("data_out", '{"004":true}')]
-    assert services.state.pending(auth.device_id)[0].alias == "data_out"
-    assert services.state.read_for_device(auth.device_id, ["data_out", "nope"]) == {
+    assert (await services.state.pending(auth.device_id))[0].alias == "data_out"
+    assert await services.state.read_for_device(auth.device_id, ["data_out", "nope"]) == {
         "data_out": '{"004":true}'
     }
     # any device write to the alias acknowledges (byte equality not required)
     pts = services.state.points_for(cid, [("data_out", '{"004": true}', 5)])
     await services.state.device_write(auth, pts, META)
-    st = services.state.get(cid, "s1")
+    st = await services.state.get(cid, "s1")
     assert not st["data_out"].pending
     assert st["data_out"].reported == '{"004": true}'
-    assert services.state.pending(auth.device_id) == []
+    assert await services.state.pending(auth.device_id) == []
     # bad values: refused, nothing stored
     with pytest.raises(InvalidValue):
         services.state.points_for(cid, [("temp", "25", 6)])
@@ -270,11 +282,11 @@ async def test_state_pending_and_ack(services: Services) -> None:
         await services.state.set_values(cid, "s1", {"undefined": "x"})
     with pytest.raises(InvalidValue):
         await services.state.set_values(cid, "s1", {"mode": "c"})
-    assert services.state.get(cid, "s1")["mode"].set == "a"
+    assert (await services.state.get(cid, "s1"))["mode"].set == "a"
     ok = services.state.points_for(cid, [("temp", "15", 7), ("flag", "true", 7), ("zz", "u", 7)])
     assert [p.defined for p in ok] == [True, True, False]
     await services.state.device_write(auth, ok, META)
-    st = services.state.get(cid, "s1")
+    st = await services.state.get(cid, "s1")
     assert "zz" not in st
     assert st["temp"].reported == "15"
     types = [e.type for e in await services.events.read(cid)]
@@ -286,8 +298,73 @@ async def test_delete_device_and_connector(services: Services) -> None:
     await services.devices.add(cid, "gone", tags=[Tag("a", "b")])
     await services.devices.delete(cid, "gone")
     with pytest.raises(NotFound):
-        services.devices.get(cid, "gone")
+        await services.devices.get(cid, "gone")
     assert _count(services, "tags") == 0
     await services.connectors.delete(cid)
     assert services.registry.get(cid) is None
     assert _count(services, "resources") == 0
+
+
+async def test_device_change_is_one_transaction(services: Services) -> None:
+    """``PATCH …/devices/{identity}``: lock, credentials and tag edits apply together, or
+    (here: past the tag limit) not at all."""
+    cid = await _connector(services)
+    await services.devices.add(cid, "d1", tags=[Tag("a", "1")])
+    too_many = [Tag("t", str(i)) for i in range(MAX_TAGS_PER_DEVICE)]
+    with pytest.raises(BadRequest, match="at most"):
+        await services.devices.update(cid, "d1", locked=True, add_tags=too_many)
+    d = await services.devices.get(cid, "d1")
+    assert (d.locked, d.tags) == (False, [Tag("a", "1")])
+    d = await services.devices.update(
+        cid,
+        "d1",
+        locked=True,
+        add_tags=[Tag("a", "2"), Tag("b", "1")],
+        remove_tags=[TagRef("a", "1")],
+    )
+    assert (d.locked, d.tags) == (True, [Tag("a", "2"), Tag("b", "1")])
+
+
+async def test_connection_bookkeeping(services: Services) -> None:
+    """``connected``/``disconnected`` are not awaited; the device stays online while a newer
+    connection of it is open (docs/decisions.md)."""
+    cid = await _connector(services)
+    token = await services.devices.activate(cid, "d1", ip=None, meta=META)
+    assert token
+    auth = await services.devices.authenticate_token(cid, token)
+    first = EventMeta(connection_id="first", ip="10.0.0.1", protocol="murano:v1/mqtt")
+    second = EventMeta(connection_id="second", ip="10.0.0.2", protocol="murano:v1/mqtt")
+    services.devices.connected(auth, first)
+    services.devices.connected(auth, second)  # takes over
+    services.devices.disconnected(auth, first, "duplicate_connection")
+    await services.store.write([])  # submissions commit in order: the three above are in
+    d = await services.devices.get(cid, "d1")
+    assert (d.online, d.lastip) == (True, "10.0.0.2")
+    services.devices.disconnected(auth, second, "peer_closed")
+    await services.store.write([])
+    assert not (await services.devices.get(cid, "d1")).online
+
+
+async def test_unawaited_failures_are_logged_and_reach_the_debug_log(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A detached submission that fails is not silent: a warning with the ops and the
+    reason, and a ``store_write_failed`` record in the connector's live debug log."""
+    cid = await _connector(services)
+    await services.devices.add(cid, "d1")
+    async with services.logs.subscribe(LogFilter(cid, kinds=("debug",))) as sub:
+        ticket = services.store.submit([CreateDevice(cid, "d1", "whitelisted", 1)], detached=True)
+        with pytest.raises(AlreadyExists):
+            await ticket.wait()
+        rec = sub.receive.receive_nowait()
+    assert (rec.event, rec.reason, rec.connector_id, rec.identity) == (
+        "store_write_failed",
+        "already_exists",
+        cid,
+        "d1",
+    )
+    assert "CreateDevice" in (rec.detail or "")
+    assert any(
+        "CreateDevice" in r.getMessage() and "already_exists" in r.getMessage()
+        for r in caplog.records
+    )

@@ -263,14 +263,14 @@ class DeviceApp:
         devices = self.services.devices
         token = req.header(b"x-exosite-cik")
         if token is not None:
-            return devices.authenticate_token(cid, token)
+            return await devices.authenticate_token(cid, token)
         authz = req.header(b"authorization")
         if authz is not None:
             scheme, _, cred = authz.partition(" ")
             scheme = scheme.lower()
             cred = cred.strip()
             if scheme == "token":
-                return devices.authenticate_token(cid, cred)
+                return await devices.authenticate_token(cid, cred)
             if scheme == "basic":
                 try:
                     user, sep, secret = (
@@ -281,7 +281,7 @@ class DeviceApp:
                 if not sep:
                     raise not_authenticated("malformed Basic credentials")
                 if not user:
-                    return devices.authenticate_token(cid, secret)
+                    return await devices.authenticate_token(cid, secret)
                 if not req.conn.info.tls:
                     raise not_authenticated("dev mode accepts tokens only")
                 return await devices.authenticate_password(cid, user, secret)
@@ -351,7 +351,7 @@ class DeviceApp:
     async def _answer_read(
         self, req: Request, auth: DeviceAuth, aliases: list[str], send: Send
     ) -> None:
-        values = self.services.state.read_for_device(auth.device_id, aliases)
+        values = await self.services.state.read_for_device(auth.device_id, aliases)
         if values:
             await respond(send, 200, encode_pairs(values), (FORM_CT,))
         else:
@@ -387,7 +387,7 @@ class DeviceApp:
             try:
                 while True:
                     changed = control.change_event(auth.device_id)  # before the read: no gap
-                    pending = state.pending(auth.device_id, defined, since)
+                    pending = await state.pending(auth.device_id, defined, since)
                     if pending:
                         found = pending[0]
                         break

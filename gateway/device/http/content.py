@@ -80,12 +80,12 @@ async def download(
     content_id = params.get("id")
     content = services.content
     if not content_id:
-        ids = [i.id for i in content.list(cid) if _visible(i.id, auth.identity)]
+        ids = [i.id for i in await content.list(cid) if _visible(i.id, auth.identity)]
         await respond(send, 200, "\n".join(ids).encode("utf-8"), (CSV_CT,))
         return
     if not _visible(content_id, auth.identity):
         raise NotFound(f"content {content_id!r} not found")
-    info = content.info(cid, content_id)
+    info = await content.info(cid, content_id)
     if params.get("info", "").lower() == "true":
         line = f"{info.type},{info.length},{info.updated // 1_000_000},{info.description}"
         await respond(send, 200, line.encode("utf-8"), (CSV_CT,))

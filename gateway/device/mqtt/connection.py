@@ -390,7 +390,7 @@ class _Connection:
             elif t is Subscribe:
                 assert isinstance(event, Subscribe)
                 if self.auth is not None:
-                    self.push(self.services.state.pending(self.auth.device_id))
+                    self.push(await self.services.state.pending(self.auth.device_id))
         await self._submit(ops, pids)
 
     async def _submit(self, ops: list[Op], pids: list[int]) -> None:
@@ -441,7 +441,7 @@ class _Connection:
             self._refuse(ConnAckCode.NOT_AUTHORIZED, "unknown_connector", exc.message)
             return
         self.session.accept()
-        self._bind(auth)
+        await self._bind(auth)
 
     async def _authenticate_secret(self, cid: str, packet: Connect) -> DeviceAuth:
         """Token (any user name) first — a cheap indexed lookup — then, with a user name,
@@ -453,7 +453,7 @@ class _Connection:
             raise not_authenticated("the password is not UTF-8") from None
         devices = self.services.devices
         try:
-            return devices.authenticate_token(cid, secret)
+            return await devices.authenticate_token(cid, secret)
         except Refused as exc:
             if exc.reason != "not_authenticated" or not packet.username:
                 raise
@@ -464,7 +464,7 @@ class _Connection:
         self.session.refuse(code, reason, detail)
         self._debug("connect_refused", reason, f"CONNACK {int(code)}: {detail}")
 
-    def _bind(self, auth: DeviceAuth) -> None:
+    async def _bind(self, auth: DeviceAuth) -> None:
         """The connection now speaks for ``auth``'s device: attach for pushes (replacing an
         older connection), record the connect, and push what is pending (§12 items 9, 13)."""
         self.auth = auth
@@ -472,7 +472,7 @@ class _Connection:
         self.attached = True
         self.services.devices.connected(auth, self.meta)
         self._debug("connect", None, f"client id {self.client_id!r}")
-        self.push(self.services.state.pending(auth.device_id))
+        self.push(await self.services.state.pending(auth.device_id))
 
     # -- PUBLISH ---------------------------------------------------------------------------
 
@@ -587,7 +587,7 @@ class _Connection:
             token = await devices.activate(
                 self.cid, req.identity, ip=self.info.peer_ip, meta=self.meta, password=password
             )
-            device_id = devices.device_id(self.cid, req.identity)
+            device_id = await devices.device_id(self.cid, req.identity)
         except UnicodeDecodeError:
             self._metrics.refuse(_METRICS_PROTOCOL, "bad_password")
             self.close("bad_password", "the provisioning password is not UTF-8")
@@ -603,7 +603,7 @@ class _Connection:
         self._debug("provisioned", None, req.identity)
         if self.attached and self.auth is not None:
             self.services.control.detach(self.auth.device_id, self)
-        self._bind(DeviceAuth(self.cid, device_id, req.identity))
+        await self._bind(DeviceAuth(self.cid, device_id, req.identity))
 
     # -- acknowledgements and output -------------------------------------------------------
 
@@ -702,17 +702,18 @@ class _Connection:
             reason = "ssl_closed"
         auth = self.auth
         if auth is not None:
-            still_online = False
             if self.attached:
-                # detach() answers whether another connection of the device remains
-                still_online = self.services.control.detach(auth.device_id, self)
+                self.services.control.detach(auth.device_id, self)
             will = self.session.will
             if will is not None and not closed.clean:
                 ops: list[Op] = []
                 self._dispatch(will, now_us(), ops)
                 if ops:
-                    self.services.store.submit(ops)
-            self.services.devices.disconnected(auth, self.meta, reason, still_online=still_online)
+                    # nobody awaits it: a failure goes to the store's on_failure (logged)
+                    self.services.store.submit(ops, detached=True)
+            # offline only if this is still the device's current connection (the store
+            # compares connection ids: a newer connection may already have taken over)
+            self.services.devices.disconnected(auth, self.meta, reason)
         self._debug("disconnect", reason, closed.detail)
 
     def _debug(self, event: str, reason: str | None, detail: str) -> None:

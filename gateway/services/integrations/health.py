@@ -9,23 +9,19 @@ green as it happens.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import httpx
 
 from gateway.clock import now_us
 from gateway.model import LogRecord
 from gateway.services.integrations import storage
+from gateway.services.integrations.bound import Bound
+from gateway.services.integrations.context import Collaborators
 from gateway.services.integrations.models import HealthCheck
 from gateway.services.integrations.operations import make_client, transport_error
 from gateway.store.api import AppendEvent, EventMeta
-
-if TYPE_CHECKING:
-    from gateway.services.integrations.service import Bound, IntegrationService
 
 __all__ = ["HEALTH_EVENT", "probe", "run_health_check"]
 
@@ -54,37 +50,36 @@ async def probe(bound: Bound) -> tuple[bool, int | None, float, str]:
     return healthy, resp.status_code, latency, f"GET {shown} answered {resp.status_code}"
 
 
-async def run_health_check(service: IntegrationService, bound: Bound) -> HealthCheck:
+async def run_health_check(service: Collaborators, bound: Bound) -> HealthCheck:
     """Probe, store the result and report a change on the event log and live log."""
     healthy, status, latency, detail = await probe(bound)
     cid, name = bound.connector_id, bound.name
     ts = now_us()
 
-    def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> HealthCheck:
-        last = storage.read_health(conn, cid, name, limit=1)
-        changed = not last or last[0].healthy != healthy
-        check = HealthCheck(ts, healthy, status, round(latency, 3), detail, changed)
-        storage.record_health(conn, cid, name, check)
-        if changed:
-            emit(
-                AppendEvent(
-                    cid,
-                    HEALTH_EVENT,
-                    None,
-                    EventMeta(protocol="c2c"),
-                    ts,
-                    {"integration": name, "healthy": healthy, "status": status, "detail": detail},
-                    reason="healthy" if healthy else "unhealthy",
-                )
-            )
-        return check
-
-    check = await service.store.call(tx)
+    check = await storage.record_health(
+        service.store,
+        cid,
+        name,
+        timestamp=ts,
+        healthy=healthy,
+        status_code=status,
+        latency_ms=round(latency, 3),
+        detail=detail,
+        on_change=AppendEvent(
+            cid,
+            HEALTH_EVENT,
+            None,
+            EventMeta(protocol="c2c"),
+            ts,
+            {"integration": name, "healthy": healthy, "status": status, "detail": detail},
+            reason="healthy" if healthy else "unhealthy",
+        ),
+    )
     if check.changed:
         log.info(
             "integration %s/%s is %s: %s", cid, name, "healthy" if healthy else "unhealthy", detail
         )
-        service.services.debug(
+        service.debug(
             LogRecord(
                 kind="debug",
                 timestamp=ts,

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import string
 import uuid
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 import trio
@@ -35,12 +34,11 @@ from gateway.errors import AlreadyExists, BadRequest, GatewayError, InvalidValue
 from gateway.services.connectors import IdentityFormat
 from gateway.services.devices import DeviceAuth, Tag
 from gateway.services.integrations import storage
+from gateway.services.integrations.bound import Bound
+from gateway.services.integrations.context import Collaborators
 from gateway.services.integrations.models import AssetError, RunReport
 from gateway.services.integrations.operations import CallResult, UpstreamError
-from gateway.store.api import AppendEvent, EventMeta
-
-if TYPE_CHECKING:
-    from gateway.services.integrations.service import Bound, IntegrationService
+from gateway.store.api import EventMeta
 
 __all__ = [
     "STATUS_TAG",
@@ -181,9 +179,9 @@ def _tags(bound: Bound, asset_id: str, asset: Mapping[str, Any]) -> list[Tag]:
     return tags
 
 
-async def run_sync(service: IntegrationService, bound: Bound, report: RunReport) -> None:
+async def run_sync(service: Collaborators, bound: Bound, report: RunReport) -> None:
     """One asset sync; fills ``report``.  Raises when the listing itself fails."""
-    services = service.services
+    services = service  # the registry, devices and state it was built with
     cid, name, s = bound.connector_id, bound.name, bound.settings
     connector = services.registry.require(cid)
     fmt = connector.settings.identity_format
@@ -192,10 +190,7 @@ async def run_sync(service: IntegrationService, bound: Bound, report: RunReport)
     listing = _asset_list(
         await call_with_retry(bound, s.sync_operation, {}, report), s.assets_field
     )
-    known = {
-        a.asset_id: a
-        for a in await service.store.read_async(lambda c: storage.load_assets(c, cid, name))
-    }
+    known = {a.asset_id: a for a in await storage.load_assets(service.store, cid, name)}
     seen: set[str] = set()
     has_config_io = "config_io" in services.registry.resources(cid)
     for asset in listing:
@@ -226,7 +221,7 @@ async def run_sync(service: IntegrationService, bound: Bound, report: RunReport)
                 await services.state.set_values(
                     cid, identity, {"config_io": value}, meta=EventMeta(protocol="c2c")
                 )
-            await service.store.call(_upsert(cid, name, asset_id, identity))
+            await storage.upsert_asset(service.store, cid, name, asset_id, identity, now_us())
             if created:
                 report.created += 1
             else:
@@ -242,29 +237,21 @@ async def run_sync(service: IntegrationService, bound: Bound, report: RunReport)
             )
         except GatewayError as exc:  # the operator may have deleted the device
             report.errors.append(AssetError(a.asset_id, f"marking vanished: {exc.message}"))
-
-    def mark(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-        storage.mark_vanished(conn, cid, name, [a.asset_id for a in gone])
-
     if gone:
-        await service.store.call(mark)
+        await storage.mark_vanished(service.store, cid, name, [a.asset_id for a in gone])
     report.vanished = len(gone)
 
 
-async def run_fetch(service: IntegrationService, bound: Bound, report: RunReport) -> None:
+async def run_fetch(service: Collaborators, bound: Bound, report: RunReport) -> None:
     """One asset fetch; fills ``report``.  Assets are fetched ``concurrency`` at a time."""
-    services = service.services
+    services = service  # the registry, devices and state it was built with
     cid, name, s = bound.connector_id, bound.name, bound.settings
     operation = s.fetch_operation
     if operation is None:
         raise BadRequest("the fetch job is off: settings.fetch_operation is null")
     if s.data_alias not in services.registry.resources(cid):
         raise BadRequest(f"resource {s.data_alias!r} is not defined on connector {cid!r}")
-    assets = [
-        a
-        for a in await service.store.read_async(lambda c: storage.load_assets(c, cid, name))
-        if not a.vanished
-    ]
+    assets = [a for a in await storage.load_assets(service.store, cid, name) if not a.vanished]
     limiter = trio.CapacityLimiter(s.concurrency)
     meta = EventMeta(connection_id=f"c2c:{name}", protocol="c2c")
 
@@ -278,7 +265,7 @@ async def run_fetch(service: IntegrationService, bound: Bound, report: RunReport
                 values = map_fields(result.body, s.field_map)
                 text = msgspec.json.encode(values).decode()
                 points = services.state.points_for(cid, [(s.data_alias, text, now_us())])
-                did = services.devices.device_id(cid, identity)
+                did = await services.devices.device_id(cid, identity)
                 await services.state.device_write(DeviceAuth(cid, did, identity), points, meta)
                 report.updated += 1
             except (GatewayError, InvalidValue) as exc:
@@ -288,17 +275,6 @@ async def run_fetch(service: IntegrationService, bound: Bound, report: RunReport
     async with trio.open_nursery() as nursery:
         for a in assets:
             nursery.start_soon(one, a.asset_id, a.identity)
-
-
-def _upsert(
-    cid: str, name: str, asset_id: str, identity: str
-) -> Callable[[sqlite3.Connection, Callable[[AppendEvent], None]], None]:
-    ts = now_us()
-
-    def tx(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> None:
-        storage.upsert_asset(conn, cid, name, asset_id, identity, ts)
-
-    return tx
 
 
 def _message(exc: Exception) -> str:

@@ -1,9 +1,11 @@
 """The integrations service: documents, configuration, calls, health and jobs per connector.
 
-:class:`IntegrationService` is attached as ``services.integrations`` by the composition root;
-:func:`serve_integrations` runs the schedules (health probes, asset sync, asset fetch) in
-the root nursery.  Jobs of one integration never overlap (one lock per integration); a job
-triggered through the API while a scheduled one runs waits for it.  A failure of one
+:class:`IntegrationService` is built by :class:`gateway.services.bundle.Services` with the
+collaborators it uses (store, connector registry, devices, state, the debug log) and is
+reachable as ``services.integrations``; :func:`serve_integrations` runs the schedules
+(health probes, asset sync, asset fetch) in the root nursery.  Jobs of one integration
+never overlap (one lock per integration); a job triggered through the API while a scheduled
+one runs waits for it.  A failure of one
 integration's job is logged and recorded in its run report; it never stops the scheduler.
 
 Resource handling: no HTTP client outlives a call, a probe or a job run; the scheduler's
@@ -13,18 +15,19 @@ tasks all live in its own nursery and end with it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
 import msgspec
 import trio
 
 from gateway.clock import now_us
 from gateway.errors import BadRequest, GatewayError, NotFound
-from gateway.services.bundle import Services
+from gateway.model import LogRecord
+from gateway.services.connectors import Registry
+from gateway.services.devices import DeviceService
 from gateway.services.integrations import storage
+from gateway.services.integrations.bound import Bound
 from gateway.services.integrations.crypto import SecretBox
 from gateway.services.integrations.health import run_health_check
 from gateway.services.integrations.jobs import run_fetch, run_sync
@@ -40,29 +43,22 @@ from gateway.services.integrations.models import (
     RunReport,
     ValidationResult,
 )
-from gateway.services.integrations.oauth2 import TokenCache, fetch_token, token_url
 from gateway.services.integrations.operations import (
     CallResult,
-    UpstreamError,
-    authorize,
     coerce_config,
-    execute,
-    find_operation,
-    make_client,
-    prepare,
 )
 from gateway.services.integrations.operations import base_url as make_base_url
 from gateway.services.integrations.validate import (
     DocumentInvalid,
-    SecurityUse,
     Spec,
     check_document,
     load_document,
     parse_document,
 )
-from gateway.store.api import AppendEvent
+from gateway.services.state import StateService
+from gateway.store.api import Store
 
-__all__ = ["JOBS", "Bound", "IntegrationService", "integration_service", "serve_integrations"]
+__all__ = ["JOBS", "Bound", "IntegrationService", "serve_integrations"]
 
 log = logging.getLogger(__name__)
 
@@ -114,134 +110,23 @@ def _check_jobs(spec: Spec, s: IntegrationSettings) -> None:
             )
 
 
-class Bound:
-    """One integration ready to call: parsed document, settings, decrypted configuration.
-
-    ``call("assetState", id="p-1")`` is the Python face of an operation (Murano's
-    ``MyService.assetState({id=…})``).  OAuth2 tokens are obtained, cached and renewed here
-    (:mod:`~gateway.services.integrations.oauth2`); they die with this object, which the
-    service replaces whenever the integration's record changes.
-    """
-
-    __slots__ = (
-        "_config",
-        "_token_lock",
-        "_tokens",
-        "allow_http",
-        "connector_id",
-        "name",
-        "settings",
-        "spec",
-        "updated",
-    )
-
+class IntegrationService:
     def __init__(
         self,
-        rec: storage.StoredIntegration,
-        spec: Spec,
-        config: dict[str, Any],
-        settings: IntegrationSettings,
+        store: Store,
+        registry: Registry,
+        devices: DeviceService,
+        state: StateService,
+        *,
+        debug: Callable[[LogRecord], None],
+        box: SecretBox,
     ) -> None:
-        self.connector_id = rec.connector_id
-        self.name = rec.name
-        self.updated = rec.updated
-        self.allow_http = rec.allow_http
-        self.spec = spec
-        self.settings = settings
-        self._config = config
-        self._tokens = TokenCache()
-        self._token_lock = trio.Lock()  # one token request at a time; the others reuse it
-
-    def __repr__(self) -> str:
-        return f"Bound({self.connector_id}/{self.name})"
-
-    def base(self) -> str:
-        return make_base_url(self.spec, host=self.settings.host, allow_http=self.allow_http)
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every value to redact: secret configuration values and the OAuth2 tokens held."""
-        return (
-            tuple(
-                str(self._config[n])
-                for n, p in self.spec.config_params.items()
-                if p.secret and self._config.get(n)
-            )
-            + self._tokens.tokens()
-        )
-
-    async def _token(self, client: httpx.AsyncClient, use: SecurityUse) -> str:
-        """A usable token for ``use`` (scheme and scopes): the cached one, or a new one."""
-        key = (use.scheme, use.scopes)
-        token = self._tokens.get(key, trio.current_time())
-        if token is not None:
-            return token
-        async with self._token_lock:
-            started = trio.current_time()
-            token = self._tokens.get(key, started)  # someone else may have just got one
-            if token is not None:
-                return token
-            scheme = self.spec.security_schemes[use.scheme]
-            url = token_url(scheme, self.spec, base=self.base(), host=self.settings.host)
-            token, expires_in = await fetch_token(
-                client,
-                url,
-                scheme,
-                use.scopes,
-                client_id=str(self._config[scheme.user_field or ""]),
-                secret=str(self._config[scheme.secret_field or ""]),
-                secrets=self.secrets(),
-            )
-            self._tokens.put(key, token, expires_in, started)
-            log.info(
-                "integration %s/%s: OAuth2 token for %s%s obtained (expires in %s)",
-                self.connector_id,
-                self.name,
-                use.scheme,
-                f" [{' '.join(use.scopes)}]" if use.scopes else "",
-                "an unknown time" if expires_in is None else f"{expires_in:g} s",
-            )
-            return token
-
-    async def call(
-        self, operation: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any
-    ) -> CallResult:
-        """Call ``operation`` with ``params`` (and/or keyword parameters).
-
-        Raises ``NotFound`` (no such operation), ``ParameterInvalid`` / ``NotConfigured``
-        (nothing was sent) or ``UpstreamError`` (sent; the API failed or answered outside
-        the document).
-        """
-        op = find_operation(self.spec, operation)
-        req = prepare(self.spec, op, {**(params or {}), **kwargs}, self._config, base=self.base())
-        async with make_client(
-            ca_bundle=self.settings.ca_bundle, timeout_s=self.settings.timeout_s
-        ) as client:
-            use = req.oauth2
-            if use is None:
-                return await execute(client, self.spec, op, req)
-            token = await self._token(client, use)
-            try:
-                return await execute(client, self.spec, op, authorize(req, token))
-            except UpstreamError as exc:
-                if exc.status != 401:
-                    raise
-            # The API refused the token (expired early, revoked): renew it once.
-            self._tokens.drop((use.scheme, use.scopes), token)
-            log.info(
-                "integration %s/%s: %s answered 401; renewing the OAuth2 token",
-                self.connector_id,
-                self.name,
-                operation,
-            )
-            token = await self._token(client, use)
-            return await execute(client, self.spec, op, authorize(req, token))
-
-
-class IntegrationService:
-    def __init__(self, services: Services, *, box: SecretBox | None = None) -> None:
-        self.services = services
-        self.store = services.store
-        self.box = box or SecretBox.from_data_dir(services.config.data_dir)
+        self.store = store
+        self.registry = registry
+        self.devices = devices
+        self.state = state
+        self.debug = debug
+        self.box = box
         self._bound: dict[tuple[str, str], Bound] = {}
         self._locks: dict[tuple[str, str], trio.Lock] = {}
         self._running: set[tuple[str, str, str]] = set()
@@ -275,7 +160,7 @@ class IntegrationService:
     ) -> IntegrationView:
         """Register an integration.  Raises ``DocumentInvalid`` (refused whole, every
         violation listed), ``AlreadyExists``, ``BadRequest`` (config or settings)."""
-        self.services.registry.require(cid)
+        self.registry.require(cid)
         _check_name(name)
         spec = parse_document(document, allow_http=allow_http)
         s = _settings(settings or {})
@@ -295,10 +180,10 @@ class IntegrationService:
             ts,
             ts,
         )
-        await self.store.call(lambda c, e: storage.insert_integration(c, rec))
+        await storage.insert_integration(self.store, rec)
         log.info("integration %s/%s added (%s %s)", cid, name, spec.title, spec.version)
         self._kick(cid, name)
-        return self.get(cid, name)
+        return await self.get(cid, name)
 
     async def update_document(
         self, cid: str, name: str, document: str, *, allow_http: bool = False
@@ -307,7 +192,7 @@ class IntegrationService:
         document no longer declares are dropped.  Raises ``NotFound`` (before looking at the
         document), ``DocumentInvalid``, or ``SettingsInvalid`` when the current settings
         name an operation the new document lacks."""
-        rec = self._record(cid, name)
+        rec = await self._record(cid, name)
         spec = parse_document(document, allow_http=allow_http)
         _check_jobs(spec, _settings(rec.settings))
         plain = {k: v for k, v in rec.config.items() if k in spec.config_params}
@@ -326,9 +211,9 @@ class IntegrationService:
             secrets=sealed,
             updated=now_us(),
         )
-        await self.store.call(lambda c, e: storage.update_integration(c, new))
+        await storage.update_integration(self.store, new)
         self._kick(cid, name)
-        return self.get(cid, name)
+        return await self.get(cid, name)
 
     async def configure(
         self,
@@ -340,7 +225,7 @@ class IntegrationService:
     ) -> IntegrationView:
         """Set configuration values (``None`` unsets one) and/or change settings (merged
         into the current ones).  Secret values are encrypted before they reach the store."""
-        rec = self._record(cid, name)
+        rec = await self._record(cid, name)
         spec = parse_document(rec.document, allow_http=rec.allow_http)
         plain, sealed = self._seal(cid, name, spec, rec.config, rec.secrets, values or {})
         merged = {**rec.settings, **(settings or {})}
@@ -349,9 +234,9 @@ class IntegrationService:
         new = msgspec.structs.replace(
             rec, config=plain, secrets=sealed, settings=msgspec.to_builtins(s), updated=now_us()
         )
-        await self.store.call(lambda c, e: storage.update_integration(c, new))
+        await storage.update_integration(self.store, new)
         self._kick(cid, name)
-        return self.get(cid, name)
+        return await self.get(cid, name)
 
     def _seal(
         self,
@@ -382,19 +267,19 @@ class IntegrationService:
         return out_plain, out_sealed
 
     async def remove(self, cid: str, name: str) -> None:
-        await self.store.call(lambda c, e: storage.delete_integration(c, cid, name))
+        await storage.delete_integration(self.store, cid, name)
         self._bound.pop((cid, name), None)
         self._kick(cid, name)
 
     # -- reading --------------------------------------------------------------------------
 
-    def _record(self, cid: str, name: str) -> storage.StoredIntegration:
-        self.services.registry.require(cid)
-        return self.store.read(lambda c: storage.get_integration(c, cid, name))
+    async def _record(self, cid: str, name: str) -> storage.StoredIntegration:
+        self.registry.require(cid)
+        return await storage.get_integration(self.store, cid, name)
 
-    def bind(self, cid: str, name: str) -> Bound:
+    async def bind(self, cid: str, name: str) -> Bound:
         """The callable integration (cached until its record changes)."""
-        rec = self._record(cid, name)
+        rec = await self._record(cid, name)
         cached = self._bound.get((cid, name))
         if cached is not None and cached.updated == rec.updated:
             return cached
@@ -452,58 +337,54 @@ class IntegrationService:
             updated=rec.updated,
         )
 
-    def get(self, cid: str, name: str) -> IntegrationView:
-        rec = self._record(cid, name)
-        last = self.store.read(lambda c: storage.read_health(c, cid, name, limit=1))
+    async def get(self, cid: str, name: str) -> IntegrationView:
+        rec = await self._record(cid, name)
+        last = await storage.read_health(self.store, cid, name, limit=1)
         return self._view(rec, last[0] if last else None)
 
-    def document(self, cid: str, name: str) -> str:
-        return self._record(cid, name).document
+    async def document(self, cid: str, name: str) -> str:
+        return (await self._record(cid, name)).document
 
     async def list_for(self, cid: str) -> list[IntegrationView]:
         """Every integration of connector ``cid``, by name."""
-        self.services.registry.require(cid)
-
-        def q(conn: sqlite3.Connection) -> list[IntegrationView]:
-            out = []
-            for rec in storage.list_integrations(conn, cid):
-                last = storage.read_health(conn, cid, rec.name, limit=1)
-                out.append(self._view(rec, last[0] if last else None))
-            return out
-
-        return await self.store.read_async(q)
+        self.registry.require(cid)
+        out = []
+        for rec in await storage.list_integrations(self.store, cid):
+            last = await storage.read_health(self.store, cid, rec.name, limit=1)
+            out.append(self._view(rec, last[0] if last else None))
+        return out
 
     # -- operations, health, jobs ---------------------------------------------------------
 
     async def call(
         self, cid: str, name: str, operation: str, params: Mapping[str, Any] | None = None
     ) -> CallResult:
-        return await self.bind(cid, name).call(operation, params or {})
+        return await (await self.bind(cid, name)).call(operation, params or {})
 
     async def check_health(self, cid: str, name: str) -> HealthCheck:
-        return await run_health_check(self, self.bind(cid, name))
+        return await run_health_check(self, await self.bind(cid, name))
 
-    def health(
+    async def health(
         self, cid: str, name: str, *, limit: int = 50, changes_only: bool = False
     ) -> HealthView:
-        self._record(cid, name)
-        hist = self.store.read(
-            lambda c: storage.read_health(c, cid, name, limit=limit, changes_only=changes_only)
+        await self._record(cid, name)
+        hist = await storage.read_health(
+            self.store, cid, name, limit=limit, changes_only=changes_only
         )
-        cur = self.store.read(lambda c: storage.read_health(c, cid, name, limit=1))
+        cur = await storage.read_health(self.store, cid, name, limit=1)
         return HealthView(cur[0] if cur else None, hist)
 
-    def runs(
+    async def runs(
         self, cid: str, name: str, job: str | None = None, *, limit: int = 20
     ) -> list[RunReport]:
-        self._record(cid, name)
-        return self.store.read(lambda c: storage.read_runs(c, cid, name, job, limit=limit))
+        await self._record(cid, name)
+        return await storage.read_runs(self.store, cid, name, job, limit=limit)
 
-    def jobs(self, cid: str, name: str) -> JobsView:
-        s = self.bind(cid, name).settings
+    async def jobs(self, cid: str, name: str) -> JobsView:
+        s = (await self.bind(cid, name)).settings
         out = []
         for job in JOBS:
-            last = self.runs(cid, name, job, limit=1)
+            last = await self.runs(cid, name, job, limit=1)
             out.append(
                 JobInfo(
                     job,
@@ -521,7 +402,7 @@ class IntegrationService:
         ``failed`` and ``error``, not raised."""
         if job not in JOBS:
             raise NotFound(f"job {job!r} does not exist (jobs: {', '.join(JOBS)})")
-        bound = self.bind(cid, name)
+        bound = await self.bind(cid, name)
         if getattr(bound.settings, f"{job}_operation") is None:
             raise SettingsInvalid(
                 f"the {job} job is off: settings.{job}_operation is null (set it to the "
@@ -530,11 +411,7 @@ class IntegrationService:
         lock = self._locks.setdefault((cid, name), trio.Lock())
         async with lock:
             report = RunReport(id=0, job=job, trigger=trigger, started=now_us())
-
-            def start(conn: sqlite3.Connection, emit: Callable[[AppendEvent], None]) -> int:
-                return storage.start_run(conn, cid, name, report)
-
-            report.id = await self.store.call(start)
+            report.id = await storage.start_run(self.store, cid, name, report)
             self._running.add((cid, name, job))
             try:
                 if job == "sync":
@@ -553,7 +430,7 @@ class IntegrationService:
                 else:
                     report.status = "partial" if report.failed else "ok"
                 with trio.CancelScope(shield=True):
-                    await self.store.call(lambda c, e: storage.finish_run(c, report))
+                    await storage.finish_run(self.store, report)
         log.info(
             "integration %s/%s %s: %s seen=%d created=%d updated=%d failed=%d vanished=%d",
             cid,
@@ -600,10 +477,10 @@ class IntegrationService:
                 self._changed = trio.Event()
                 now = trio.current_time()
                 wake = now + MAX_IDLE_S
-                recs = await self.store.read_async(storage.list_integrations)
+                recs = await storage.list_integrations(self.store)
                 live: set[tuple[str, str, str]] = set()
                 for rec in recs:
-                    if self.services.registry.get(rec.connector_id) is None:
+                    if self.registry.get(rec.connector_id) is None:
                         continue
                     try:
                         s = _settings(rec.settings)
@@ -627,18 +504,10 @@ class IntegrationService:
                     await self._changed.wait()
 
 
-def integration_service(services: Services) -> IntegrationService:
-    """``services.integrations``, created and attached on first use."""
-    existing = getattr(services, "integrations", None)
-    if isinstance(existing, IntegrationService):
-        return existing
-    svc = IntegrationService(services)
-    services.integrations = svc
-    return svc
-
-
 async def serve_integrations(
-    services: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    integrations: IntegrationService,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the integration schedules (health, sync, fetch) in the caller's nursery."""
-    await integration_service(services).serve(task_status=task_status)
+    await integrations.serve(task_status=task_status)

@@ -1,0 +1,9 @@
+"""The embedded SQLite store: ``writer.py`` (group commit), ``ops/`` (one handler per op),
+``reader.py`` (typed queries), ``migrations.py`` (the explicit schema steps), ``store.py``
+(both halves behind :class:`gateway.store.api.Store`)."""
+
+from __future__ import annotations
+
+from gateway.store.sqlite.store import SqliteStore, open_store
+
+__all__ = ["SqliteStore", "open_store"]

@@ -29,7 +29,7 @@ async def test_write_stores_all_aliases_with_one_timestamp_and_one_event(gw: Tes
     assert "content-length" not in r.headers
     assert r.headers["server"] == "gateway"
     assert "date" in r.headers
-    state = gw.services.state.get("demo", "dev-1")
+    state = await gw.services.state.get("demo", "dev-1")
     assert state["data_in"].reported == '{"001":21.5}'
     assert "uptime" not in state  # undefined: event only
     (event,) = await _events(gw)
@@ -77,11 +77,11 @@ async def test_raw_json_body_is_accepted_and_acks_pending(gw: TestGateway) -> No
     c = await Client.dev(gw)
     token = await activate(c, "dev-5")
     await gw.services.state.set_values("demo", "dev-5", {"config_io": '{"a": 1}'})
-    assert gw.services.state.get("demo", "dev-5")["config_io"].pending
+    assert (await gw.services.state.get("demo", "dev-5"))["config_io"].pending
     raw = b'config_io={"a": 1, "last_edited": "100%", "x": "a&b=c"}'
     r = await c.request("POST", ALIAS, headers=[*cik(token), FORM], body=raw)
     assert r.status == 204
-    st = gw.services.state.get("demo", "dev-5")["config_io"]
+    st = (await gw.services.state.get("demo", "dev-5"))["config_io"]
     assert st.reported == '{"a": 1, "last_edited": "100%", "x": "a&b=c"}'
     assert st.set == st.reported
     assert not st.pending
@@ -100,7 +100,7 @@ async def test_hybrid_write_then_read(gw: TestGateway) -> None:
         "POST", f"{ALIAS}?data_out", headers=[*cik(token), FORM], body=b"data_in=43"
     )
     assert r.status == 204
-    assert gw.services.state.get("demo", "dev-6")["data_in"].reported == "43"
+    assert (await gw.services.state.get("demo", "dev-6"))["data_in"].reported == "43"
 
 
 async def test_invalid_value_is_400_and_stores_nothing(gw: TestGateway) -> None:
@@ -114,11 +114,11 @@ async def test_invalid_value_is_400_and_stores_nothing(gw: TestGateway) -> None:
     token = await activate(c, "dev-7")
     r = await c.request("POST", ALIAS, headers=[*cik(token), FORM], body=b"data_in=ok&temp=hot")
     assert r.status == 400
-    assert gw.services.state.get("demo", "dev-7") == {}
+    assert await gw.services.state.get("demo", "dev-7") == {}
     assert await _events(gw) == []
     r = await c.request("POST", ALIAS, headers=[*cik(token), FORM], body=b"temp=21.5")
     assert r.status == 204
-    assert gw.services.state.get("demo", "dev-7")["temp"].reported == "21.5"
+    assert (await gw.services.state.get("demo", "dev-7"))["temp"].reported == "21.5"
 
 
 async def test_record_stores_points_at_device_times(gw: TestGateway) -> None:
@@ -133,7 +133,7 @@ async def test_record_stores_points_at_device_times(gw: TestGateway) -> None:
     ).encode()
     r = await c.request("POST", RECORD, headers=[*cik(token), FORM], body=body)
     assert r.status == 204
-    st = gw.services.state.get("demo", "dev-8")
+    st = await gw.services.state.get("demo", "dev-8")
     assert st["data_in"].reported == '{"001":2}'
     assert st["data_in"].reported_timestamp == (now - 5) * 1_000_000 + 123456
     assert st["config_io"].reported == "cfg"
@@ -187,7 +187,7 @@ async def test_legacy_record_path(gw: TestGateway) -> None:
         "POST", f"{ALIAS}/data_in", headers=[*cik(token), FORM], body=b"1700000000=old"
     )
     assert r.status == 204
-    assert gw.services.state.get("demo", "dev-11")["data_in"].reported == "old"
+    assert (await gw.services.state.get("demo", "dev-11"))["data_in"].reported == "old"
 
 
 async def test_keep_alive_many_requests_one_connection(gw: TestGateway) -> None:
@@ -197,5 +197,5 @@ async def test_keep_alive_many_requests_one_connection(gw: TestGateway) -> None:
     for i in range(50):
         r = await c.request("POST", ALIAS, headers=[*cik(token), FORM], body=b"data_in=%d" % i)
         assert r.status == 204
-    assert gw.services.state.get("demo", "dev-12")["data_in"].reported == "49"
+    assert (await gw.services.state.get("demo", "dev-12"))["data_in"].reported == "49"
     assert len(await _events(gw)) == 50

@@ -112,7 +112,7 @@ async def test_gone_pollers_are_dropped(gw: TestGateway) -> None:
     with trio.fail_after(10):
         while _app_tasks() < 200:  # noqa: ASYNC110 (observing the task tree: no event)
             await trio.sleep(0.02)
-    did = gw.services.devices.device_id("demo", "p-6")
+    did = await gw.services.devices.device_id("demo", "p-6")
     assert list(gw.services.control._waiters) == [did]  # one shared event
     for s in streams:
         await s.aclose()

@@ -34,7 +34,7 @@ async def test_activation_bodies_and_token_shape(gw: TestGateway) -> None:
         assert re.fullmatch(r"[0-9a-f]{40}", text)
         assert headers["content-length"] == "40"
         assert headers["content-type"] == "text/plain; charset=utf-8"
-        dev = gw.services.devices.get("demo", f"a-{i + 1}")
+        dev = await gw.services.devices.get("demo", f"a-{i + 1}")
         assert dev.status == "provisioned"
     events = [e.type for e in await gw.services.events.read("demo")]
     assert events.count("provisioned") == 3
@@ -59,7 +59,7 @@ async def test_activation_refusals(gw: TestGateway) -> None:
     assert (await _activate(c, b"id=unknown"))[0] == 404
     await gw.services.devices.add("demo", "b-2", locked=True)
     assert (await _activate(c, b"id=b-2"))[0] == 403
-    assert gw.services.devices.get("demo", "b-2").status == "whitelisted"
+    assert (await gw.services.devices.get("demo", "b-2")).status == "whitelisted"
 
 
 async def test_identity_format_violation_is_400(gw: TestGateway) -> None:
@@ -96,7 +96,7 @@ async def test_every_token_header_form(gw: TestGateway) -> None:
     ):
         r = await c.request("POST", ALIAS, headers=[*headers, FORM], body=b"data_in=2")
         assert r.status == 401, (headers, r)
-    assert gw.services.state.get("demo", "t-1")["data_in"].reported == "1"
+    assert (await gw.services.state.get("demo", "t-1"))["data_in"].reported == "1"
 
 
 async def test_locked_device_gets_403_and_nothing_changes(gw: TestGateway) -> None:
@@ -105,7 +105,7 @@ async def test_locked_device_gets_403_and_nothing_changes(gw: TestGateway) -> No
     await gw.services.devices.update("demo", "l-1", locked=True)
     r = await c.request("POST", ALIAS, headers=[*cik(token), FORM], body=b"data_in=x")
     assert r.status == 403
-    assert gw.services.state.get("demo", "l-1") == {}
+    assert await gw.services.state.get("demo", "l-1") == {}
 
 
 async def test_password_provisioning_and_basic_auth(gw: TestGateway) -> None:
@@ -137,7 +137,7 @@ async def test_password_provisioning_and_basic_auth(gw: TestGateway) -> None:
         "POST", ALIAS, headers=[("Authorization", f"Basic {basic}"), FORM], body=b"data_in=no"
     )
     assert r.status == 401
-    assert gw.services.state.get("demo", "pw-1")["data_in"].reported == "pw"
+    assert (await gw.services.state.get("demo", "pw-1"))["data_in"].reported == "pw"
 
 
 async def test_routing_by_host(gw: TestGateway) -> None:
@@ -221,10 +221,10 @@ async def test_certificate_first_request_provisions(gw: TestGateway, tmp_path: o
     c = await Client.tls(gw, cert=(str(d / "dev.pem"), str(d / "dev.key")))
     r = await c.request("POST", ALIAS, headers=[FORM], body=b"data_in=from-cert")
     assert r.status == 204, r
-    dev = gw.services.devices.get("demo", "cert-dev-1")
+    dev = await gw.services.devices.get("demo", "cert-dev-1")
     assert dev.status == "provisioned"
     assert dev.auth.type == "certificate"
-    assert gw.services.state.get("demo", "cert-dev-1")["data_in"].reported == "from-cert"
+    assert (await gw.services.state.get("demo", "cert-dev-1"))["data_in"].reported == "from-cert"
     r = await c.request("GET", f"{ALIAS}?data_in")
     assert r.status == 200
     assert r.body == b"data_in=from-cert"

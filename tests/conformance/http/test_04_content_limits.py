@@ -93,7 +93,7 @@ async def test_device_upload_is_private(gw: TestGateway) -> None:
         body=b"hello",
     )
     assert r.status == 204
-    info = gw.services.content.info("demo", "device2/u-1/log.txt")
+    info = await gw.services.content.info("demo", "device2/u-1/log.txt")
     assert (info.type, info.length) == ("text/plain", 5)
     assert [e.type for e in await gw.services.events.read("demo")].count("content_in") == 1
     mine = await c.request("GET", DOWNLOAD, headers=cik(token))
@@ -141,7 +141,7 @@ async def test_oversized_value_and_body_are_413(gw: TestGateway) -> None:
         + b"y" * 1000,
     )
     assert out.startswith(b"HTTP/1.1 413")
-    assert gw.services.state.get("demo", "big-1")["data_in"].reported == "x" * limit
+    assert (await gw.services.state.get("demo", "big-1"))["data_in"].reported == "x" * limit
 
 
 async def test_malformed_requests(gw: TestGateway) -> None:
@@ -160,7 +160,7 @@ async def test_malformed_requests(gw: TestGateway) -> None:
     assert r.status == 400
     assert (await c.request("DELETE", ALIAS, headers=cik(token))).status == 405
     assert (await c.request("GET", "/nothing/here", headers=cik(token))).status == 404
-    assert gw.services.state.get("demo", "m-1") == {}
+    assert await gw.services.state.get("demo", "m-1") == {}
     # huge header blocks: 431, whether they arrive in one read or several
     for size in (20_000, 200_000):
         out = await raw_exchange(

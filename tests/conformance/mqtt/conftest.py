@@ -158,10 +158,10 @@ def start_gateway(
     return start
 
 
-async def _eventually(predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
+async def _eventually(predicate: Callable[[], Awaitable[object]], timeout_s: float = 5.0) -> None:
     """Poll ``predicate`` (a store read: committed state has no change event to wait on)."""
     for _ in range(int(timeout_s / 0.02)):
-        if predicate():
+        if await predicate():
             return
         await trio.sleep(0.02)
     raise AssertionError(f"condition not reached within {timeout_s} s")

@@ -15,15 +15,9 @@ async def _login(c, token):
     await c.expect(gen_connack(0))
 
 
-def _events(gw, kind):
-    rows = gw.services.store.read(
-        lambda conn: conn.execute(
-            "SELECT identity, payload, protocol FROM events "
-            "WHERE connector_id = 'demo' AND type = ? ORDER BY seq",
-            (kind,),
-        ).fetchall()
-    )
-    return [(r[0], json.loads(r[1]) if r[1] else None, r[2]) for r in rows]
+async def _events(gw, kind):
+    events = await gw.services.events.read("demo", limit=1000)
+    return [(e.identity, e.payload, e.protocol) for e in events if e.type == kind]
 
 
 async def test_qos1_write_is_committed_when_puback_arrives(gw, mqtt, device):
@@ -33,9 +27,9 @@ async def test_qos1_write_is_committed_when_puback_arrives(gw, mqtt, device):
         await _login(c, token)
         await c.send(gen_publish("$resource/data_in", '{"001": 21.5}', qos=1, mid=10))
         await c.expect(gen_puback(10))
-        state = gw.services.state.get("demo", identity)
+        state = await gw.services.state.get("demo", identity)
         assert state["data_in"].reported == '{"001": 21.5}'
-        (ev,) = _events(gw, "data_in")
+        (ev,) = await _events(gw, "data_in")
         assert ev[0] == identity
         assert ev[2] == "murano:v1/mqtt"
         assert ev[1][0]["values"] == {"data_in": '{"001": 21.5}'}
@@ -51,8 +45,8 @@ async def test_pubacks_of_one_burst_in_order(gw, mqtt, device):
         )
         await c.send(burst)
         await c.expect(b"".join(gen_puback(i + 1) for i in range(500)))
-    assert gw.services.state.get("demo", device[0])["data_in"].reported == "499"
-    entries = [e for ev in _events(gw, "data_in") for e in ev[1]]
+    assert (await gw.services.state.get("demo", device[0]))["data_in"].reported == "499"
+    entries = [e for ev in await _events(gw, "data_in") for e in ev[1]]
     assert [e["values"]["data_in"] for e in entries] == [str(i) for i in range(500)]
 
 
@@ -60,8 +54,12 @@ async def test_qos0_write_is_stored(gw, mqtt, device, eventually):
     async with mqtt() as c:
         await _login(c, device[1])
         await c.send(gen_publish("$resource/data_in", "q0"))
-        await eventually(lambda: "data_in" in gw.services.state.get("demo", device[0]))
-    assert gw.services.state.get("demo", device[0])["data_in"].reported == "q0"
+
+        async def written() -> bool:
+            return "data_in" in await gw.services.state.get("demo", device[0])
+
+        await eventually(written)
+    assert (await gw.services.state.get("demo", device[0]))["data_in"].reported == "q0"
 
 
 async def test_batch_with_device_timestamps(gw, mqtt, device):
@@ -77,9 +75,9 @@ async def test_batch_with_device_timestamps(gw, mqtt, device):
         # a resent batch is a replay: acknowledged, not stored twice (§12 item 14)
         await c.send(gen_publish("$resource.batch", json.dumps(batch), qos=1, mid=4))
         await c.expect(gen_puback(4))
-    st = gw.services.state.get("demo", device[0])["data_in"]
+    st = (await gw.services.state.get("demo", device[0]))["data_in"]
     assert (st.reported, st.reported_timestamp) == ("b", 1700000001000000)
-    (ev,) = _events(gw, "data_in")
+    (ev,) = await _events(gw, "data_in")
     assert [e["timestamp"] for e in ev[1]] == [1700000000123456, 1700000001000000]
 
 
@@ -94,7 +92,7 @@ async def test_invalid_value_is_dropped_but_acknowledged(gw, mqtt, device, debug
         await c.expect(gen_puback(1))
         await c.send(gen_publish("$resource/temp", "21.5", qos=1, mid=2))
         await c.expect(gen_puback(2))
-    assert gw.services.state.get("demo", device[0])["temp"].reported == "21.5"
+    assert (await gw.services.state.get("demo", device[0]))["temp"].reported == "21.5"
     rec = await debug_log.wait_for("write_rejected", "format_mismatch")
     assert "temp" in (rec.detail or "")
 
@@ -105,7 +103,7 @@ async def test_bad_batch_is_logged_and_acknowledged(gw, mqtt, device, debug_log)
         await c.send(gen_publish("$resource.batch", "not json", qos=1, mid=5))
         await c.expect(gen_puback(5))
     await debug_log.wait_for("write_rejected", "bad_request")
-    assert _events(gw, "data_in") == []
+    assert await _events(gw, "data_in") == []
 
 
 async def test_undefined_alias_goes_to_the_event_log_only(gw, mqtt, device):
@@ -114,8 +112,8 @@ async def test_undefined_alias_goes_to_the_event_log_only(gw, mqtt, device):
         await _login(c, device[1])
         await c.send(gen_publish("$resource/uptime", "42", qos=1, mid=1))
         await c.expect(gen_puback(1))
-    assert "uptime" not in gw.services.state.get("demo", device[0])
-    assert _events(gw, "data_in")[0][1][0]["values"] == {"uptime": "42"}
+    assert "uptime" not in await gw.services.state.get("demo", device[0])
+    assert (await _events(gw, "data_in"))[0][1][0]["values"] == {"uptime": "42"}
 
 
 async def test_custom_topic_becomes_publish_event(gw, mqtt, device):
@@ -124,7 +122,7 @@ async def test_custom_topic_becomes_publish_event(gw, mqtt, device):
         await _login(c, device[1])
         await c.send(gen_publish("site/alarm", "on", qos=1, mid=1))
         await c.expect(gen_puback(1))
-    assert _events(gw, "publish") == [
+    assert await _events(gw, "publish") == [
         (device[0], [{"topic": "site/alarm", "payload": "on"}], "murano:v1/mqtt")
     ]
 
@@ -135,4 +133,4 @@ async def test_retain_flag_is_ignored(gw, mqtt, device):
         await _login(c, device[1])
         await c.send(gen_publish("$resource/data_in", "r", qos=1, mid=1, retain=True))
         await c.expect(gen_puback(1))
-    assert gw.services.state.get("demo", device[0])["data_in"].reported == "r"
+    assert (await gw.services.state.get("demo", device[0]))["data_in"].reported == "r"

@@ -35,7 +35,7 @@ async def test_token_provisioning_then_the_same_connection_writes(gw, mqtt):
         assert reply == gen_publish("$provision/00AB01FF", token)
         await c.send(gen_publish("$resource/data_in", "first", qos=1, mid=2))
         await c.expect(gen_puback(2))
-    assert gw.services.state.get("demo", "00AB01FF")["data_in"].reported == "first"
+    assert (await gw.services.state.get("demo", "00AB01FF"))["data_in"].reported == "first"
     async with mqtt() as c:
         await c.send(gen_connect("", username="", password=token))
         await c.expect(gen_connack(0))

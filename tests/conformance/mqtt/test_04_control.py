@@ -3,8 +3,6 @@ events (docs/protocol.md §3.4, §4.3, §12 items 5, 6, 9, 20; §13 items 5, 6, 
 
 from __future__ import annotations
 
-import json
-
 import trio
 
 from gateway.testing.mqtt_bytes import (
@@ -25,9 +23,24 @@ async def _login(c, token):
     await c.expect(gen_connack(0))
 
 
-def _push(gw, identity, alias):
-    st = gw.services.state.get("demo", identity)[alias]
+async def _push(gw, identity, alias):
+    st = (await gw.services.state.get("demo", identity))[alias]
     return gen_publish(f"$resource/{alias}/{st.set_timestamp}", st.set)
+
+
+def _online(gw, identity):
+    async def check():
+        return (await gw.services.devices.get("demo", identity)).online
+
+    return check
+
+
+async def _events(gw, identity=None, kind=None):
+    return [
+        e
+        for e in await gw.services.events.read("demo", limit=1000)
+        if (identity is None or e.identity == identity) and (kind is None or e.type == kind)
+    ]
 
 
 async def test_pending_value_pushed_on_connect_without_subscribe(gw, mqtt, device):
@@ -37,7 +50,7 @@ async def test_pending_value_pushed_on_connect_without_subscribe(gw, mqtt, devic
     for _ in range(2):  # still pending: pushed again on the next connect (§13 item 14)
         async with mqtt() as c:
             await _login(c, token)
-            await c.expect(_push(gw, identity, "config_io"))
+            await c.expect(await _push(gw, identity, "config_io"))
 
 
 async def test_set_while_connected_is_pushed_at_once(gw, mqtt, device):
@@ -45,7 +58,7 @@ async def test_set_while_connected_is_pushed_at_once(gw, mqtt, device):
     async with mqtt() as c:
         await _login(c, token)
         await gw.services.state.set_values("demo", identity, {"data_out": "reboot"})
-        await c.expect(_push(gw, identity, "data_out"))
+        await c.expect(await _push(gw, identity, "data_out"))
 
 
 async def test_any_write_acknowledges(gw, mqtt, device):
@@ -54,10 +67,10 @@ async def test_any_write_acknowledges(gw, mqtt, device):
     await gw.services.state.set_values("demo", identity, {"config_io": '{"a": 1}'})
     async with mqtt() as c:
         await _login(c, token)
-        await c.expect(_push(gw, identity, "config_io"))
+        await c.expect(await _push(gw, identity, "config_io"))
         await c.send(gen_publish("$resource/config_io", '{"a": 1, "b": 2}', qos=1, mid=1))
         await c.expect(gen_puback(1))
-    assert not gw.services.state.get("demo", identity)["config_io"].pending
+    assert not (await gw.services.state.get("demo", identity))["config_io"].pending
     async with mqtt() as c:
         await _login(c, token)
         await c.send(gen_subscribe(1, [("$resource/#", 0)]))
@@ -70,7 +83,7 @@ async def test_subscribe_resends_pending(gw, mqtt, device):
     await gw.services.state.set_values("demo", identity, {"data_out": "x"})
     async with mqtt() as c:
         await _login(c, token)
-        push = _push(gw, identity, "data_out")
+        push = await _push(gw, identity, "data_out")
         await c.expect(push)
         await c.send(gen_subscribe(7, [("$resource/data_out/+", 2)]))
         await c.expect(gen_suback(7, [1]) + push)
@@ -88,8 +101,8 @@ async def test_second_connection_replaces_the_first(gw, mqtt, device, debug_log,
         assert await first.expect_closed() == b""
         await debug_log.wait_for("disconnect", "duplicate_connection")
         await gw.services.state.set_values("demo", identity, {"data_out": "to-second"})
-        await second.expect(_push(gw, identity, "data_out"))
-        await eventually(lambda: gw.services.devices.get("demo", identity).online)
+        await second.expect(await _push(gw, identity, "data_out"))
+        await eventually(_online(gw, identity))
 
 
 async def test_connect_and_disconnect_events(gw, mqtt, device, eventually):
@@ -97,22 +110,19 @@ async def test_connect_and_disconnect_events(gw, mqtt, device, eventually):
     identity, token = device
     async with mqtt() as c:
         await _login(c, token)
-        await eventually(lambda: gw.services.devices.get("demo", identity).online)
+        await eventually(_online(gw, identity))
         await c.send(gen_disconnect())
         await c.expect_closed()
 
-    def rows():
-        return gw.services.store.read(
-            lambda conn: conn.execute(
-                "SELECT type, reason FROM events WHERE connector_id = 'demo' AND identity = ? "
-                "ORDER BY seq",
-                (identity,),
-            ).fetchall()
-        )
+    async def rows():
+        return [(e.type, e.reason) for e in await _events(gw, identity)]
 
-    await eventually(lambda: len(rows()) >= 2)
-    assert rows() == [("connect", None), ("disconnect", "client_disconnect")]
-    assert not gw.services.devices.get("demo", identity).online
+    async def both():
+        return len(await rows()) >= 2
+
+    await eventually(both)
+    assert await rows() == [("connect", None), ("disconnect", "client_disconnect")]
+    assert not (await gw.services.devices.get("demo", identity)).online
 
 
 async def test_will_is_published_on_an_unclean_end_only(gw, mqtt, device, eventually):
@@ -131,13 +141,9 @@ async def test_will_is_published_on_an_unclean_end_only(gw, mqtt, device, eventu
         await c.send(gen_disconnect())
         await c.expect_closed()
 
-    def wills():
-        return gw.services.store.read(
-            lambda conn: conn.execute(
-                "SELECT payload FROM events WHERE connector_id = 'demo' AND type = 'publish'"
-            ).fetchall()
-        )
+    async def wills():
+        return [e.payload for e in await _events(gw, kind="publish")]
 
-    await eventually(lambda: wills())
+    await eventually(wills)
     await trio.sleep(0.2)
-    assert [json.loads(r[0]) for r in wills()] == [[{"topic": "status", "payload": "lost"}]]
+    assert await wills() == [[{"topic": "status", "payload": "lost"}]]

@@ -51,7 +51,7 @@ async def test_violation_after_good_packets_acks_only_those(gw, mqtt, device, de
             + gen_publish("$resource/data_in", "after", qos=1, mid=2)
         )
         assert await c.expect_closed() == gen_puback(1)
-    assert gw.services.state.get("demo", device[0])["data_in"].reported == "good"
+    assert (await gw.services.state.get("demo", device[0]))["data_in"].reported == "good"
     await debug_log.wait_for("disconnect", "malformed_packet")
 
 

@@ -1,17 +1,26 @@
-"""Schema migrations, applied in order at open by the writer connection.
+"""Schema migrations: one explicit, ordered list, applied at open by the writer connection.
 
 Each step is an SQL script run in one transaction; applied versions are recorded in
 ``_migrations`` so upgrades that keep the data directory only run what is new.  Steps are
-append-only: never edit a released step, add another.
+append-only: never edit a released step, add another with a higher version.  Versions need
+not be consecutive (100 is the integrations' tables, numbered when that feature registered
+its own step; it keeps its number so existing databases do not run it twice).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
-import sqlite_utils
+import msgspec
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+
+class Migration(msgspec.Struct, frozen=True):
+    version: int
+    name: str
+    sql: str
 
 
 _V1_CORE = """
@@ -119,35 +128,83 @@ _V1_CORE = """
 """
 
 
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "core tables", _V1_CORE),
-]
+_V100_INTEGRATIONS = """
+        CREATE TABLE integrations (
+            connector_id TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            document     TEXT NOT NULL,              -- the OpenAPI 2 document as uploaded
+            doc_version  INTEGER NOT NULL,           -- 1, 2, ... per upload
+            api_version  TEXT NOT NULL,              -- info.version
+            allow_http   INTEGER NOT NULL DEFAULT 0, -- the development flag admitting http
+            config       BLOB NOT NULL,              -- JSON: non-secret configuration values
+            secrets      BLOB NOT NULL,              -- JSON: name -> AES-GCM ciphertext
+            settings     BLOB NOT NULL,              -- JSON: IntegrationSettings
+            created      INTEGER NOT NULL,           -- µs
+            updated      INTEGER NOT NULL,
+            PRIMARY KEY (connector_id, name)
+        ) WITHOUT ROWID;
+        CREATE TABLE integration_health (
+            connector_id TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            ts           INTEGER NOT NULL,
+            healthy      INTEGER NOT NULL,
+            status_code  INTEGER,
+            latency_ms   REAL NOT NULL,
+            detail       TEXT NOT NULL,
+            changed      INTEGER NOT NULL,
+            PRIMARY KEY (connector_id, name, ts)
+        ) WITHOUT ROWID;
+        CREATE TABLE integration_runs (
+            id           INTEGER PRIMARY KEY,
+            connector_id TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            job          TEXT NOT NULL,
+            report       BLOB NOT NULL               -- JSON: the services' RunReport
+        );
+        CREATE INDEX integration_runs_by_job ON integration_runs (connector_id, name, job, id);
+        CREATE TABLE integration_assets (
+            connector_id TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            asset_id     TEXT NOT NULL,
+            identity     TEXT NOT NULL,
+            first_seen   INTEGER NOT NULL,
+            last_seen    INTEGER NOT NULL,
+            vanished     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (connector_id, name, asset_id)
+        ) WITHOUT ROWID;
+"""
+
+# The device's current connection: a disconnect clears ``online`` only while its connection
+# is still this one (a newer connection of the identity may have taken over).
+_V101_CURRENT_CONNECTION = """
+        ALTER TABLE devices ADD COLUMN connection_id TEXT;
+"""
 
 
-def register(version: int, name: str, sql: str) -> None:
-    """Add a migration step owned by a feature module (integrations); versions are unique."""
-    if any(v == version for v, _, _ in MIGRATIONS):
-        raise ValueError(f"migration version {version} registered twice")
-    MIGRATIONS.append((version, name, sql))
-    MIGRATIONS.sort(key=lambda m: m[0])
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core tables", _V1_CORE),
+    Migration(100, "integrations", _V100_INTEGRATIONS),
+    Migration(101, "current connection of a device", _V101_CURRENT_CONNECTION),
+)
 
 
-def migrate(db: sqlite_utils.Database) -> list[int]:
-    """Apply every step not yet recorded; returns the versions applied now."""
-    db.execute(
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply every step not yet recorded, in list order; returns the versions applied now.
+    ``conn`` is in autocommit mode (``isolation_level=None``)."""
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations "
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied INTEGER NOT NULL)"
     )
-    done = {row[0] for row in db.execute("SELECT version FROM _migrations").fetchall()}
+    done = {row[0] for row in conn.execute("SELECT version FROM _migrations").fetchall()}
     applied = []
-    for version, name, sql in MIGRATIONS:
-        if version in done:
+    for m in MIGRATIONS:
+        if m.version in done:
             continue
         # One script, one transaction: a crash mid-migration leaves the previous version.
-        quoted = name.replace("'", "''")
-        db.conn.executescript(
-            f"BEGIN;\n{sql}\nINSERT INTO _migrations (version, name, applied) "
-            f"VALUES ({int(version)}, '{quoted}', {int(time.time())});\nCOMMIT;"
+        quoted = m.name.replace("'", "''")
+        conn.executescript(
+            f"BEGIN;\n{m.sql}\nINSERT INTO _migrations (version, name, applied) "
+            f"VALUES ({int(m.version)}, '{quoted}', {int(time.time())});\nCOMMIT;"
         )
-        applied.append(version)
+        applied.append(m.version)
     return applied

@@ -1,0 +1,243 @@
+"""Handlers of the device-identity ops: whitelisting, bulk import, change, delete, and
+provisioning with its docs/protocol.md §12 item 12 checks (run here, in the writer, so two
+devices racing for one identity cannot both win)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.errors import AlreadyExists, BadRequest, ConnAckCode, NotFound, Refused
+from gateway.store.api import (
+    ActivateDevice,
+    AppendEvent,
+    CreateDevice,
+    DeleteDevice,
+    ImportDevices,
+    ImportOutcome,
+    Tag,
+    UpdateDevice,
+)
+from gateway.store.sqlite.ops._tx import Tx
+
+__all__ = [
+    "activate_device",
+    "create_device",
+    "delete_device",
+    "import_devices",
+    "update_device",
+]
+
+_CHUNK = 500  # host parameters per IN (...) list
+_Initial = list[tuple[str, str, int]]  # (alias, initial value, sync) of settable resources
+
+
+def _refused(message: str, reason: str, *, http: int, connack: ConnAckCode) -> Refused:
+    return Refused(message, reason=reason, http_status=http, connack=connack)
+
+
+def _require_id(tx: Tx, cid: str, identity: str) -> int:
+    row = tx.cur.execute(
+        "SELECT id FROM devices WHERE connector_id = ? AND identity = ?", (cid, identity)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"device {identity!r} not found")
+    return int(row[0])
+
+
+def _initial_values(tx: Tx, cid: str) -> _Initial:
+    rows = tx.cur.execute(
+        "SELECT alias, initial, sync FROM resources WHERE connector_id = ? AND settable = 1 "
+        "AND initial IS NOT NULL",
+        (cid,),
+    ).fetchall()
+    return [(a, v, int(s)) for a, v, s in rows]
+
+
+def _give_initial(tx: Tx, did: int, ts: int, initial: _Initial) -> None:
+    """Give a new identity the ``initial`` set value of every settable resource (pending
+    for ``sync`` resources)."""
+    for alias, value, sync in initial:
+        tx.cur.execute(
+            "INSERT OR IGNORE INTO state (device_id, alias, set_value, set_ts, pending) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (did, alias, value, ts, sync),
+        )
+        tx.delta.pending_values += sync * tx.cur.rowcount
+
+
+def _insert_tags(tx: Tx, cid: str, identity: str, did: int, tags: list[Tag]) -> None:
+    if tags:
+        tx.cur.executemany(
+            "INSERT OR IGNORE INTO tags VALUES (?, ?, ?, ?, ?)",
+            [(cid, t.name, t.value, identity, did) for t in tags],
+        )
+
+
+def create_device(tx: Tx, op: CreateDevice) -> int:
+    try:
+        tx.cur.execute(
+            "INSERT INTO devices (connector_id, identity, status, locked, auth_type, "
+            "cred_hash, cert_fp, expire, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                op.connector_id,
+                op.identity,
+                op.status,
+                int(op.locked),
+                op.auth_type,
+                op.cred_hash,
+                op.cert_fp,
+                op.expire,
+                op.created,
+            ),
+        )
+    except sqlite3.IntegrityError:
+        raise AlreadyExists(f"device {op.identity!r} already exists") from None
+    did = int(tx.cur.lastrowid or 0)
+    tx.delta.devices += 1
+    _insert_tags(tx, op.connector_id, op.identity, did, op.tags)
+    _give_initial(tx, did, op.created, _initial_values(tx, op.connector_id))
+    return did
+
+
+def import_devices(tx: Tx, op: ImportDevices) -> ImportOutcome:
+    cid = op.connector_id
+    existing: set[str] = set()
+    idents = [r.identity for r in op.rows]
+    for start in range(0, len(idents), _CHUNK):
+        chunk = idents[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        existing.update(
+            r[0]
+            for r in tx.cur.execute(
+                f"SELECT identity FROM devices WHERE connector_id = ? AND identity IN ({marks})",
+                [cid, *chunk],
+            )
+        )
+    found = [r.identity for r in op.rows if r.identity in existing]  # in line order
+    if op.dry_run or (op.all_or_nothing and (op.row_errors or found)):
+        return ImportOutcome(0, found)
+    initial = _initial_values(tx, cid)
+    n = 0
+    for row in op.rows:
+        if row.identity in existing:
+            continue
+        tx.cur.execute(
+            "INSERT INTO devices (connector_id, identity, status, auth_type, cert_fp, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                cid,
+                row.identity,
+                "provisioned" if row.cert_fp else "whitelisted",
+                "certificate" if row.cert_fp else None,
+                row.cert_fp,
+                op.created,
+            ),
+        )
+        did = int(tx.cur.lastrowid or 0)
+        _insert_tags(tx, cid, row.identity, did, row.tags)
+        _give_initial(tx, did, op.created, initial)
+        n += 1
+    tx.delta.devices += n
+    return ImportOutcome(n, found)
+
+
+def update_device(tx: Tx, op: UpdateDevice) -> int:
+    cur = tx.cur
+    did = _require_id(tx, op.connector_id, op.identity)
+    if op.locked is not None:
+        cur.execute("UPDATE devices SET locked = ? WHERE id = ?", (int(op.locked), did))
+    if op.reprovision:
+        cur.execute(
+            "UPDATE devices SET reprovision = 1, cred_hash = NULL, cert_fp = NULL WHERE id = ?",
+            (did,),
+        )
+    elif op.reprovision is False:
+        cur.execute("UPDATE devices SET reprovision = 0 WHERE id = ?", (did,))
+    if op.replace_tags:
+        cur.executemany(
+            "DELETE FROM tags WHERE device_id = ? AND name = ?",
+            [(did, n) for n in sorted({t.name for t in op.add_tags})],
+        )
+    _insert_tags(tx, op.connector_id, op.identity, did, op.add_tags)
+    for ref in op.remove_tags:
+        if ref.value is None:
+            cur.execute("DELETE FROM tags WHERE device_id = ? AND name = ?", (did, ref.name))
+        else:
+            cur.execute(
+                "DELETE FROM tags WHERE device_id = ? AND name = ? AND value = ?",
+                (did, ref.name, ref.value),
+            )
+    if (
+        op.add_tags
+        and tx.count("SELECT count(*) FROM tags WHERE device_id = ?", (did,)) > op.max_tags
+    ):
+        raise BadRequest(f"a device carries at most {op.max_tags} tags")
+    return did
+
+
+def delete_device(tx: Tx, op: DeleteDevice) -> None:
+    did = _require_id(tx, op.connector_id, op.identity)
+    tx.delta.pending_values -= tx.count(
+        "SELECT count(*) FROM state WHERE device_id = ? AND pending = 1", (did,)
+    )
+    for table in ("state", "points", "tags"):
+        tx.cur.execute(f"DELETE FROM {table} WHERE device_id = ?", (did,))
+    tx.cur.execute("DELETE FROM devices WHERE id = ?", (did,))
+    tx.delta.devices -= 1
+    tx.emit(AppendEvent(op.connector_id, "deleted", op.identity, op.meta, op.timestamp))
+
+
+def _claim_identity(tx: Tx, op: ActivateDevice) -> int:
+    """The device row to provision, creating it under presenter identity.  Raises the §12
+    item 12 refusals."""
+    cur = tx.cur
+    row = cur.execute(
+        "SELECT id, status, locked, reprovision, expire FROM devices "
+        "WHERE connector_id = ? AND identity = ?",
+        (op.connector_id, op.identity),
+    ).fetchone()
+    if row is None:
+        if not op.presenter_identity:
+            raise _refused(
+                f"identity {op.identity!r} is not whitelisted",
+                "presenter_identity_disabled",
+                http=404,
+                connack=ConnAckCode.NOT_AUTHORIZED,
+            )
+        cur.execute(
+            "INSERT INTO devices (connector_id, identity, status, created) VALUES (?, ?, ?, ?)",
+            (op.connector_id, op.identity, "whitelisted", op.timestamp),
+        )
+        did = int(cur.lastrowid or 0)
+        tx.delta.devices += 1
+        _give_initial(tx, did, op.timestamp, _initial_values(tx, op.connector_id))
+        return did
+    did, status, locked, reprovision, expire = row
+    if locked:
+        raise _refused("device is locked", "locked", http=403, connack=ConnAckCode.NOT_AUTHORIZED)
+    if status == "provisioned" and not reprovision:
+        raise _refused(
+            f"identity {op.identity!r} is already provisioned",
+            "already_provisioned",
+            http=409,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
+    if status == "whitelisted" and expire is not None and expire < op.timestamp:
+        raise _refused(
+            f"the activation window of {op.identity!r} has expired",
+            "expired",
+            http=404,
+            connack=ConnAckCode.NOT_AUTHORIZED,
+        )
+    return int(did)
+
+
+def activate_device(tx: Tx, op: ActivateDevice) -> int:
+    did = _claim_identity(tx, op)
+    tx.cur.execute(
+        "UPDATE devices SET status = 'provisioned', auth_type = ?, cred_hash = ?, cert_fp = ?, "
+        "reprovision = 0, lastip = coalesce(?, lastip), lastseen = ? WHERE id = ?",
+        (op.auth_type, op.cred_hash, op.cert_fp, op.ip, op.timestamp, did),
+    )
+    tx.emit(AppendEvent(op.connector_id, "provisioned", op.identity, op.meta, op.timestamp))
+    return did

@@ -1,0 +1,570 @@
+"""Each op handler and each typed read of the SQLite store, against a real database: what it
+changes, what it returns, how it refuses (a refusal changes nothing: the submission rolls
+back alone), and that the counters the store keeps stay equal to the rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import AlreadyExists, BadRequest, NotFound, Refused
+from gateway.store.api import (
+    ActivateDevice,
+    AppendEvent,
+    CreateAdminToken,
+    CreateConnector,
+    CreateDevice,
+    CreateIntegration,
+    DataIn,
+    DeleteConnector,
+    DeleteContent,
+    DeleteDevice,
+    DeleteIntegration,
+    DeleteResource,
+    DeviceConnected,
+    DeviceDisconnected,
+    DeviceQuery,
+    EventMeta,
+    EventQuery,
+    FinishRun,
+    ImportDevices,
+    ImportOutcome,
+    ImportRow,
+    IntegrationRecord,
+    MarkVanished,
+    PointWrite,
+    PutContent,
+    PutResource,
+    RecordHealth,
+    ResetOnline,
+    Resource,
+    RevokeAdminToken,
+    SetValue,
+    SetValues,
+    StartRun,
+    Tag,
+    TagRef,
+    UpdateConnector,
+    UpdateDevice,
+    UpdateIntegration,
+    UpsertAsset,
+)
+from gateway.store.sqlite import SqliteStore
+
+from .conftest import CheckCounters
+
+META = EventMeta(connection_id="conn-1", ip="10.0.0.1", protocol="onep:v1/http")
+RESOURCES = [
+    Resource("data_in"),
+    Resource("data_out", settable=True, initial="boot"),  # sync: pending when given
+    Resource("mode", settable=True, sync=False, initial="a"),
+]
+
+
+@pytest.fixture
+async def conn_store(store: SqliteStore) -> SqliteStore:
+    """The store with connector ``c`` (resources above)."""
+    await store.write([CreateConnector("c", "C", "desc", b'{"k": 1}', 10, RESOURCES)])
+    return store
+
+
+async def _create(store: SqliteStore, identity: str, **kw: object) -> int:
+    (did,) = await store.write([CreateDevice("c", identity, "whitelisted", 20, **kw)])  # type: ignore[arg-type]
+    assert isinstance(did, int)
+    return did
+
+
+def _activate(identity: str, **kw: object) -> ActivateDevice:
+    fields: dict[str, object] = {"presenter_identity": True, "cred_hash": "h-" + identity}
+    fields.update(kw)
+    return ActivateDevice("c", identity, "token", meta=META, timestamp=100, **fields)  # type: ignore[arg-type]
+
+
+# -- connectors and resources -----------------------------------------------------------------
+
+
+async def test_connector_ops_and_read(store: SqliteStore) -> None:
+    await store.write([CreateConnector("c", "C", "desc", b'{"k": 1}', 10, RESOURCES)])
+    with pytest.raises(AlreadyExists):
+        await store.write([CreateConnector("c", "again", "", b"{}", 11)])
+    await store.write([UpdateConnector("c", "C2", "d2", b'{"k": 2}', 12)])
+    with pytest.raises(NotFound):
+        await store.write([UpdateConnector("nope", "x", "", b"{}", 12)])
+    (row,) = await store.connectors()
+    assert (row.id, row.name, row.description, row.settings) == ("c", "C2", "d2", b'{"k": 2}')
+    assert (row.created, row.updated) == (10, 12)
+    assert row.resources == sorted(RESOURCES, key=lambda r: r.alias)
+
+
+async def test_put_resource_gives_existing_devices_the_initial_value(
+    conn_store: SqliteStore, counters_exact: CheckCounters
+) -> None:
+    store = conn_store
+    did = await _create(store, "d1")
+    with pytest.raises(AlreadyExists):
+        await store.write([PutResource("c", Resource("data_in"), True, 30)])
+    with pytest.raises(NotFound):
+        await store.write([PutResource("c", Resource("ghost"), False, 30)])
+    await store.write([PutResource("c", Resource("cfg", settable=True, initial="x"), True, 30)])
+    assert {r.alias: r.set_value for r in await store.pending(did)} == {
+        "data_out": "boot",
+        "cfg": "x",
+    }
+    await store.write([PutResource("c", Resource("cfg", unit="m"), False, 31)])  # replace
+    (row,) = await store.connectors()
+    assert next(r for r in row.resources if r.alias == "cfg").unit == "m"
+    await store.write([DeleteResource("c", "cfg")])
+    assert [r.alias for r in await store.state(did)] == ["data_out", "mode"]
+    await counters_exact(store)
+
+
+async def test_delete_connector_removes_everything_it_holds(
+    conn_store: SqliteStore, counters_exact: CheckCounters
+) -> None:
+    store = conn_store
+    did = await _create(store, "d1", tags=[Tag("k", "v")])
+    await store.write([DataIn("c", did, "d1", [PointWrite("data_in", "1", 5)], META, 5)])
+    await store.write([PutContent("c", "f", "sha1", 1, "t", "", {}, 1)])
+    await store.write([DeleteConnector("c")])
+    assert await store.connectors() == []
+    assert await store.device("c", "d1") is None
+    assert await store.state(did) == []
+    assert await store.events(EventQuery("c")) == []
+    assert await store.content_list("c") == []
+    await counters_exact(store)
+
+
+# -- device identities ------------------------------------------------------------------------
+
+
+async def test_create_device_with_tags_and_initial_values(
+    conn_store: SqliteStore, counters_exact: CheckCounters
+) -> None:
+    store = conn_store
+    did = await _create(
+        store, "d1", locked=True, tags=[Tag("site", "b"), Tag("site", "a")], expire=99
+    )
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.id, row.status, row.locked, row.expire, row.online) == (
+        did,
+        "whitelisted",
+        True,
+        99,
+        False,
+    )
+    assert row.tags == [Tag("site", "a"), Tag("site", "b")]
+    state = {r.alias: (r.set_value, r.pending) for r in await store.state(did)}
+    assert state == {"data_out": ("boot", True), "mode": ("a", False)}
+    with pytest.raises(AlreadyExists):
+        await _create(store, "d1")
+    assert (await store.stats()).devices == 1
+    await counters_exact(store)
+
+
+async def test_device_by_token_hash(conn_store: SqliteStore) -> None:
+    store = conn_store
+    await store.write(
+        [CreateDevice("c", "d1", "provisioned", 1, auth_type="token", cred_hash="abc")]
+    )
+    match = await store.device_by_token_hash("c", "abc")
+    assert match is not None
+    assert (match.identity, match.locked) == ("d1", False)
+    assert await store.device_by_token_hash("c", "abd") is None
+    assert await store.device_by_token_hash("other", "abc") is None
+
+
+async def test_import_devices(conn_store: SqliteStore, counters_exact: CheckCounters) -> None:
+    store = conn_store
+    await _create(store, "old")
+    rows = [
+        ImportRow(2, "new1", None, [Tag("k", "v")]),
+        ImportRow(3, "old"),
+        ImportRow(4, "new2", "fp"),
+    ]
+    # all or nothing: an existing identity means nothing is written
+    (out,) = await store.write([ImportDevices("c", rows, 5)])
+    assert out == ImportOutcome(0, ["old"])
+    assert await store.device("c", "new1") is None
+    # errors the services found count too; a dry run never writes
+    (out,) = await store.write([ImportDevices("c", rows[:1], 5, row_errors=True)])
+    assert out == ImportOutcome(0, [])
+    (out,) = await store.write([ImportDevices("c", rows[:1], 5, dry_run=True)])
+    assert out == ImportOutcome(0, [])
+    (out,) = await store.write([ImportDevices("c", rows, 5, all_or_nothing=False)])
+    assert out == ImportOutcome(2, ["old"])
+    new2 = await store.device("c", "new2")
+    assert new2 is not None
+    assert (new2.status, new2.auth_type, new2.cert_fp) == ("provisioned", "certificate", "fp")
+    new1 = await store.device("c", "new1")
+    assert new1 is not None
+    assert new1.tags == [Tag("k", "v")]
+    assert {r.alias for r in await store.pending(new1.id)} == {"data_out"}
+    await counters_exact(store)
+
+
+async def test_update_device_is_one_transaction(conn_store: SqliteStore) -> None:
+    store = conn_store
+    did = await store.write(
+        [
+            CreateDevice(
+                "c",
+                "d1",
+                "provisioned",
+                1,
+                auth_type="token",
+                cred_hash="h",
+                tags=[Tag("a", "1"), Tag("a", "2"), Tag("b", "1")],
+            )
+        ]
+    )
+    assert did
+    await store.write(
+        [
+            UpdateDevice(
+                "c",
+                "d1",
+                locked=True,
+                reprovision=True,
+                add_tags=[Tag("a", "3")],
+                remove_tags=[TagRef("b")],
+                replace_tags=True,
+            )
+        ]
+    )
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.locked, row.reprovision, row.cred_hash, row.cert_fp) == (True, True, None, None)
+    assert row.tags == [Tag("a", "3")]
+    await store.write(
+        [UpdateDevice("c", "d1", locked=False, reprovision=False, remove_tags=[TagRef("a", "3")])]
+    )
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.locked, row.reprovision, row.tags) == (False, False, [])
+    # past the tag limit: refused, and the lock in the same op is not applied either
+    too_many = [Tag("t", str(i)) for i in range(3)]
+    with pytest.raises(BadRequest, match="at most 2 tags"):
+        await store.write([UpdateDevice("c", "d1", locked=True, add_tags=too_many, max_tags=2)])
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.locked, row.tags) == (False, [])
+    with pytest.raises(NotFound):
+        await store.write([UpdateDevice("c", "nobody", locked=True)])
+
+
+async def test_delete_device(conn_store: SqliteStore, counters_exact: CheckCounters) -> None:
+    store = conn_store
+    did = await _create(store, "d1", tags=[Tag("k", "v")])
+    await store.write(
+        [DataIn("c", did, "d1", [PointWrite("data_in", "x", 5, replay_check=True)], META, 5)]
+    )
+    await store.write([DeleteDevice("c", "d1", META, 50)])
+    assert await store.device("c", "d1") is None
+    assert await store.state(did) == []
+    assert [e.type for e in await store.events(EventQuery("c"))] == ["data_in", "deleted"]
+    with pytest.raises(NotFound):
+        await store.write([DeleteDevice("c", "d1", META, 51)])
+    await counters_exact(store)
+
+
+async def test_activation_rules(conn_store: SqliteStore, counters_exact: CheckCounters) -> None:
+    """docs/protocol.md §12 item 12, checked in the transaction that provisions."""
+    store = conn_store
+    # presenter identity: an unknown identity is created and provisioned
+    (did,) = await store.write([_activate("p1", ip="10.1.1.1")])
+    row = await store.device("c", "p1")
+    assert row is not None
+    assert (row.id, row.status, row.auth_type, row.cred_hash, row.lastip) == (
+        did,
+        "provisioned",
+        "token",
+        "h-p1",
+        "10.1.1.1",
+    )
+    assert {r.alias for r in await store.pending(did)} == {"data_out"}  # initial values
+    # without presenter identity an unknown identity is refused (404), nothing created
+    with pytest.raises(Refused) as info:
+        await store.write([_activate("p2", presenter_identity=False)])
+    assert (info.value.reason, info.value.http_status) == ("presenter_identity_disabled", 404)
+    assert await store.device("c", "p2") is None
+    # provisioned twice: 409; after reprovision: allowed again
+    with pytest.raises(Refused) as info:
+        await store.write([_activate("p1")])
+    assert info.value.http_status == 409
+    await store.write([UpdateDevice("c", "p1", reprovision=True)])
+    await store.write([_activate("p1", cred_hash="h2")])
+    row = await store.device("c", "p1")
+    assert row is not None
+    assert (row.cred_hash, row.reprovision) == ("h2", False)
+    # locked: 403; whitelist window over: 404
+    await _create(store, "l1", locked=True)
+    with pytest.raises(Refused) as info:
+        await store.write([_activate("l1")])
+    assert (info.value.reason, info.value.http_status) == ("locked", 403)
+    await _create(store, "e1", expire=99)
+    with pytest.raises(Refused) as info:
+        await store.write([_activate("e1")])  # timestamp 100 > expire 99
+    assert info.value.reason == "expired"
+    # a certificate is pinned
+    await store.write([ActivateDevice("c", "cert1", "certificate", True, META, 100, cert_fp="fp1")])
+    row = await store.device("c", "cert1")
+    assert row is not None
+    assert (row.auth_type, row.cert_fp, row.cred_hash) == ("certificate", "fp1", None)
+    assert [e.type for e in await store.events(EventQuery("c"))] == ["provisioned"] * 3
+    await counters_exact(store)
+
+
+# -- device data and connections ---------------------------------------------------------------
+
+
+async def test_connection_bookkeeping_follows_the_current_connection(
+    conn_store: SqliteStore,
+) -> None:
+    """A second connection of the same identity takes over; the first one's disconnect,
+    whenever it commits, does not take the device offline (docs/decisions.md)."""
+    store = conn_store
+    did = await _create(store, "d1")
+    a = EventMeta(connection_id="A", ip="10.0.0.1", protocol="mqtt")
+    b = EventMeta(connection_id="B", ip="10.0.0.2", protocol="mqtt")
+
+    async def online() -> bool:
+        row = await store.device("c", "d1")
+        assert row is not None
+        return row.online
+
+    await store.write([DeviceConnected("c", did, "d1", a, 1)])
+    await store.write([DeviceConnected("c", did, "d1", b, 2)])
+    await store.write([DeviceDisconnected("c", did, "d1", a, 3, "duplicate_connection")])
+    assert await online()
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.lastip, row.lastseen) == ("10.0.0.2", 3)
+    await store.write([DeviceDisconnected("c", did, "d1", b, 4, "peer_closed")])
+    assert not await online()
+    # the other order: A's disconnect commits before B's connect
+    await store.write([DeviceConnected("c", did, "d1", a, 5)])
+    await store.write([DeviceDisconnected("c", did, "d1", a, 6, "peer_closed")])
+    await store.write([DeviceConnected("c", did, "d1", b, 7)])
+    assert await online()
+    events = await store.events(EventQuery("c"))
+    assert [(e.type, e.connection_id, e.reason) for e in events][-3:] == [
+        ("connect", "A", None),
+        ("disconnect", "A", "peer_closed"),
+        ("connect", "B", None),
+    ]
+    assert await store.write([ResetOnline()]) == [1]
+    assert not await online()
+
+
+async def test_set_values(conn_store: SqliteStore, counters_exact: CheckCounters) -> None:
+    store = conn_store
+    did = await _create(store, "d1")
+    values = [SetValue("data_out", "go", True), SetValue("mode", "b", False)]
+    assert await store.write([SetValues("c", "d1", values, META, 40)]) == [did]
+    state = {r.alias: (r.set_value, r.set_ts, r.pending) for r in await store.state(did)}
+    assert state == {"data_out": ("go", 40, True), "mode": ("b", 40, False)}
+    assert [r.alias for r in await store.state(did, ["mode", "nope"])] == ["mode"]
+    assert await store.state(did, []) == []
+    assert [r.alias for r in await store.pending(did, since=39)] == ["data_out"]
+    assert await store.pending(did, since=40) == []
+    (ev,) = await store.events(EventQuery("c"))
+    assert (ev.type, ev.payload) == (
+        "data_out",
+        [{"timestamp": 40, "values": {"data_out": "go", "mode": "b"}}],
+    )
+    with pytest.raises(NotFound):
+        await store.write([SetValues("c", "nobody", values, META, 41)])
+    await counters_exact(store)
+
+
+async def test_data_in_updates_state_lastseen_and_event(conn_store: SqliteStore) -> None:
+    store = conn_store
+    did = await _create(store, "d1")
+    points = [PointWrite("data_in", "1", 10), PointWrite("free", "x", 10, defined=False)]
+    assert await store.write([DataIn("c", did, "d1", points, META, 11)]) == [2]
+    assert [r.alias for r in await store.state(did)] == ["data_in", "data_out", "mode"]
+    row = await store.device("c", "d1")
+    assert row is not None
+    assert (row.lastseen, row.lastip) == (11, "10.0.0.1")
+    (ev,) = await store.events(EventQuery("c"))
+    assert ev.payload == [{"timestamp": 10, "values": {"data_in": "1", "free": "x"}}]
+
+
+async def test_events_read_by_cursor(store: SqliteStore) -> None:
+    for i in range(5):
+        await store.write([AppendEvent("c", "publish", None, META, i, {"n": i})])
+    assert await store.last_seq("c") == 5
+    assert await store.last_seq("other") == 0
+    page = await store.events(EventQuery("c", after=2, limit=2))
+    assert [(e.seq, e.payload) for e in page] == [(3, {"n": 2}), (4, {"n": 3})]
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+async def test_list_devices_pages_filters_and_sorts(conn_store: SqliteStore) -> None:
+    store = conn_store
+    for i in range(7):
+        tags = [Tag("site", "east" if i % 2 else "west"), Tag("row", str(i % 3))]
+        await store.write([CreateDevice("c", f"dev{i}", "whitelisted", 100 - i, tags=tags)])
+    await store.write([UpdateDevice("c", "dev3", locked=True)])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_devices(DeviceQuery("c", limit=3, cursor=cursor))
+        seen += [d.identity for d in page.items]
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [f"dev{i}" for i in range(7)]
+    east = await store.list_devices(DeviceQuery("c", tags=[Tag("site", "east")]))
+    assert [d.identity for d in east.items] == ["dev1", "dev3", "dev5"]
+    assert east.items[0].tags == [Tag("row", "1"), Tag("site", "east")]
+    both = await store.list_devices(DeviceQuery("c", tags=[Tag("site", "east"), Tag("row", "0")]))
+    assert [d.identity for d in both.items] == ["dev3"]
+    locked = await store.list_devices(DeviceQuery("c", status="locked"))
+    assert [d.identity for d in locked.items] == ["dev3"]
+    newest_first = await store.list_devices(
+        DeviceQuery("c", sort="created", descending=True, limit=2)
+    )
+    assert [d.identity for d in newest_first.items] == ["dev0", "dev1"]
+    assert newest_first.next is not None
+    more = await store.list_devices(
+        DeviceQuery("c", sort="created", descending=True, limit=2, cursor=newest_first.next)
+    )
+    assert [d.identity for d in more.items] == ["dev2", "dev3"]
+    prefixed = await store.list_devices(DeviceQuery("c", prefix="dev6"))
+    assert [d.identity for d in prefixed.items] == ["dev6"]
+    with pytest.raises(BadRequest, match="invalid cursor"):
+        await store.list_devices(DeviceQuery("c", cursor="%%%"))
+
+
+# -- content and admin tokens ----------------------------------------------------------------
+
+
+async def test_content_ops_report_orphaned_blobs(conn_store: SqliteStore) -> None:
+    store = conn_store
+    event = AppendEvent("c", "content_in", "d1", META, 5)
+    assert await store.write(
+        [PutContent("c", "a/f", "s1", 3, "text/plain", "d", {"k": "v"}, 5, event)]
+    ) == [None]
+    assert await store.write([PutContent("c", "b/f", "s1", 3, "text/plain", "", {}, 6)]) == [None]
+    # a/f now points elsewhere; s1 is still used by b/f
+    assert await store.write([PutContent("c", "a/f", "s2", 4, "text/plain", "", {}, 7)]) == [None]
+    assert await store.write([DeleteContent("c", "b/f")]) == ["s1"]
+    assert await store.write([DeleteContent("c", "a/f")]) == ["s2"]
+    with pytest.raises(NotFound):
+        await store.write([DeleteContent("c", "a/f")])
+    await store.write([PutContent("c", "x/1", "s3", 1, "t", "d", {"k": "v"}, 8)])
+    await store.write([PutContent("c", "y/1", "s3", 1, "t", "", {}, 9)])
+    row = await store.content("c", "x/1")
+    assert row is not None
+    assert (row.sha256, row.size, row.description, row.tags, row.updated) == (
+        "s3",
+        1,
+        "d",
+        {"k": "v"},
+        8,
+    )
+    assert [r.content_id for r in await store.content_list("c", "x/")] == ["x/1"]
+    assert [r.content_id for r in await store.content_list("c")] == ["x/1", "y/1"]
+    assert [e.type for e in await store.events(EventQuery("c"))] == ["content_in"]
+
+
+async def test_admin_tokens(store: SqliteStore) -> None:
+    await store.write([CreateAdminToken("t2", "two", "h2", 2)])
+    await store.write([CreateAdminToken("t1", "one", "h1", 1)])
+    assert await store.admin_token_known("h1")
+    assert not await store.admin_token_known("h3")
+    assert [t.id for t in await store.admin_tokens()] == ["t1", "t2"]
+    await store.write([RevokeAdminToken("t1")])
+    assert not await store.admin_token_known("h1")
+    with pytest.raises(NotFound):
+        await store.write([RevokeAdminToken("t1")])
+
+
+# -- integrations ----------------------------------------------------------------------------
+
+_REC = IntegrationRecord(
+    "c", "pumps", "doc", 1, "1.0", False, {"a": 1}, {"s": "ct"}, {"x": 2}, 1, 1
+)
+
+
+async def test_integration_records(conn_store: SqliteStore) -> None:
+    store = conn_store
+    await store.write([CreateIntegration(_REC)])
+    with pytest.raises(AlreadyExists):
+        await store.write([CreateIntegration(_REC)])
+    newer = IntegrationRecord("c", "pumps", "doc2", 2, "1.1", True, {}, {}, {}, 1, 5)
+    await store.write([UpdateIntegration(newer)])
+    assert await store.integration("c", "pumps") == newer
+    with pytest.raises(NotFound):
+        await store.write(
+            [UpdateIntegration(IntegrationRecord("c", "nope", "", 1, "", False, {}, {}, {}, 1, 1))]
+        )
+    other = IntegrationRecord("c", "alpha", "d", 1, "1", False, {}, {}, {}, 1, 1)
+    await store.write([CreateIntegration(other)])
+    assert [r.name for r in await store.integrations("c")] == ["alpha", "pumps"]
+    assert [r.name for r in await store.integrations()] == ["alpha", "pumps"]
+    assert await store.integration("c", "zzz") is None
+
+
+async def test_integration_health_history_and_change_events(conn_store: SqliteStore) -> None:
+    store = conn_store
+    await store.write([CreateIntegration(_REC)])
+
+    def probe(ts: int, healthy: bool) -> RecordHealth:
+        ev = AppendEvent("c", "integration_health", None, META, ts, {"healthy": healthy})
+        return RecordHealth(
+            "c", "pumps", ts, healthy, 200 if healthy else None, 1.0, "d", ev, history=3
+        )
+
+    changes = [
+        await store.write([probe(ts, h)])
+        for ts, h in [(1, True), (2, True), (3, False), (4, False), (5, True)]
+    ]
+    assert changes == [[True], [False], [True], [False], [True]]
+    assert [h.timestamp for h in await store.integration_health("c", "pumps")] == [5, 4, 3]
+    assert [
+        h.timestamp for h in await store.integration_health("c", "pumps", changes_only=True)
+    ] == [5, 3]
+    assert [h.timestamp for h in await store.integration_health("c", "pumps", limit=1)] == [5]
+    assert [e.timestamp for e in await store.events(EventQuery("c"))] == [1, 3, 5]
+
+
+async def test_integration_runs_and_assets(conn_store: SqliteStore) -> None:
+    store = conn_store
+    await store.write([CreateIntegration(_REC)])
+    ids = []
+    for i in range(4):
+        (run_id,) = await store.write([StartRun("c", "pumps", "sync", {"n": i}, history=2)])
+        assert isinstance(run_id, int)
+        ids.append(run_id)
+    await store.write([FinishRun(ids[-1], {"n": 3, "status": "ok"})])
+    await store.write([StartRun("c", "pumps", "fetch", {"n": 9})])
+    runs = await store.integration_runs("c", "pumps", "sync")
+    assert [(r.id, r.report) for r in runs] == [
+        (ids[3], {"n": 3, "status": "ok"}),
+        (ids[2], {"n": 2}),
+    ]
+    assert len(await store.integration_runs("c", "pumps")) == 3
+    assert len(await store.integration_runs("c", "pumps", limit=1)) == 1
+
+    await store.write(
+        [UpsertAsset("c", "pumps", "a2", "d2", 1), UpsertAsset("c", "pumps", "a1", "d1", 1)]
+    )
+    await store.write([MarkVanished("c", "pumps", ["a1"])])
+    assets = await store.integration_assets("c", "pumps")
+    assert [(a.asset_id, a.identity, a.vanished) for a in assets] == [
+        ("a1", "d1", True),
+        ("a2", "d2", False),
+    ]
+    await store.write([UpsertAsset("c", "pumps", "a1", "d1b", 2)])  # back upstream
+    assert (await store.integration_assets("c", "pumps"))[0].vanished is False
+
+    await store.write([DeleteIntegration("c", "pumps")])
+    assert await store.integration("c", "pumps") is None
+    assert await store.integration_runs("c", "pumps") == []
+    assert await store.integration_assets("c", "pumps") == []
+    with pytest.raises(NotFound):
+        await store.write([DeleteIntegration("c", "pumps")])
