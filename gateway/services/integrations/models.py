@@ -21,6 +21,7 @@ __all__ = [
     "JobName",
     "JobsView",
     "OperationInfo",
+    "ParameterInfo",
     "RunReport",
     "ValidationResult",
 ]
@@ -121,12 +122,24 @@ class RunReport(msgspec.Struct):
 # -- what the service returns (and the management API encodes) ---------------------------
 
 
+class ParameterInfo(msgspec.Struct, frozen=True):
+    """One parameter of an operation as the document declares it, so that a client (the
+    CLI's ``integration call OP id=7``) can turn text into the value the document expects."""
+
+    name: str
+    location: str  # path | query | header | formData | body
+    type: str  # the JSON schema type: string, integer, number, boolean, array, object, file
+    items: str | None  # the item type of an array
+    required: bool
+
+
 class OperationInfo(msgspec.Struct, frozen=True):
     operation_id: str
     method: str
     path: str
     description: str
     parameters: list[str]
+    parameter_specs: list[ParameterInfo] = msgspec.field(default_factory=list)
 
 
 class ConfigParamInfo(msgspec.Struct, frozen=True):

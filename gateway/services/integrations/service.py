@@ -40,6 +40,7 @@ from gateway.services.integrations.models import (
     JobInfo,
     JobsView,
     OperationInfo,
+    ParameterInfo,
     RunReport,
     ValidationResult,
 )
@@ -50,6 +51,7 @@ from gateway.services.integrations.operations import (
 from gateway.services.integrations.operations import base_url as make_base_url
 from gateway.services.integrations.validate import (
     DocumentInvalid,
+    ParamSpec,
     Spec,
     check_document,
     load_document,
@@ -71,6 +73,21 @@ MAX_IDLE_S = 60.0  # the scheduler re-reads the integration list at least this o
 def _check_name(name: str) -> None:
     if not 1 <= len(name) <= MAX_NAME or not set(name) <= NAME_CHARS:
         raise BadRequest(f"integration names are 1-{MAX_NAME} characters of a-z 0-9 _ -")
+
+
+def _parameter_info(p: ParamSpec) -> ParameterInfo:
+    """What a client needs to convert a parameter given as text: its JSON type."""
+    schema = p.schema if isinstance(p.schema, dict) else {}
+    kind = schema.get("type")
+    items = schema.get("items")
+    item_kind = items.get("type") if isinstance(items, dict) else None
+    return ParameterInfo(
+        p.name,
+        p.location,
+        kind if isinstance(kind, str) else "object",
+        item_kind if isinstance(item_kind, str) else None,
+        p.required,
+    )
 
 
 class SettingsInvalid(BadRequest):
@@ -307,7 +324,12 @@ class IntegrationService:
         ]
         ops = [
             OperationInfo(
-                o.operation_id, o.method, o.path, o.description, [p.name for p in o.parameters]
+                o.operation_id,
+                o.method,
+                o.path,
+                o.description,
+                [p.name for p in o.parameters],
+                [_parameter_info(p) for p in o.parameters],
             )
             for o in spec.operations.values()
         ]
