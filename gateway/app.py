@@ -80,6 +80,7 @@ class RunInfo(msgspec.Struct):
     admin_token_file: str
     ca: str
     implementation: str
+    api_host: str = "127.0.0.1"  # where the management API listens (the CLI connects here)
 
 
 def ensure_admin_token(data_dir: Path) -> tuple[str, bool]:
@@ -232,6 +233,7 @@ async def run_gateway(
                 admin_token_file=_absolute(data / "admin.token"),
                 ca=_absolute(pki.ca_cert),
                 implementation=implementation(),
+                api_host=config.api_host,
             )
             run_json = data / "run.json"
             tmp = run_json.with_suffix(".tmp")
