@@ -11,8 +11,9 @@ Resource handling: the stream ends, and the subscription is released, when
 * the hub drops the subscriber for being slow (its buffer filled up): the client then gets
   a final ``dropped`` event before the stream closes, so it knows to reconnect.
 
-The subscription is opened inside ``__call__`` and closed by its ``async with``; nothing
-outlives the response.
+The subscription is opened inside ``__call__``, before the response headers are sent (a
+client holding the headers misses no later record), and closed by its ``async with``;
+nothing outlives the response.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class LogStream(Response):
         # Response.__init__ adds "content-length: 0" for the empty body it was given; an
         # endless stream must go without it (chunked).
         headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         async with self.hub.subscribe(self.filt) as sub, trio.open_nursery() as nursery:
+            # Subscribed before the headers go out: a client that has the headers misses
+            # nothing logged after that (the CLI says "following" then, tests wait for it).
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": headers}
+            )
 
             async def watch_disconnect() -> None:
                 while True:
