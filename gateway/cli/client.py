@@ -1,52 +1,160 @@
-"""A small synchronous client of the management REST API (httpx), used by the CLI.
+"""The one client of the management REST API (httpx), used by every CLI command.
 
-Every method maps to one route of docs/architecture.md's table and returns decoded JSON (plain
-data: the CLI prints it as a table or as JSON).  Errors in the API's error shape are raised
-as :class:`ApiError` carrying the status, code and message; transport failures as
-``httpx.HTTPError``.  Uploads and downloads stream, so 100 MB+ files never sit in memory.
+Address convention: ``api`` is the management API's root, ``http://host:port`` — what
+``--api``, ``GATEWAY_API`` and ``DIR/run.json`` give (see :mod:`gateway.cli.context`).  Paths
+passed to the methods are relative to ``/api/v1`` (``client.get("/connectors")``); segments
+that come from the user go through :func:`seg` (or :func:`content_path`, which keeps the
+``/`` of content ids).
+
+Errors, so that every command fails the same way:
+
+* :class:`ApiError` — the gateway answered 4xx/5xx; carries the status and the API's
+  ``{"error", "message"}`` (plus ``violations`` of a refused integration document);
+* :class:`Unreachable` — no answer at all (refused, timed out, broken off), with the reason
+  as a few words, never a library's exception text.
+
+Resource handling: a :class:`Client` owns one ``httpx.Client`` (keep-alive, thread-safe, so
+bulk edits can share it between worker threads) and is closed by ``with``.  Uploads are read
+from the file in :data:`CHUNK` pieces and downloads written as they arrive, so a 150 MB
+firmware file never sits in memory; both report progress through a callback.
 """
 
 from __future__ import annotations
 
-import os
+import errno
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 import msgspec
+from httpx_sse import SSEError, connect_sse
 
-__all__ = ["DEFAULT_API", "ApiError", "Client", "read_token"]
+__all__ = [
+    "API_PREFIX",
+    "CHUNK",
+    "ApiError",
+    "Client",
+    "Download",
+    "LogMessage",
+    "Unreachable",
+    "content_path",
+    "seg",
+]
 
-DEFAULT_API = "http://127.0.0.1:9080"
-CHUNK = 1 << 20  # bytes per upload/download chunk
+API_PREFIX = "/api/v1"
+CHUNK = 64 * 1024  # bytes per upload/download step: fine-grained enough for a progress bar
+TIMEOUT_S = 120.0  # a job run or a 100k-row import answers when it is done
+CONNECT_TIMEOUT_S = 10.0
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """The gateway refused: ``status`` and the API's error ``code`` and ``message``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, violations: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.violations = violations or []
 
 
-def read_token(data_dir: str | os.PathLike[str]) -> str:
-    """The admin token a gateway wrote to ``DIR/admin.token``."""
-    return (Path(data_dir) / "admin.token").read_text().strip()
+class Unreachable(Exception):
+    """No answer from ``url``; ``reason`` says why in a few words ("connection refused")."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
-def _seg(value: str) -> str:
+class Download:
+    """An answer being downloaded: ``length`` (None if unknown) and :meth:`chunks`."""
+
+    def __init__(self, api: str, response: httpx.Response, length: int | None) -> None:
+        self.api = api
+        self.response = response
+        self.length = length
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self.response.iter_bytes(CHUNK)
+        except httpx.HTTPError as exc:
+            raise Unreachable(self.api, _reason(exc)) from None
+
+
+class LogMessage(msgspec.Struct, frozen=True):
+    """One Server-Sent Event of the live log: ``log`` (``data`` is a record) or
+    ``dropped`` (the gateway ended the stream: the client was too slow); plus ``open``,
+    made up here when the gateway has accepted the subscription."""
+
+    event: str
+    data: dict[str, Any]
+
+
+def seg(value: str) -> str:
+    """One path segment, quoted (identities may hold ``?``, ``%`` and spaces)."""
     return quote(value, safe="")
 
 
+def content_path(cid: str, content_id: str = "") -> str:
+    base = f"/connectors/{seg(cid)}/content"
+    return f"{base}/{quote(content_id, safe='/')}" if content_id else base
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    """A few words for a transport failure, from the OS error under httpx's wrappers."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, httpx.TimeoutException):
+        return "it stopped answering (timed out)"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection broke off"
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, OSError) and cur.errno is not None:
+            if cur.errno == errno.ECONNREFUSED:
+                return "connection refused"
+            if cur.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return "host unreachable"
+            return (cur.strerror or str(cur)).lower()
+        cur = cur.__cause__ or cur.__context__
+    text = str(exc).lower()
+    if "name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host name"
+    return text or type(exc).__name__
+
+
+def _api_error(r: httpx.Response) -> ApiError:
+    try:
+        body = msgspec.json.decode(r.read())
+        return ApiError(r.status_code, body["error"], body["message"], body.get("violations"))
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        text = r.text.strip().splitlines()
+        return ApiError(r.status_code, f"http_{r.status_code}", text[0][:200] if text else "")
+
+
+def _chunks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk
+        if progress:
+            progress(len(chunk))
+
+
 class Client:
-    def __init__(
-        self, api: str = DEFAULT_API, token: str | None = None, *, timeout: float = 60.0
-    ) -> None:
+    """Requests to one gateway's management API with one bearer token (or none)."""
+
+    def __init__(self, api: str, token: str | None, *, timeout: float = TIMEOUT_S) -> None:
+        self.api = api
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(
-            base_url=api.rstrip("/"), headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+            base_url=api + API_PREFIX,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+            trust_env=False,  # a proxy from the environment must not see the admin token
         )
 
     def close(self) -> None:
@@ -58,217 +166,103 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- plumbing ---------------------------------------------------------------------
-
-    @staticmethod
-    def _check(r: httpx.Response) -> None:
-        if r.status_code < 400:
-            return
-        try:
-            body = msgspec.json.decode(r.read())
-            code, message = body["error"], body["message"]
-        except (msgspec.DecodeError, KeyError, TypeError):
-            code, message = "http_error", r.text[:500]
-        raise ApiError(r.status_code, code, message)
+    # -- requests ------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.http.request(method, path, **kw)
-        self._check(r)
+        """Send one request; the decoded JSON answer (None for 204), or raise."""
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise Unreachable(self.api, _reason(exc)) from None
+        if r.status_code >= 400:
+            raise _api_error(r)
         if r.status_code == 204 or not r.content:
             return None
+        if "json" not in r.headers.get("content-type", "json"):
+            return r.text
         return msgspec.json.decode(r.content)
 
-    # -- connectors and resources -----------------------------------------------------
+    def get(self, path: str, **params: Any) -> Any:
+        """GET with query parameters; None values are left out, lists repeat the name."""
+        query = {k: v for k, v in params.items() if v is not None and v != []}
+        return self.request("GET", path, params=query)
 
-    def connectors(self) -> Any:
-        return self.request("GET", "/api/v1/connectors")["items"]
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, json=body, **kw)
 
-    def create_connector(self, body: dict[str, Any]) -> Any:
-        return self.request("POST", "/api/v1/connectors", json=body)
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
 
-    def connector(self, cid: str) -> Any:
-        return self.request("GET", f"/api/v1/connectors/{_seg(cid)}")
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
 
-    def update_connector(self, cid: str, body: dict[str, Any]) -> Any:
-        return self.request("PATCH", f"/api/v1/connectors/{_seg(cid)}", json=body)
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
 
-    def delete_connector(self, cid: str) -> None:
-        self.request("DELETE", f"/api/v1/connectors/{_seg(cid)}")
-
-    def settings(self, cid: str, patch: dict[str, Any] | None = None) -> Any:
-        path = f"/api/v1/connectors/{_seg(cid)}/settings"
-        if patch is None:
-            return self.request("GET", path)
-        return self.request("PATCH", path, json=patch)
-
-    def resources(self, cid: str) -> Any:
-        return self.request("GET", f"/api/v1/connectors/{_seg(cid)}/resources")["items"]
-
-    def create_resource(self, cid: str, body: dict[str, Any]) -> Any:
-        return self.request("POST", f"/api/v1/connectors/{_seg(cid)}/resources", json=body)
-
-    def update_resource(self, cid: str, alias: str, body: dict[str, Any]) -> Any:
-        return self.request(
-            "PATCH", f"/api/v1/connectors/{_seg(cid)}/resources/{_seg(alias)}", json=body
-        )
-
-    def delete_resource(self, cid: str, alias: str) -> None:
-        self.request("DELETE", f"/api/v1/connectors/{_seg(cid)}/resources/{_seg(alias)}")
-
-    # -- devices ------------------------------------------------------------------------
-
-    def _dev(self, cid: str, identity: str = "") -> str:
-        base = f"/api/v1/connectors/{_seg(cid)}/devices"
-        return f"{base}/{_seg(identity)}" if identity else base
-
-    def devices(self, cid: str, **params: Any) -> Any:
-        return self.request(
-            "GET", self._dev(cid), params={k: v for k, v in params.items() if v not in (None, [])}
-        )
-
-    def iter_devices(self, cid: str, **params: Any) -> Iterator[Any]:
-        cursor = None
+    def pages(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every page of a list route (``{"items", "next"}``), following ``next`` as
+        ``cursor`` until it is null."""
+        cursor = params.pop("cursor", None)
         while True:
-            page = self.devices(cid, cursor=cursor, **params)
-            yield from page["items"]
-            cursor = page["next"]
+            page = self.get(path, cursor=cursor, **params)
+            yield page
+            cursor = page.get("next")
             if cursor is None:
                 return
 
-    def add_device(self, cid: str, body: dict[str, Any]) -> Any:
-        return self.request("POST", self._dev(cid), json=body)
-
-    def import_devices(
-        self,
-        cid: str,
-        csv_file: BinaryIO,
-        *,
-        size: int,
-        dry_run: bool = False,
-        all_or_nothing: bool = True,
-        progress: Callable[[int], None] | None = None,
-    ) -> Any:
-        return self.request(
-            "POST",
-            f"{self._dev(cid)}/import",
-            params={"dry_run": str(dry_run).lower(), "all_or_nothing": str(all_or_nothing).lower()},
-            content=_chunks(csv_file, progress),
-            headers={"Content-Type": "text/csv", "Content-Length": str(size)},
-        )
-
-    def device(self, cid: str, identity: str) -> Any:
-        return self.request("GET", self._dev(cid, identity))
-
-    def update_device(self, cid: str, identity: str, body: dict[str, Any]) -> Any:
-        return self.request("PATCH", self._dev(cid, identity), json=body)
-
-    def delete_device(self, cid: str, identity: str) -> None:
-        self.request("DELETE", self._dev(cid, identity))
-
-    def state(self, cid: str, identity: str, values: dict[str, Any] | None = None) -> Any:
-        path = f"{self._dev(cid, identity)}/state"
-        if values is None:
-            return self.request("GET", path)
-        return self.request("PATCH", path, json=values)
-
-    # -- content --------------------------------------------------------------------------
-
-    def _content(self, cid: str, content_id: str = "") -> str:
-        base = f"/api/v1/connectors/{_seg(cid)}/content"
-        return f"{base}/{quote(content_id, safe='/')}" if content_id else base
-
-    def content_list(self, cid: str, prefix: str = "") -> Any:
-        return self.request("GET", self._content(cid), params={"prefix": prefix})["items"]
-
-    def content_info(self, cid: str, content_id: str) -> Any:
-        return self.request("GET", self._content(cid, content_id), params={"info": "true"})
+    # -- streams -------------------------------------------------------------------------
 
     def upload(
         self,
-        cid: str,
-        content_id: str,
+        method: str,
+        path: str,
         fh: BinaryIO,
         *,
         size: int,
-        content_type: str = "application/octet-stream",
-        description: str = "",
+        content_type: str,
+        params: dict[str, Any] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Any:
-        params = {"description": description} if description else {}
+        """Send ``size`` bytes of ``fh`` as the body, reporting each chunk sent."""
         return self.request(
-            "PUT",
-            self._content(cid, content_id),
-            params=params,
+            method,
+            path,
+            params=params or {},
             content=_chunks(fh, progress),
             headers={"Content-Type": content_type, "Content-Length": str(size)},
         )
 
-    def download(
-        self,
-        cid: str,
-        content_id: str,
-        out: BinaryIO,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        n = 0
-        with self.http.stream("GET", self._content(cid, content_id)) as r:
-            self._check(r)
-            for chunk in r.iter_bytes(CHUNK):
-                out.write(chunk)
-                n += len(chunk)
-                if progress:
-                    progress(len(chunk))
-        return n
+    @contextmanager
+    def download(self, path: str) -> Iterator[Download]:
+        """``GET path`` as a stream: its length (if the gateway said) and its chunks.  The
+        response is closed when the ``with`` ends."""
+        try:
+            with self.http.stream("GET", path) as r:
+                if r.status_code >= 400:
+                    raise _api_error(r)
+                length = r.headers.get("content-length")
+                yield Download(self.api, r, int(length) if length and length.isdigit() else None)
+        except httpx.HTTPError as exc:
+            raise Unreachable(self.api, _reason(exc)) from None
 
-    def delete_content(self, cid: str, content_id: str) -> None:
-        self.request("DELETE", self._content(cid, content_id))
-
-    # -- events, logs, tokens -------------------------------------------------------------
-
-    def events(self, cid: str, *, after: int = 0, limit: int = 100, wait: float = 0.0) -> Any:
-        return self.request(
-            "GET",
-            f"/api/v1/connectors/{_seg(cid)}/events",
-            params={"after": after, "limit": limit, "wait": wait},
-            timeout=wait + 30.0,
-        )
-
-    def logs(self, cid: str, **params: Any) -> Iterator[tuple[str, Any]]:
-        """Yield ``(event, data)`` from the SSE tail until the server ends the stream."""
+    def live_log(self, cid: str, **params: Any) -> Iterator[LogMessage]:
+        """The connector's live log (Server-Sent Events, httpx-sse) until the gateway ends
+        the stream; raises :class:`Unreachable` if the connection is lost."""
         query = {k: v for k, v in params.items() if v is not None}
-        with self.http.stream(
-            "GET",
-            f"/api/v1/connectors/{_seg(cid)}/logs",
-            params=query,
-            timeout=httpx.Timeout(10.0, read=None),
-        ) as r:
-            self._check(r)
-            event, data = "message", ""
-            for line in r.iter_lines():
-                if not line:
-                    if data:
-                        yield event, msgspec.json.decode(data)
-                    event, data = "message", ""
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-
-    def tokens(self) -> Any:
-        return self.request("GET", "/api/v1/tokens")
-
-    def create_token(self, name: str) -> Any:
-        return self.request("POST", "/api/v1/tokens", json={"name": name})
-
-    def revoke_token(self, token_id: str) -> None:
-        self.request("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
-
-    def health(self) -> Any:
-        return self.request("GET", "/api/v1/health")
-
-
-def _chunks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    while chunk := fh.read(CHUNK):
-        if progress:
-            progress(len(chunk))
-        yield chunk
+        try:
+            with connect_sse(
+                self.http,
+                "GET",
+                f"/connectors/{seg(cid)}/logs",
+                params=query,
+                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None),
+            ) as source:
+                if source.response.status_code >= 400:
+                    raise _api_error(source.response)
+                yield LogMessage("open", {})
+                for sse in source.iter_sse():
+                    if sse.data:
+                        yield LogMessage(sse.event, msgspec.json.decode(sse.data))
+        except (httpx.HTTPError, SSEError) as exc:
+            reason = _reason(exc) if isinstance(exc, httpx.HTTPError) else str(exc)
+            raise Unreachable(self.api, reason) from None

@@ -1,236 +1,341 @@
-"""``gateway integration …``: cloud-to-cloud integrations from the command line.
+"""``gateway integration …``: cloud-to-cloud integrations (a third-party REST API described
+by an OpenAPI 2 document, one device per asset).
 
-Talks to a running gateway's management REST API with httpx (the same contract as the
-console).  The API address comes from ``--api`` / ``GATEWAY_API`` (default
-``http://127.0.0.1:9080/api/v1``) and the bearer token from ``--token`` / ``GATEWAY_TOKEN``
-or ``DIR/admin.token`` (``--data``, default ``./var``).  Output is JSON; errors print the
-API's message (and every violation of a refused document) and exit 1.  Secret values given
-with ``--secret`` are prompted without echo so they never land in shell history.
+Same conventions as every other command (options anywhere, tables or ``--json``).  Values
+given as text are converted by the contract, never guessed:
+
+* ``--setting KEY=VALUE`` by the type of KEY in the gateway's ``IntegrationSettings`` schema
+  (``/api/v1/openapi.json``), e.g. ``sync_interval_s=30``, ``tag_fields=site,model``;
+* ``--set KEY=VALUE`` configuration values are sent as text; the gateway converts them by the
+  types the document declares for its configuration parameters;
+* ``call OP id=7`` by the type the document gives parameter ``id`` of operation OP (the
+  integration's ``parameter_specs``): ``7`` stays text for a string parameter and becomes 7
+  for an integer one; arrays are comma-separated or JSON; a body parameter is JSON.
+
+Secrets (``--secret KEY``) are prompted without echo, so they never land in shell history.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
+import msgspec
+
+from gateway.cli.client import seg
+from gateway.cli.context import Failed, Run, command_options, group_options
+from gateway.cli.output import Column
+from gateway.cli.schema import BadValue, Contract, parse_pairs
 
 __all__ = ["integration"]
 
-DEFAULT_API = "http://127.0.0.1:9080/api/v1"
-TIMEOUT_S = 120.0  # a job run (sync/fetch of a large fleet) answers when it is done
-
-
-class Api:
-    def __init__(self, base: str, token: str) -> None:
-        self.base = base.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        try:
-            with httpx.Client(timeout=TIMEOUT_S, trust_env=False) as client:
-                resp = client.request(
-                    method,
-                    self.base + path,
-                    headers=self.headers,
-                    json=body,
-                    params={k: v for k, v in params.items() if v is not None},
-                )
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach the gateway at {self.base}: {exc}") from None
-        if resp.status_code >= 400:
-            try:
-                err = resp.json()
-            except ValueError:
-                raise click.ClickException(f"HTTP {resp.status_code}: {resp.text[:500]}") from None
-            lines = [f"{err.get('error', 'error')}: {err.get('message', '')}"]
-            lines += [f"  {v['path']}: {v['message']}" for v in err.get("violations", [])]
-            raise click.ClickException("\n".join(lines))
-        if resp.status_code == 204 or not resp.content:
-            return None
-        if "json" not in resp.headers.get("content-type", ""):
-            return resp.text
-        return resp.json()
-
-
-def _out(value: Any) -> None:
-    if isinstance(value, str):
-        click.echo(value, nl=not value.endswith("\n"))
-    elif value is not None:
-        click.echo(json.dumps(value, indent=2, sort_keys=True))
-
-
-def _pairs(items: tuple[str, ...], what: str) -> dict[str, Any]:
-    """``k=v`` pairs; a value that parses as JSON is taken as JSON (numbers, lists...)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=what)
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
-
-
-def _api(ctx: click.Context) -> Api:
-    api = ctx.obj
-    assert isinstance(api, Api)
-    return api
+LIST_COLS = (
+    Column("name"),
+    Column("title"),
+    Column("base_url", "API"),
+    Column("healthy", kind="bool"),
+    Column("operations"),
+    Column("missing_config", "MISSING CONFIG"),
+)
+OPERATION_COLS = (
+    Column("operation_id", "OPERATION"),
+    Column("method"),
+    Column("path"),
+    Column("params", "PARAMETERS"),
+)
+CONFIG_COLS = (
+    Column("name"),
+    Column("type"),
+    Column("required", kind="bool"),
+    Column("secret", kind="bool"),
+    Column("value"),
+)
+RUN_COLS = (
+    Column("id"),
+    Column("trigger"),
+    Column("started", kind="time"),
+    Column("status"),
+    Column("seen"),
+    Column("created"),
+    Column("updated"),
+    Column("failed"),
+    Column("vanished"),
+    Column("error"),
+)
+HEALTH_COLS = (
+    Column("timestamp", "TIME", kind="time"),
+    Column("healthy", kind="bool"),
+    Column("status_code", "STATUS"),
+    Column("latency_ms", "LATENCY MS"),
+    Column("detail"),
+)
+JOB_COLS = (
+    Column("job"),
+    Column("interval_s", "EVERY (S)"),
+    Column("running", kind="bool"),
+    Column("last_status", "LAST RUN"),
+    Column("last_finished", "FINISHED", kind="time"),
+)
+CONFIG_VIEW = ("config", "config_parameters", "missing_config", "settings")
 
 
 def _base(cid: str, name: str | None = None) -> str:
-    path = f"/connectors/{cid}/integrations"
-    return path if name is None else f"{path}/{name}"
+    path = f"/connectors/{seg(cid)}/integrations"
+    return path if name is None else f"{path}/{seg(name)}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--api",
-    envvar="GATEWAY_API",
-    default=DEFAULT_API,
-    show_default=True,
-    help="management API base URL",
-)
-@click.option("--token", envvar="GATEWAY_TOKEN", help="admin bearer token [DIR/admin.token]")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False),
-    default="./var",
-    show_default=True,
-    help="data directory holding admin.token",
-)
-@click.pass_context
-def integration(ctx: click.Context, api: str, token: str | None, data: str) -> None:
-    """Cloud-to-cloud integrations (third-party APIs described by OpenAPI 2)."""
-    if token is None:
-        path = Path(data) / "admin.token"
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            raise click.UsageError(f"no --token and no readable {path}") from None
-    ctx.obj = Api(api, token)
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise BadValue(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadValue(f"{path} is not UTF-8 text") from None
 
 
-@integration.command()
-@click.argument("cid")
-@click.argument("document", type=click.File("r"))
-@click.option("--allow-insecure-http", is_flag=True, help="development: accept http schemes")
-@click.pass_context
-def validate(ctx: click.Context, cid: str, document: Any, allow_insecure_http: bool) -> None:
-    """Check DOCUMENT (YAML/JSON) and list every violation; exit 1 if it is refused."""
-    result = _api(ctx).request(
-        "POST",
-        _base(cid) + "/validate",
-        {"document": document.read(), "allow_insecure_http": allow_insecure_http},
-    )
-    if result["valid"]:
-        click.echo("valid; operations: " + ", ".join(result["operations"]))
+def _settings(contract: Contract, items: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        key: contract.convert(contract.field("IntegrationSettings", key), text, key)
+        for key, text in parse_pairs(items, "--setting")
+    }
+
+
+def _config_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
+    values = view.get("config", {})
+    return [
+        {
+            **p,
+            "value": ("(set)" if p["set"] else None) if p["secret"] else values.get(p["name"]),
+        }
+        for p in view.get("config_parameters", [])
+    ]
+
+
+def _show(run: Run, view: dict[str, Any]) -> None:
+    """An integration: summary, operations, configuration."""
+    if run.json:
+        run.out.emit_json(view)
         return
-    lines = [f"  {v['path']}: {v['message']}" for v in result["violations"]]
-    raise click.ClickException("document refused:\n" + "\n".join(lines))
+    health = view.get("health") or {}
+    run.out.record(
+        {
+            "name": view["name"],
+            "connector": view["connector_id"],
+            "title": view["title"],
+            "api": view["base_url"],
+            "health": _health_text(health) if health else "not probed yet",
+            "document version": view["doc_version"],
+            "missing config": view["missing_config"],
+            "updated": view["updated"],
+        },
+        {"updated": "time"},
+    )
+    run.out.write("\n")
+    run.out.table(
+        [
+            {**op, "params": ", ".join(_param_text(p) for p in _specs(op))}
+            for op in view["operations"]
+        ],
+        OPERATION_COLS,
+    )
+    if view["config_parameters"]:
+        run.out.write("\n")
+        run.out.table(_config_rows(view), CONFIG_COLS)
 
 
-@integration.command()
+def _health_text(h: dict[str, Any]) -> str:
+    state = "healthy" if h.get("healthy") else "unhealthy"
+    return f"{state} ({h.get('detail') or h.get('status_code')})"
+
+
+def _specs(op: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operation's parameter specs (or, from an older gateway, names typed as text)."""
+    specs = op.get("parameter_specs")
+    if specs:
+        return list(specs)
+    return [
+        {"name": n, "location": "query", "type": "string", "items": None, "required": False}
+        for n in op.get("parameters", [])
+    ]
+
+
+def _param_text(p: dict[str, Any]) -> str:
+    kind = f"{p['type']}[{p['items']}]" if p.get("items") else p["type"]
+    return f"{p['name']}{'' if p['required'] else '?'}:{kind}"
+
+
+@click.group()
+@group_options
+def integration() -> None:
+    """Cloud-to-cloud integrations: a third-party API (OpenAPI 2) kept as devices."""
+
+
+@integration.command("list")
+@click.argument("cid")
+@command_options
+def integration_list(run: Run, cid: str) -> None:
+    """List connector CID's integrations."""
+    page = run.client().get(_base(cid))
+    if run.json:
+        run.out.emit_json(page)
+        return
+    rows = [
+        {
+            **v,
+            "healthy": (v.get("health") or {}).get("healthy"),
+            "operations": len(v["operations"]),
+        }
+        for v in page["items"]
+    ]
+    run.out.table(rows, LIST_COLS)
+
+
+@integration.command("show")
 @click.argument("cid")
 @click.argument("name")
-@click.argument("document", type=click.File("r"))
+@command_options
+def integration_show(run: Run, cid: str, name: str) -> None:
+    """Show integration NAME: its API, health, operations and configuration."""
+    _show(run, run.client().get(_base(cid, name)))
+
+
+@integration.command("document")
+@click.argument("cid")
+@click.argument("name")
+@command_options
+def integration_document(run: Run, cid: str, name: str) -> None:
+    """Print the stored OpenAPI document of integration NAME."""
+    text = run.client().get(_base(cid, name) + "/document")
+    if run.json:
+        run.out.emit_json({"document": text})
+    else:
+        run.out.write(text if text.endswith("\n") else text + "\n")
+
+
+@integration.command("validate")
+@click.argument("cid")
+@click.argument("document", type=click.Path(exists=True, dir_okay=False))
 @click.option("--allow-insecure-http", is_flag=True, help="development: accept http schemes")
-@click.option(
-    "--set", "values", multiple=True, metavar="KEY=VALUE", help="configuration value (repeatable)"
+@command_options
+def integration_validate(run: Run, cid: str, document: str, allow_insecure_http: bool) -> None:
+    """Check DOCUMENT (YAML or JSON) and list every violation; exit 1 if it is refused."""
+    result = run.client().post(
+        _base(cid) + "/validate",
+        {"document": _read(document), "allow_insecure_http": allow_insecure_http},
+    )
+    if run.json:
+        run.out.emit_json(result)
+    elif result["valid"]:
+        run.out.line("valid; operations: " + ", ".join(result["operations"]))
+    if not result["valid"]:
+        details = [f"{v['path']}: {v['message']}" for v in result["violations"]]
+        raise Failed(f"{document} is refused ({len(details)} problems)", details=details)
+
+
+def _config_values(
+    values: tuple[str, ...], secrets: tuple[str, ...], unset: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    config: dict[str, Any] = dict(parse_pairs(values, "--set"))
+    config.update(dict.fromkeys(unset))
+    for key in secrets:
+        config[key] = click.prompt(key, hide_input=True)
+    return config
+
+
+_SET = click.option(
+    "--set",
+    "values",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="configuration value the document declares (repeatable)",
 )
-@click.option(
+_SECRET = click.option(
     "--secret",
     "secrets",
     multiple=True,
     metavar="KEY",
-    help="secret configuration value, prompted without echo (repeatable)",
+    help="secret configuration value, asked for without echo (repeatable)",
 )
-@click.option(
+_SETTING = click.option(
     "--setting",
     "settings",
     multiple=True,
     metavar="KEY=VALUE",
-    help="integration setting, JSON values allowed (repeatable)",
+    help="integration setting, e.g. sync_interval_s=30 (repeatable; README lists them)",
 )
-@click.option("--settings-file", type=click.File("r"), help="settings as a JSON object")
-@click.pass_context
-def add(
-    ctx: click.Context,
+
+
+@integration.command("add")
+@click.argument("cid")
+@click.argument("name")
+@click.argument("document", type=click.Path(exists=True, dir_okay=False))
+@click.option("--allow-insecure-http", is_flag=True, help="development: accept http schemes")
+@_SET
+@_SECRET
+@_SETTING
+@click.option(
+    "--settings-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="settings as one JSON object (--setting wins)",
+)
+@command_options
+def integration_add(
+    run: Run,
     cid: str,
     name: str,
-    document: Any,
+    document: str,
     allow_insecure_http: bool,
     values: tuple[str, ...],
     secrets: tuple[str, ...],
     settings: tuple[str, ...],
-    settings_file: Any,
+    settings_file: str | None,
 ) -> None:
-    """Register integration NAME on connector CID from DOCUMENT."""
-    config = {
-        k: str(v) if not isinstance(v, str) else v for k, v in _pairs(values, "--set").items()
+    """Register integration NAME on connector CID from DOCUMENT (OpenAPI 2, YAML or JSON)."""
+    merged: dict[str, Any] = {}
+    if settings_file:
+        try:
+            merged = msgspec.json.decode(_read(settings_file))
+        except msgspec.DecodeError as exc:
+            raise BadValue(f"{settings_file}: not JSON ({exc})") from None
+        if not isinstance(merged, dict):
+            raise BadValue(f"{settings_file} must hold a JSON object")
+    if settings:
+        merged.update(_settings(run.contract(), settings))
+    body = {
+        "name": name,
+        "document": _read(document),
+        "allow_insecure_http": allow_insecure_http,
+        "config": _config_values(values, secrets),
+        "settings": merged,
     }
-    for key in secrets:
-        config[key] = click.prompt(f"{key}", hide_input=True)
-    merged = json.load(settings_file) if settings_file else {}
-    merged.update(_pairs(settings, "--setting"))
-    _out(
-        _api(ctx).request(
-            "POST",
-            _base(cid),
-            {
-                "name": name,
-                "document": document.read(),
-                "allow_insecure_http": allow_insecure_http,
-                "config": config,
-                "settings": merged,
-            },
-        )
-    )
+    _show(run, run.client().post(_base(cid), body))
 
 
-@integration.command()
-@click.argument("cid")
-@click.argument("name", required=False)
-@click.option("--document", "show_document", is_flag=True, help="print the stored document")
-@click.pass_context
-def show(ctx: click.Context, cid: str, name: str | None, show_document: bool) -> None:
-    """Show integration NAME (or list the connector's integrations)."""
-    if name is None:
-        _out(_api(ctx).request("GET", _base(cid)))
-    elif show_document:
-        _out(_api(ctx).request("GET", _base(cid, name) + "/document"))
-    else:
-        _out(_api(ctx).request("GET", _base(cid, name)))
-
-
-@integration.command()
+@integration.command("update")
 @click.argument("cid")
 @click.argument("name")
-@click.option(
-    "--set", "values", multiple=True, metavar="KEY=VALUE", help="configuration value (repeatable)"
-)
-@click.option("--unset", "unset", multiple=True, metavar="KEY", help="remove a value")
-@click.option(
-    "--secret",
-    "secrets",
-    multiple=True,
-    metavar="KEY",
-    help="secret configuration value, prompted without echo (repeatable)",
-)
-@click.option(
-    "--setting",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="integration setting, JSON values allowed (repeatable)",
-)
-@click.pass_context
-def config(
-    ctx: click.Context,
+@click.argument("document", type=click.Path(exists=True, dir_okay=False))
+@click.option("--allow-insecure-http", is_flag=True, help="development: accept http schemes")
+@command_options
+def integration_update(
+    run: Run, cid: str, name: str, document: str, allow_insecure_http: bool
+) -> None:
+    """Replace integration NAME's document with a new version."""
+    body = {"document": _read(document), "allow_insecure_http": allow_insecure_http}
+    _show(run, run.client().put(_base(cid, name) + "/document", body))
+
+
+@integration.command("config")
+@click.argument("cid")
+@click.argument("name")
+@_SET
+@click.option("--unset", multiple=True, metavar="KEY", help="remove a configuration value")
+@_SECRET
+@_SETTING
+@command_options
+def integration_config(
+    run: Run,
     cid: str,
     name: str,
     values: tuple[str, ...],
@@ -238,100 +343,197 @@ def config(
     secrets: tuple[str, ...],
     settings: tuple[str, ...],
 ) -> None:
-    """Change configuration values and settings (with no option: show them)."""
-    api = _api(ctx)
-    if not (values or unset or secrets or settings):
-        view = api.request("GET", _base(cid, name))
-        _out({k: view[k] for k in ("config", "config_parameters", "missing_config", "settings")})
+    """Show or change integration NAME's configuration values and settings."""
+    c = run.client()
+    if values or unset or secrets or settings:
+        patch = {
+            "values": _config_values(values, secrets, unset),
+            "settings": _settings(run.contract(), settings) if settings else {},
+        }
+        view = c.patch(_base(cid, name) + "/config", patch)
+    else:
+        view = c.get(_base(cid, name))
+    if run.json:
+        run.out.emit_json({k: view[k] for k in CONFIG_VIEW})
         return
-    patch: dict[str, Any] = {
-        k: str(v) if not isinstance(v, str) else v for k, v in _pairs(values, "--set").items()
-    }
-    patch.update(dict.fromkeys(unset))
-    for key in secrets:
-        patch[key] = click.prompt(f"{key}", hide_input=True)
-    view = api.request(
-        "PATCH",
-        _base(cid, name) + "/config",
-        {"values": patch, "settings": _pairs(settings, "--setting")},
-    )
-    _out({k: view[k] for k in ("config", "missing_config", "settings")})
+    if view["config_parameters"]:
+        run.out.table(_config_rows(view), CONFIG_COLS)
+        run.out.write("\n")
+    run.out.record({"settings": view["settings"]})
+    if view["missing_config"]:
+        run.out.warn("missing configuration: " + ", ".join(view["missing_config"]))
 
 
-@integration.command()
+def _convert(spec: dict[str, Any], text: str) -> Any:
+    """Text from the command line as the value the document declares."""
+    name, kind = spec["name"], spec["type"]
+    if spec["location"] == "body":
+        if kind == "string":
+            return text
+        try:
+            return msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            raise BadValue(f"{name} is the request body ({kind}): give it as JSON") from None
+    if kind == "array":
+        if text.lstrip().startswith("["):
+            try:
+                return msgspec.json.decode(text)
+            except msgspec.DecodeError as exc:
+                raise BadValue(f"{name}: not a JSON array ({exc})") from None
+        item = {"name": name, "location": "query", "type": spec.get("items") or "string"}
+        return [_convert(item, part.strip()) for part in text.split(",") if part.strip()]
+    try:
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+    except ValueError:
+        what = "an integer" if kind == "integer" else "a number"
+        raise BadValue(f"{name} is {what} in the document, not {text!r}") from None
+    if kind == "boolean":
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise BadValue(f"{name} is a boolean in the document: true or false, not {text!r}")
+    return text
+
+
+@integration.command("call")
 @click.argument("cid")
 @click.argument("name")
 @click.argument("operation")
-@click.argument("params", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--json", "body", help="parameters as one JSON object")
-@click.pass_context
-def call(
-    ctx: click.Context,
+@click.argument("params", nargs=-1, metavar="[PARAM=VALUE]...")
+@click.option("--body", help="every parameter as one JSON object (PARAM=VALUE pairs win)")
+@command_options
+def integration_call(
+    run: Run,
     cid: str,
     name: str,
     operation: str,
     params: tuple[str, ...],
     body: str | None,
 ) -> None:
-    """Call OPERATION (an operationId) with parameters."""
-    args: dict[str, Any] = json.loads(body) if body else {}
-    args.update(_pairs(params, "PARAMS"))
-    _out(_api(ctx).request("POST", _base(cid, name) + f"/operations/{operation}", args))
+    """Call OPERATION (an operationId) of integration NAME; values are converted by the
+    parameter types the document declares."""
+    c = run.client()
+    args: dict[str, Any] = {}
+    if body:
+        try:
+            args = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadValue(f"--body is not JSON ({exc})") from None
+        if not isinstance(args, dict):
+            raise BadValue("--body must be a JSON object")
+    if params:
+        ops = {op["operation_id"]: op for op in c.get(_base(cid, name))["operations"]}
+        if operation not in ops:
+            raise Failed(
+                f"{name} has no operation {operation!r} (operations: {', '.join(sorted(ops))})"
+            )
+        specs = {p["name"]: p for p in _specs(ops[operation])}
+        for key, text in parse_pairs(params, "parameter"):
+            spec = specs.get(key)
+            args[key] = text if spec is None else _convert(spec, text)  # unknown: the gateway says
+    result = c.post(_base(cid, name) + f"/operations/{seg(operation)}", args)
+    if run.json:
+        run.out.emit_json(result)
+        return
+    run.out.hint(f"HTTP {result['status']}")
+    run.out.emit_json(result["body"])
 
 
 def _job(job: str) -> click.Command:
-    @click.command(
-        name=job, help=f"Run the asset {job} now and print its report (--runs: recent reports)."
-    )
+    @click.command(job)
     @click.argument("cid")
     @click.argument("name")
-    @click.option("--runs", "show_runs", is_flag=True, help="list recent reports instead")
-    @click.pass_context
-    def run(ctx: click.Context, cid: str, name: str, show_runs: bool) -> None:
-        api = _api(ctx)
+    @click.option("--runs", "show_runs", is_flag=True, help="list recent runs instead")
+    @command_options
+    def run_job(run: Run, cid: str, name: str, show_runs: bool) -> None:
+        c = run.client()
         if show_runs:
-            _out(api.request("GET", _base(cid, name) + f"/jobs/{job}/runs"))
+            page = c.get(_base(cid, name) + f"/jobs/{job}/runs")
+            if run.json:
+                run.out.emit_json(page)
+            else:
+                run.out.table(page["items"], RUN_COLS)
             return
-        report = api.request("POST", _base(cid, name) + f"/jobs/{job}")
-        _out(report)
+        with run.out.working(f"running {job} of {name} (the gateway answers when it is done)"):
+            report = c.post(_base(cid, name) + f"/jobs/{job}")
+        if run.json:
+            run.out.emit_json(report)
+        else:
+            run.out.record({k: v for k, v in report.items() if k != "errors"})
+            if report.get("errors"):
+                run.out.table(report["errors"], (Column("asset_id", "ASSET"), Column("error")))
         if report["status"] == "failed":
-            ctx.exit(1)
+            raise Failed(f"{job} failed: {report.get('error') or 'see the report'}")
 
-    return run
+    run_job.help = f"Run the {job} now and print its report (--runs: recent reports).  " + (
+        "sync lists the assets and keeps one device per asset."
+        if job == "sync"
+        else "fetch reads each asset's state into its device."
+    )
+    return run_job
 
 
 integration.add_command(_job("sync"))
 integration.add_command(_job("fetch"))
 
 
-@integration.command()
+@integration.command("jobs")
 @click.argument("cid")
 @click.argument("name")
-@click.option("--check", is_flag=True, help="probe now instead of showing the last result")
-@click.option("--changes", is_flag=True, help="history of state changes only")
-@click.option("--limit", type=int, default=20, show_default=True)
-@click.pass_context
-def health(ctx: click.Context, cid: str, name: str, check: bool, changes: bool, limit: int) -> None:
-    """Health of the integration's API and its history."""
-    api = _api(ctx)
+@command_options
+def integration_jobs(run: Run, cid: str, name: str) -> None:
+    """Show integration NAME's jobs: schedule, whether running, last run."""
+    view = run.client().get(_base(cid, name) + "/jobs")
+    if run.json:
+        run.out.emit_json(view)
+        return
+    rows = [
+        {
+            **j,
+            "last_status": (j.get("last") or {}).get("status"),
+            "last_finished": (j.get("last") or {}).get("finished"),
+        }
+        for j in view["jobs"]
+    ]
+    run.out.table(rows, JOB_COLS)
+
+
+@integration.command("health")
+@click.argument("cid")
+@click.argument("name")
+@click.option("--check", is_flag=True, help="probe the API now")
+@click.option("--changes", is_flag=True, help="only probes that changed the state")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@command_options
+def integration_health(
+    run: Run, cid: str, name: str, check: bool, changes: bool, limit: int
+) -> None:
+    """Integration NAME's API health and its history."""
+    c = run.client()
     if check:
-        _out(api.request("POST", _base(cid, name) + "/health"))
+        probe = c.post(_base(cid, name) + "/health")
+        if run.json:
+            run.out.emit_json(probe)
+        else:
+            run.out.table([probe], HEALTH_COLS)
+        return
+    view = c.get(_base(cid, name) + "/health", limit=limit, changes="true" if changes else None)
+    if run.json:
+        run.out.emit_json(view)
     else:
-        _out(
-            api.request(
-                "GET",
-                _base(cid, name) + "/health",
-                limit=limit,
-                changes="true" if changes else None,
-            )
-        )
+        run.out.table(view["history"], HEALTH_COLS)
 
 
-@integration.command()
+@integration.command("remove")
 @click.argument("cid")
 @click.argument("name")
-@click.pass_context
-def remove(ctx: click.Context, cid: str, name: str) -> None:
+@command_options
+def integration_remove(run: Run, cid: str, name: str) -> None:
     """Remove integration NAME (the devices it created stay)."""
-    _api(ctx).request("DELETE", _base(cid, name))
-    click.echo(f"removed {name}")
+    run.client().delete(_base(cid, name))
+    if run.json:
+        run.out.emit_json({"removed": name})
+    else:
+        run.out.line(f"removed integration {name}")
