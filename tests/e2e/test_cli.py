@@ -57,7 +57,7 @@ pytestmark = [
 def gw_cli(
     gw: TestGateway, *args: str, check: bool = True, timeout: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m gateway <group> <command> --api … --data … <rest>``."""
+    """``python -m gateway <group> <command> <rest> --data DIR``."""
     r = subprocess.run(
         cli_cmd(gw, *args), capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -67,11 +67,9 @@ def gw_cli(
 
 
 def cli_cmd(gw: TestGateway, *args: str) -> list[str]:
-    """The command line: the common options go right after the (sub)command's name."""
-    api = f"http://127.0.0.1:{gw.ports['api']}"
-    n = 1 if args[0] in ("logs", "events") else 2  # commands; the others are groups
-    common = ["--api", api, "--data", gw.info.data]
-    return [sys.executable, "-m", "gateway", *args[:n], *common, *args[n:]]
+    """The command line as an operator types it: the data directory is all the CLI needs
+    (the API address comes from ``DIR/run.json``, the token from ``DIR/admin.token``)."""
+    return [sys.executable, "-m", "gateway", *args, "--data", gw.info.data]
 
 
 def as_json(r: subprocess.CompletedProcess[str]) -> Any:
@@ -105,14 +103,12 @@ def gdc_mqtt(gw: TestGateway, token: str | None = None) -> list[str]:
 
 
 class LineReader:
-    """Lines of a child's stdout collected by a thread; tests wait for one that matches."""
+    """Lines of a child's output collected by a thread; tests wait for one that matches."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        self.proc = proc
+    def __init__(self, stream: Any) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True)
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
         self._thread.start()
 
     def _pump(self, stdout: Any) -> None:
@@ -134,11 +130,14 @@ class LineReader:
 
 
 @contextmanager
-def child(cmd: list[str], **kw: Any) -> Iterator[LineReader]:
-    """A child process with piped stdout for the body; stopped (SIGINT, then kill) after."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **kw)
+def child(cmd: list[str], **kw: Any) -> Iterator[tuple[LineReader, LineReader]]:
+    """A child process with piped stdout and stderr (readers for both) for the body;
+    stopped (SIGINT, then kill) after."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     try:
-        yield LineReader(proc)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        yield LineReader(proc.stdout), LineReader(proc.stderr)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -146,8 +145,9 @@ def child(cmd: list[str], **kw: Any) -> Iterator[LineReader]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def log_record(pred: Callable[[dict[str, Any]], bool]) -> Callable[[str], bool]:
@@ -197,7 +197,8 @@ def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
         assert CID in gw_cli(gw, "connector", "list").stdout
         gw_cli(gw, "resource", "create", CID, "temp", "--format", "number")
         gw_cli(gw, "resource", "create", CID, "mode", "--settable")
-        aliases = [r["alias"] for r in as_json(gw_cli(gw, "resource", "list", CID, "--json"))]
+        listed = as_json(gw_cli(gw, "resource", "list", CID, "--json"))
+        aliases = [r["alias"] for r in listed["items"]]
         assert aliases == ["mode", "temp"]
 
         # -- 10,000 devices with tags from CSV, filtered by tag -------------------------------
@@ -221,7 +222,9 @@ def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
         bad.write_text("identity\nx\n")
         r = gw_cli(gw, "device", "import", CID, str(bad), check=False)
         assert r.returncode == 1
-        assert "error bad_request" in r.stderr
+        assert r.stderr.splitlines()[-1] == (
+            "error: the first line must be a header whose first column is ID (bad_request)"
+        )
 
         # two imported devices activate with murano-client (MQTT, $provision/<identity>)
         tokens = {
@@ -231,8 +234,8 @@ def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
         assert all(len(t) == 40 for t in tokens.values()), tokens
 
         # -- the live log, followed from here on ----------------------------------------------
-        with child(cli_cmd(gw, "logs", CID, "--json", "--follow")) as tail:
-            time.sleep(1.0)  # the CLI child starts Python and opens the subscription
+        with child(cli_cmd(gw, "logs", CID, "--json", "--follow")) as (tail, tail_err):
+            tail_err.wait_for(lambda line: line.startswith(f"following the live log of {CID}"))
 
             # -- lock: the next MQTT connect is refused with CONNACK 5 ------------------------
             gw_cli(gw, "device", "lock", CID, "dev00042")
@@ -279,7 +282,7 @@ def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
                 *gdc_mqtt(gw, tokens["dev00001"]),
                 *("mqtt", "subscribe", "--disconnect-after", "60"),
             ]
-            with child(sub_cmd, cwd=str(home), env=device_env(home)) as sub:
+            with child(sub_cmd, cwd=str(home), env=device_env(home)) as (sub, _):
                 tail.wait_for(
                     log_record(
                         lambda r: (
@@ -324,7 +327,7 @@ def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
         gw_cli(gw, "content", "download", CID, "fw/v2.bin", "-o", str(down))
         assert sha256_of(down) == digest
         gw_cli(gw, "content", "delete", CID, "fw/v2.bin")
-        r = gw_cli(gw, "content", "info", CID, "fw/v2.bin", check=False)
+        r = gw_cli(gw, "content", "show", CID, "fw/v2.bin", check=False)
         assert r.returncode == 1
         assert "not_found" in r.stderr
 

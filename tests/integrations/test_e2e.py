@@ -307,28 +307,34 @@ async def test_requests_need_the_admin_token(rig: Rig) -> None:
 
 
 async def test_cli(rig: Rig, tmp_path: Path) -> None:
-    from click.testing import CliRunner
+    """``gateway integration …`` against the gateway's own management API, found through
+    its data directory as an operator's would be (``--data DIR``: run.json, admin.token)."""
+    from click.testing import CliRunner, Result
 
-    from gateway.cli.integration import integration
+    from gateway.cli.main import cli
 
-    base = str(rig.api.base_url).rstrip("/")
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(settings_for(rig.pump, health_interval_s=0)))
+    settings.write_text(json.dumps(settings_for(rig.pump, health_interval_s=0, tag_fields=[])))
     doc = str(DATA / "pump-fleet-basic.yaml")
-    common = ["--api", base, "--token", rig.gw.admin_token]
+    env: dict[str, str | None] = {"GATEWAY_API": None, "GATEWAY_TOKEN": None, "COLUMNS": "200"}
 
-    async def run(*args: str, input: str | None = None) -> Any:
+    async def run(*args: str, input: str | None = None, code: int = 0) -> Result:
+        argv = ["integration", *args, "--data", rig.gw.info.data]
         result = await trio.to_thread.run_sync(
-            lambda: CliRunner().invoke(integration, [*common, *args], input=input)
+            lambda: CliRunner().invoke(cli, argv, input=input, env=env, catch_exceptions=False)
         )
+        assert result.exit_code == code, (args, result.stdout, result.stderr)
         return result
 
-    r = await run("validate", CID, str(DATA / "broken" / "basepath-missing.yaml"))
-    assert r.exit_code == 1
-    assert "$.basePath: is required" in r.output
+    async def as_json(*args: str) -> Any:
+        return json.loads((await run(*args, "--json")).stdout)
+
+    r = await run("validate", CID, str(DATA / "broken" / "basepath-missing.yaml"), code=1)
+    assert "basepath-missing.yaml is refused (1 problems)" in r.stderr
+    assert "  $.basePath: is required" in r.stderr
     r = await run("validate", CID, doc)
-    assert r.exit_code == 0
-    assert "assetState" in r.output
+    assert r.stdout.startswith("valid; operations: ")
+    assert "assetState" in r.stdout
     r = await run(
         "add",
         CID,
@@ -340,34 +346,70 @@ async def test_cli(rig: Rig, tmp_path: Path) -> None:
         "password",
         "--settings-file",
         str(settings),
+        "--setting",
+        "tag_fields=site",  # an array in the settings schema: comma-separated
+        "--setting",
+        "retries=2",
         input=PASSWORD + "\n",
     )
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.output[r.output.index("{") :])["missing_config"] == []
+    assert PASSWORD not in r.stdout
+    assert "assetState  GET     /assets/{id}/state  id:string" in r.stdout
+    view = await as_json("show", CID, "pumps")
+    assert view["missing_config"] == []
+    assert (view["settings"]["tag_fields"], view["settings"]["retries"]) == (["site"], 2)
+    state_op = next(o for o in view["operations"] if o["operation_id"] == "assetState")
+    assert state_op["parameter_specs"] == [
+        {"name": "id", "location": "path", "type": "string", "items": None, "required": True}
+    ]
+    assert PASSWORD not in json.dumps(view)
+    listed = await as_json("list", CID)
+    assert [i["name"] for i in listed["items"]] == ["pumps"]
+    r = await run("list", CID)
+    assert r.stdout.splitlines()[1].split()[0] == "pumps"
+
+    assert (await as_json("health", CID, "pumps", "--check"))["healthy"] is True
     r = await run("health", CID, "pumps", "--check")
-    assert json.loads(r.output)["healthy"] is True
-    r = await run("sync", CID, "pumps")
-    assert json.loads(r.output)["created"] == 3
+    assert r.stdout.splitlines()[0].split()[:3] == ["TIME", "HEALTHY", "STATUS"]
+    assert " yes " in r.stdout.splitlines()[1]
+    history = await as_json("health", CID, "pumps", "--changes")
+    assert [h["healthy"] for h in history["history"]] == [True]
+
+    assert (await as_json("sync", CID, "pumps"))["created"] == 3
     r = await run("fetch", CID, "pumps")
-    assert json.loads(r.output)["updated"] == 3
-    r = await run("fetch", CID, "pumps", "--runs")
-    assert len(json.loads(r.output)["items"]) == 1
+    assert "status    ok" in r.stdout
+    assert "running fetch of pumps (the gateway answers when it is done)" in r.stderr
+    assert len((await as_json("fetch", CID, "pumps", "--runs"))["items"]) == 1
+    assert "api" in (await run("sync", CID, "pumps", "--runs")).stdout
+    jobs = await as_json("jobs", CID, "pumps")
+    assert {j["job"] for j in jobs["jobs"]} == {"sync", "fetch"}
+    assert "fetch" in (await run("jobs", CID, "pumps")).stdout
+
+    result = await as_json("call", CID, "pumps", "assetState", "id=pump-001")
+    assert (result["status"], result["body"]["battery"]) == (200, 99)
     r = await run("call", CID, "pumps", "assetState", "id=pump-001")
-    assert json.loads(r.output)["body"]["battery"] == 99
-    r = await run("config", CID, "pumps", "--setting", "fetch_interval_s=0")
-    assert json.loads(r.output)["settings"]["fetch_interval_s"] == 0
-    r = await run("show", CID, "pumps")
-    assert r.exit_code == 0
-    assert PASSWORD not in r.output
-    r = await run("show", CID)
-    assert [i["name"] for i in json.loads(r.output)["items"]] == ["pumps"]
-    r = await run("health", CID, "pumps", "--changes")
-    assert [h["healthy"] for h in json.loads(r.output)["history"]] == [True]
-    r = await run("call", CID, "pumps", "assetState")
-    assert r.exit_code == 1
-    assert "parameter 'id' (path) is required" in r.output
-    r = await run("remove", CID, "pumps")
-    assert r.exit_code == 0
-    r = await run("show", CID, "pumps")
-    assert r.exit_code == 1
-    assert "not_found" in r.output
+    assert json.loads(r.stdout)["battery"] == 99
+    # A string parameter stays text however numeric it looks: the pump API answers 404
+    # for asset "123", the gateway never refuses the value's type.
+    r = await run("call", CID, "pumps", "assetState", "id=123", code=1)
+    assert "must be" not in r.stderr
+    assert r.stderr.startswith("error: ")
+    r = await run("call", CID, "pumps", "nosuchOp", "id=1", code=1)
+    assert "pumps has no operation 'nosuchOp' (operations: " in r.stderr
+    r = await run("call", CID, "pumps", "assetState", code=1)
+    assert "parameter 'id' (path) is required" in r.stderr
+
+    configured = await as_json("config", CID, "pumps", "--setting", "fetch_interval_s=0")
+    assert configured["settings"]["fetch_interval_s"] == 0
+    r = await run("config", CID, "pumps")
+    assert "settings.fetch_interval_s" in r.stdout
+    assert PASSWORD not in r.stdout
+    r = await run("config", CID, "pumps", "--setting", "fetch_interval_s=soon", code=2)
+    assert r.stderr == "error: fetch_interval_s is a number, not 'soon'\n"
+    r = await run("config", CID, "pumps", "--setting", "nope=1", code=2)
+    assert "IntegrationSettings has no setting 'nope'" in r.stderr
+
+    assert "swagger" in (await run("document", CID, "pumps")).stdout
+    assert (await as_json("update", CID, "pumps", doc))["doc_version"] == 2
+    assert (await run("remove", CID, "pumps")).stdout == "removed integration pumps\n"
+    r = await run("show", CID, "pumps", code=1)
+    assert "not_found" in r.stderr
