@@ -52,6 +52,7 @@ __all__ = [
     "resolve",
     "root_options",
     "settings",
+    "shown",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli.context import Run, command_options
+from gateway.cli.context import Run, command_options, shown
 
 __all__ = ["status"]
 
@@ -39,7 +39,7 @@ def status(run: Run) -> None:
         {
             "gateway": f"{t.api} (from {t.api_from})",
             "version": f"{health['version']}, {health['implementation']} hot path",
-            "data": str(t.data),
+            "data": shown(t.data),
             "admin token": f"{t.token_from} (accepted)",
             "connectors": info["connectors"],
         }
