@@ -10,13 +10,16 @@ given as text are converted by the contract, never guessed:
   types the document declares for its configuration parameters;
 * ``call OP id=7`` by the type the document gives parameter ``id`` of operation OP (the
   integration's ``parameter_specs``): ``7`` stays text for a string parameter and becomes 7
-  for an integer one; arrays are comma-separated or JSON; a body parameter is JSON.
+  for an integer one; arrays are comma-separated or JSON; a body parameter is JSON; a file
+  parameter is ``@path`` (or its text).
 
 Secrets (``--secret KEY``) are prompted without echo, so they never land in shell history.
 """
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +233,8 @@ def integration_validate(run: Run, cid: str, document: str, allow_insecure_http:
         run.out.line("valid; operations: " + ", ".join(result["operations"]))
     if not result["valid"]:
         details = [f"{v['path']}: {v['message']}" for v in result["violations"]]
-        raise Failed(f"{document} is refused ({len(details)} problems)", details=details)
+        n = len(details)
+        raise Failed(f"{document} is refused ({n} problem{'' if n == 1 else 's'})", details=details)
 
 
 def _config_values(
@@ -364,9 +368,28 @@ def integration_config(
         run.out.warn("missing configuration: " + ", ".join(view["missing_config"]))
 
 
+def _file(name: str, text: str) -> Any:
+    """A ``type: file`` parameter: ``@path`` sends that file (any bytes, base64 in the JSON
+    body, named after it); other text is sent as the file's content."""
+    if not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadValue(f"{name}: cannot read {path}: {exc.strerror}") from None
+    return {
+        "filename": path.name,
+        "content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        "content_base64": base64.b64encode(data).decode(),
+    }
+
+
 def _convert(spec: dict[str, Any], text: str) -> Any:
     """Text from the command line as the value the document declares."""
     name, kind = spec["name"], spec["type"]
+    if kind == "file":
+        return _file(name, text)
     if spec["location"] == "body":
         if kind == "string":
             return text
