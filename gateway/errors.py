@@ -29,6 +29,7 @@ __all__ = [
     "ConnAckCode",
     "ErrorInfo",
     "GatewayError",
+    "HeadersTooLarge",
     "InvalidValue",
     "MalformedPacket",
     "MethodNotAllowed",
@@ -36,6 +37,7 @@ __all__ = [
     "PacketTooLarge",
     "ProtocolViolation",
     "Refused",
+    "RequestTimeout",
     "StoreFailed",
     "TooLarge",
     "Unauthorized",
@@ -131,15 +133,38 @@ class Unauthorized(GatewayError):
 
 
 class MethodNotAllowed(GatewayError):
+    """The path exists but not for this method; ``allow`` lists the methods it has (the
+    ``Allow`` header of the 405 answer)."""
+
     code = "method_not_allowed"
     http_status = 405
 
+    def __init__(self, message: str, *, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
 
 class TooLarge(GatewayError):
-    """A request body, value or upload above its limit; nothing was stored."""
+    """A request body, value or upload above its limit; nothing was stored (the rest of a
+    body is never buffered once the limit is passed)."""
 
     code = "too_large"
     http_status = 413
+
+
+class HeadersTooLarge(GatewayError):
+    """A request head above the HTTP header limit."""
+
+    code = "headers_too_large"
+    http_status = 431
+
+
+class RequestTimeout(GatewayError):
+    """A request head or body that did not arrive within its deadline; the connection is
+    closed after the answer."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class StoreFailed(GatewayError):
@@ -199,6 +224,8 @@ _CLASSES: dict[str, type[GatewayError]] = {
         Unauthorized,
         MethodNotAllowed,
         TooLarge,
+        HeadersTooLarge,
+        RequestTimeout,
         StoreFailed,
         Refused,
     )

@@ -299,12 +299,14 @@ def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handl
             ep = by_method.get("GET")
         try:
             if ep is None:
-                raise MethodNotAllowed(f"{request.method} is not allowed here (allowed: {allow})")
+                raise MethodNotAllowed(
+                    f"{request.method} is not allowed here (allowed: {allow})", allow=allow
+                )
             if ep.auth:
                 await tokens.check(request)
             return await ep.handler(request)
         except MethodNotAllowed as exc:
-            return error_response(exc, {"Allow": allow})
+            return error_response(exc, {"Allow": exc.allow})
         except Unauthorized as exc:
             return error_response(exc, {"WWW-Authenticate": 'Bearer realm="gateway"'})
         except GatewayError as exc:

@@ -1,9 +1,11 @@
 """The HTTP device API, compatible with Murano's (docs/protocol.md §2, §4, §5, §12, §13).
 
-A lean ASGI application served by hypercorn through
-``gateway.device.http.hypercorn_server``, which puts an
-:class:`~gateway.device.http.asgi.HttpConnection` (the TLS/SNI facts of the connection) into
-``scope["state"]``.  Per request:
+One application, two transports: the HTTP/1.1 fast path (``gateway.device.http.h1``) calls
+:meth:`DeviceApp.handle` directly, and hypercorn (HTTP/2, upgrades, or the fast path
+switched off) calls :meth:`DeviceApp.__call__`, the ASGI adapter, with an
+:class:`~gateway.device.http.asgi.HttpConnection` (the TLS/SNI facts of the connection) in
+``scope["state"]``.  Both give the same answers byte for byte
+(``tests/conformance/http/test_05_same_answers.py``).  Per request:
 
 1. **Routing** (§1, §13 item 16): on TLS the connector is the one SNI selected, and the
    ``Host`` header (port stripped) must name the same connector FQDN, else ``421``.  On the
@@ -15,7 +17,11 @@ A lean ASGI application served by hypercorn through
 3. The operation: write / read / hybrid / long-poll (``/onep:v1/stack/alias``), record,
    activation, content (``gateway.device.http.content``), ``/timestamp``, ``/ip``.
 
-Error handling: operations raise :class:`~gateway.errors.GatewayError`; :meth:`DeviceApp.__call__`
+Pipelined plain writes can be staged (:meth:`DeviceApp.stage_write`) and committed together
+(:meth:`DeviceApp.commit_writes`): one store submission for the burst, each answered in
+order after the commit.
+
+Error handling: operations raise :class:`~gateway.errors.GatewayError`; :meth:`DeviceApp.refuse`
 is the one place that turns them into a status and a short text body, and every refusal
 writes one debug ``LogRecord`` (ip, identity when known, reason).  Nothing is changed by a
 refused request: values are validated before anything is submitted, and a write is
@@ -34,7 +40,6 @@ import email.utils
 import logging
 import re
 import time
-from typing import Any
 
 import trio
 
@@ -46,23 +51,37 @@ from gateway.device.http.asgi import (
     TEXT_CT,
     ClientGone,
     HttpConnection,
+    Message,
     Receive,
     Request,
+    Scope,
     Send,
+    check_declared,
     read_body,
     respond,
     respond_empty,
     status_of,
+    timed_receive,
 )
 from gateway.device.http.forms import encode_component, encode_pairs, parse_form, parse_names
-from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.errors import (
+    BadRequest,
+    ConnAckCode,
+    GatewayError,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    Refused,
+    RequestTimeout,
+    TooLarge,
+)
 from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import LogRecord, Protocol
 from gateway.services.bundle import Services
-from gateway.services.content import TooLarge
 from gateway.services.devices import DeviceAuth
+from gateway.store.api import DataIn, PointWrite
 
-__all__ = ["MAX_POLL_MS", "DeviceApp"]
+__all__ = ["ALIAS_PATH", "BODY_TIMEOUT_S", "MAX_POLL_MS", "DeviceApp", "StagedWrite"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +93,7 @@ FUTURE_SLACK_US = 500_000  # record points may be this far ahead of our clock (�
 BODY_OVERHEAD = 64 * 1024  # bytes of names/keys allowed on top of the value budget
 MAX_ALIAS_LENGTH = 256
 MAX_HEADER_BYTES = 16 * 1024  # the sum of header names and values (431 above)
+BODY_TIMEOUT_S = 30.0  # a request body must make progress this often (408), docs/decisions.md
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _METRICS_PROTOCOL = "http"  # the metrics label (the events' protocol is Protocol.HTTP's)
 _REQUESTS_IN = packet_key(_METRICS_PROTOCOL, "in")
@@ -118,30 +138,55 @@ def parse_record_ts(key: str) -> int:
     raise BadRequest(f"record timestamp {key!r} is not unix seconds")
 
 
-class DeviceApp:
-    """The ASGI application (one per gateway)."""
+class StagedWrite:
+    """A plain write that passed routing, authentication and validation, waiting for the
+    commit it shares with its neighbours (:meth:`DeviceApp.commit_writes`)."""
 
-    def __init__(self, services: Services) -> None:
+    __slots__ = ("op", "req", "send")
+
+    def __init__(self, req: Request, op: DataIn, send: Send) -> None:
+        self.req = req
+        self.op = op
+        self.send = send
+
+
+class DeviceApp:
+    """The device API (one per gateway): :meth:`handle` for any transport, ``__call__``
+    for ASGI.  ``body_timeout_s`` is the body progress deadline of the ASGI path (the fast
+    path applies its own in its ``receive``)."""
+
+    def __init__(self, services: Services, *, body_timeout_s: float = BODY_TIMEOUT_S) -> None:
         self.services = services
         self.registry = services.registry
         self.metrics = services.metrics
+        self.body_timeout_s = body_timeout_s
         self._write_keys: dict[str, Labels] = {}
 
     # -- entry -----------------------------------------------------------------------------
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI: hypercorn serves HTTP/2, upgrades and (fast path off) HTTP/1.1 this way."""
         if scope["type"] != "http":
             return
         conn: HttpConnection = scope["state"][STATE_KEY]
-        req = Request(scope, conn)
+        req = Request.from_scope(scope, conn)
+        if scope["http_version"][0] == "1" and _both_framings(req.headers):
+            # RFC 9112 §6.1: answer and close, as the fast path's parser does (same bytes)
+            await send(_FRAMING_400)
+            await send(_FRAMING_400_BODY)
+            return
+        await self.handle(req, timed_receive(receive, self.body_timeout_s), send)
+
+    async def handle(self, req: Request, receive: Receive, send: Send) -> None:
+        """Answer one request (any transport).  ``receive``/``send`` speak ASGI messages;
+        ``receive`` raises ``RequestTimeout`` when the body stalls.  Returns without an
+        answer only when the client went away (``ClientGone``)."""
         ident: list[str | None] = [None]
-        cid: str | None = conn.info.connector_id
+        cid: str | None = req.conn.info.connector_id
         packets = self.metrics.packets
         packets[_REQUESTS_IN] += 1
         try:
-            if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
-                # h11 caps heads it has to buffer across reads; this catches one-read heads
-                raise _HeadersTooLarge(f"request headers above {MAX_HEADER_BYTES} bytes")
+            _check_head(req)
             cid = self.route(req)
             await self.dispatch(req, cid, receive, send, ident)
         except GatewayError as exc:
@@ -149,6 +194,66 @@ class DeviceApp:
         except ClientGone:
             return
         packets[_ANSWERS_OUT] += 1
+
+    # -- pipelined plain writes: one submission per burst --------------------------------------
+
+    async def stage_write(self, req: Request, body: bytes, send: Send) -> StagedWrite | None:
+        """Route, authenticate and validate a plain write (``POST`` on the alias path, no
+        query, ``body`` complete) without submitting it.  Returns the staged write, or None
+        when it was refused (the refusal went to ``send``).  Same checks and answers as
+        :meth:`handle` gives the request alone."""
+        ident: str | None = None
+        cid: str | None = req.conn.info.connector_id
+        self.metrics.packets[_REQUESTS_IN] += 1
+        try:
+            _check_head(req)
+            cid = self.route(req)
+            auth = await self.authenticate(req, cid)
+            ident = auth.identity
+            max_payload = self._limits(cid)
+            cap = 3 * max_payload + BODY_OVERHEAD
+            check_declared(req.content_length(), cap)
+            if len(body) > cap:
+                raise TooLarge(f"request body above the limit of {cap} bytes")
+            pairs = parse_form(body)
+            if not pairs:
+                raise BadRequest("a write needs a body <alias>=<value>[&...]")
+            ts = now_us()
+            points = self._write_points(cid, pairs, max_payload, ts)
+        except GatewayError as exc:
+            await self.refuse(req, cid, ident, exc, send)
+            self.metrics.packets[_ANSWERS_OUT] += 1
+            return None
+        op = DataIn(auth.connector_id, auth.device_id, auth.identity, points, req.conn.meta, ts)
+        return StagedWrite(req, op, send)
+
+    async def commit_writes(self, staged: list[StagedWrite]) -> None:
+        """Submit the staged writes as ONE submission and answer each ``204`` after the
+        commit, in order.  If the submission fails, each write is submitted alone so every
+        request gets its own outcome (docs/architecture.md principle 2: no 204 without a
+        commit, no refusal of a write that was not at fault)."""
+        if not staged:
+            return
+        store = self.services.store
+        try:
+            await store.submit([s.op for s in staged]).wait()
+        except GatewayError:
+            for s in staged:
+                try:
+                    await store.submit([s.op]).wait()
+                except GatewayError as exc:
+                    await self.refuse(s.req, s.op.connector_id, s.op.identity, exc, s.send)
+                else:
+                    await self._written(s)
+                self.metrics.packets[_ANSWERS_OUT] += 1
+            return
+        for s in staged:
+            await self._written(s)
+            self.metrics.packets[_ANSWERS_OUT] += 1
+
+    async def _written(self, s: StagedWrite) -> None:
+        self._count_writes(s.op.connector_id, len(s.op.points))
+        await respond_empty(s.send, 204)
 
     async def dispatch(
         self, req: Request, cid: str, receive: Receive, send: Send, ident: list[str | None]
@@ -162,7 +267,7 @@ class DeviceApp:
             elif method == "GET":
                 auth = await self.authenticate(req, cid)
                 ident[0] = auth.identity
-                await self.read(req, cid, auth, send)
+                await self.read(req, cid, auth, receive, send)
             else:
                 raise _method_not_allowed(method, path)
         elif path == RECORD_PATH or path.startswith(LEGACY_RECORD_PREFIX):
@@ -220,8 +325,10 @@ class DeviceApp:
         headers: tuple[tuple[bytes, bytes], ...] = (TEXT_CT,)
         if status == 401:
             headers = (TEXT_CT, (b"www-authenticate", b'Token realm="device"'))
-        elif isinstance(exc, _MethodNotAllowed):
-            headers = (TEXT_CT, (b"allow", exc.allow))
+        elif isinstance(exc, MethodNotAllowed):
+            headers = (TEXT_CT, (b"allow", exc.allow.encode("ascii")))
+        elif isinstance(exc, RequestTimeout):
+            headers = (TEXT_CT, _CLOSE)  # the rest of the body may still come: end here
         await respond(send, status, exc.message.encode("utf-8", "replace"), headers)
 
     # -- routing and authentication ----------------------------------------------------------
@@ -321,13 +428,8 @@ class DeviceApp:
         pairs, max_payload = await self._read_form(req, cid, receive)
         if pairs:
             ts = now_us()
-            values = []
-            for alias, value in pairs:
-                _check_alias(alias)
-                _check_size(alias, value, max_payload)
-                values.append((alias, value, ts))
+            points = self._write_points(cid, pairs, max_payload, ts)
             state = self.services.state
-            points = state.points_for(cid, values)
             await state.submit_write(auth, points, req.conn.meta, timestamp=ts).wait()
             self._count_writes(cid, len(points))
         elif not req.query:
@@ -337,7 +439,20 @@ class DeviceApp:
         else:
             await respond_empty(send, 204)
 
-    async def read(self, req: Request, cid: str, auth: DeviceAuth, send: Send) -> None:
+    def _write_points(
+        self, cid: str, pairs: list[tuple[str, str]], max_payload: int, ts: int
+    ) -> list[PointWrite]:
+        """The checked points of a write (§2.3): one server timestamp for every alias."""
+        values = []
+        for alias, value in pairs:
+            _check_alias(alias)
+            _check_size(alias, value, max_payload)
+            values.append((alias, value, ts))
+        return self.services.state.points_for(cid, values)
+
+    async def read(
+        self, req: Request, cid: str, auth: DeviceAuth, receive: Receive, send: Send
+    ) -> None:
         """Plain read (§2.4) or, with ``Request-Timeout``, long-poll (§2.6)."""
         aliases = parse_names(req.query)
         if not aliases:
@@ -346,7 +461,8 @@ class DeviceApp:
         if timeout is None:
             await self._answer_read(req, auth, aliases, send)
         else:
-            await self.long_poll(req, cid, auth, aliases, _parse_timeout_ms(timeout), send)
+            timeout_ms = _parse_timeout_ms(timeout)
+            await self.long_poll(req, cid, auth, aliases, timeout_ms, receive, send)
 
     async def _answer_read(
         self, req: Request, auth: DeviceAuth, aliases: list[str], send: Send
@@ -364,14 +480,17 @@ class DeviceApp:
         auth: DeviceAuth,
         aliases: list[str],
         timeout_ms: int,
+        receive: Receive,
         send: Send,
     ) -> None:
         """Answer the oldest pending value of ``aliases`` (one alias only: §12 item 15),
         waiting up to ``timeout_ms`` for one; ``304`` at the end.
 
-        Waiting costs the request's own task and nothing else: the wake-up is the device's
-        shared change event (``ControlHub.change_event``), and the front door cancels the
-        wait when the connection goes away (``HttpConnection.close``).
+        Waiting costs the request's task and a watcher task: the wake-up is the device's
+        shared change event (``ControlHub.change_event``), and the wait ends at once when
+        the client goes away — the watcher sees ``http.disconnect`` from ``receive`` (a
+        closed HTTP/1.1 connection, an HTTP/2 ``RST_STREAM``), and the transport cancels
+        the connection's polls when its read side ends (``HttpConnection.close``).
         """
         resources = self.registry.resources(cid)
         defined = [a for a in aliases if a in resources]
@@ -382,20 +501,24 @@ class DeviceApp:
         control = self.services.control
         conn = req.conn
         found = None
+        gone: list[bool] = []
         with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000) as scope:
             conn.add_poll(scope)
             try:
-                while True:
-                    changed = control.change_event(auth.device_id)  # before the read: no gap
-                    pending = await state.pending(auth.device_id, defined, since)
-                    if pending:
-                        found = pending[0]
-                        break
-                    await changed.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_on_disconnect, receive, scope, gone)
+                    while True:
+                        changed = control.change_event(auth.device_id)  # before the read
+                        pending = await state.pending(auth.device_id, defined, since)
+                        if pending:
+                            found = pending[0]
+                            break
+                        await changed.wait()
+                    nursery.cancel_scope.cancel()
             finally:
                 conn.discard_poll(scope)
         if found is None:
-            if conn.closed:
+            if conn.closed or gone:
                 raise ClientGone
             await respond_empty(send, 304)
             return
@@ -498,6 +621,27 @@ def _check_size(alias: str, value: str, max_payload: int) -> None:
         raise TooLarge(f"value of {alias!r} is above the limit of {max_payload} bytes")
 
 
+def _check_head(req: Request) -> None:
+    if req.head_size > MAX_HEADER_BYTES:
+        # the transports cap heads they buffer across reads; this catches one-read heads
+        raise HeadersTooLarge(f"request headers above {MAX_HEADER_BYTES} bytes")
+
+
+async def _cancel_on_disconnect(
+    receive: Receive, scope: trio.CancelScope, gone: list[bool]
+) -> None:
+    """Cancel ``scope`` when ``receive`` reports ``http.disconnect`` (the request body is
+    read and dropped on the way: a long-poll has none to speak of)."""
+    while True:
+        msg: Message = await receive()
+        if msg["type"] == "http.disconnect":
+            gone.append(True)
+            scope.cancel()
+            return
+        if msg["type"] != "http.request":
+            return
+
+
 def _parse_timeout_ms(raw: str) -> int:
     try:
         ms = int(float(raw))
@@ -506,26 +650,25 @@ def _parse_timeout_ms(raw: str) -> int:
     return min(max(ms, 0), MAX_POLL_MS)
 
 
-class _HeadersTooLarge(GatewayError):
-    code = "headers_too_large"
-    http_status = 431
-
-
-class _MethodNotAllowed(GatewayError):
-    code = "method_not_allowed"
-    http_status = 405
-
-    def __init__(self, message: str, allow: bytes) -> None:
-        super().__init__(message)
-        self.allow = allow
-
-
 _ALLOW = {
-    ALIAS_PATH: b"GET, POST",
-    "/provision/download": b"GET, HEAD",
-    "/provision/upload": b"POST, PUT",
+    ALIAS_PATH: "GET, POST",
+    "/provision/download": "GET, HEAD",
+    "/provision/upload": "POST, PUT",
 }
+_CLOSE = (b"connection", b"close")
+# What the fast path's parser answers to malformed framing (hypercorn's error shape)
+_FRAMING_400: Message = {
+    "type": "http.response.start",
+    "status": 400,
+    "headers": [(b"content-length", b"0"), _CLOSE],
+}
+_FRAMING_400_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
 def _method_not_allowed(method: str, path: str) -> GatewayError:
-    return _MethodNotAllowed(f"{method} is not allowed on {path}", _ALLOW.get(path, b"POST"))
+    return MethodNotAllowed(f"{method} is not allowed on {path}", allow=_ALLOW.get(path, "POST"))
+
+
+def _both_framings(headers: dict[bytes, bytes]) -> bool:
+    """``Content-Length`` and ``Transfer-Encoding`` together (a request smuggling shape)."""
+    return b"transfer-encoding" in headers and b"content-length" in headers

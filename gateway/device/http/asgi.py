@@ -1,9 +1,14 @@
-"""Plumbing shared by the device API modules: the per-connection context the front door
-attaches to the ASGI scope, the request view, raw ASGI responses and body reading.
+"""Plumbing shared by the device API modules and both transports that carry it: the
+per-connection context, the request view, responses and body reading.
 
-No framework on this path (the dev-port write loop is what bench/ measures): a request is
-the ASGI scope plus a ``dict`` of its headers (names arrive lower-cased from h11 and h2),
-and responses are two ``send`` calls with pre-built header tuples.
+Two transports call :meth:`gateway.device.http.app.DeviceApp.handle`: the HTTP/1.1 fast
+path (``gateway.device.http.h1``) and hypercorn (HTTP/2, upgrades, the fast path switched
+off) through the ASGI adapter.  Both speak ASGI's message vocabulary to the application —
+``receive()`` returns ``http.request`` / ``http.disconnect`` messages, ``send()`` takes
+``http.response.start`` / ``http.response.body`` — so the application code is one, and a
+response is two ``send`` calls with pre-built header tuples.  A request is a
+:class:`Request`: method, decoded path, raw query and a ``dict`` of its headers (names
+lower-cased by either transport).
 """
 
 from __future__ import annotations
@@ -13,9 +18,8 @@ from typing import Any
 
 import trio
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestTimeout, TooLarge
 from gateway.model import ConnectionInfo, Protocol
-from gateway.services.content import TooLarge
 from gateway.store.api import EventMeta
 
 __all__ = [
@@ -25,13 +29,17 @@ __all__ = [
     "TEXT_CT",
     "ClientGone",
     "HttpConnection",
+    "Message",
     "Receive",
     "Request",
+    "Scope",
     "Send",
+    "check_declared",
     "iter_body",
     "read_body",
     "respond",
     "respond_empty",
+    "timed_receive",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -60,9 +68,9 @@ class ClientGone(Exception):
 
 
 class HttpConnection:
-    """One device HTTP connection, as the front door saw it (created by
-    ``gateway.device.http.hypercorn_server`` and shared by every request on the connection,
-    including the concurrent streams of an h2 connection).
+    """One device HTTP connection, as the front door saw it (created by the transport that
+    serves it and shared by every request on the connection, including the concurrent
+    streams of an h2 connection).
 
     ``close()`` is called by the front door when the connection's read side ends; it cancels
     the long-polls still waiting on it, so a poller that went away holds no task, no
@@ -98,17 +106,33 @@ class HttpConnection:
 
 
 class Request:
-    """The parts of an ASGI HTTP scope the device API looks at."""
+    """The parts of a request the device API looks at: method, percent-decoded path, raw
+    query, headers (lower-case names; a repeated name keeps its last value, none of ours
+    may repeat) and ``head_size``, the sum of the header names' and values' lengths."""
 
-    __slots__ = ("conn", "headers", "method", "path", "query")
+    __slots__ = ("conn", "head_size", "headers", "method", "path", "query")
 
-    def __init__(self, scope: Scope, conn: HttpConnection) -> None:
+    def __init__(
+        self,
+        conn: HttpConnection,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        head_size: int,
+    ) -> None:
         self.conn = conn
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.query: bytes = scope["query_string"]
-        # Duplicate header names keep the last value; none of ours may repeat.
-        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers: dict[bytes, bytes] = dict(headers)
+        self.head_size = head_size
+
+    @classmethod
+    def from_scope(cls, scope: Scope, conn: HttpConnection) -> Request:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        size = sum(len(k) + len(v) for k, v in headers)
+        return cls(conn, scope["method"], scope["path"], scope["query_string"], headers, size)
 
     def header(self, name: bytes) -> str | None:
         raw = self.headers.get(name)
@@ -147,11 +171,11 @@ async def respond_empty(send: Send, status: int = 204) -> None:
 async def read_body(receive: Receive, *, cap: int, declared: int | None) -> bytes:
     """The whole request body, at most ``cap`` bytes.
 
-    Raises ``TooLarge`` (413) as soon as the declared length or the bytes received pass
-    the cap (the rest is never buffered), ``ClientGone`` on disconnect.
+    Raises ``TooLarge`` (413) as soon as the declared length or the bytes received
+    pass the cap (the rest is never buffered), ``ClientGone`` on disconnect; the transport's
+    ``receive`` raises ``RequestTimeout`` (408) when the body stalls.
     """
-    if declared is not None and declared > cap:
-        raise TooLarge(f"request body of {declared} bytes is above the limit of {cap}")
+    check_declared(declared, cap)
     first = b""
     chunks: list[bytes] | None = None
     size = 0
@@ -172,6 +196,32 @@ async def read_body(receive: Receive, *, cap: int, declared: int | None) -> byte
                 chunks.append(chunk)
         if not msg.get("more_body", False):
             return b"".join(chunks) if chunks is not None else first
+
+
+def check_declared(declared: int | None, cap: int) -> None:
+    """Refuse (413) a body whose ``Content-Length`` is above ``cap`` before reading it."""
+    if declared is not None and declared > cap:
+        raise TooLarge(f"request body of {declared} bytes is above the limit of {cap}")
+
+
+def timed_receive(receive: Receive, timeout_s: float) -> Receive:
+    """``receive`` with the body progress deadline: each message of the request body must
+    arrive within ``timeout_s`` of the previous one, else ``RequestTimeout`` (408).  Once
+    the body is complete, waiting (for ``http.disconnect``) has no deadline."""
+    complete = False
+
+    async def timed() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        with trio.move_on_after(timeout_s):
+            msg = await receive()
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                complete = True
+            return msg
+        raise RequestTimeout(f"request body stalled for {timeout_s:g} s")
+
+    return timed
 
 
 async def iter_body(receive: Receive) -> AsyncIterator[bytes]:

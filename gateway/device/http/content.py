@@ -24,9 +24,9 @@ from gateway.device.http.asgi import (
     respond_empty,
 )
 from gateway.device.http.forms import parse_form
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, NotFound, TooLarge
 from gateway.services.bundle import Services
-from gateway.services.content import ContentInfo, TooLarge
+from gateway.services.content import ContentInfo
 from gateway.services.devices import DeviceAuth
 from gateway.store.api import AppendEvent
 
