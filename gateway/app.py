@@ -178,7 +178,7 @@ async def run_gateway(
 ) -> None:
     """Run the gateway until cancelled."""
     from gateway._impl import implementation
-    from gateway.device.http.hypercorn_server import make_http_server
+    from gateway.device.http.server import H1Limits, make_http_server
     from gateway.device.mqtt.connection import make_mqtt_server
     from gateway.frontdoor.connection import Handlers
     from gateway.frontdoor.listeners import FrontDoorConfig, serve_device_listeners
@@ -213,9 +213,15 @@ async def run_gateway(
                 max_handshakes_in_flight=config.max_handshakes,
                 dev_default_connector=config.dev_connector if config.dev else None,
             )
-            handlers = Handlers(
-                serve_mqtt=make_mqtt_server(services), serve_http=make_http_server(services)
+            http_limits = H1Limits(
+                head_timeout_s=config.http_head_timeout_s,
+                body_timeout_s=config.http_body_timeout_s,
+                keep_alive_s=config.http_keep_alive_s,
             )
+            serve_http = make_http_server(
+                services, fast_path=config.http_fast_path, limits=http_limits
+            )
+            handlers = Handlers(serve_mqtt=make_mqtt_server(services), serve_http=serve_http)
             ports: dict[str, Any] = await nursery.start(
                 partial(serve_device_listeners, metrics=services.metrics),
                 fd_config,

@@ -1,4 +1,6 @@
-"""Hand a device connection to hypercorn's per-connection HTTP server (h11 or h2).
+"""Hand a device connection to hypercorn's per-connection HTTP server (h2, or h11 for
+what the HTTP/1.1 fast path hands over: upgrades, the HTTP/2 prior-knowledge preface, and
+everything when the fast path is switched off).
 
 This is the ONLY module that imports hypercorn internals (pinned at 0.18.0 in
 pyproject.toml).  hypercorn's Trio worker (``hypercorn/trio/run.py``) accepts sockets
@@ -17,7 +19,9 @@ cancels the connection's waiting long-polls.
 
 Limits: request heads above ``MAX_HEAD_BYTES`` get ``431`` from h11 (hypercorn answers
 with h11's status hint and closes); idle keep-alive connections close after
-``KEEP_ALIVE_S``.
+``keep_alive_s``.  hypercorn's own cap of 1,000 requests per connection is lifted: devices
+keep one connection for days, and at the cap hypercorn ends HTTP/1.1 connections with
+``Connection: close`` and HTTP/2 ones with a GOAWAY that fails the request in flight.
 
 If hypercorn is upgraded, re-read ``hypercorn/trio/tcp_server.py`` and check that
 ``TCPServer.__init__``, ``protocol_send``, ``_read_data``, ``_close`` and ``_idle_timeout``
@@ -27,7 +31,6 @@ still have these shapes; ``tests/conformance/http`` exercises every path used he
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import trio
@@ -41,32 +44,31 @@ from hypercorn.typing import ASGIFramework, ConnectionState
 
 from gateway.device.http.app import DeviceApp
 from gateway.device.http.asgi import STATE_KEY, HttpConnection
-from gateway.model import ConnectionInfo
-from gateway.services.bundle import Services
 
-__all__ = ["KEEP_ALIVE_S", "MAX_HEAD_BYTES", "hypercorn_config", "make_http_server"]
+__all__ = ["KEEP_ALIVE_S", "MAX_HEAD_BYTES", "HypercornHTTP", "hypercorn_config", "server_address"]
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers; h11 answers 431 above this
 KEEP_ALIVE_S = 120.0  # an idle keep-alive connection is closed after this long
-ServeFn = Callable[[trio.abc.Stream, ConnectionInfo], Awaitable[None]]
+MAX_REQUESTS = 2**62  # per connection: no cap (hypercorn's default of 1,000 recycles it)
 
 
-def hypercorn_config() -> Config:
+def hypercorn_config(*, keep_alive_s: float = KEEP_ALIVE_S) -> Config:
     """The hypercorn settings of the device port (no access log: the event log is ours)."""
     cfg = Config()
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("gateway.device.http.hypercorn_server.hypercorn")
     cfg.include_server_header = False  # the app sends "server: gateway"
     cfg.include_date_header = True
-    cfg.keep_alive_timeout = KEEP_ALIVE_S
+    cfg.keep_alive_timeout = keep_alive_s
+    cfg.keep_alive_max_requests = MAX_REQUESTS
     cfg.h11_max_incomplete_size = MAX_HEAD_BYTES
     cfg.read_timeout = None
     return cfg
 
 
-def _server_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+def server_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
     """The local address under the front door's wrappers (``/ip`` reports it)."""
     layer: Any = stream
     for _ in range(8):
@@ -140,16 +142,16 @@ class _DeviceHTTPServer(TCPServer):
             self.conn.close()
 
 
-def make_http_server(services: Services) -> ServeFn:
-    """The front door's HTTP handler: ``serve(stream, info)`` runs one connection to its
-    end.  The stream is closed by the caller (the front door) as well; closing twice is
-    harmless."""
-    app = ASGIWrapper(cast("ASGIFramework", DeviceApp(services)))
-    config = hypercorn_config()
-    context = WorkerContext(None)
+class HypercornHTTP:
+    """hypercorn serving the device app, one connection per :meth:`serve` call."""
 
-    async def serve(stream: trio.abc.Stream, info: ConnectionInfo) -> None:
-        conn = HttpConnection(info, _server_address(stream))
-        await _DeviceHTTPServer(app, config, context, stream, conn).run()
+    def __init__(self, app: DeviceApp, *, keep_alive_s: float = KEEP_ALIVE_S) -> None:
+        self._app = ASGIWrapper(cast("ASGIFramework", app))
+        self._config = hypercorn_config(keep_alive_s=keep_alive_s)
+        self._context = WorkerContext(None)
 
-    return serve
+    async def serve(self, stream: trio.abc.Stream, conn: HttpConnection) -> None:
+        """Run one connection (HTTP/2 when ``conn.info.alpn`` says ``h2``, else h11, which
+        also takes the prior-knowledge preface and ``Upgrade: h2c``) to its end.  The
+        stream is closed here and by the caller (the front door); twice is harmless."""
+        await _DeviceHTTPServer(self._app, self._config, self._context, stream, conn).run()

@@ -109,26 +109,18 @@ async def test_gone_pollers_are_dropped(gw: TestGateway) -> None:
             "Request-Timeout: 300000\r\n\r\n".encode()
         )
         streams.append(s)
-    with trio.fail_after(10):
-        while _app_tasks() < 200:  # noqa: ASYNC110 (observing the task tree: no event)
-            await trio.sleep(0.02)
     did = await gw.services.devices.device_id("demo", "p-6")
+    with trio.fail_after(10):
+        while _pollers(gw, did) < 200:  # noqa: ASYNC110 (observing waiters: no event)
+            await trio.sleep(0.02)
     assert list(gw.services.control._waiters) == [did]  # one shared event
     for s in streams:
         await s.aclose()
     with trio.fail_after(5):
-        while _app_tasks() > 0:  # noqa: ASYNC110 (observing the task tree: no event)
+        while _pollers(gw, did) > 0:  # noqa: ASYNC110 (observing waiters: no event)
             await trio.sleep(0.02)
 
 
-def _app_tasks() -> int:
-    """Running ASGI request tasks (hypercorn spawns one per request)."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task.name.endswith("task_group._handle"):
-            count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
+def _pollers(gw: TestGateway, device_id: int) -> int:
+    """Long-polls of the device still waiting (each waits on the device's change event)."""
+    return gw.services.control.change_event(device_id).statistics().tasks_waiting

@@ -23,7 +23,7 @@ from gateway.testing.server import TestGateway, open_test_gateway
 from .answers import CASES, prepare, run_case
 
 RECORDED = Path(__file__).parent / "data" / "answers.json"
-PATHS: dict[str, dict[str, Any]] = {"hypercorn": {}}
+PATHS: dict[str, dict[str, Any]] = {"hypercorn": {"http_fast_path": False}, "fast": {}}
 
 
 @pytest.fixture(params=sorted(PATHS))

@@ -1,0 +1,459 @@
+"""Sans-IO HTTP/1.1 request assembler: bytes in, request events out.
+
+Theory of operation
+===================
+
+The parsing is llhttp's (the parser of Node.js, compiled, through ``httptools``): it
+validates the request line, header syntax and body framing strictly — no leniency flags —
+and calls back per URL span, per header, per body span and at the end of each message.
+:class:`RequestAssembler` collects those callbacks into events, in the shape h11 gives
+them, so the Trio driver (``gateway.device.http.h1``) reads like any sans-IO loop::
+
+    assembler.receive_data(data)            # b"" means EOF
+    while (event := assembler.next_event()) is not NEED_DATA:
+        ...                                 # RequestHead, Body, EndOfMessage, Upgrade, ...
+
+Each ``receive_data`` runs llhttp over the whole chunk at once, so a pipelined burst of
+requests becomes a queue of events; :attr:`RequestAssembler.queued_bytes` tells the driver
+how much parsed input waits, which is how it bounds pipelining (it stops reading).
+
+On top of llhttp the assembler applies what h11 (hypercorn's parser, which answered these
+requests before) also enforces, so both paths refuse the same heads (RFC 9112): exactly one
+``Host`` in HTTP/1.1, versions 1.0 and 1.1 only, an ASCII request target.  llhttp on its own
+already refuses, where h11 did not, ``Content-Length`` together with ``Transfer-Encoding``
+(request smuggling, RFC 9112 §6.1) and a chunk size that does not fit 64 bits.
+
+Limits are constructor parameters.  ``max_head_bytes`` bounds a head that has not completed:
+llhttp keeps no buffer, but httptools accumulates the header field being parsed, so once a
+head is still incomplete after a read, every further byte read before it completes counts
+against the limit (the bytes of the read in which it began are counted as far as llhttp has
+reported them, so the count never exceeds the head's real size).  A complete head is
+measured again by the application (``DeviceApp``: names plus values, 431), as h11's
+``max_incomplete_event_size`` and the application did before.
+
+Errors are events too: a malformed request is queued after the requests before it, and
+:meth:`RequestAssembler.next_event` raises it (``BadRequest`` 400, ``HeadersTooLarge`` 431)
+when the driver gets there, so earlier pipelined requests are still answered first.  After
+an error, an upgrade or EOF the assembler accepts no more data.
+
+Upgrades (``Connection: upgrade`` with ``Upgrade``, and ``CONNECT``) are not this
+assembler's business: it returns an :class:`Upgrade` event holding the request head,
+rebuilt from its parts, and every byte after it, for the driver to hand to the full HTTP
+stack.  Pure: no I/O, no clock (docs/architecture.md principle 1).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from urllib.parse import unquote
+
+import httptools
+
+from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
+
+__all__ = [
+    "CONNECTION_CLOSED",
+    "DEFAULT_MAX_HEAD_BYTES",
+    "END_OF_MESSAGE",
+    "NEED_DATA",
+    "Body",
+    "Event",
+    "RequestAssembler",
+    "RequestHead",
+    "Upgrade",
+]
+
+DEFAULT_MAX_HEAD_BYTES = 16 * 1024  # an unfinished head may not grow past this (431)
+
+
+class NEED_DATA:
+    """No complete event: feed more bytes."""
+
+
+class END_OF_MESSAGE:
+    """The current request's body is complete."""
+
+
+class CONNECTION_CLOSED:
+    """The peer closed its sending side (EOF) between requests or in the middle of one."""
+
+
+class RequestHead:
+    """A request line and its headers.
+
+    ``path`` is percent-decoded and ``query`` raw, split at the first ``?`` of the target
+    as sent (an absolute-form target keeps its scheme and host in ``path``).  ``headers``
+    have lower-case names and values without surrounding whitespace, in order;
+    ``raw_headers`` keep the names as sent.  ``head_size`` is the sum of the names' and
+    values' lengths.  ``keep_alive`` is false for HTTP/1.0 or a ``close`` token in
+    ``Connection``; ``expect_continue`` is an HTTP/1.1 ``Expect: 100-continue``.
+    ``content_length`` is None for a chunked body or none at all (``chunked`` says which).
+    """
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "head_size",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+        "raw_headers",
+        "target",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        target: bytes,
+        path: str,
+        query: bytes,
+        http_version: str,
+        headers: list[tuple[bytes, bytes]],
+        raw_headers: list[tuple[bytes, bytes]],
+        head_size: int,
+        keep_alive: bool,
+        expect_continue: bool,
+        content_length: int | None,
+        chunked: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.http_version = http_version
+        self.headers = headers
+        self.raw_headers = raw_headers
+        self.head_size = head_size
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.content_length = content_length
+        self.chunked = chunked
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def raw(self) -> bytes:
+        """The head rebuilt as bytes (names as sent, values trimmed): what the full stack
+        parses when this request is handed over."""
+        lines = [b"%s %s HTTP/%s" % (self.method.encode(), self.target, self.http_version.encode())]
+        lines.extend(name + b": " + value for name, value in self.raw_headers)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method} {self.target!r} HTTP/{self.http_version}>"
+
+
+class Body:
+    """A piece of the current request's body (chunked framing removed)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Upgrade:
+    """A request asking for another protocol (or ``CONNECT``): ``data`` is its head and
+    every byte the peer sent after it; the assembler is done."""
+
+    __slots__ = ("data", "head")
+
+    def __init__(self, head: RequestHead, data: bytes) -> None:
+        self.head = head
+        self.data = data
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
+
+
+Event = (
+    RequestHead | Body | Upgrade | type[END_OF_MESSAGE] | type[CONNECTION_CLOSED] | type[NEED_DATA]
+)
+
+
+class RequestAssembler:
+    """One connection's request stream (see the module docstring).
+
+    ``next_event`` raises ``BadRequest`` or ``HeadersTooLarge`` where the stream broke;
+    events before that point are returned first.
+    """
+
+    __slots__ = (
+        "_done",
+        "_events",
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_in_message",
+        "_parser",
+        "_queued",
+        "_raw_headers",
+        "_started_this_read",
+        "_url",
+        "max_head_bytes",
+    )
+
+    def __init__(self, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES) -> None:
+        self.max_head_bytes = max_head_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: deque[RequestHead | Body | Upgrade | _Failure | type] = deque()
+        self._queued = 0  # body bytes waiting in _events
+        self._done = False  # an error, an upgrade or EOF: no more input
+        self._in_head = False
+        self._in_message = False
+        self._started_this_read = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+
+    # -- sans-IO surface -------------------------------------------------------------------
+
+    @property
+    def queued_bytes(self) -> int:
+        """Body bytes parsed but not yet taken (heads count a nominal 256 bytes each)."""
+        return self._queued
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress: nothing queued and no partial head or body."""
+        return not self._events and not self._in_message
+
+    @property
+    def in_head(self) -> bool:
+        """A request head has begun and is not complete."""
+        return self._in_head
+
+    @property
+    def head_began(self) -> bool:
+        """The unfinished head (if any) began in the last ``receive_data``."""
+        return self._in_head and self._started_this_read
+
+    @property
+    def closed(self) -> bool:
+        """No more input is accepted (an error, an upgrade or EOF is queued or taken)."""
+        return self._done
+
+    def receive_data(self, data: bytes) -> None:
+        """Parse ``data`` (``b""``: the peer closed).  Never raises for bad input: errors
+        are queued as events."""
+        if self._done:
+            return
+        if not data:
+            self._done = True
+            self._events.append(CONNECTION_CLOSED)
+            return
+        was_in_head = self._in_head
+        self._started_this_read = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[int(exc.args[0]) :])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            error = cause if isinstance(cause, GatewayError) else BadRequest(str(exc))
+            self._fail(error)
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(BadRequest(f"malformed request: {exc}"))
+            return
+        if self._in_head:
+            if was_in_head and not self._started_this_read:
+                self._head_bytes += len(data)  # all of it is head: the head began earlier
+            if self._head_bytes > self.max_head_bytes:
+                self._fail(HeadersTooLarge(f"request head above {self.max_head_bytes} bytes"))
+
+    def next_event(self) -> Event:
+        """The next event, or ``NEED_DATA``.  Raises the queued error when reached."""
+        if not self._events:
+            return NEED_DATA
+        event = self._events.popleft()
+        if type(event) is Body:
+            self._queued -= len(event.data)
+        elif type(event) is RequestHead:
+            self._queued -= 256
+        elif type(event) is _Failure:
+            self._events.clear()
+            self._queued = 0
+            raise event.error
+        return event  # type: ignore[return-value]
+
+    def peek_head(self) -> RequestHead | None:
+        """The next event if it is a request head (left in place), else None."""
+        events = self._events
+        if events and type(events[0]) is RequestHead:
+            return events[0]
+        return None
+
+    def take_request(self) -> tuple[RequestHead, bytes] | None:
+        """The next request with all of its body, if it is all here (taken, body joined);
+        None (nothing taken) otherwise."""
+        events = self._events
+        if not events or type(events[0]) is not RequestHead:
+            return None
+        rest = iter(events)
+        head = next(rest)
+        parts: list[bytes] = []
+        for event in rest:
+            if event is END_OF_MESSAGE:
+                break
+            if type(event) is not Body:
+                return None
+            parts.append(event.data)
+        else:
+            return None
+        for _ in range(len(parts) + 2):
+            events.popleft()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._queued -= len(body) + 256
+        return head, body  # type: ignore[return-value]
+
+    def take_body(self) -> bytes | None:
+        """The rest of the current request's body if all of it is here (its
+        ``END_OF_MESSAGE`` queued): taken with the end, joined.  None (nothing taken) when
+        the body is still arriving or broken."""
+        events = self._events
+        parts: list[bytes] = []
+        for event in events:
+            if event is END_OF_MESSAGE:
+                break
+            if type(event) is not Body:
+                return None
+            parts.append(event.data)
+        else:
+            return None
+        for _ in range(len(parts) + 1):
+            events.popleft()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._queued -= len(body)
+        return body
+
+    def take_end(self) -> bool:
+        """Take the ``END_OF_MESSAGE`` if it is next (a body piece and its end in one
+        ``receive``)."""
+        events = self._events
+        if events and events[0] is END_OF_MESSAGE:
+            events.popleft()
+            return True
+        return False
+
+    # -- llhttp callbacks (called from inside feed_data) ----------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._in_head = True
+        self._started_this_read = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._raw_headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if self._started_this_read:  # later reads are counted whole (receive_data)
+            self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        value = value.strip(b" \t")
+        self._raw_headers.append((name, value))
+        self._headers.append((name.lower(), value))
+        if self._started_this_read:
+            self._head_bytes += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._events.append(self._head())
+        self._queued += 256
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(Body(body))
+        self._queued += len(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._events.append(END_OF_MESSAGE)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _head(self) -> RequestHead:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(f"HTTP/{version} is not HTTP/1.x")
+        target = self._url
+        raw_path, _, query = target.partition(b"?")
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("request target is not ASCII") from None
+        if "%" in path:
+            path = unquote(path)
+        headers = self._headers
+        hosts = 0
+        size = 0
+        keep_alive = version == "1.1"
+        expect_continue = False
+        content_length: int | None = None
+        chunked = False
+        for name, value in headers:
+            size += len(name) + len(value)
+            if name == b"host":
+                hosts += 1
+            elif name == b"connection":
+                if b"close" in _tokens(value):
+                    keep_alive = False
+            elif name == b"content-length":
+                content_length = int(value)  # llhttp checked digits, size and duplicates
+            elif name == b"transfer-encoding":
+                chunked = True  # llhttp allows it only with chunked last
+            elif name == b"expect" and version == "1.1":
+                expect_continue = b"100-continue" in _tokens(value)
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
+        return RequestHead(
+            method=parser.get_method().decode("ascii"),
+            target=target,
+            path=path,
+            query=query,
+            http_version=version,
+            headers=headers,
+            raw_headers=self._raw_headers,
+            head_size=size,
+            keep_alive=keep_alive,
+            expect_continue=expect_continue,
+            content_length=None if chunked else content_length,
+            chunked=chunked,
+        )
+
+    def _upgrade(self, rest: bytes) -> None:
+        """The parser paused after an upgrade request: its head (queued last) goes out
+        with the remaining bytes in one :class:`Upgrade` event."""
+        self._done = True
+        events = self._events
+        while events and events[-1] is END_OF_MESSAGE:
+            events.pop()
+        head = events.pop()
+        assert type(head) is RequestHead  # llhttp pauses right after the upgrade's head
+        self._queued -= 256
+        events.append(Upgrade(head, head.raw() + rest))
+
+    def _fail(self, error: GatewayError) -> None:
+        self._done = True
+        self._events.append(_Failure(error))
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    """A comma-separated header value as lower-case tokens (``Connection``, ``Expect``)."""
+    return [t.strip(b" \t").lower() for t in value.split(b",")]
