@@ -79,7 +79,7 @@ from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import LogRecord, Protocol
 from gateway.services.bundle import Services
 from gateway.services.devices import DeviceAuth
-from gateway.store.api import DataIn, PointWrite
+from gateway.store.api import DataIn, Op, PointWrite, Ticket
 
 __all__ = ["ALIAS_PATH", "BODY_TIMEOUT_S", "MAX_POLL_MS", "DeviceApp", "StagedWrite"]
 
@@ -150,6 +150,17 @@ class StagedWrite:
         self.send = send
 
 
+class _Round:
+    """The staged writes of one Trio scheduling round, submitted together."""
+
+    __slots__ = ("ops", "submitted", "ticket")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.submitted = trio.Event()
+        self.ticket: Ticket | None = None
+
+
 class DeviceApp:
     """The device API (one per gateway): :meth:`handle` for any transport, ``__call__``
     for ASGI.  ``body_timeout_s`` is the body progress deadline of the ASGI path (the fast
@@ -161,6 +172,7 @@ class DeviceApp:
         self.metrics = services.metrics
         self.body_timeout_s = body_timeout_s
         self._write_keys: dict[str, Labels] = {}
+        self._round: _Round | None = None  # writes staged this scheduling round
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -228,15 +240,32 @@ class DeviceApp:
         return StagedWrite(req, op, send)
 
     async def commit_writes(self, staged: list[StagedWrite]) -> None:
-        """Submit the staged writes as ONE submission and answer each ``204`` after the
-        commit, in order.  If the submission fails, each write is submitted alone so every
-        request gets its own outcome (docs/architecture.md principle 2: no 204 without a
-        commit, no refusal of a write that was not at fault)."""
+        """Submit the staged writes and answer each ``204`` after the commit, in order.
+
+        The writes staged by every connection in the same Trio scheduling round (the
+        connections a burst of socket events woke) go to the store as ONE submission: the
+        first caller of the round waits one scheduling step for the others, then submits
+        for all.  If that submission fails, each write is submitted alone so every request
+        gets its own outcome (docs/architecture.md principle 2: no 204 without a commit,
+        no refusal of a write that was not at fault)."""
         if not staged:
             return
         store = self.services.store
+        current = self._round
+        if current is None:
+            current = self._round = _Round()
+            current.ops.extend(s.op for s in staged)
+            # not cancellable: the round's other writers wait for this submission
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._round = None
+            current.ticket = store.submit(current.ops)
+            current.submitted.set()
+        else:
+            current.ops.extend(s.op for s in staged)
+            await current.submitted.wait()
+        assert current.ticket is not None
         try:
-            await store.submit([s.op for s in staged]).wait()
+            await current.ticket.wait()
         except GatewayError:
             for s in staged:
                 try:

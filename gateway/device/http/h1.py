@@ -267,6 +267,7 @@ class _H1Connection:
         "_out",
         "_read_scope",
         "_reading",
+        "_ready_fd",
         "_seen_bytes",
         "app",
         "assembler",
@@ -290,6 +291,9 @@ class _H1Connection:
         self.stream = stream
         # a registered drain target reads the wrapped stream directly (no scope per read)
         self.raw = stream.stream if isinstance(stream, DrainingStream) else stream
+        # a plain socket is waited on before reading between requests: the read right
+        # after an answer would otherwise be a syscall that finds nothing (EAGAIN)
+        self._ready_fd = self.raw.socket if isinstance(self.raw, trio.SocketStream) else None
         self.conn = conn
         self.app = app
         self.limits = limits
@@ -385,6 +389,8 @@ class _H1Connection:
             scope.deadline = trio.current_time() + self.limits.keep_alive_s
         self._reading = True
         try:
+            if self._ready_fd is not None and asm.idle:
+                await trio.lowlevel.wait_readable(self._ready_fd)
             data = await self.raw.receive_some(MAX_RECV)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
