@@ -48,7 +48,17 @@ cdef str _NUMBER = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 _RANGE_RE = re.compile(f"({_NUMBER})-({_NUMBER})")
 cdef str _BATCH_SHAPE = '{"timestamp": number, "values": {alias: value}}'
+cdef str _TOO_DEEP = "$resource.batch payload is nested too deeply"
 _json_encode = msgspec.json.encode
+
+
+cdef str _encode_value(object raw):
+    """A non-string batch value as compact JSON text (``BadRequest`` if too deep to encode)."""
+    try:
+        return _json_encode(raw).decode()
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
+
 
 cdef enum:
     FMT_STRING = 0
@@ -304,6 +314,8 @@ cdef object _dispatch_batch(ResourceTable table, bytes payload):
         raise BadRequest(
             f"$resource.batch payload is not a JSON array of {_BATCH_SHAPE} objects: {exc}"
         ) from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     if len(entries) > 1:
         seen = set()
     for entry in entries:
@@ -311,7 +323,7 @@ cdef object _dispatch_batch(ResourceTable table, bytes payload):
         values = entry.values
         for alias, raw in values.items():
             _check_alias(alias)
-            value = raw if type(raw) is str else _json_encode(raw).decode()
+            value = raw if type(raw) is str else _encode_value(raw)
             if seen is not None:
                 key = (alias, timestamp, value)
                 if key in seen:

@@ -66,6 +66,7 @@ _BAD_ALIAS_CHARS = "/.$+#"
 
 
 _BATCH_SHAPE = '{"timestamp": number, "values": {alias: value}}'
+_TOO_DEEP = "$resource.batch payload is nested too deeply"
 _FORMAT_CODE = {"string": 0, "number": 1, "boolean": 2}
 
 
@@ -272,6 +273,14 @@ def _write(
         rejected.append(Rejection(alias, value, timestamp, reason))
 
 
+def _encode_value(raw: Any) -> str:
+    """A non-string batch value as compact JSON text (``BadRequest`` if too deep to encode)."""
+    try:
+        return msgspec.json.encode(raw).decode()
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
+
+
 def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
     try:
         entries = BATCH_DECODER.decode(payload)
@@ -279,6 +288,8 @@ def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
         raise BadRequest(
             f"$resource.batch payload is not a JSON array of {_BATCH_SHAPE} objects: {exc}"
         ) from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     rules = table._rules
     points: list[Point] = []
     rejected: list[Rejection] = []
@@ -287,7 +298,7 @@ def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
         timestamp = normalize_timestamp(entry.timestamp)
         for alias, raw in entry.values.items():
             _check_alias(alias)
-            value = raw if type(raw) is str else msgspec.json.encode(raw).decode()
+            value = raw if type(raw) is str else _encode_value(raw)
             if seen is not None:
                 key = (alias, timestamp, value)
                 if key in seen:

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_JSON_BODY = 1_048_576  # bytes; JSON bodies are small documents, CSV and content differ
+TOO_DEEP = "input is nested too deeply"
 JSON = "application/json"
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -152,10 +153,14 @@ async def decode_body(request: Request, typ: type[T], *, limit: int = MAX_JSON_B
         doc = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(TOO_DEEP) from None
     try:
         return msgspec.convert(_integral(doc), typ)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid body: {exc}") from None
+    except RecursionError:  # nesting msgspec accepted may still be too deep to walk here
+        raise BadRequest(TOO_DEEP) from None
 
 
 def _integral(value: Any) -> Any:
@@ -311,6 +316,8 @@ def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handl
             return error_response(exc, {"WWW-Authenticate": 'Bearer realm="gateway"'})
         except GatewayError as exc:
             return error_response(exc)
+        except RecursionError:  # input nested past the stack (a document, a cursor): refuse it
+            return error_response(BadRequest(TOO_DEEP))
         except Exception:  # the error boundary: log the bug, answer in the error shape
             log.exception("management API: %s %s failed", request.method, request.url.path)
             return json_response(ErrorBody("internal_error", "internal error (see the log)"), 500)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway._pure import dispatch as pure
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 
 
 def _compiled() -> ModuleType:
@@ -183,3 +183,20 @@ def test_normalize_timestamp_agrees(number: object) -> None:
         assert not isinstance(number, bool)
         assert isinstance(number, int | float)
         assert math.isfinite(number)
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+@pytest.mark.parametrize("where", ["values", "value"])
+def test_deeply_nested_batch_is_bad_request_in_both(depth: int, where: str) -> None:
+    """A ``$resource.batch`` nested deeper than the decoder's recursion limit is a
+    ``BadRequest`` (dropped and debug-logged by MQTT), never a RecursionError."""
+    nested = b"[" * depth + b"]" * depth
+    if where == "values":
+        payload = b'[{"timestamp": 1, "values": ' + nested + b"}]"
+    else:
+        payload = b'[{"timestamp": 1, "values": {"a": ' + nested + b"}}]"
+    table_py, table_c = tables([])
+    a = outcome(pure.dispatch, table_py, "$resource.batch", payload, 1)
+    assert a == outcome(compiled.dispatch, table_c, "$resource.batch", payload, 1)
+    assert a[0] == "error", a  # type: ignore[index]
+    assert a[1] is BadRequest  # type: ignore[index]

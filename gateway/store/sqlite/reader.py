@@ -132,7 +132,7 @@ def _decode_cursor(cursor: str) -> tuple[Any, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key, identity = msgspec.json.decode(raw)
-    except (ValueError, msgspec.DecodeError, TypeError):
+    except (ValueError, msgspec.DecodeError, TypeError, RecursionError):
         raise BadRequest("invalid cursor") from None
     if not isinstance(identity, str):
         raise BadRequest("invalid cursor")
