@@ -113,3 +113,48 @@ async def test_curl_device_session(gw: TestGateway, flag: str, wire: str) -> Non
     mismatch.common += ["-H", "Host: other.m2.localhost"]
     status, _, _ = await mismatch("/timestamp")
     assert status == 421
+
+
+@pytest.mark.parametrize(
+    ("flag", "wire"), [("--http2", "2"), ("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")]
+)
+async def test_curl_on_the_dev_port_upgrade_and_prior_knowledge(
+    gw: TestGateway, flag: str, wire: str
+) -> None:
+    """Plain HTTP/2 (``Upgrade: h2c`` or the prior-knowledge preface) is handed from the
+    fast path to hypercorn with the bytes already read; HTTP/1.1 stays on the fast path."""
+    host = gw.devmode_fqdn()
+    port = gw.ports["dev_http"]
+    base = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        flag,
+        "--resolve",
+        f"{host}:{port}:127.0.0.1",
+        "-w",
+        "\n%{http_code} %{http_version}",
+    ]
+
+    async def curl(path: str, *args: str) -> tuple[int, str, str]:
+        result = await trio.run_process(
+            [*base, *args, f"http://{host}:{port}{path}"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        body, _, tail = result.stdout.decode().rpartition("\n")
+        status, version = tail.split()
+        return int(status), version, body
+
+    status, version, now = await curl("/timestamp")
+    assert (status, version) == (200, wire)
+    assert abs(int(now) - time.time()) < 5
+    status, _, token = await curl("/provision/activate", "-d", f"id=h2c-{wire}-{len(flag)}")
+    assert status == 200
+    status, _, _ = await curl(
+        "/onep:v1/stack/alias", "-H", f"X-Exosite-CIK: {token}", "-d", "data_in=h2c"
+    )
+    assert status == 204
