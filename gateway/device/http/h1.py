@@ -52,6 +52,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -291,9 +292,9 @@ class _H1Connection:
         self.stream = stream
         # a registered drain target reads the wrapped stream directly (no scope per read)
         self.raw = stream.stream if isinstance(stream, DrainingStream) else stream
-        # a plain socket is waited on before reading between requests: the read right
-        # after an answer would otherwise be a syscall that finds nothing (EAGAIN)
-        self._ready_fd = self.raw.socket if isinstance(self.raw, trio.SocketStream) else None
+        # a plain socket is waited on before reading between requests (the read right after
+        # an answer would find nothing: EAGAIN), then read with one read(2)
+        self._ready_fd = self.raw.socket.fileno() if isinstance(self.raw, trio.SocketStream) else -1
         self.conn = conn
         self.app = app
         self.limits = limits
@@ -388,10 +389,12 @@ class _H1Connection:
         else:
             scope.deadline = trio.current_time() + self.limits.keep_alive_s
         self._reading = True
+        data: bytes | bytearray
         try:
-            if self._ready_fd is not None and asm.idle:
-                await trio.lowlevel.wait_readable(self._ready_fd)
-            data = await self.raw.receive_some(MAX_RECV)
+            if self._ready_fd >= 0 and asm.idle:
+                data = await _read_when_ready(self._ready_fd)
+            else:
+                data = await self.raw.receive_some(MAX_RECV)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         finally:
@@ -520,7 +523,7 @@ class _H1Connection:
         if out:
             data = bytes(out)
             out.clear()
-            await self.stream.send_all(data)
+            await self.raw.send_all(data)
 
     async def _refuse_framing(self, exc: GatewayError) -> None:
         """Answer a request the assembler refused (or whose head timed out) and end."""
@@ -620,6 +623,19 @@ class _Exchange:
 
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+async def _read_when_ready(fd: int) -> bytes:
+    """One read(2) of a plain TCP socket once it is readable (the wait is the checkpoint;
+    trio's own ``recv`` would try first, fail with EAGAIN and yield once more)."""
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            return os.read(fd, MAX_RECV)
+        except BlockingIOError:
+            continue  # woken without data (spurious): wait again
+        except OSError as exc:  # reset by the peer and the like: the stream is broken
+            raise trio.BrokenResourceError(f"read failed: {exc!r}") from exc
 
 
 def _plain_write(head: RequestHead) -> bool:
