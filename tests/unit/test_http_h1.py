@@ -121,6 +121,17 @@ async def test_head_deadline_is_408_from_the_first_byte(
     assert [(r.event, r.reason) for r in records] == [("http_refused", "request_timeout")]
 
 
+async def test_first_bytes_that_could_be_the_h2_preface_are_under_the_head_deadline(
+    demo: Services, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with connection(demo) as client:
+        start = trio.current_time()
+        await client.send_all(b"PR")
+        out = await read_until_eof(client)
+        assert _DATE.sub(b"", out).startswith(b"HTTP/1.1 408 ")
+        assert trio.current_time() - start == pytest.approx(10, abs=1)
+
+
 async def test_body_deadline_is_progress_and_answered_by_the_app(
     demo: Services, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -84,7 +84,7 @@ FLUSH_AT = 65536  # a streamed answer is written out whenever this much is buffe
 LINGER_S = 2.0  # a closing connection drops the client's bytes at most this long...
 LINGER_QUIET_S = 0.25  # ...or until it has been silent this long
 LINGER_MAX_BYTES = 1 << 20  # ...or this many bytes
-_H2_PREFACE = b"PRI * HTTP/2.0"
+_PRI = b"PRI "  # the HTTP/2 connection preface starts "PRI * HTTP/2.0" (RFC 9113 §3.4)
 
 Fallback = Callable[[trio.abc.Stream, HttpConnection], Awaitable[None]]
 DebugLog = Callable[[LogRecord], None]
@@ -263,13 +263,13 @@ class _H1Connection:
         "_debug",
         "_draining",
         "_fallback",
+        "_first",
         "_head_deadline",
         "_linger",
         "_out",
         "_read_scope",
         "_reading",
         "_ready_fd",
-        "_seen_bytes",
         "app",
         "assembler",
         "conn",
@@ -306,7 +306,7 @@ class _H1Connection:
         self._reading = False
         self._read_scope: trio.CancelScope | None = None
         self._head_deadline = math.inf
-        self._seen_bytes = False
+        self._first: bytes | None = b""  # None once the first bytes were judged
         self._linger = False
 
     # -- draining (DrainTarget) ---------------------------------------------------------
@@ -332,7 +332,8 @@ class _H1Connection:
         finally:
             if draining is not None:
                 draining.remove_drain_target(self)
-            self.conn.close()
+            if handed_over is None:
+                self.conn.close()  # waiting long-polls end (the full stack closes its own)
         if handed_over is not None:
             await self._fallback(ReplayStream(stream, handed_over), self.conn)
         elif self._linger:
@@ -355,9 +356,17 @@ class _H1Connection:
                     data = await self._read_main(scope)
                     if data is None:
                         break  # the deadline passed or draining began: see below
-                    if not self._seen_bytes:
-                        self._seen_bytes = True
-                        if data.startswith(_H2_PREFACE[: len(data)]):
+                    if self._first is not None:  # the connection's first bytes
+                        data = self._first + data
+                        if len(data) < len(_PRI) and data and _PRI.startswith(data):
+                            if not self._first:
+                                self._head_deadline = (
+                                    trio.current_time() + self.limits.head_timeout_s
+                                )
+                            self._first = data  # could still be the HTTP/2 preface
+                            continue
+                        self._first = None
+                        if data.startswith(_PRI):
                             return data  # HTTP/2 prior knowledge: hypercorn's
                     asm.receive_data(data)
                     if asm.head_began:
@@ -372,7 +381,7 @@ class _H1Connection:
                 else:  # CONNECTION_CLOSED (a body event cannot be left over: see _request)
                     return None
         # the read was cancelled: the deadline, or draining (as at EOF)
-        if asm.in_head and not self._draining:
+        if (asm.in_head or self._first) and not self._draining:
             await self._refuse_framing(
                 RequestTimeout(f"request head incomplete after {self.limits.head_timeout_s:g} s")
             )
@@ -384,7 +393,7 @@ class _H1Connection:
         if self._draining:
             return None
         asm = self.assembler
-        if asm.in_head:
+        if asm.in_head or self._first:
             scope.deadline = self._head_deadline
         else:
             scope.deadline = trio.current_time() + self.limits.keep_alive_s
@@ -477,11 +486,13 @@ class _H1Connection:
         app = self.app
         conn = self.conn
         slots: list[bytearray] = []
+        responders: list[_Responder] = []
         staged: list[StagedWrite] = []
         while True:
             slot = bytearray()
             slots.append(slot)
             responder = _Responder(head, slot, None, self._date)
+            responders.append(responder)
             request = Request(
                 conn, head.method, head.path, head.query, head.headers, head.head_size
             )
@@ -497,8 +508,19 @@ class _H1Connection:
             if taken is None:  # its body is still coming: the loop answers it alone
                 break
             head, body = taken
-        await app.commit_writes(staged)
         out = self._out
+        try:
+            await app.commit_writes(staged)
+        except Exception:
+            log.exception("device writes failed on connection %s", conn.info.connection_id)
+            for slot, responder in zip(slots, responders, strict=True):
+                if not responder.complete:
+                    out += self._date.framing_error(500)
+                    break
+                out += slot
+            self._linger = True
+            await self._flush()
+            return False
         for slot in slots:
             out += slot
         await self._flush()

@@ -235,21 +235,29 @@ class _H2Client:
             await self.flush()
 
 
-async def test_h2_long_poll_reset_by_the_client_ends_at_once(fast_gw: TestGateway) -> None:
+@pytest.mark.parametrize("port", ["tls", "dev_http"])
+async def test_h2_long_poll_reset_by_the_client_ends_at_once(
+    fast_gw: TestGateway, port: str
+) -> None:
     """RFC 9113 §8.1: RST_STREAM cancels the request; the long-poll must stop waiting at
     once (it used to hold its task and timer until its 60 s timeout), and the connection's
-    other streams carry on."""
-    token = await activate(await Client.dev(fast_gw), "h2-1")
-    did = fast_gw.services.devices.device_id("demo", "h2-1")
+    other streams carry on.  ``tls``: HTTP/2 by ALPN; ``dev_http``: the prior-knowledge
+    preface, handed from the fast path to hypercorn (the poll must wait there, too)."""
+    token = await activate(await Client.dev(fast_gw), f"h2-{port}")
+    did = fast_gw.services.devices.device_id("demo", f"h2-{port}")
     waiting = fast_gw.services.control.change_event(did).statistics
-    stream = await open_tls_client(
-        fast_gw.ports["tls"], fast_gw.fqdn(), client_context(fast_gw.ca, alpn=["h2"])
-    )
+    if port == "tls":
+        authority = fast_gw.fqdn()
+        ctx = client_context(fast_gw.ca, alpn=["h2"])
+        stream: trio.abc.Stream = await open_tls_client(fast_gw.ports["tls"], authority, ctx)
+    else:
+        authority = fast_gw.devmode_fqdn()
+        stream = await trio.open_tcp_stream("127.0.0.1", fast_gw.ports["dev_http"])
     async with stream:
         client = _H2Client(stream)
         await client.start()
         poll = [("x-exosite-cik", token), ("request-timeout", "60000")]
-        sid = await client.request(f"{ALIAS}?data_out", poll, fast_gw.fqdn())
+        sid = await client.request(f"{ALIAS}?data_out", poll, authority)
         with trio.fail_after(10):
             while waiting().tasks_waiting == 0:  # noqa: ASYNC110 (observing the poll: no event)
                 await trio.sleep(0.01)
@@ -258,7 +266,7 @@ async def test_h2_long_poll_reset_by_the_client_ends_at_once(fast_gw: TestGatewa
         with trio.fail_after(2):
             while waiting().tasks_waiting:  # noqa: ASYNC110 (observing the poll: no event)
                 await trio.sleep(0.01)
-        other = await client.request("/timestamp", [], fast_gw.fqdn())
+        other = await client.request("/timestamp", [], authority)
         with trio.fail_after(10):
             await client.pump_until_ended(other)
         assert client.responses[other] == 200
