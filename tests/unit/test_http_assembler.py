@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 import h11
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.device.http.assembler import (
@@ -310,7 +310,7 @@ def _h11(data: bytes) -> list[object]:
             return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_requests(), min_size=1, max_size=4), st.integers(1, 64))
 def test_valid_requests_mean_what_h11_says(requests: list[bytes], chunk: int) -> None:
     data = b"".join(requests)

@@ -179,8 +179,7 @@ async def test_pipelined_writes_share_one_submission_answered_in_order(demo: Ser
     four answers in request order, the 204s after the commit."""
     token = await demo.devices.activate("demo", "dev-1", ip=None, meta=EventMeta())
     assert token is not None
-    stats = demo.store.stats  # type: ignore[attr-defined]
-    before = stats.submissions
+    before = (await demo.store.stats()).submissions
 
     def write(value: str, tok: str = token) -> bytes:
         body = f"data_in={value}".encode()
@@ -192,14 +191,14 @@ async def test_pipelined_writes_share_one_submission_answered_in_order(demo: Ser
     async with connection(demo) as client:
         await client.send_all(write("a") + write("b") + write("x", "0" * 40) + write("c"))
         answers = await read_answers(client, 4)
-        assert stats.submissions == before + 1
+        assert (await demo.store.stats()).submissions == before + 1
     assert [a.split(b"\r\n")[0] for a in answers] == [
         b"HTTP/1.1 204 ",
         b"HTTP/1.1 204 ",
         b"HTTP/1.1 401 ",
         b"HTTP/1.1 204 ",
     ]
-    assert demo.state.get("demo", "dev-1")["data_in"].reported == "c"
+    assert (await demo.state.get("demo", "dev-1"))["data_in"].reported == "c"
 
 
 async def test_expect_continue_then_answer(demo: Services) -> None:

@@ -91,7 +91,7 @@ async def test_length_and_chunked_together_is_400_and_closes(any_gw: TestGateway
     )
     out = await exchange(any_gw, smuggled + b"9\r\ndata_in=1\r\n0\r\n\r\n")
     assert out == FRAMING_400
-    assert any_gw.services.state.get("demo", "s-1") == {}
+    assert await any_gw.services.state.get("demo", "s-1") == {}
 
 
 async def test_length_and_chunked_pipelined_behind_is_not_answered(fast_gw: TestGateway) -> None:
@@ -107,7 +107,7 @@ async def test_chunk_size_of_20_hex_digits_is_400_and_closes(fast_gw: TestGatewa
     req = head(fast_gw, "POST", ALIAS, f"X-Exosite-CIK: {token}", "Transfer-Encoding: chunked")
     out = await exchange(fast_gw, req + b"1" * 20 + b"\r\ndata_in=1")
     assert out == FRAMING_400
-    assert fast_gw.services.state.get("demo", "s-2") == {}
+    assert await fast_gw.services.state.get("demo", "s-2") == {}
 
 
 async def test_chunk_size_of_20_hex_digits_on_hypercorn_ends_at_the_body_deadline(
@@ -145,7 +145,7 @@ async def test_stalled_bodies_get_408_and_are_closed(any_gw: TestGateway) -> Non
     assert len(answers) == 50
     assert all(a.startswith(b"HTTP/1.1 408 ") and b"connection: close" in a for a in answers)
     assert trio.current_time() - start < 15
-    assert any_gw.services.state.get("demo", "s-4") == {}
+    assert await any_gw.services.state.get("demo", "s-4") == {}
 
 
 async def test_slow_head_gets_408_idle_keep_alive_does_not(fast_gw: TestGateway) -> None:
@@ -244,7 +244,7 @@ async def test_h2_long_poll_reset_by_the_client_ends_at_once(
     other streams carry on.  ``tls``: HTTP/2 by ALPN; ``dev_http``: the prior-knowledge
     preface, handed from the fast path to hypercorn (the poll must wait there, too)."""
     token = await activate(await Client.dev(fast_gw), f"h2-{port}")
-    did = fast_gw.services.devices.device_id("demo", f"h2-{port}")
+    did = await fast_gw.services.devices.device_id("demo", f"h2-{port}")
     waiting = fast_gw.services.control.change_event(did).statistics
     if port == "tls":
         authority = fast_gw.fqdn()
