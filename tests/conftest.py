@@ -4,7 +4,7 @@ per test session and a whole gateway using it (``gw``)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from gateway.app import open_services
 from gateway.config import GatewayConfig
 from gateway.services.bundle import Services
 from gateway.store.sqlite import SqliteStore, open_store
+from gateway.testing.hosts import HostMap, mapped_hosts
 from gateway.testing.server import TestGateway, open_test_gateway
 from gateway.tls.pki import ensure_dev_pki
 
@@ -48,3 +49,23 @@ async def gw(tmp_path: Path, pki_dir: Path) -> AsyncIterator[TestGateway]:
     shutil.copytree(pki_dir, data / "tls")
     async with open_test_gateway(data) as gateway:
         yield gateway
+
+
+@pytest.fixture(scope="session")
+def hosts() -> Iterator[HostMap]:
+    """Connector names mapped to 127.0.0.1 for the test session (``/etc/hosts`` as root);
+    the lines are removed when the session ends."""
+    with mapped_hosts() as mapped:
+        yield mapped
+
+
+@pytest.fixture
+def resolve(hosts: HostMap) -> Callable[..., None]:
+    """``resolve(name, ...)`` maps names for clients that connect by host name (SNI and the
+    certificate check need it), or skips the test when they cannot be mapped."""
+
+    def need(*names: str) -> None:
+        if not hosts.map(*names):
+            pytest.skip(f"{', '.join(names)} cannot be mapped to 127.0.0.1 (needs root)")
+
+    return need

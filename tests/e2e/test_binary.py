@@ -20,7 +20,7 @@ import shutil
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,6 @@ import msgspec
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.server import TestGateway, gateway_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +35,12 @@ HOST = "demo.m2.localhost"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not ensure_hosts(HOST), reason=f"cannot map {HOST} in /etc/hosts"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_name(resolve: Callable[..., None]) -> None:
+    resolve(HOST)
 
 
 def _clean_env(home: Path) -> dict[str, str]:

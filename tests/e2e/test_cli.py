@@ -36,7 +36,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.server import TestGateway, gateway_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,9 +176,8 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_operator_workflow_through_the_cli(tmp_path: Path) -> None:
-    if not ensure_hosts(HOST):
-        pytest.skip(f"{HOST} does not resolve and /etc/hosts is not writable")
+def test_operator_workflow_through_the_cli(tmp_path: Path, resolve: Callable[..., None]) -> None:
+    resolve(HOST)
     home = tmp_path / "device"
     home.mkdir()
     with gateway_process(tmp_path / "data") as (_proc, gw):

@@ -20,7 +20,6 @@ import trio
 from gateway.model import LogRecord, Protocol
 from gateway.services.events import EventOut
 from gateway.services.logs import LogFilter
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.mqtt_bytes import gen_connack, gen_connect
 from gateway.testing.server import TestGateway
 
@@ -59,9 +58,8 @@ def _plain(gw: TestGateway, token: str) -> list[str]:
 
 
 def _tls(gw: TestGateway, token: str, port_key: str, alpn: str | None) -> list[str]:
-    """Connection options for a TLS port: SNI and certificate check on the connector FQDN."""
-    if not ensure_hosts(gw.fqdn()):
-        pytest.skip(f"{gw.fqdn()} does not resolve and /etc/hosts is not writable")
+    """Connection options for a TLS port: SNI and certificate check on the connector FQDN
+    (the test maps the name with the ``resolve`` fixture)."""
     args = ["-h", gw.fqdn(), "-p", str(gw.ports[port_key]), "--cafile", gw.ca]
     if alpn is not None:
         args += ["--tls-alpn", alpn]
@@ -136,10 +134,11 @@ async def test_publish_qos0_and_qos1_plain(gw: TestGateway, token: str) -> None:
     ids=["mqtt-port", "multi-port-alpn", "multi-port-sniffed"],
 )
 async def test_publish_qos0_and_qos1_tls(
-    gw: TestGateway, token: str, port_key: str, alpn: str | None
+    gw: TestGateway, token: str, port_key: str, alpn: str | None, resolve: Callable[..., None]
 ) -> None:
     """The MQTT TLS port, and the multi-protocol port chosen by ALPN "mqtt" or, without
     ALPN, by sniffing the first bytes (§12 item 7)."""
+    resolve(gw.fqdn())
     await _check_qos0_qos1(gw, _tls(gw, token, port_key, alpn), port_key)
 
 

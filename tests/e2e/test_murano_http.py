@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from gateway.store.api import EventMeta
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.server import TestGateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +28,12 @@ pytestmark = [
     pytest.mark.skipif(
         not (VENV / "gdc").exists(), reason="murano-client missing: run scripts/bootstrap --system"
     ),
-    pytest.mark.skipif(not ensure_hosts(HOST), reason=f"cannot map {HOST} in /etc/hosts"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _host_name(resolve: Callable[..., None]) -> None:
+    resolve(HOST)
 
 
 def _url(gw: TestGateway) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.server import TestGateway
 
 VENV = Path(__file__).resolve().parents[2] / ".venv-murano" / "bin"
@@ -43,11 +42,10 @@ PORTS = pytest.mark.parametrize("port_key", ["mqtt_tls", "tls"], ids=["mqtt-port
 
 
 @pytest.fixture(autouse=True)
-def _resolvable(gw: TestGateway) -> None:
+def _resolvable(gw: TestGateway, resolve: Callable[..., None]) -> None:
     """gdc connects by host name (SNI and the certificate check need it)."""
     assert gw.fqdn() == HOST
-    if not ensure_hosts(HOST):
-        pytest.skip(f"{HOST} does not resolve and /etc/hosts is not writable")
+    resolve(HOST)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

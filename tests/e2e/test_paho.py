@@ -13,7 +13,6 @@ import paho.mqtt.client as paho
 import pytest
 import trio
 
-from gateway.testing.hosts import ensure_hosts
 from gateway.testing.server import TestGateway
 
 
@@ -150,10 +149,10 @@ async def test_takeover(gw, token):
 @pytest.mark.parametrize(
     ("port_key", "alpn"), [("tls", ["mqtt"]), ("mqtt_tls", None), ("tls", None)]
 )
-async def test_tls(gw, token, port_key, alpn):
+async def test_tls(gw, token, port_key, alpn, resolve):
     """Multi-protocol port with ALPN "mqtt", the MQTT port without ALPN, and the
     multi-protocol port without ALPN (first-byte sniffing, §12 item 7)."""
-    assert ensure_hosts(gw.fqdn())
+    resolve(gw.fqdn())
     c = Client(token)
     c.tls(gw.ca, alpn)
     await c.connect(gw.fqdn(), gw.ports[port_key])
