@@ -1,11 +1,12 @@
 # cython: language_level=3
 """Resource-write dispatch, sans-IO: the compiled twin of ``gateway/_pure/dispatch.py``.
 
-Read the pure twin's docstring for the contract.  The value Structs (and the batch JSON
-decoder) come from ``gateway/model.py``, as in the pure twin, so both return objects of the
-same classes; this
-module compiles the per-PUBLISH work: topic routing, alias checks, the number grammar and
-the format/allowed checks, with C-level loops over the text.
+Read the pure twin's docstring for the contract.  The value Structs (the store row
+included) and the batch JSON decoder come from ``gateway/model.py``, as in the pure twin,
+so both return objects of the same classes; this module compiles the per-PUBLISH work:
+topic routing, alias checks, the number grammar, the format/allowed checks and the row
+itself (appended to the caller's list: no intermediate result object per PUBLISH), with
+C-level loops over the text.
 """
 
 import math
@@ -17,23 +18,21 @@ from gateway.errors import BadRequest
 from gateway.model import (
     BATCH_DECODER,
     CustomPublish,
-    Point,
+    PointWrite,
     ProvisionRequest,
     Rejection,
     ResourceSpec,
-    ResourceWrites,
 )
 
 __all__ = [
     "MAX_TIMESTAMP_US",
     "MAX_VALUE_BYTES",
     "CustomPublish",
-    "Point",
+    "PointWrite",
     "ProvisionRequest",
     "Rejection",
     "ResourceSpec",
     "ResourceTable",
-    "ResourceWrites",
     "dispatch",
     "normalize_timestamp",
     "validate_value",
@@ -105,10 +104,12 @@ cdef bint _is_number(str s):
 
 
 cdef class _Rule:
-    """The compiled form of one ResourceSpec: what ``validate_value`` checks."""
+    """The compiled form of one ResourceSpec: what ``validate_value`` checks, and whether
+    a write also sets the ``set`` value (``settable``)."""
 
     cdef int fmt
     cdef bint has_allowed
+    cdef object settable
     cdef frozenset exact
     cdef tuple ranges
     cdef frozenset texts
@@ -122,6 +123,7 @@ cdef class _Rule:
                 f"resource {spec.alias!r}: format {spec.format!r} is not one of {_FORMATS}"
             )
         self.fmt = _FORMATS.index(spec.format)
+        self.settable = bool(spec.settable)
         self.has_allowed = len(spec.allowed) > 0
         for entry in spec.allowed:
             if self.fmt == FMT_NUMBER:
@@ -286,23 +288,34 @@ cdef str _decode_text(str alias, bytes payload):
 
 
 cdef int _write(
-    dict rules, str alias, str value, object timestamp, list points, list rejected
+    dict rules,
+    str alias,
+    str value,
+    object timestamp,
+    object replay,
+    list points,
+    list rejected,
 ) except -1:
-    rule = rules.get(alias)
-    if rule is None:
-        points.append(Point(alias, value, timestamp, False))
+    cdef _Rule rule
+    found = rules.get(alias)
+    if found is None:
+        points.append(PointWrite(alias, value, timestamp, False, False, replay))
         return 0
-    reason = _check_rule(<_Rule>rule, value)
+    rule = <_Rule>found
+    reason = _check_rule(rule, value)
     if reason is None:
-        points.append(Point(alias, value, timestamp, True))
+        points.append(PointWrite(alias, value, timestamp, True, rule.settable, replay))
     else:
         rejected.append(Rejection(alias, value, timestamp, reason))
     return 0
 
 
-cdef object _dispatch_batch(ResourceTable table, bytes payload):
-    cdef list points = []
-    cdef list rejected = []
+cdef int _dispatch_batch(
+    ResourceTable table, bytes payload, list points, list rejected
+) except -1:
+    # built apart and appended at the end: a bad entry leaves the caller's lists as they were
+    cdef list rows = []
+    cdef list refused = []
     cdef set seen = None
     cdef dict rules = table._rules
     cdef dict values
@@ -329,25 +342,34 @@ cdef object _dispatch_batch(ResourceTable table, bytes payload):
                 if key in seen:
                     continue  # an exact duplicate within one batch (docs/protocol.md §12 item 14)
                 seen.add(key)
-            _write(rules, alias, value, timestamp, points, rejected)
-    return ResourceWrites(points, rejected)
+            _write(rules, alias, value, timestamp, True, rows, refused)
+    points.extend(rows)
+    rejected.extend(refused)
+    return 0
 
 
-def dispatch(ResourceTable table, str topic, bytes payload, now_us):
-    """The operation a device PUBLISH asks for; see the pure twin.  Raises ``BadRequest``."""
-    cdef list points
-    cdef list rejected
+def dispatch(
+    ResourceTable table,
+    str topic,
+    bytes payload,
+    now_us,
+    list points not None,
+    list rejected not None,
+):
+    """What a device PUBLISH asks for; see the pure twin.  ``None``: a resource write whose
+    rows were appended to ``points`` (failing values to ``rejected``).  Raises
+    ``BadRequest`` (and then appends nothing)."""
     cdef str alias
     if len(topic) and topic[0] == "$":
         if topic.startswith("$resource/"):
             alias = topic[10:]
             _check_alias(alias)
-            points = []
-            rejected = []
-            _write(table._rules, alias, _decode_text(alias, payload), now_us, points, rejected)
-            return ResourceWrites(points, rejected)
+            value = _decode_text(alias, payload)
+            _write(table._rules, alias, value, now_us, False, points, rejected)
+            return None
         if topic == "$resource.batch":
-            return _dispatch_batch(table, payload)
+            _dispatch_batch(table, payload, points, rejected)
+            return None
         if topic.startswith("$provision/"):
             identity = topic[11:]
             if len(identity) == 0:

@@ -3,11 +3,14 @@
 Everything here is a frozen msgspec Struct or an enum; these are the nouns that travel from
 the front door through the services to the store and back out to the logs.
 
-The resource-write dispatch values (:class:`ResourceSpec` in, :class:`ResourceWrites`,
-:class:`ProvisionRequest`, :class:`CustomPublish` out, and the ``$resource.batch`` decoder)
-are defined here once, for both twins of the dispatcher (``ext/dispatch.pyx`` and
-``gateway/_pure/dispatch.py``): each imports them from this module, so neither twin
-depends on the other and both return objects of the very same classes.
+The resource-write dispatch values (:class:`ResourceSpec` in; :class:`PointWrite` rows,
+:class:`Rejection`, :class:`ProvisionRequest`, :class:`CustomPublish` out; and the
+``$resource.batch`` decoder) are defined here once, for both twins of the dispatcher
+(``ext/dispatch.pyx`` and ``gateway/_pure/dispatch.py``): each imports them from this
+module, so neither twin depends on the other and both return objects of the very same
+classes.  :class:`PointWrite` is also the store's row (``gateway/store/api.py`` re-exports
+it): the dispatcher builds it once and the store writes it as it is, and it lives here
+because sans-IO rules may not import the store.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ __all__ = [
     "ConnectionInfo",
     "CustomPublish",
     "LogRecord",
-    "Point",
+    "PointWrite",
     "Protocol",
     "ProvisionRequest",
     "Rejection",
     "ResourceSpec",
-    "ResourceWrites",
     "Transport",
 ]
 
@@ -113,14 +115,24 @@ class ResourceSpec(msgspec.Struct, frozen=True, gc=False):
     sync: bool = True
 
 
-class Point(msgspec.Struct, frozen=True, gc=False):
-    """One value written by a device.  ``defined`` is False for aliases without a resource
-    definition: those go to the event log only (docs/protocol.md §4.2)."""
+class PointWrite(msgspec.Struct, frozen=True, gc=False):
+    """One value a device wrote, as the store writes it.  ``defined`` is False for aliases
+    without a resource definition: those go to the event log only (docs/protocol.md §4.2);
+    ``defined`` points update state.
+
+    Built once, by the resource-write dispatcher (MQTT) or ``services/state.py`` (HTTP),
+    and handed to the store unchanged inside a ``DataIn``.  ``settable`` copies the value
+    into ``set`` too (§4.2) and clears a pending set value (§4.3).  ``replay_check`` is set
+    for device-timestamped points (record, ``$resource.batch``): an identical point already
+    stored is acknowledged and not stored again (§12 item 14).
+    """
 
     alias: str
     value: str
     timestamp: int  # µs
-    defined: bool
+    defined: bool = True
+    settable: bool = False
+    replay_check: bool = False
 
 
 class Rejection(msgspec.Struct, frozen=True, gc=False):
@@ -137,13 +149,6 @@ class ProvisionRequest(msgspec.Struct, frozen=True, gc=False):
 
     identity: str
     payload: bytes
-
-
-class ResourceWrites(msgspec.Struct, frozen=True, gc=False):
-    """Writes of one PUBLISH, in order; ``rejected`` are reported but not stored."""
-
-    points: list[Point]
-    rejected: list[Rejection]
 
 
 class CustomPublish(msgspec.Struct, frozen=True, gc=False):

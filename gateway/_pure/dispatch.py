@@ -1,22 +1,29 @@
 """Resource-write dispatch, sans-IO: the pure-Python twin of ``ext/dispatch.pyx``.
 
-Turns one device PUBLISH (connector resource table, topic, payload, server time) into a
-typed operation (docs/protocol.md §3.2, §3.3, §4):
+Turns one device PUBLISH (connector resource table, topic, payload, server time) into what
+it asks for (docs/protocol.md §3.2, §3.3, §4):
 
 * ``$provision/<identity>`` → :class:`ProvisionRequest`;
-* ``$resource/<alias>`` → :class:`ResourceWrites` with one point at ``now_us``;
-* ``$resource.batch`` → :class:`ResourceWrites` with a point per (entry, alias);
+* ``$resource/<alias>`` → one store row (:class:`~gateway.model.PointWrite`) at ``now_us``;
+* ``$resource.batch`` → a row per (entry, alias), each with ``replay_check`` set;
 * any other topic → :class:`CustomPublish` (event log only).
 
-Values travel as text.  Values of defined aliases are checked against the resource's
-``format`` and ``allowed`` list; a failing value becomes a :class:`Rejection` rather than a
-point (the MQTT session still PUBACKs, docs/protocol.md §12 item 13).  Unusable input (a bad
-alias, a batch that is not the documented JSON shape, text that is not UTF-8) raises
-:class:`~gateway.errors.BadRequest` with a message that says why.
+Resource writes return ``None`` and *append* their rows to the caller's ``points`` list:
+the MQTT connection passes one list for every PUBLISH of a read, and that list goes to the
+store inside one ``DataIn`` as it is (docs/architecture.md principle 5: the row is built
+once, here, with its ``settable`` and ``replay_check`` flags; nothing re-wraps or
+re-classifies it later).
 
-The value Structs (and the batch decoder) are defined once, in :mod:`gateway.model`, and
-imported by both twins, so both return objects of the very same classes; ``tests/twins``
-checks that the twins agree on random topics, payloads and tables.
+Values travel as text.  Values of defined aliases are checked against the resource's
+``format`` and ``allowed`` list; a failing value becomes a :class:`Rejection` appended to
+the caller's ``rejected`` list rather than a row (the MQTT session still PUBACKs,
+docs/protocol.md §12 item 13).  Unusable input (a bad alias, a batch that is not the
+documented JSON shape, text that is not UTF-8) raises :class:`~gateway.errors.BadRequest`
+with a message that says why, and appends nothing.
+
+The value Structs (the row included) and the batch decoder are defined once, in
+:mod:`gateway.model`, and imported by both twins, so both return objects of the very same
+classes; ``tests/twins`` checks that the twins agree on random topics, payloads and tables.
 :func:`validate_value` and :func:`normalize_timestamp` are shared with the HTTP device API
 and the management API.
 """
@@ -34,23 +41,21 @@ from gateway.errors import BadRequest
 from gateway.model import (
     BATCH_DECODER,
     CustomPublish,
-    Point,
+    PointWrite,
     ProvisionRequest,
     Rejection,
     ResourceSpec,
-    ResourceWrites,
 )
 
 __all__ = [
     "MAX_TIMESTAMP_US",
     "MAX_VALUE_BYTES",
     "CustomPublish",
-    "Point",
+    "PointWrite",
     "ProvisionRequest",
     "Rejection",
     "ResourceSpec",
     "ResourceTable",
-    "ResourceWrites",
     "dispatch",
     "normalize_timestamp",
     "validate_value",
@@ -64,17 +69,16 @@ _NUMBER = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NUMBER_RE = re.compile(_NUMBER)
 _RANGE_RE = re.compile(f"({_NUMBER})-({_NUMBER})")
 _BAD_ALIAS_CHARS = "/.$+#"
-
-
 _BATCH_SHAPE = '{"timestamp": number, "values": {alias: value}}'
 _TOO_DEEP = "$resource.batch payload is nested too deeply"
 _FORMAT_CODE = {"string": 0, "number": 1, "boolean": 2}
 
 
 class _Rule:
-    """The compiled form of one ResourceSpec: what ``validate_value`` checks."""
+    """The compiled form of one ResourceSpec: what ``validate_value`` checks, and whether
+    a write also sets the ``set`` value (``settable``)."""
 
-    __slots__ = ("exact", "fmt", "has_allowed", "ranges", "texts")
+    __slots__ = ("exact", "fmt", "has_allowed", "ranges", "settable", "texts")
 
     def __init__(self, spec: ResourceSpec) -> None:
         if spec.format not in _FORMAT_CODE:
@@ -82,6 +86,7 @@ class _Rule:
                 f"resource {spec.alias!r}: format {spec.format!r} is not one of {_FORMATS}"
             )
         self.fmt = _FORMAT_CODE[spec.format]
+        self.settable = spec.settable
         self.has_allowed = bool(spec.allowed)
         self.exact: frozenset[float] = frozenset()
         self.ranges: tuple[tuple[float, float], ...] = ()
@@ -260,16 +265,17 @@ def _write(
     alias: str,
     value: str,
     timestamp: int,
-    points: list[Point],
+    replay: bool,
+    points: list[PointWrite],
     rejected: list[Rejection],
 ) -> None:
     rule = rules.get(alias)
     if rule is None:
-        points.append(Point(alias, value, timestamp, False))
+        points.append(PointWrite(alias, value, timestamp, False, False, replay))
         return
     reason = _check_rule(rule, value)
     if reason is None:
-        points.append(Point(alias, value, timestamp, True))
+        points.append(PointWrite(alias, value, timestamp, True, rule.settable, replay))
     else:
         rejected.append(Rejection(alias, value, timestamp, reason))
 
@@ -282,7 +288,9 @@ def _encode_value(raw: Any) -> str:
         raise BadRequest(_TOO_DEEP) from None
 
 
-def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
+def _dispatch_batch(
+    table: ResourceTable, payload: bytes, points: list[PointWrite], rejected: list[Rejection]
+) -> None:
     try:
         entries = BATCH_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
@@ -292,8 +300,10 @@ def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
     rules = table._rules
-    points: list[Point] = []
-    rejected: list[Rejection] = []
+    # built apart and appended at the end: a bad entry must leave the caller's lists as
+    # they were (the whole PUBLISH is refused)
+    rows: list[PointWrite] = []
+    refused: list[Rejection] = []
     seen: set[tuple[str, int, str]] | None = set() if len(entries) > 1 else None
     for entry in entries:
         timestamp = normalize_timestamp(entry.timestamp)
@@ -305,28 +315,36 @@ def _dispatch_batch(table: ResourceTable, payload: bytes) -> ResourceWrites:
                 if key in seen:
                     continue  # an exact duplicate within one batch (docs/protocol.md §12 item 14)
                 seen.add(key)
-            _write(rules, alias, value, timestamp, points, rejected)
-    return ResourceWrites(points, rejected)
+            _write(rules, alias, value, timestamp, True, rows, refused)
+    points += rows
+    rejected += refused
 
 
 def dispatch(
-    table: ResourceTable, topic: str, payload: bytes, now_us: int
-) -> ProvisionRequest | ResourceWrites | CustomPublish:
-    """The operation a device PUBLISH asks for; see the module docstring.
+    table: ResourceTable,
+    topic: str,
+    payload: bytes,
+    now_us: int,
+    points: list[PointWrite],
+    rejected: list[Rejection],
+) -> ProvisionRequest | CustomPublish | None:
+    """What a device PUBLISH asks for; see the module docstring.
 
-    ``now_us`` is the server time of a ``$resource/<alias>`` write (the caller reads the
-    clock, not this function).  Raises ``BadRequest``.
+    ``None`` means a resource write: its rows were appended to ``points`` and its failing
+    values to ``rejected``.  ``now_us`` is the server time of a ``$resource/<alias>`` write
+    (the caller reads the clock, not this function).  Raises ``BadRequest`` (and then
+    appends nothing).
     """
     if topic.startswith("$"):
         if topic.startswith("$resource/"):
             alias = topic[10:]
             _check_alias(alias)
-            points: list[Point] = []
-            rejected: list[Rejection] = []
-            _write(table._rules, alias, _decode_text(alias, payload), now_us, points, rejected)
-            return ResourceWrites(points, rejected)
+            value = _decode_text(alias, payload)
+            _write(table._rules, alias, value, now_us, False, points, rejected)
+            return None
         if topic == "$resource.batch":
-            return _dispatch_batch(table, payload)
+            _dispatch_batch(table, payload, points, rejected)
+            return None
         if topic.startswith("$provision/"):
             identity = topic[11:]
             if not identity:

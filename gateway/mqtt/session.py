@@ -12,6 +12,8 @@ nothing of sockets, clocks, the store or the services.  The I/O layer
   need a decision (:class:`~gateway.mqtt.packets.Connect`,
   :class:`~gateway.mqtt.packets.Publish`, :class:`~gateway.mqtt.packets.Subscribe`) and, at
   most once and always last, a :class:`Closed` event saying why the session ended;
+  a :class:`~gateway.mqtt.packets.Connect` is always the last event of its batch (see
+  "Before CONNACK" below);
 * ``accept()`` / ``refuse(code)`` answer the CONNECT, ``ack(packet_ids)`` queues the PUBACKs
   of publishes whose writes have committed, ``publish(topic, payload)`` queues a
   server-to-device message; ``data_to_send()`` hands the queued bytes over;
@@ -34,6 +36,16 @@ What the session decides by itself, because the spec leaves no choice:
   ``connect_timeout_s`` after the session started; afterwards it is 1.5 × the CONNECT's
   keep-alive after the last complete packet (MQTT-3.1.2-24), or ``idle_timeout_s`` when the
   client asked for keep-alive 0.
+
+Before CONNACK (docs/decisions.md, "MQTT before CONNACK"): a client may send packets right
+after its CONNECT without waiting for the CONNACK (MQTT 3.1.1 §3.1.4; firmware on slow links
+writes CONNECT, PUBLISH and DISCONNECT at once).  ``events()`` therefore stops at the CONNECT:
+packets decoded behind it are *held*, unanswered, and ``events()`` returns nothing more until
+the I/O layer has decided.  After ``accept()`` the next ``events()`` call answers and returns
+them in order, so every reply (PINGRESP, SUBACK, PUBACK) follows the CONNACK; after
+``refuse()`` they are discarded unanswered (MQTT-3.1.4-5: the server must not process data
+sent after a rejected CONNECT).  A violation behind the CONNECT is likewise seen only after
+the decision, and ends the session then.
 
 Bounded memory: the decoder refuses a packet over ``max_packet_size`` as soon as its fixed
 header is buffered, so the input buffer never holds more than one packet plus one read; the
@@ -124,6 +136,7 @@ class Session:
         "_closed",
         "_deadline",
         "_decoder",
+        "_held",
         "_keepalive_s",
         "_now",
         "_out",
@@ -150,6 +163,7 @@ class Session:
         self._keepalive_s = 0.0
         self._now = now
         self._closed: Closed | None = None
+        self._held: list[Packet] | None = None  # decoded behind a CONNECT not yet answered
         self.idle_timeout_s = idle_timeout_s
         self.state = SessionState.AWAIT_CONNECT
         self.keepalive = 0  # seconds, as the CONNECT asked
@@ -181,25 +195,33 @@ class Session:
         """Everything the buffered bytes mean, in order; see the module docstring.
 
         Never raises for peer input: a protocol violation becomes the final :class:`Closed`
-        event (after the packets that preceded it), and the session stops decoding.
+        event (after the packets that preceded it), and the session stops decoding.  While a
+        CONNECT awaits ``accept()``/``refuse()`` nothing more is returned (the packets behind
+        it are held; see "Before CONNACK" in the module docstring).
         """
         out: list[Event] = []
         if self.state is SessionState.CLOSED:
             return out
-        while self._closed is None:
-            try:
-                packets = self._decoder.events()
-            except ProtocolViolation as exc:
-                self._closed = Closed(exc.reason, str(exc))
-                if isinstance(exc, UnsupportedProtocol):
-                    # MQTT-3.1.2-2: answer an unsupported level with CONNACK 1, then close
-                    self._out += encode_connack(False, ConnAckCode.UNACCEPTABLE_PROTOCOL_VERSION)
-                    self.packets_out += 1
-                break
-            if not packets:
-                break
-            self.packets_in += len(packets)
-            self._touch()
+        while self._closed is None and self.state is not SessionState.AUTHENTICATING:
+            packets = self._held
+            if packets is not None:
+                self._held = None
+            else:
+                try:
+                    packets = self._decoder.events()
+                except ProtocolViolation as exc:
+                    self._closed = Closed(exc.reason, str(exc))
+                    if isinstance(exc, UnsupportedProtocol):
+                        # MQTT-3.1.2-2: answer an unsupported level with CONNACK 1, then close
+                        self._out += encode_connack(
+                            False, ConnAckCode.UNACCEPTABLE_PROTOCOL_VERSION
+                        )
+                        self.packets_out += 1
+                    break
+                if not packets:
+                    break
+                self.packets_in += len(packets)
+                self._touch()
             self._take(packets, out)
         if self._closed is not None:
             self.state = SessionState.CLOSED
@@ -207,8 +229,9 @@ class Session:
         return out
 
     def _take(self, packets: list[Packet], out: list[Event]) -> None:
-        """Answer what the session answers by itself; append the rest to ``out``."""
-        for packet in packets:
+        """Answer what the session answers by itself; append the rest to ``out``.  Stops
+        after a CONNECT: what follows it is held until the CONNECT is answered."""
+        for i, packet in enumerate(packets):
             t = type(packet)
             if t is Publish:
                 assert isinstance(packet, Publish)
@@ -234,6 +257,9 @@ class Session:
                 assert isinstance(packet, Connect)
                 self._on_connect(packet)
                 out.append(packet)
+                if i + 1 < len(packets):
+                    self._held = packets[i + 1 :]
+                return
             elif t is Disconnect:
                 self._closed = Closed(_CLIENT_DISCONNECT, "DISCONNECT", clean=True)
                 self.will = None
@@ -277,9 +303,11 @@ class Session:
         self.packets_out += 1
 
     def refuse(self, code: ConnAckCode, reason: str, detail: str) -> Closed:
-        """Answer the CONNECT with a refusal code and end the session (MQTT-3.2.2-5)."""
+        """Answer the CONNECT with a refusal code and end the session (MQTT-3.2.2-5); the
+        packets held behind the CONNECT are discarded unanswered (MQTT-3.1.4-5)."""
         if self.state is not SessionState.AUTHENTICATING:
             raise RuntimeError(f"refuse() in state {self.state.value}")
+        self._held = None
         self._out += encode_connack(False, code)
         self.packets_out += 1
         return self.close(reason, detail)
@@ -290,6 +318,7 @@ class Session:
         if self._closed is None:
             self._closed = Closed(reason, detail)
         self.state = SessionState.CLOSED
+        self._held = None
         return self._closed
 
     @property

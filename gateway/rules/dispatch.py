@@ -1,10 +1,11 @@
 """Selector for the resource-write dispatcher twin (see :mod:`gateway._impl`).
 
 ``gateway._ext.dispatch`` (Cython) by default, ``gateway._pure.dispatch`` when
-``GATEWAY_PURE_PYTHON=1``.  The value Structs (:class:`ResourceSpec`, :class:`Point`,
-:class:`Rejection`, :class:`ProvisionRequest`, :class:`ResourceWrites`,
-:class:`CustomPublish`) are the same classes under either twin; :class:`ResourceTable` is
-the selected twin's own, and ``dispatch``/``validate_value`` need a table of their twin.
+``GATEWAY_PURE_PYTHON=1``.  The value Structs (:class:`ResourceSpec`, :class:`Rejection`,
+:class:`ProvisionRequest`, :class:`CustomPublish`, and the store row
+:class:`~gateway.model.PointWrite`) are the same classes under either twin;
+:class:`ResourceTable` is the selected twin's own, and ``dispatch``/``validate_value`` need
+a table of their twin.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from gateway._impl import load
 # The value Structs have one definition, in gateway/model.py; both twins return them.
 from gateway.model import (
     CustomPublish,
-    Point,
+    PointWrite,
     ProvisionRequest,
     Rejection,
     ResourceSpec,
-    ResourceWrites,
 )
 
 if TYPE_CHECKING:
@@ -46,12 +46,11 @@ __all__ = [
     "MAX_TIMESTAMP_US",
     "MAX_VALUE_BYTES",
     "CustomPublish",
-    "Point",
+    "PointWrite",
     "ProvisionRequest",
     "Rejection",
     "ResourceSpec",
     "ResourceTable",
-    "ResourceWrites",
     "dispatch",
     "normalize_timestamp",
     "validate_value",

@@ -43,6 +43,7 @@ from typing import Any, Protocol, TypeAlias
 
 import msgspec
 
+from gateway.model import PointWrite
 from gateway.store.rows import (
     AdminToken,
     AssetRow,
@@ -130,23 +131,6 @@ class EventMeta(msgspec.Struct, frozen=True, gc=False):
     connection_id: str | None = None
     ip: str | None = None
     protocol: str | None = None
-
-
-class PointWrite(msgspec.Struct, frozen=True, gc=False):
-    """One value a device wrote.  ``defined`` points update state; all go to the event log.
-
-    ``settable`` copies the value into ``set`` too (docs/protocol.md §4.2) and clears a pending set
-    value (§4.3).  ``replay_check`` is set for device-timestamped points (record,
-    ``$resource.batch``): an identical point already stored is acknowledged and not stored
-    again (§12 item 14).
-    """
-
-    alias: str
-    value: str
-    timestamp: int  # µs
-    defined: bool = True
-    settable: bool = False
-    replay_check: bool = False
 
 
 class _Op(msgspec.Struct, frozen=True, gc=False, tag_field="op", tag=True):

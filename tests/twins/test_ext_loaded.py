@@ -54,5 +54,5 @@ def test_shared_values_are_one_object() -> None:
     codec_c = importlib.import_module("gateway._ext.mqtt_codec")
     dispatch_c = importlib.import_module("gateway._ext.dispatch")
     assert codec_c.NEED_DATA is codec_py.NEED_DATA
-    assert dispatch_c.Point is dispatch_py.Point
+    assert dispatch_c.PointWrite is dispatch_py.PointWrite
     assert dispatch_c.ResourceSpec is dispatch_py.ResourceSpec

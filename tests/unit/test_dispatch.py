@@ -11,18 +11,38 @@ from types import ModuleType
 
 import pytest
 
+from typing import Any, NamedTuple
+
 from gateway._pure.dispatch import (
     CustomPublish,
-    Point,
     ProvisionRequest,
     Rejection,
     ResourceSpec,
-    ResourceWrites,
 )
 from gateway.errors import BadRequest
+from gateway.model import PointWrite
 
 PURE_ONLY = os.environ.get("GATEWAY_PURE_PYTHON", "") not in ("", "0")
 NOW = 1_700_000_000_000_000
+
+
+class Writes(NamedTuple):
+    """What a resource write appended to the caller's lists."""
+
+    points: list[PointWrite]
+    rejected: list[Rejection]
+
+
+def dispatch(twin: ModuleType, table: object, topic: str, payload: bytes, now: int) -> Any:
+    """``twin.dispatch`` with fresh lists: ``Writes`` for a resource write, else the result
+    (and then nothing may have been appended)."""
+    points: list[PointWrite] = []
+    rejected: list[Rejection] = []
+    result = twin.dispatch(table, topic, payload, now, points, rejected)
+    if result is None:
+        return Writes(points, rejected)
+    assert points == [] and rejected == []
+    return result
 
 
 @pytest.fixture(params=["pure", "compiled"])
@@ -51,30 +71,57 @@ def table(twin: ModuleType) -> object:
 
 def test_provision_request(twin: ModuleType, table: object) -> None:
     """§3.2: ``$provision/<identity>``; the payload (empty, password or PEM) is kept."""
-    assert twin.dispatch(table, "$provision/00AB01FF", b"", NOW) == ProvisionRequest(
+    assert dispatch(twin, table, "$provision/00AB01FF", b"", NOW) == ProvisionRequest(
         "00AB01FF", b""
     )
-    assert twin.dispatch(table, "$provision/a/b", b"pw", NOW) == ProvisionRequest("a/b", b"pw")
+    assert dispatch(twin, table, "$provision/a/b", b"pw", NOW) == ProvisionRequest("a/b", b"pw")
 
 
 @pytest.mark.parametrize("topic", ["$provision/", "$provision"])
 def test_provision_without_identity(twin: ModuleType, table: object, topic: str) -> None:
     with pytest.raises(BadRequest, match="without"):
-        twin.dispatch(table, topic, b"", NOW)
+        dispatch(twin, table, topic, b"", NOW)
 
 
 def test_resource_write_now(twin: ModuleType, table: object) -> None:
     """§3.3: ``$resource/<alias>`` writes the UTF-8 payload at the server time."""
-    result = twin.dispatch(table, "$resource/temp", b"98.7", NOW)
-    assert result == ResourceWrites([Point("temp", "98.7", NOW, True)], [])
-    result = twin.dispatch(table, "$resource/data_in", '{"001":21.5,"é":1}'.encode(), NOW)
-    assert result.points == [Point("data_in", '{"001":21.5,"é":1}', NOW, True)]
+    result = dispatch(twin, table, "$resource/temp", b"98.7", NOW)
+    assert result == Writes([PointWrite("temp", "98.7", NOW, True)], [])
+    result = dispatch(twin, table, "$resource/data_in", '{"001":21.5,"é":1}'.encode(), NOW)
+    assert result.points == [PointWrite("data_in", '{"001":21.5,"é":1}', NOW, True)]
+
+
+def test_settable_rows_and_the_caller_lists(twin: ModuleType, table: object) -> None:
+    """§4.2: a write to a settable resource is a row that also sets ``set``; rows of several
+    PUBLISHes go into the caller's one list, in order (one ``DataIn`` per MQTT read)."""
+    points: list[PointWrite] = []
+    rejected: list[Rejection] = []
+    assert twin.dispatch(table, "$resource/mode", b"auto", NOW, points, rejected) is None
+    assert twin.dispatch(table, "$resource/mode", b"off", NOW, points, rejected) is None
+    assert twin.dispatch(table, "$resource/temp", b"1", NOW + 1, points, rejected) is None
+    assert points == [
+        PointWrite("mode", "auto", NOW, True, settable=True),
+        PointWrite("temp", "1", NOW + 1, True),
+    ]
+    assert [(r.alias, r.value) for r in rejected] == [("mode", "off")]
+
+
+def test_a_refused_batch_appends_nothing(twin: ModuleType, table: object) -> None:
+    """A batch whose second entry is unusable is refused whole: the rows its first entry
+    produced are not left in the caller's list."""
+    points: list[PointWrite] = [PointWrite("temp", "1", NOW, True)]
+    rejected: list[Rejection] = []
+    payload = b'[{"timestamp":5,"values":{"temp":1,"on":"x"}},{"timestamp":-1,"values":{"a":1}}]'
+    with pytest.raises(BadRequest, match="negative"):
+        twin.dispatch(table, "$resource.batch", payload, NOW, points, rejected)
+    assert points == [PointWrite("temp", "1", NOW, True)]
+    assert rejected == []
 
 
 def test_undefined_alias_goes_to_the_event_log(twin: ModuleType, table: object) -> None:
     """§4.2: undefined aliases are not errors; they are marked undefined."""
-    result = twin.dispatch(table, "$resource/uptime", b"anything", NOW)
-    assert result == ResourceWrites([Point("uptime", "anything", NOW, False)], [])
+    result = dispatch(twin, table, "$resource/uptime", b"anything", NOW)
+    assert result == Writes([PointWrite("uptime", "anything", NOW, False)], [])
 
 
 @pytest.mark.parametrize(
@@ -91,19 +138,19 @@ def test_undefined_alias_goes_to_the_event_log(twin: ModuleType, table: object) 
 def test_bad_alias_topics(twin: ModuleType, table: object, topic: str, message: str) -> None:
     """§4.1: alias pattern ``^[^.$]+$``, and no MQTT level separator or wildcard."""
     with pytest.raises(BadRequest) as info:
-        twin.dispatch(table, topic, b"1", NOW)
+        dispatch(twin, table, topic, b"1", NOW)
     assert str(info.value) == message
 
 
 def test_non_utf8_value(twin: ModuleType, table: object) -> None:
     with pytest.raises(BadRequest, match="not valid UTF-8"):
-        twin.dispatch(table, "$resource/data_in", b"\xff", NOW)
+        dispatch(twin, table, "$resource/data_in", b"\xff", NOW)
 
 
 @pytest.mark.parametrize("topic", ["sensors/1", "$SYS/x", "$resourcex", "", "$resource.batchy"])
 def test_custom_publish(twin: ModuleType, table: object, topic: str) -> None:
     """§3.3: any other topic is a custom message for the event log."""
-    assert twin.dispatch(table, topic, b"\x00\xff", NOW) == CustomPublish(topic, b"\x00\xff")
+    assert dispatch(twin, table, topic, b"\x00\xff", NOW) == CustomPublish(topic, b"\x00\xff")
 
 
 @pytest.mark.parametrize(
@@ -151,8 +198,8 @@ def test_validate_value(
 
 def test_rejected_value_is_reported_not_written(twin: ModuleType, table: object) -> None:
     """§12 item 13: a failing value is dropped (and reported); the session still PUBACKs."""
-    result = twin.dispatch(table, "$resource/on", b"yes", NOW)
-    assert result == ResourceWrites([], [Rejection("on", "yes", NOW, "value is not true or false")])
+    result = dispatch(twin, table, "$resource/on", b"yes", NOW)
+    assert result == Writes([], [Rejection("on", "yes", NOW, "value is not true or false")])
 
 
 @pytest.mark.parametrize(
@@ -190,16 +237,16 @@ def test_batch(twin: ModuleType, table: object) -> None:
         b' {"timestamp": 1700000001, "values": {"temp": 3601, "on": true, "x": {"a": 1},'
         b' "y": null, "z": [1, 2.5]}}]'
     )
-    result = twin.dispatch(table, "$resource.batch", payload, NOW)
+    result = dispatch(twin, table, "$resource.batch", payload, NOW)
     t2 = 1_700_000_001_000_000
-    assert result == ResourceWrites(
+    assert result == Writes(
         [
-            Point("data_in", '{"001":21.5}', 1_700_000_000_123_456, True),
-            Point("temp", "3601", t2, True),
-            Point("on", "true", t2, True),
-            Point("x", '{"a":1}', t2, False),
-            Point("y", "null", t2, False),
-            Point("z", "[1,2.5]", t2, False),
+            PointWrite("data_in", '{"001":21.5}', 1_700_000_000_123_456, True, replay_check=True),
+            PointWrite("temp", "3601", t2, True, replay_check=True),
+            PointWrite("on", "true", t2, True, replay_check=True),
+            PointWrite("x", '{"a":1}', t2, False, replay_check=True),
+            PointWrite("y", "null", t2, False, replay_check=True),
+            PointWrite("z", "[1,2.5]", t2, False, replay_check=True),
         ],
         [],
     )
@@ -215,13 +262,13 @@ def test_batch_same_timestamp_and_duplicates(twin: ModuleType, table: object) ->
         b'{"timestamp":1700000000000000,"values":{"temp":"1"}},'
         b'{"timestamp":1700000000,"values":{"temp":"1.0"}}]'
     )
-    result = twin.dispatch(table, "$resource.batch", payload, NOW)
+    result = dispatch(twin, table, "$resource.batch", payload, NOW)
     ts = 1_700_000_000_000_000
-    assert result == ResourceWrites(
+    assert result == Writes(
         [
-            Point("temp", "1", ts, True),
-            Point("temp", "2", ts, True),
-            Point("temp", "1.0", ts, True),
+            PointWrite("temp", "1", ts, True, replay_check=True),
+            PointWrite("temp", "2", ts, True, replay_check=True),
+            PointWrite("temp", "1.0", ts, True, replay_check=True),
         ],
         [],
     )
@@ -229,8 +276,8 @@ def test_batch_same_timestamp_and_duplicates(twin: ModuleType, table: object) ->
 
 def test_batch_rejections(twin: ModuleType, table: object) -> None:
     payload = b'[{"timestamp":5,"values":{"level":12,"mode":"auto","on":"yes"}}]'
-    result = twin.dispatch(table, "$resource.batch", payload, NOW)
-    assert result.points == [Point("mode", "auto", 5_000_000, True)]
+    result = dispatch(twin, table, "$resource.batch", payload, NOW)
+    assert result.points == [PointWrite("mode", "auto", 5_000_000, True, settable=True, replay_check=True)]
     assert [(r.alias, r.value, r.reason) for r in result.rejected] == [
         ("level", "12", "value is not one of the allowed values"),
         ("on", "yes", "value is not true or false"),
@@ -251,20 +298,20 @@ def test_batch_rejections(twin: ModuleType, table: object) -> None:
 )
 def test_batch_bad_shape(twin: ModuleType, table: object, payload: bytes, fragment: str) -> None:
     with pytest.raises(BadRequest) as info:
-        twin.dispatch(table, "$resource.batch", payload, NOW)
+        dispatch(twin, table, "$resource.batch", payload, NOW)
     assert str(info.value).startswith("$resource.batch payload is not a JSON array")
     assert fragment in str(info.value)
 
 
 def test_batch_bad_alias_and_timestamp(twin: ModuleType, table: object) -> None:
     with pytest.raises(BadRequest, match=r"contains '\.'"):
-        twin.dispatch(table, "$resource.batch", b'[{"timestamp":1,"values":{"a.b":1}}]', NOW)
+        dispatch(twin, table, "$resource.batch", b'[{"timestamp":1,"values":{"a.b":1}}]', NOW)
     with pytest.raises(BadRequest, match="negative"):
-        twin.dispatch(table, "$resource.batch", b'[{"timestamp":-1,"values":{"a":1}}]', NOW)
+        dispatch(twin, table, "$resource.batch", b'[{"timestamp":-1,"values":{"a":1}}]', NOW)
 
 
 def test_empty_batch(twin: ModuleType, table: object) -> None:
-    assert twin.dispatch(table, "$resource.batch", b"[]", NOW) == ResourceWrites([], [])
+    assert dispatch(twin, table, "$resource.batch", b"[]", NOW) == Writes([], [])
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,94 @@ def test_accept_twice_is_a_bug() -> None:
     s = connected()
     with pytest.raises(RuntimeError):
         s.accept()
+
+
+# -- before CONNACK (docs/decisions.md "MQTT before CONNACK"; MQTT 3.1.1 §3.1.4) ------------
+
+
+def test_packets_behind_connect_wait_for_the_decision() -> None:
+    """PINGREQ, SUBSCRIBE and UNSUBSCRIBE pipelined behind the CONNECT are not answered
+    before the CONNACK: the session returns the CONNECT alone and holds the rest."""
+    s = Session(now=0.0)
+    s.receive_data(
+        gen_connect("c", username="", password="t")
+        + gen_pingreq()
+        + gen_subscribe(7, [("$resource/x", 1)])
+        + gen_unsubscribe(8, ["$resource/x"])
+        + gen_publish("$resource/a", "1", qos=1, mid=9),
+        1.0,
+    )
+    (ev,) = s.events()
+    assert isinstance(ev, Connect)
+    assert s.events() == []  # still undecided: nothing more, nothing answered
+    assert s.data_to_send() == b""
+    assert s.packets_in == 5  # decoded (and counted), only held
+    s.accept()
+    events = s.events()
+    assert [type(e) for e in events] == [Subscribe, Publish]
+    assert s.inflight == 1
+    assert s.data_to_send() == (
+        gen_connack(0) + gen_pingresp() + gen_suback(7, [1]) + gen_unsuback(8)
+    )
+
+
+def test_refused_connect_discards_what_was_held() -> None:
+    """MQTT-3.1.4-5: after a refused CONNECT nothing sent behind it is processed."""
+    s = Session(now=0.0)
+    s.receive_data(
+        gen_connect("c", username="", password="bad")
+        + gen_pingreq()
+        + gen_publish("$resource/a", "1", qos=1, mid=1),
+        1.0,
+    )
+    (ev,) = s.events()
+    assert isinstance(ev, Connect)
+    s.refuse(ConnAckCode.BAD_USERNAME_OR_PASSWORD, "not_authenticated", "bad token")
+    assert s.events() == []
+    assert s.data_to_send() == gen_connack(4)
+
+
+def test_connect_publish_disconnect_in_one_read() -> None:
+    """Firmware on slow links writes CONNECT, PUBLISH and DISCONNECT at once: after the
+    CONNACK the PUBLISH is returned and the session then ends cleanly."""
+    s = Session(now=0.0)
+    s.receive_data(
+        gen_connect("c", username="", password="t", will_topic="w", will_payload=b"gone")
+        + gen_publish("$resource/a", "1", qos=1, mid=3)
+        + gen_disconnect(),
+        1.0,
+    )
+    (ev,) = s.events()
+    assert isinstance(ev, Connect)
+    assert s.state is SessionState.AUTHENTICATING
+    s.accept()
+    pub, closed = s.events()
+    assert isinstance(pub, Publish)
+    assert pub.packet_id == 3
+    assert closed == Closed("client_disconnect", "DISCONNECT", clean=True)
+    assert s.will is None
+    s.ack([3])  # the commit comes after the DISCONNECT was read: still acknowledged
+    assert s.data_to_send() == gen_connack(0) + gen_puback(3)
+
+
+def test_violation_behind_connect_ends_after_the_decision() -> None:
+    """A malformed packet behind the CONNECT is seen once the CONNECT is decided."""
+    s = Session(now=0.0)
+    s.receive_data(gen_connect("c", username="", password="t") + b"\x00\x00", 1.0)
+    (ev,) = s.events()
+    assert isinstance(ev, Connect)
+    s.accept()
+    (closed,) = s.events()
+    assert isinstance(closed, Closed)
+    assert closed.reason == "malformed_packet"
+    assert s.data_to_send() == gen_connack(0)
+
+
+def test_eof_while_authenticating_ends_the_session() -> None:
+    s = Session(now=0.0)
+    s.receive_data(gen_connect("c"), 1.0)
+    s.events()
+    s.receive_data(b"", 2.0)
+    (closed,) = s.events()
+    assert closed == Closed("peer_closed", "the client closed the connection")
+    assert s.state is SessionState.CLOSED

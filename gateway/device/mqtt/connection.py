@@ -6,21 +6,26 @@
 
 * the **reader** receives bytes under the session's deadline (``idle_timeout``), feeds the
   sans-IO :class:`~gateway.mqtt.session.Session`, authenticates the CONNECT, dispatches every
-  PUBLISH of one read with the compiled :func:`gateway.rules.dispatch.dispatch`, and submits all
-  resulting store operations of that read as **one** submission;
+  PUBLISH of one read with the compiled :func:`gateway.rules.dispatch.dispatch`, which appends
+  the store rows of all of them to one list, and submits that read as **one** submission
+  (one ``DataIn`` with every resource write of the read, plus an ``AppendEvent`` per custom
+  publish) with one ticket;
 * the **acker** awaits those submissions' tickets in order and only then queues their
   PUBACKs — an acknowledgement means committed (docs/architecture.md principle 2) — all PUBACKs of a
   read in one buffer;
 * the **sender** writes whatever the session has queued (CONNACK, SUBACK, PINGRESP, PUBACKs,
   pushes) in one ``send_all`` per wake-up.
 
-The helpers are started lazily, because most connections of a fleet sit idle: the acker (and
-its channel) with the first store submission, the sender with the first acknowledgement or
-push.  Until then the reader writes its own replies (CONNACK, SUBACK, PINGRESP) itself after
-each read; a push arriving meanwhile is flushed by that same write loop.  An idle connection
-therefore costs one task, one cancel scope (the reader's, whose deadline follows the
-session's) and no channel or events — about half the memory of the three-task layout
-(bench/profiles.md has the tracemalloc figures).
+Who writes, and when, is the output state machine of :mod:`gateway.device.mqtt.output`: the
+helpers are started lazily, because most connections of a fleet sit idle, so until the first
+store submission or push the reader writes its own replies (CONNACK, SUBACK, PINGRESP) after
+each read.  An idle connection therefore costs one task, one cancel scope (the reader's,
+whose deadline follows the session's) and no channel or events (bench/profiles.md has the
+figures).
+
+A client may pipeline packets behind its CONNECT (docs/decisions.md, "MQTT before CONNACK"):
+the session holds them until the CONNECT is decided, and the reader then handles them in the
+same read, after the CONNACK.
 
 Memory is bounded per connection: the ack queue holds at most ``MAX_INFLIGHT_READS``
 uncommitted reads (the reader blocks when it is full: TCP backpressure reaches the client),
@@ -49,25 +54,26 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from gateway.clock import now_us
+from gateway.device.mqtt.output import Output
 from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
 from gateway.frontdoor.connection import DrainingStream
 from gateway.metrics import Labels, packet_key, write_key
-from gateway.model import ConnectionInfo, LogRecord, Protocol
+from gateway.model import ConnectionInfo, LogRecord, PointWrite, Protocol
 from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 from gateway.mqtt.packets import Connect, Publish, Subscribe
 from gateway.mqtt.session import Closed, Event, Session, SessionState
 from gateway.rules.dispatch import (
     CustomPublish,
     ProvisionRequest,
+    Rejection,
     ResourceTable,
-    ResourceWrites,
     dispatch,
 )
 from gateway.services.bundle import Services
 from gateway.services.connectors import Connector
 from gateway.services.control import Push
 from gateway.services.devices import DeviceAuth, not_authenticated
-from gateway.store.api import AppendEvent, DataIn, EventMeta, Op, PointWrite, Ticket
+from gateway.store.api import AppendEvent, DataIn, EventMeta, Op, Ticket
 
 __all__ = [
     "DRAIN_TIMEOUT_S",
@@ -126,14 +132,21 @@ class _Pending:
         self.writes = writes
 
 
-class _Table:
-    """A connector's compiled dispatch table plus the aliases whose writes also set ``set``."""
+class _Batch:
+    """What one read asks of the store, gathered in order: the resource rows of all its
+    PUBLISHes (one ``DataIn``, placed where its first row arrived), the other operations,
+    and the QoS 1 packet ids to acknowledge once all of it has committed."""
 
-    __slots__ = ("settable", "table")
+    __slots__ = ("data_at", "ops", "packet_ids", "points")
 
-    def __init__(self, table: ResourceTable, settable: frozenset[str]) -> None:
-        self.table = table
-        self.settable = settable
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.points: list[PointWrite] = []
+        self.data_at = -1  # index in ops of the DataIn; -1: no row yet
+        self.packet_ids: list[int] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.points or self.ops or self.packet_ids)
 
 
 class _Connection:
@@ -143,26 +156,19 @@ class _Connection:
     live at once on a busy gateway."""
 
     __slots__ = (
-        "_ack_recv",
         "_ack_send",
         "_acks_idle",
-        "_broken",
         "_counted_in",
         "_counted_out",
-        "_done",
         "_draining",
-        "_finishing",
-        "_flushing",
         "_metrics",
         "_nursery",
         "_queued",
         "_reader_scope",
         "_reading",
-        "_sent",
         "_stopped",
         "_table",
         "_table_version",
-        "_wake",
         "_writes_key",
         "attached",
         "auth",
@@ -170,6 +176,7 @@ class _Connection:
         "client_id",
         "info",
         "meta",
+        "output",
         "services",
         "session",
         "stream",
@@ -189,24 +196,20 @@ class _Connection:
             max_packet_size=max_packet,
             connect_timeout_s=services.config.connect_timeout_s,
         )
+        self.output = Output(
+            stream, self.session, on_write=self._count_out, on_failed=self._send_failed
+        )
         self.meta = EventMeta(connection_id=info.connection_id, ip=info.peer_ip, protocol=_PROTOCOL)
         self.auth: DeviceAuth | None = None
         self.attached = False
         self.client_id = ""
-        self._table: _Table | None = None
+        self._table: ResourceTable | None = None
         self._table_version = -1
         self._nursery: trio.Nursery | None = None
         # the acker's channel: created with the acker, by the first submission
         self._ack_send: trio.MemorySendChannel[_Pending] | None = None
-        self._ack_recv: trio.MemoryReceiveChannel[_Pending] | None = None
         self._queued = 0  # ack-queue entries not yet processed by the acker
         self._acks_idle: trio.Event | None = None  # None: nobody waits for the acker
-        self._wake: trio.Event | None = None  # the sender's wake-up; None: no sender yet
-        self._sent: trio.Event | None = None  # set after each send_all (backpressure wait)
-        self._flushing = False  # the reader writes its own replies (no sender yet)
-        self._finishing = False  # the acker is done: the sender exits once flushed
-        self._done: trio.Event | None = None  # set when the sender has exited
-        self._broken = False  # the transport failed: nothing more can be sent
         self._reader_scope = trio.CancelScope()
         self._reading = False  # the reader is blocked in receive_some (safe to cancel)
         self._stopped = False  # ended from outside the bytes: ignore the rest of the read
@@ -223,23 +226,20 @@ class _Connection:
         draining = stream if isinstance(stream, DrainingStream) else None
         if draining is not None:
             draining.add_drain_target(self)  # sets _draining now if already draining
+        output = self.output
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                output.open(nursery)
                 try:
                     await self._read_loop(draining)
                 finally:
                     if self._ack_send is not None:
-                        self._ack_send.close()
+                        self._ack_send.close()  # the acker finishes the output when drained
                     else:
-                        self._finishing = True  # no acker: nothing more will be queued
-                        if self._wake is not None:
-                            self._wake.set()
+                        output.finish()  # no acker: nothing more will be queued
                 with trio.move_on_after(DRAIN_TIMEOUT_S):
-                    if self._wake is None and not self._broken:
-                        await self._flush()  # what the reader left (a refusing CONNACK)
-                    elif self._done is not None:
-                        await self._done.wait()
+                    await output.wait_done()  # in-flight PUBACKs, a refusing CONNACK
                 nursery.cancel_scope.cancel()
         finally:
             if draining is not None:
@@ -251,6 +251,7 @@ class _Connection:
         loop: its deadline is the session's while waiting for bytes and infinite while a
         read is being handled (a read is never abandoned half-submitted)."""
         session = self.session
+        output = self.output
         # a registered drain target reads the wrapped stream directly (no guard frame or
         # scope per read); drain() interrupts the read, and `draining` is checked before each
         receive = self.stream.receive_some if draining is None else draining.stream.receive_some
@@ -259,10 +260,8 @@ class _Connection:
         with scope:
             while session.state is not SessionState.CLOSED:
                 scope.deadline = session.deadline
-                while session.bytes_to_send > MAX_BUFFERED_OUT and not self._broken:
-                    self._start_sender()
-                    self._sent = trio.Event()
-                    await self._sent.wait()
+                while session.bytes_to_send > MAX_BUFFERED_OUT and not output.broken:
+                    await output.wait_progress()
                 self._reading = True
                 try:
                     data = b"" if self._draining else await receive(MAX_RECV)
@@ -282,10 +281,7 @@ class _Connection:
                     self._counted_in = session.packets_in
                     self._metrics.packets[_PACKETS_IN] += grown
                 await self._handle(events)
-                if self._wake is not None:
-                    self._wake.set()
-                elif not self._broken:
-                    await self._flush()
+                await output.flush()
         if scope.cancel_called and session.state is not SessionState.CLOSED:
             if self._draining:
                 session.receive_data(b"", trio.current_time())  # drained: as at EOF
@@ -299,26 +295,6 @@ class _Connection:
         if self._reading:
             self._reader_scope.cancel()
 
-    async def _flush(self) -> None:
-        """The reader's own write, used until a sender task exists: send what the session
-        has queued (pushes queued meanwhile included), then return."""
-        session = self.session
-        self._flushing = True
-        try:
-            while self._wake is None:
-                data = session.data_to_send()
-                if not data:
-                    return
-                self._count_out()
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._send_failed(exc)
-        finally:
-            self._flushing = False
-        wake = self._wake
-        if wake is not None:
-            wake.set()  # a sender started while we were writing: it takes over now
-
     def _count_out(self) -> None:
         session = self.session
         grown = session.packets_out - self._counted_out
@@ -326,35 +302,28 @@ class _Connection:
         self._metrics.packets[_PACKETS_OUT] += grown
 
     def _send_failed(self, exc: Exception) -> None:
-        self._broken = True
-        if self._sent is not None:
-            self._sent.set()
         self.close("ssl_closed" if self.info.tls else "peer_closed", f"send failed: {exc!r}")
-
-    def _start_sender(self) -> None:
-        """Start the sender task (once); it writes everything from then on."""
-        if self._wake is None:
-            assert self._nursery is not None
-            self._wake = trio.Event()
-            self._done = trio.Event()
-            self._nursery.start_soon(self._send_loop)
 
     def _start_acker(self) -> trio.MemorySendChannel[_Pending]:
         """Start the acker (and the sender, which its acknowledgements need) once."""
         if self._ack_send is None:
             assert self._nursery is not None
-            self._ack_send, self._ack_recv = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
-            self._start_sender()
-            self._nursery.start_soon(self._ack_loop, self._ack_recv)
+            self._ack_send, receive = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
+            self.output.need_sender()
+            self._nursery.start_soon(self._ack_loop, receive)
         return self._ack_send
 
     async def _handle(self, events: list[Event]) -> None:
-        """Act on one read's events in order; all writes of the read form one submission."""
-        ops: list[Op] = []
-        pids: list[int] = []
+        """Act on one read's events in order; all writes of the read form one submission.
+        The packets a client pipelined behind its CONNECT come after the decision on it
+        (the session held them), and join the same list."""
+        batch = _Batch()
         now = now_us()
         debug = log.isEnabledFor(logging.DEBUG)
-        for event in events:
+        i = 0
+        while i < len(events):
+            event = events[i]
+            i += 1
             if self._stopped:
                 break
             t = type(event)
@@ -371,39 +340,49 @@ class _Connection:
                         event.topic,
                         len(event.payload),
                     )
-                if self.auth is None or event.topic.startswith("$provision/"):
-                    await self._submit(ops, pids)
-                    ops, pids = [], []
+                if self.auth is None:
+                    await self._submit(batch, now)
+                    batch = _Batch()
                     await self._unbound_publish(event, now)
-                else:
-                    self._dispatch(event, now, ops)
-                    if event.qos:
-                        pids.append(event.packet_id)
+                    continue
+                request = self._dispatch(event, now, batch)
+                if request is not None:  # $provision/ on an authenticated connection
+                    await self._submit(batch, now)
+                    batch = _Batch()
+                    await self._provision_publish(event, request)
+                elif event.qos:
+                    batch.packet_ids.append(event.packet_id)
             elif t is Connect:
                 assert isinstance(event, Connect)
-                if self.session.state is SessionState.CLOSED:
-                    # a violation followed the CONNECT in the same read: never accept it,
-                    # and act on nothing after it
-                    self._stopped = True
-                    break
                 await self._on_connect(event)
+                events += self.session.events()  # what was held behind it, if accepted
             elif t is Subscribe:
                 assert isinstance(event, Subscribe)
                 if self.auth is not None:
                     self.push(await self.services.state.pending(self.auth.device_id))
-        await self._submit(ops, pids)
+        await self._submit(batch, now)
 
-    async def _submit(self, ops: list[Op], pids: list[int]) -> None:
-        if not ops and not pids:
+    async def _submit(self, batch: _Batch, now: int) -> None:
+        """One submission and one ticket for the batch (nothing when it is empty); its
+        PUBACKs are queued by the acker after the commit."""
+        if not batch:
             return
+        ops = self._ops(batch, now)
         ticket = self.services.store.submit(ops) if ops else None
-        writes = 0
-        for op in ops:
-            if type(op) is DataIn:
-                writes += len(op.points)
         send = self._start_acker()
         self._queued += 1
-        await send.send(_Pending(ticket, pids, writes))
+        await send.send(_Pending(ticket, batch.packet_ids, len(batch.points)))
+
+    def _ops(self, batch: _Batch, now: int) -> list[Op]:
+        """The batch's store operations, its ``DataIn`` (when it has rows) in place."""
+        ops = batch.ops
+        if batch.points:
+            auth = self.auth
+            assert auth is not None
+            assert self.cid is not None
+            data = DataIn(self.cid, auth.device_id, auth.identity, batch.points, self.meta, now)
+            ops.insert(batch.data_at, data)
+        return ops
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -476,61 +455,50 @@ class _Connection:
 
     # -- PUBLISH ---------------------------------------------------------------------------
 
-    def _tables(self) -> _Table:
+    def _table_of(self) -> ResourceTable:
         """The connector's compiled table (cached by the registry until its resources
-        change) and its settable aliases, re-fetched whenever the registry version moves."""
+        change), re-fetched whenever the registry version moves.  Raises NotFound once the
+        connector is deleted."""
         registry = self.services.registry
-        if self._table is None or registry.version != self._table_version:
+        table = self._table
+        if table is None or registry.version != self._table_version:
             assert self.cid is not None
-            table = registry.table(self.cid)  # NotFound once the connector is deleted
-            settable = frozenset(
-                r.alias for r in registry.resources(self.cid).values() if r.settable
-            )
-            self._table = _Table(table, settable)
+            table = self._table = registry.table(self.cid)
             self._table_version = registry.version
-        return self._table
+        return table
 
-    def _dispatch(self, packet: Publish, now: int, ops: list[Op]) -> None:
-        """Append the store operation of one authenticated PUBLISH to ``ops`` (if any).
-        Values that fail their resource are logged and dropped, still acknowledged
-        (docs/protocol.md §12 item 13)."""
+    def _dispatch(self, packet: Publish, now: int, batch: _Batch) -> ProvisionRequest | None:
+        """Add what one authenticated PUBLISH asks of the store to ``batch``: its resource
+        rows to the read's one list, a custom publish as an event.  Values that fail their
+        resource are logged and dropped, still acknowledged (docs/protocol.md §12 item 13).
+        A ``$provision/`` topic is returned for the caller to act on."""
         auth = self.auth
         assert auth is not None
         assert self.cid is not None
+        points = batch.points
+        had = len(points)
+        rejected: list[Rejection] = []
         try:
-            tables = self._tables()
-            result = dispatch(tables.table, packet.topic, packet.payload, now)
+            result = dispatch(self._table_of(), packet.topic, packet.payload, now, points, rejected)
         except NotFound as exc:
             self.close("unknown_connector", exc.message)
-            return
+            return None
         except BadRequest as exc:
             self._debug("write_rejected", "bad_request", f"{packet.topic}: {exc.message}")
-            return
-        if type(result) is ResourceWrites:
-            for rej in result.rejected:
+            return None
+        if result is None:
+            if had == 0 and points:
+                batch.data_at = len(batch.ops)
+            for rej in rejected:
                 self._debug(
                     "write_rejected",
                     "format_mismatch",
                     f"{rej.alias}={rej.value[:64]!r}: {rej.reason}",
                 )
-            if result.points:
-                settable = tables.settable
-                replay = packet.topic == "$resource.batch"
-                points = [
-                    PointWrite(
-                        p.alias,
-                        p.value,
-                        p.timestamp,
-                        p.defined,
-                        p.defined and p.alias in settable,
-                        replay,
-                    )
-                    for p in result.points
-                ]
-                ops.append(DataIn(self.cid, auth.device_id, auth.identity, points, self.meta, now))
-        elif type(result) is CustomPublish:
+            return None
+        if type(result) is CustomPublish:
             text = result.payload.decode("utf-8", "replace")
-            ops.append(
+            batch.ops.append(
                 AppendEvent(
                     self.cid,
                     "publish",
@@ -540,12 +508,15 @@ class _Connection:
                     [{"topic": result.topic, "payload": text}],
                 )
             )
+            return None
+        assert isinstance(result, ProvisionRequest)
+        return result
 
     async def _unbound_publish(self, packet: Publish, now: int) -> None:
-        """A PUBLISH on a provisioning-only connection, or any ``$provision/`` topic."""
+        """A PUBLISH on a provisioning-only (anonymous) connection: only ``$provision/``."""
         assert self.cid is not None
         try:
-            result = dispatch(self._tables().table, packet.topic, packet.payload, now)
+            result = dispatch(self._table_of(), packet.topic, packet.payload, now, [], [])
         except GatewayError as exc:
             self._metrics.refuse(_METRICS_PROTOCOL, "bad_request")
             self.close("bad_request", f"{packet.topic}: {exc.message}")
@@ -555,18 +526,26 @@ class _Connection:
             self.close("not_authenticated", f"PUBLISH to {packet.topic!r} before authenticating")
             return
         assert isinstance(result, ProvisionRequest)
+        await self._provision(packet, result)
+
+    async def _provision_publish(self, packet: Publish, req: ProvisionRequest) -> None:
+        """``$provision/`` on an authenticated connection."""
         auth = self.auth
+        assert auth is not None
+        assert self.cid is not None
         connector = self.services.registry.get(self.cid)
         if (
-            auth is not None
-            and connector is not None
+            connector is not None
             and connector.settings.provisioning.auth_type == _CERTIFICATE
-            and auth.identity == result.identity
+            and auth.identity == req.identity
         ):
             # the certificate already provisioned this identity on connect (QA script flow)
-            await self._submit([], [packet.packet_id] if packet.qos else [])
+            if packet.qos:
+                batch = _Batch()
+                batch.packet_ids.append(packet.packet_id)
+                await self._submit(batch, 0)
             return
-        await self._provision(packet, result)
+        await self._provision(packet, req)
 
     async def _provision(self, packet: Publish, req: ProvisionRequest) -> None:
         """Activate ``req.identity``; PUBACK after the commit, then the reply on
@@ -605,10 +584,11 @@ class _Connection:
             self.services.control.detach(self.auth.device_id, self)
         await self._bind(DeviceAuth(self.cid, device_id, req.identity))
 
-    # -- acknowledgements and output -------------------------------------------------------
+    # -- acknowledgements ------------------------------------------------------------------
 
     async def _ack_loop(self, receive: trio.MemoryReceiveChannel[_Pending]) -> None:
         session = self.session
+        output = self.output
         failed = False
         async with receive:
             async for item in receive:
@@ -624,59 +604,27 @@ class _Connection:
                 if not failed:
                     if item.writes:
                         self._metrics.writes[self._writes_key] += item.writes
-                    session.ack(item.packet_ids)
-                    self._wake_sender()
+                    if item.packet_ids:
+                        session.ack(item.packet_ids)
+                        output.kick()
                 self._queued -= 1
                 if not self._queued and self._acks_idle is not None:
                     self._acks_idle.set()
-        self._finishing = True
-        self._wake_sender()
-
-    def _wake_sender(self) -> None:
-        """Output was queued from outside the reader: the sender (started now if need be)
-        writes it — unless the reader is writing, whose loop picks it up."""
-        if self._wake is not None:
-            self._wake.set()
-        elif not self._flushing:
-            self._start_sender()
-
-    async def _send_loop(self) -> None:
-        session = self.session
-        assert self._done is not None
-        try:
-            while self._flushing:  # the reader's own write is in progress: wait for it
-                self._wake = trio.Event()
-                await self._wake.wait()
-            while True:
-                data = session.data_to_send()
-                if data:
-                    self._count_out()
-                    await self.stream.send_all(data)
-                    if self._sent is not None:
-                        self._sent.set()
-                    continue
-                if self._finishing:
-                    return
-                self._wake = trio.Event()
-                await self._wake.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._send_failed(exc)
-        finally:
-            self._done.set()
+        output.finish()
 
     # -- PushTarget ------------------------------------------------------------------------
 
     def push(self, pushes: Sequence[Push]) -> None:
         """Queue set values as ``$resource/<alias>/<µs>`` QoS 0 (never blocks)."""
         session = self.session
-        if not pushes or self._broken or session.state is not SessionState.CONNECTED:
+        if not pushes or self.output.broken or session.state is not SessionState.CONNECTED:
             return
         for p in pushes:
             session.publish(f"$resource/{p.alias}/{p.timestamp}", p.value.encode())
         if session.bytes_to_send > MAX_PUSH_BUFFER:
             self.kick("slow_consumer")
             return
-        self._wake_sender()
+        self.output.kick()
 
     def kick(self, reason: str) -> None:
         """End this connection (``duplicate_connection`` when a newer one took over)."""
@@ -706,11 +654,11 @@ class _Connection:
                 self.services.control.detach(auth.device_id, self)
             will = self.session.will
             if will is not None and not closed.clean:
-                ops: list[Op] = []
-                self._dispatch(will, now_us(), ops)
-                if ops:
+                now = now_us()
+                batch = _Batch()
+                if self._dispatch(will, now, batch) is None and batch:
                     # nobody awaits it: a failure goes to the store's on_failure (logged)
-                    self.services.store.submit(ops, detached=True)
+                    self.services.store.submit(self._ops(batch, now), detached=True)
             # offline only if this is still the device's current connection (the store
             # compares connection ids: a newer connection may already have taken over)
             self.services.devices.disconnected(auth, self.meta, reason)
