@@ -120,6 +120,7 @@ def test_dispatch_100_point_batch(benchmark: Any, impl: str) -> None:
         for i in range(25)
     ]
     payload = msgspec.json.encode(entries)
+
     def run() -> int:
         points: list[Any] = []
         module.dispatch(table, "$resource.batch", payload, 0, points, [])

@@ -8,10 +8,9 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import Any, NamedTuple
 
 import pytest
-
-from typing import Any, NamedTuple
 
 from gateway._pure.dispatch import (
     CustomPublish,
@@ -41,7 +40,8 @@ def dispatch(twin: ModuleType, table: object, topic: str, payload: bytes, now: i
     result = twin.dispatch(table, topic, payload, now, points, rejected)
     if result is None:
         return Writes(points, rejected)
-    assert points == [] and rejected == []
+    assert points == []
+    assert rejected == []
     return result
 
 
@@ -277,7 +277,8 @@ def test_batch_same_timestamp_and_duplicates(twin: ModuleType, table: object) ->
 def test_batch_rejections(twin: ModuleType, table: object) -> None:
     payload = b'[{"timestamp":5,"values":{"level":12,"mode":"auto","on":"yes"}}]'
     result = dispatch(twin, table, "$resource.batch", payload, NOW)
-    assert result.points == [PointWrite("mode", "auto", 5_000_000, True, settable=True, replay_check=True)]
+    mode = PointWrite("mode", "auto", 5_000_000, True, settable=True, replay_check=True)
+    assert result.points == [mode]
     assert [(r.alias, r.value, r.reason) for r in result.rejected] == [
         ("level", "12", "value is not one of the allowed values"),
         ("on", "yes", "value is not true or false"),

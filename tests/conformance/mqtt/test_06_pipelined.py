@@ -46,9 +46,7 @@ def client(request: pytest.FixtureRequest, gw: TestGateway) -> Opener:
         if request.param == "plain":
             stream = await trio.open_tcp_stream("127.0.0.1", gw.ports["dev_mqtt"])
         else:
-            stream = await open_tls_client(
-                gw.ports["mqtt_tls"], gw.fqdn(), client_context(gw.ca)
-            )
+            stream = await open_tls_client(gw.ports["mqtt_tls"], gw.fqdn(), client_context(gw.ca))
         c = RawClient(stream)  # type: ignore[arg-type]
         try:
             yield c
