@@ -10,16 +10,27 @@ principle 3).
 
 The OpenSSL connection never touches a socket.  It owns two memory BIOs: we write ciphertext
 from the transport into the *incoming* BIO (``bio_write``) and drain ciphertext it produced
-from the *outgoing* BIO (``bio_read``).  Every operation (``do_handshake``, ``recv``, ``send``,
-``shutdown``) is a non-blocking call that either completes or raises ``WantReadError``
-("feed me more ciphertext").  :meth:`TLSStream._retry` turns such a call into a Trio
-blocking call:
+from the *outgoing* BIO.  Every operation (``do_handshake``, read, write, ``shutdown``) is a
+non-blocking call that either completes or raises ``WantReadError`` ("feed me more
+ciphertext").  :meth:`TLSStream._retry` turns such a call into a Trio blocking call:
 
 1. call the operation;
 2. drain the outgoing BIO; if anything came out, send it (under ``_send_lock``) and loop;
 3. otherwise, if the operation wanted to read, receive one chunk from the transport (under
    ``_recv_lock``) into the incoming BIO and loop;
 4. otherwise it is done.
+
+Reads and writes move whole batches of records, not one record per call
+(:mod:`gateway.tls.records`, compiled in ``ext/tls_records.pyx``): one ``receive_some``
+returns the plaintext of *every* record the incoming BIO holds, up to ``max_bytes`` — a
+device that sends one PUBLISH per record (what paho, murano-client and mosquitto_pub do)
+costs one transport read, one wake-up and one session step for all the records that arrived
+together, not one each — and one ``send_all`` encrypts all its plaintext (up to
+``_MAX_SEND_CHUNK`` at a time) into 16 KiB records before a single drain of the outgoing BIO
+and a single transport write, so many PUBACKs or pushes become as few records and writes as
+the record size allows.  Ciphertext left in the incoming BIO past ``max_bytes`` is decrypted
+by the next ``receive_some`` before the transport is read again (the operation is always
+tried before receiving).
 
 Sending before receiving matters: the bytes drained from the BIO must reach the wire in the
 order OpenSSL produced them, and a receive could wait forever for a reply to bytes we have
@@ -60,12 +71,14 @@ import trio
 from cryptography import x509
 from OpenSSL import SSL
 
+from gateway.tls.records import MAX_READ, Records, records_for
+
 __all__ = ["MAX_RECV", "TLSStream"]
 
 T = TypeVar("T")
 
-MAX_RECV = 65536  # bytes asked of the transport per receive: a few TLS records
-_BIO_CHUNK = 65536  # bytes drained from the outgoing BIO per bio_read call
+MAX_RECV = 65536  # bytes asked of the transport per receive: many TLS records
+_MAX_SEND_CHUNK = 256 * 1024  # plaintext encrypted per transport write (bounds the BIO)
 _STARTING_RECEIVE_SIZE = 16384  # plaintext asked of OpenSSL when the caller gives no size
 
 
@@ -107,6 +120,7 @@ class TLSStream(trio.abc.Stream):
     ) -> None:
         self.transport_stream = transport
         self.connection = connection
+        self._records: Records = records_for(connection)
         self._server_side = server_side
         self._state = _State.OK
         self._handshake_done = False
@@ -161,13 +175,20 @@ class TLSStream(trio.abc.Stream):
             raise trio.ClosedResourceError("TLS stream was closed")
 
     def _drain_outgoing(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            try:
-                parts.append(self.connection.bio_read(_BIO_CHUNK))
-            except SSL.WantReadError:
-                break
-        return b"".join(parts)
+        return self._records.drain()
+
+    def _read(self, max_bytes: int) -> bytes:
+        """Every record's plaintext available now (up to ``max_bytes``); raises
+        ``WantReadError`` when OpenSSL needs more ciphertext first (see ``_retry``)."""
+        data = self._records.read(max_bytes)
+        if data is None:
+            raise SSL.WantReadError()
+        return data
+
+    def _write(self, data: memoryview) -> int:
+        """Encrypt all of ``data`` into the outgoing BIO (``_retry`` then drains it)."""
+        self._records.write(data)
+        return data.nbytes
 
     async def _retry(
         self,
@@ -286,7 +307,7 @@ class TLSStream(trio.abc.Stream):
                 max_bytes = operator.index(max_bytes)
                 if max_bytes < 1:
                     raise ValueError("max_bytes must be >= 1")
-            data = await self._retry(self.connection.recv, max_bytes)
+            data = await self._retry(self._read, min(max_bytes, MAX_READ))
             return data if data is not None else b""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -298,11 +319,12 @@ class TLSStream(trio.abc.Stream):
             if not view.nbytes:
                 await trio.lowlevel.checkpoint()
                 return
-            # partial writes are enabled by pyOpenSSL: send record-sized pieces so the
-            # outgoing BIO never holds more than one chunk of ciphertext
+            # all of a chunk becomes 16 KiB records in the outgoing BIO, then one drain and
+            # one transport write; the chunk bounds what the BIO holds
             offset = 0
             while offset < view.nbytes:
-                written = await self._retry(self.connection.send, view[offset : offset + 16384])
+                chunk = view[offset : offset + _MAX_SEND_CHUNK]
+                written = await self._retry(self._write, chunk)
                 if written is None:  # the peer closed while we wrote
                     self._state = _State.BROKEN
                     raise trio.BrokenResourceError("peer closed the TLS connection")

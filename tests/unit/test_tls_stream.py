@@ -102,6 +102,74 @@ async def test_receive_size_limit_and_validation(pki: TestPKI, contexts: ServerC
         await server.receive_some(0)
 
 
+async def test_one_receive_returns_every_record_that_arrived(
+    pki: TestPKI, contexts: ServerContexts
+) -> None:
+    """A device that sends one PUBLISH per TLS record (one send per message): everything
+    that arrived comes back from one receive_some, not one record per call."""
+    server, client = await pair(pki, contexts)
+    messages = [bytes([0x30, 5]) + b"m%03d" % i for i in range(300)]
+    for m in messages:
+        await client.send_all(m)  # one record each
+    assert await server.receive_some(65536) == b"".join(messages)
+    await client.send_all(b"x" * 40_000)  # three records: a limit still applies
+    assert await server.receive_some(30_000) == b"x" * 30_000
+    assert await server.receive_some(65536) == b"x" * 10_000
+
+
+class _CountingTransport(trio.abc.Stream):
+    """A real stream that counts the writes passing through it."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[int] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(len(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_one_send_all_is_full_records_and_one_transport_write(
+    pki: TestPKI, contexts: ServerContexts
+) -> None:
+    """4,000 PUBACKs (16 KB) in one send_all: one 16 KiB record, one transport write; 100
+    KB: seven records, still one write."""
+    client_transport, server_transport = trio.testing.memory_stream_pair()
+    counting = _CountingTransport(server_transport)
+    server = TLSStream(counting, contexts.new_connection(Transport.TLS))
+    client = trio.SSLStream(
+        client_transport, client_ctx(pki, ssl.TLSVersion.TLSv1_3), server_hostname="c1.m2.localhost"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client.do_handshake)
+    pubacks = b"\x40\x02\x00\x01" * 4000
+    counting.writes.clear()
+    await server.send_all(pubacks)
+    # the first write also carries the TLS 1.3 session tickets held back after the handshake
+    (first,) = counting.writes
+    got = b""
+    while len(got) < len(pubacks):
+        got += await client.receive_some(65536)
+    assert got == pubacks
+    counting.writes.clear()
+    await server.send_all(b"y" * 100_000)
+    assert counting.writes == [100_000 + 7 * 22]  # 6 x 16 KiB + 1 record, 22 bytes each
+    got = b""
+    while len(got) < 100_000:
+        got += await client.receive_some(65536)
+    assert first > len(pubacks)
+
+
 async def test_two_receivers_conflict(pki: TestPKI, contexts: ServerContexts) -> None:
     server, _client = await pair(pki, contexts)
     async with trio.open_nursery() as nursery:
