@@ -55,6 +55,11 @@ class MqttLoad:
     drain_timeout: float = 10.0
     keepalive: int = 600
     subscribe_prefix: str = ""
+    # TLS framing: one TLS record per PUBLISH (what device clients send), sealed before the
+    # timed phase up to tls_prebuild_records per worker; False = 16 KiB records of many
+    # PUBLISHes each (the *_batched scenarios).  Plain TCP has no records: no difference.
+    per_record: bool = True
+    tls_prebuild_records: int = 2_000_000
 
     def __post_init__(self) -> None:
         require_loopback(self.host)

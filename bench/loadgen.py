@@ -16,6 +16,14 @@ Design (why it is fast enough in Python):
   k PUBLISHes followed by a PINGREQ, at most QOS0_PINGS_IN_FLIGHT buffers per connection are
   unanswered, and a server answers PINGRESP in stream order (§3.12).  So socket buffers never
   hide a backlog, the drain at the deadline is short, and the last PINGRESP marks the end.
+* TLS sends **one PUBLISH per TLS record** by default (``per_record=True``), as device
+  clients do (paho, murano-client and mosquitto_pub write one message per ``send``), and
+  the records are **encrypted before the timed phase** (:func:`_prebuild`: each PUBLISH its
+  own ``SSL_write`` on the connection's ``SSLObject``, in the order they will be sent, up
+  to ``tls_prebuild_records`` per worker), so the timed loop only writes ciphertext to
+  sockets and never caps the peer; past the pre-built stock, records are sealed on the fly
+  (counted in ``loadgen_cpu``).  ``per_record=False`` packs each send into 16 KiB records
+  (many PUBLISHes per record): the labelled batched scenarios.
 
 Contract: the host must be 127.0.0.1 (anything else raises ``ValueError``); runs are bounded
 by ``duration`` (and optionally ``count`` messages per connection) plus ``drain_timeout``.
@@ -32,7 +40,6 @@ import multiprocessing
 import multiprocessing.connection
 import resource
 import select
-import ssl
 import time
 from array import array
 from collections.abc import Sequence
@@ -52,7 +59,15 @@ from bench.loadcfg import (
     require_loopback,
     weighted_percentiles,
 )
-from bench.mqtt_conns import EP_IN, EP_OUT, Conn, close_all, connect_all, receive, subscribe_all
+from bench.mqtt_conns import (
+    EP_IN,
+    EP_OUT,
+    Conn,
+    close_all,
+    connect_all,
+    receive,
+    subscribe_all,
+)
 
 __all__ = [
     "LOOPBACK",
@@ -150,8 +165,59 @@ def _build(cfg: MqttLoad, nconns: int) -> tuple[memoryview, int, int, int]:
     return memoryview(ring), pkt, 0, 0
 
 
+def _qos0_chunk(buf: memoryview, pkt: int, per_chunk: int) -> list[memoryview]:
+    """The packets of one QoS 0 chunk (k PUBLISHes and the PINGREQ), one record each."""
+    return [buf[i * pkt : (i + 1) * pkt] for i in range(per_chunk)] + [buf[per_chunk * pkt :]]
+
+
+def _ring_packets(buf: memoryview, pkt: int, start: int, k: int) -> list[memoryview]:
+    """k QoS 1 packets of the id ring from index ``start`` (wrapping at the id space)."""
+    return [
+        buf[((start + i) % PACKET_ID_SPACE) * pkt : ((start + i) % PACKET_ID_SPACE + 1) * pkt]
+        for i in range(k)
+    ]
+
+
+def _prebuild(cfg: MqttLoad, conns: list[Conn], built: tuple[memoryview, int, int, int]) -> int:
+    """TLS, one record per PUBLISH: encrypt each connection's first publishes now, before
+    the timed phase, in the order they will be sent.  Returns the record size (constant for
+    the AEAD ciphers of TLS 1.2/1.3 at one plaintext size), 0 when nothing was built."""
+    if not cfg.tls or not cfg.per_record or not conns:
+        return 0
+    buf, pkt, per_chunk, max_chunks = built
+    budget = max(1, cfg.tls_prebuild_records // len(conns))
+    rec_len = 0
+    for c in conns:
+        tls = c.tls
+        assert tls is not None
+        if cfg.qos == 0:
+            chunks = max(QOS0_PINGS_IN_FLIGHT, budget // (per_chunk + 1))
+            if max_chunks:
+                chunks = min(chunks, max_chunks)
+            packets = _qos0_chunk(buf, pkt, per_chunk)
+            c.cipher = collections.deque(tls.seal(packets) for _ in range(chunks))
+            continue
+        records = max(2 * cfg.window, budget)
+        if cfg.count:
+            records = min(records, cfg.count)
+        cipher = tls.seal(_ring_packets(buf, pkt, 0, records))
+        one = len(cipher) // records
+        if one * records != len(cipher):
+            raise AssertionError("TLS records of one plaintext size differ in length")
+        rec_len = rec_len or one
+        if one != rec_len:
+            raise AssertionError("connections negotiated different record overheads")
+        c.cipher = cipher
+        c.cipher_at = 0
+    return rec_len
+
+
 def _publish(
-    cfg: MqttLoad, conns: list[Conn], t0: float, built: tuple[memoryview, int, int, int]
+    cfg: MqttLoad,
+    conns: list[Conn],
+    t0: float,
+    built: tuple[memoryview, int, int, int],
+    rec_len: int = 0,
 ) -> dict[str, Any]:
     """Run the timed publish phase on already-open connections; return this worker's totals.
 
@@ -161,6 +227,10 @@ def _publish(
     drain at the end is bounded (a count limit is rounded up to whole buffers).
     """
     buf, pkt, per_chunk, max_chunks = built
+    per_record = cfg.tls and cfg.per_record
+    batched_tls = cfg.tls and not per_record
+    unit = rec_len or pkt  # bytes of one QoS 1 packet as it goes on the wire
+    qos0_packets = _qos0_chunk(buf, pkt, per_chunk) if per_record and cfg.qos == 0 else []
     refill_step = max(1, cfg.window // 2)
     ep = select.epoll()
     by_fd: dict[int, Conn] = {}
@@ -185,10 +255,19 @@ def _publish(
     def refill(c: Conn, now: float) -> None:
         if draining or c.pending is not None:
             return
+        tls = c.tls
         if cfg.qos == 0:
             if c.pings_out >= QOS0_PINGS_IN_FLIGHT or (max_chunks and c.chunks >= max_chunks):
                 return
-            c.pending = buf
+            if tls is None:
+                c.pending = buf
+            elif batched_tls:
+                c.pending = memoryview(tls.seal_batched(buf))
+            elif c.cipher:
+                assert isinstance(c.cipher, collections.deque)
+                c.pending = memoryview(c.cipher.popleft())
+            else:  # the pre-built stock is spent: seal on the fly (counted)
+                c.pending = memoryview(tls.seal(qos0_packets))
             c.pings_out += 1
             c.chunks += 1
             return
@@ -200,7 +279,21 @@ def _publish(
         if room <= 0 or (room < refill_step and c.inflight):
             return
         k = min(room, PACKET_ID_SPACE - c.next_idx)
-        c.pending = buf[c.next_idx * pkt : (c.next_idx + k) * pkt]
+        if tls is None:
+            c.pending = buf[c.next_idx * pkt : (c.next_idx + k) * pkt]
+        elif batched_tls:
+            c.pending = memoryview(tls.seal_batched(buf[c.next_idx * pkt : (c.next_idx + k) * pkt]))
+        else:
+            stock = c.cipher
+            assert isinstance(stock, bytes)
+            have = len(stock) // rec_len - c.cipher_at if rec_len else 0
+            if have > 0:
+                # the stock's records are numbered by TLS in order: use them all, none skipped
+                k = min(k, have)
+                c.pending = memoryview(stock)[c.cipher_at * rec_len : (c.cipher_at + k) * rec_len]
+                c.cipher_at += k
+            else:  # the pre-built stock is spent: seal on the fly (counted)
+                c.pending = memoryview(tls.seal(_ring_packets(buf, pkt, c.next_idx, k)))
         c.next_idx = (c.next_idx + k) % PACKET_ID_SPACE
         c.inflight += k
         c.batches.append([now, float(k)])
@@ -238,11 +331,12 @@ def _publish(
         if not draining and now >= end:
             draining = True
             for c in list(by_fd.values()):
-                if cfg.qos == 1 and c.pending is not None:
+                if cfg.qos == 1 and c.pending is not None and not batched_tls:
                     # Whole packets still in our buffer were never sent: un-count them; the
-                    # front remainder of a partly sent packet must still go out.
-                    unsent = len(c.pending) // pkt
-                    partial = len(c.pending) % pkt
+                    # front remainder of a partly sent packet (or record) must still go out.
+                    # (A batched TLS record holds many packets: it goes out whole.)
+                    unsent = len(c.pending) // unit
+                    partial = len(c.pending) % unit
                     c.inflight -= unsent
                     if unsent and c.batches:
                         c.batches[-1][1] -= unsent
@@ -264,16 +358,15 @@ def _publish(
                 if ev & EP_IN:
                     try:
                         data = c.sock.recv(RECV_SIZE)
-                    except (ssl.SSLWantReadError, BlockingIOError):
+                    except BlockingIOError:
                         data = None
                     if data == b"":
                         retire(c, "closed by server")
                         continue
+                    if data and c.tls is not None:
+                        data = c.tls.feed(data)  # b"": no whole record yet
                     if data:
                         c.rbuf += data
-                        if isinstance(c.sock, ssl.SSLSocket):
-                            while c.sock.pending():
-                                c.rbuf += c.sock.recv(RECV_SIZE)
                         now = time.monotonic()
                         acks, pings = _consume(c, now, lat, weight)
                         if acks or pings:
@@ -285,7 +378,7 @@ def _publish(
                 if ev & EP_OUT and c.pending is not None:
                     try:
                         n = c.sock.send(c.pending)
-                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    except BlockingIOError:
                         n = 0
                     if n:
                         c.bytes_sent += n
@@ -337,10 +430,11 @@ def _worker(
         if cfg.subscribe_prefix:
             conns = subscribe_all(cfg, conns, errors)
         built = _build(cfg, len(conns)) if mode == "publish" else (memoryview(b""), 0, 0, 0)
+        rec_len = _prebuild(cfg, conns, built) if mode == "publish" else 0  # TLS, untimed
         pipe.send(("ready", {"ok": len(conns), "errors": errors, "seconds": last - t_start}))
         tag, t0 = pipe.recv()
         if mode == "publish" and tag == "go":
-            pipe.send(("result", _publish(cfg, conns, t0, built)))
+            pipe.send(("result", _publish(cfg, conns, t0, built, rec_len)))
         elif mode == "receive" and tag == "go":
             pipe.send(("result", receive(cfg, conns, t0)))
         close_all(conns)
@@ -485,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--payload", type=int, default=50)
     ap.add_argument("--topic", default="$resource/data_in")
     ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--batched", action="store_true", help="TLS: many PUBLISHes per record")
+    ap.add_argument("--sni", default=None)
     ap.add_argument("--processes", type=int, default=0)
     ap.add_argument("--storm", action="store_true")
     a = ap.parse_args(argv)
@@ -499,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         payload_size=a.payload,
         topic=a.topic,
         tls=a.tls,
+        per_record=not a.batched,
+        server_hostname=a.sni,
         processes=a.processes,
     )
     res = connect_storm(cfg) if a.storm else run_mqtt(cfg)

@@ -1,5 +1,14 @@
 """Connection handling of the MQTT load generator: concurrent (TLS) connect + CONNACK,
-SUBSCRIBE, counting received PUBLISHes, DISCONNECT.  Runs inside worker processes."""
+SUBSCRIBE, counting received PUBLISHes, DISCONNECT.  Runs inside worker processes.
+
+TLS runs over ``ssl.SSLObject`` on memory BIOs (:class:`TlsWire`), never an ``SSLSocket``:
+the generator decides what becomes a TLS record.  :meth:`TlsWire.seal` makes each packet
+its own record (one ``SSL_write`` each), which is what device clients send (paho,
+murano-client and mosquitto_pub write one message per ``send``), and it can do so *before*
+the timed phase, so that sending is a plain socket write of pre-encrypted bytes and the
+generator never caps a fast peer; :meth:`TlsWire.seal_batched` packs a buffer into 16 KiB
+records (the labelled "batched" scenarios).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,7 @@ import selectors
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bench import mqtt_wire as wire
@@ -22,12 +31,77 @@ EP_IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 EP_OUT = select.EPOLLOUT
 
 
+class TlsWire:
+    """The client side of one TLS connection on memory BIOs (see the module docstring)."""
+
+    __slots__ = ("incoming", "obj", "outgoing")
+
+    def __init__(self, ctx: ssl.SSLContext, server_hostname: str | None) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+
+    def handshake(self) -> bool:
+        """One handshake step; True once complete.  Send ``pending()`` afterwards."""
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def pending(self) -> bytes:
+        """Ciphertext waiting to go to the socket."""
+        return self.outgoing.read()
+
+    def feed(self, data: bytes) -> bytes:
+        """Ciphertext from the socket in, every plaintext byte it completes out (``b""`` if
+        no record is complete yet).  Raises ``ssl.SSLError`` (also at close_notify)."""
+        self.incoming.write(data)
+        out = b""
+        while True:
+            try:
+                out += self.obj.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
+                return out
+
+    def seal(self, packets: Iterable[bytes | memoryview]) -> bytes:
+        """One TLS record per packet (one ``SSL_write`` each); the ciphertext of all."""
+        write = self.obj.write
+        for packet in packets:
+            write(packet)
+        return self.outgoing.read()
+
+    def seal_batched(self, data: bytes | memoryview) -> bytes:
+        """``data`` in as few records as possible (16 KiB of plaintext each)."""
+        self.obj.write(data)
+        return self.outgoing.read()
+
+
+def send_now(sock: socket.socket, data: bytes, timeout: float = 10.0) -> None:
+    """Write all of ``data`` to a non-blocking socket (small control traffic: handshakes,
+    CONNECT, SUBSCRIBE, DISCONNECT), waiting for room when the buffer is full."""
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while view:
+        try:
+            n = sock.send(view)
+        except BlockingIOError:
+            n = 0
+        view = view[n:]
+        if view:
+            if time.monotonic() > deadline:
+                raise TimeoutError("socket stayed full")
+            select.select([], [sock], [], 0.1)
+
+
 class Conn:
     __slots__ = (
         "acked",
         "batches",
         "bytes_sent",
         "chunks",
+        "cipher",
+        "cipher_at",
         "confirmed",
         "done_at",
         "index",
@@ -38,11 +112,16 @@ class Conn:
         "rbuf",
         "sock",
         "state",
+        "tls",
         "writing",
     )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock: socket.socket = sock
+        self.tls: TlsWire | None = None
+        # pre-encrypted publishes (TLS, one record each): QoS 0 chunks, or the QoS 1 stream
+        self.cipher: collections.deque[bytes] | bytes = b""
+        self.cipher_at = 0  # QoS 1: records of `cipher` already sent
         self.state = "connecting"
         self.rbuf = bytearray()
         self.pending: memoryview | None = None
@@ -107,19 +186,25 @@ def connect_all(
         conn.sock.close()
 
     def send_connect(conn: Conn, index: int) -> None:
-        conn.sock.send(connect_packet(cfg, index))  # < 100 bytes: fits any empty buffer
+        packet = connect_packet(cfg, index)
+        if conn.tls is not None:
+            send_now(conn.sock, conn.tls.seal([packet]))
+        else:
+            conn.sock.send(packet)  # < 100 bytes: fits any empty buffer
         conn.state = "connack"
         sel.modify(conn.sock, selectors.EVENT_READ, conn)
 
-    def handshake(conn: Conn, index: int) -> None:
-        assert isinstance(conn.sock, ssl.SSLSocket)
-        try:
-            conn.sock.do_handshake()
-        except ssl.SSLWantReadError:
+    def handshake(conn: Conn, index: int, data: bytes = b"") -> None:
+        tls = conn.tls
+        assert tls is not None
+        if data:
+            tls.incoming.write(data)
+        done = tls.handshake()
+        out = tls.pending()
+        if out:
+            send_now(conn.sock, out)
+        if not done:
             sel.modify(conn.sock, selectors.EVENT_READ, conn)
-            return
-        except ssl.SSLWantWriteError:
-            sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
             return
         send_connect(conn, index)
 
@@ -148,27 +233,30 @@ def connect_all(
                         continue
                     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if ctx is not None:
-                        sel.unregister(conn.sock)
-                        conn.sock = ctx.wrap_socket(
-                            conn.sock,
-                            server_hostname=cfg.server_hostname,
-                            do_handshake_on_connect=False,
-                        )
-                        sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+                        conn.tls = TlsWire(ctx, cfg.server_hostname)
                         conn.state = "tls"
                         handshake(conn, index)
                     else:
                         send_connect(conn, index)
                 elif conn.state == "tls":
-                    handshake(conn, index)
+                    try:
+                        data = conn.sock.recv(RECV_SIZE)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        fail(conn, "closed during the TLS handshake")
+                        continue
+                    handshake(conn, index, data)
                 else:
                     try:
-                        data = conn.sock.recv(4096)
-                    except ssl.SSLWantReadError:
+                        data = conn.sock.recv(RECV_SIZE)
+                    except BlockingIOError:
                         continue
                     if not data:
                         fail(conn, "closed before CONNACK")
                         continue
+                    if conn.tls is not None:
+                        data = conn.tls.feed(data)
                     conn.rbuf += data
                     frames = wire.split_frames(conn.rbuf)
                     if not frames:
@@ -200,18 +288,23 @@ def subscribe_all(cfg: MqttLoad, conns: list[Conn], errors: dict[str, int]) -> l
     kept: list[Conn] = []
     for c in conns:
         try:
-            c.sock.setblocking(True)
-            c.sock.settimeout(cfg.connect_timeout)
-            c.sock.sendall(wire.subscribe(f"{cfg.subscribe_prefix}{c.index}"))
+            packet = wire.subscribe(f"{cfg.subscribe_prefix}{c.index}")
+            send_now(c.sock, c.tls.seal([packet]) if c.tls is not None else packet)
+            deadline = time.monotonic() + cfg.connect_timeout
             while True:
-                data = c.sock.recv(4096)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no SUBACK")
+                select.select([c.sock], [], [], 0.1)
+                try:
+                    data = c.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
                 if not data:
                     raise ConnectionError("closed before SUBACK")
-                c.rbuf += data
+                c.rbuf += c.tls.feed(data) if c.tls is not None else data
                 frames = wire.split_frames(c.rbuf)
                 if any(f == wire.SUBACK for f, _b in frames):
                     break
-            c.sock.setblocking(False)
             kept.append(c)
         except (OSError, ValueError) as exc:
             key = err_key(exc)
@@ -238,7 +331,7 @@ def receive(cfg: MqttLoad, conns: list[Conn], t0: float) -> dict[str, Any]:
             c = by_fd[fd]
             try:
                 data = c.sock.recv(RECV_SIZE)
-            except (ssl.SSLWantReadError, BlockingIOError):
+            except BlockingIOError:
                 continue
             except OSError as exc:
                 errors[err_key(exc)] += 1
@@ -250,7 +343,7 @@ def receive(cfg: MqttLoad, conns: list[Conn], t0: float) -> dict[str, Any]:
                 waiting.discard(fd)
                 ep.unregister(fd)
                 continue
-            c.rbuf += data
+            c.rbuf += c.tls.feed(data) if c.tls is not None else data
             n = sum(1 for f, _b in wire.split_frames(c.rbuf) if f & wire.TYPE_MASK == wire.PUBLISH)
             if n:
                 got[fd] += n
@@ -273,7 +366,10 @@ def close_all(conns: list[Conn]) -> None:
         try:
             c.sock.setblocking(True)
             c.sock.settimeout(0.5)
-            c.sock.send(wire.DISCONNECT_BYTES)
-        except (OSError, ValueError):
+            if c.tls is not None:
+                c.sock.send(c.tls.seal([wire.DISCONNECT_BYTES]))
+            else:
+                c.sock.send(wire.DISCONNECT_BYTES)
+        except (OSError, ValueError, ssl.SSLError):
             pass
         c.sock.close()

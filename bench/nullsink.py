@@ -127,14 +127,24 @@ def serve(listener: socket.socket, mode: Mode, ctx: ssl.SSLContext | None) -> No
             sock = key.data
             try:
                 data = sock.recv(262_144)
-                if isinstance(sock, ssl.SSLSocket):
-                    while sock.pending():
-                        data += sock.recv(262_144)
             except (ssl.SSLWantReadError, BlockingIOError):
                 continue
             except OSError:
                 close(sock)
                 continue
+            if data and isinstance(sock, ssl.SSLSocket):
+                # one recv returns one TLS record: take every record that arrived (a client
+                # sending one PUBLISH per record would otherwise cap the sink, not itself)
+                while True:
+                    try:
+                        more = sock.recv(262_144)
+                    except (ssl.SSLWantReadError, BlockingIOError):
+                        break
+                    except OSError:
+                        more = b""
+                    if not more:
+                        break
+                    data += more
             if not data:
                 close(sock)
                 continue
