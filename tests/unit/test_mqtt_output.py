@@ -106,30 +106,24 @@ async def test_kick_during_an_inline_write_is_taken_by_the_write_loop(
     assert h.writes == 2
 
 
-async def test_sender_asked_for_during_an_inline_write_takes_over_after_it(
+async def test_a_second_producer_flushing_during_a_write_is_taken_by_it(
     autojump_clock: trio.testing.MockClock,
 ):
-    """HANDOVER: the acker starts while the reader writes; the sender begins only when the
-    reader's send_all has returned (two writers at once would be BusyResourceError)."""
+    """The acker flushes PUBACKs while the reader is inside send_all: it returns at once
+    (two writers would be BusyResourceError) and the reader's write loop sends them."""
     h = Harness()
     async with trio.open_nursery() as nursery:
         h.output.open(nursery)
-        first = CONNACK
-        nursery.start_soon(h.output.flush)
+        nursery.start_soon(h.output.flush)  # the reader
         await trio.testing.wait_all_tasks_blocked()
-        h.output.need_sender()
-        assert h.output.state is OutputState.HANDOVER
-        with pytest.raises(RuntimeError, match="reader writes"):
-            h.output.finish()
+        assert h.output.state is OutputState.INLINE_WRITING
         acks = h.queue(2)
-        h.output.kick()  # nothing to do yet: the handover owns it
-        assert await h.read(len(first)) == first
-        await trio.testing.wait_all_tasks_blocked()
-        assert h.output.state is OutputState.SENDER
-        assert await h.read(len(acks)) == acks
-        h.output.finish()
-        await h.output.wait_done()
-    assert h.output.state is OutputState.DONE
+        with trio.fail_after(1):
+            await h.output.flush()  # the acker: does not wait for the write in progress
+        with pytest.raises(RuntimeError, match="writing"):
+            h.output.finish()
+        assert await h.read(len(CONNACK) + len(acks)) == CONNACK + acks
+    assert h.output.state is OutputState.INLINE
     assert h.writes == 2
 
 
@@ -137,7 +131,7 @@ async def test_flush_in_sender_mode_wakes_the_sender(autojump_clock: trio.testin
     h = Harness()
     async with trio.open_nursery() as nursery:
         h.output.open(nursery)
-        h.output.need_sender()
+        h.output.kick()  # a push: the sender writes from now on
         assert await h.read(len(CONNACK)) == CONNACK
         replies = h.queue(1)
         await h.output.flush()  # the reader does not write itself any more
@@ -166,7 +160,7 @@ async def test_backpressure_waits_for_the_next_write(autojump_clock: trio.testin
     h = Harness()
     async with trio.open_nursery() as nursery:
         h.output.open(nursery)
-        h.output.need_sender()
+        h.output.kick()
         assert await h.read(len(CONNACK)) == CONNACK
         await trio.testing.wait_all_tasks_blocked()  # that write has returned
         big = h.queue(50)
@@ -191,7 +185,7 @@ async def test_a_failed_write_breaks_the_output_once(autojump_clock: trio.testin
     h = Harness()
     async with trio.open_nursery() as nursery:
         h.output.open(nursery)
-        h.output.need_sender()
+        h.output.kick()
         await trio.testing.wait_all_tasks_blocked()
         released = trio.Event()
 

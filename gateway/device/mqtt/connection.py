@@ -13,15 +13,15 @@
 * the **acker** awaits those submissions' tickets in order and only then queues their
   PUBACKs — an acknowledgement means committed (docs/architecture.md principle 2) — all PUBACKs of a
   read in one buffer;
-* the **sender** writes whatever the session has queued (CONNACK, SUBACK, PINGRESP, PUBACKs,
-  pushes) in one ``send_all`` per wake-up.
+* the **sender**, started by the first push of a set value, writes whatever the session has
+  queued in one ``send_all`` per wake-up from then on.
 
 Who writes, and when, is the output state machine of :mod:`gateway.device.mqtt.output`: the
-helpers are started lazily, because most connections of a fleet sit idle, so until the first
-store submission or push the reader writes its own replies (CONNACK, SUBACK, PINGRESP) after
-each read.  An idle connection therefore costs one task, one cancel scope (the reader's,
-whose deadline follows the session's) and no channel or events (bench/profiles.md has the
-figures).
+reader writes its own replies (CONNACK, SUBACK, PINGRESP) after each read and the acker its
+PUBACKs, until a push needs the sender.  The helpers are started lazily, because most
+connections of a fleet sit idle: an idle connection costs one task, one cancel scope (the
+reader's, whose deadline follows the session's) and no channel or events
+(bench/profiles.md has the figures).
 
 A client may pipeline packets behind its CONNECT (docs/decisions.md, "MQTT before CONNACK"):
 the session holds them until the CONNECT is decided, and the reader then handles them in the
@@ -157,6 +157,7 @@ class _Connection:
 
     __slots__ = (
         "_ack_send",
+        "_acker_done",
         "_acks_idle",
         "_counted_in",
         "_counted_out",
@@ -208,6 +209,7 @@ class _Connection:
         self._nursery: trio.Nursery | None = None
         # the acker's channel: created with the acker, by the first submission
         self._ack_send: trio.MemorySendChannel[_Pending] | None = None
+        self._acker_done: trio.Event | None = None  # set when the acker has ended
         self._queued = 0  # ack-queue entries not yet processed by the acker
         self._acks_idle: trio.Event | None = None  # None: nobody waits for the acker
         self._reader_scope = trio.CancelScope()
@@ -235,11 +237,12 @@ class _Connection:
                     await self._read_loop(draining)
                 finally:
                     if self._ack_send is not None:
-                        self._ack_send.close()  # the acker finishes the output when drained
-                    else:
-                        output.finish()  # no acker: nothing more will be queued
+                        self._ack_send.close()  # the acker drains what is queued, then ends
                 with trio.move_on_after(DRAIN_TIMEOUT_S):
-                    await output.wait_done()  # in-flight PUBACKs, a refusing CONNACK
+                    if self._acker_done is not None:
+                        await self._acker_done.wait()  # in-flight PUBACKs
+                    output.finish()  # no producer task is left
+                    await output.wait_done()  # the rest (a refusing CONNACK, pushes)
                 nursery.cancel_scope.cancel()
         finally:
             if draining is not None:
@@ -305,11 +308,11 @@ class _Connection:
         self.close("ssl_closed" if self.info.tls else "peer_closed", f"send failed: {exc!r}")
 
     def _start_acker(self) -> trio.MemorySendChannel[_Pending]:
-        """Start the acker (and the sender, which its acknowledgements need) once."""
+        """Start the acker once (it writes its PUBACKs itself, see the output module)."""
         if self._ack_send is None:
             assert self._nursery is not None
             self._ack_send, receive = trio.open_memory_channel[_Pending](MAX_INFLIGHT_READS)
-            self.output.need_sender()
+            self._acker_done = trio.Event()
             self._nursery.start_soon(self._ack_loop, receive)
         return self._ack_send
 
@@ -587,14 +590,44 @@ class _Connection:
     # -- acknowledgements ------------------------------------------------------------------
 
     async def _ack_loop(self, receive: trio.MemoryReceiveChannel[_Pending]) -> None:
+        """Await each read's commit in order, then queue and write its PUBACKs; ends when
+        the reader closed the channel and everything in it was handled."""
+        assert self._acker_done is not None
+        try:
+            await self._acks(receive)
+        finally:
+            self._acker_done.set()
+
+    async def _acks(self, receive: trio.MemoryReceiveChannel[_Pending]) -> None:
+        """The acker's loop.  PUBACKs of reads that committed together (one group commit
+        resolves many tickets at once) are queued together and written in one go: the
+        output is flushed only before the acker would block."""
         session = self.session
         output = self.output
         failed = False
+        unwritten = False  # PUBACKs queued in the session and not flushed yet
         async with receive:
-            async for item in receive:
-                if item.ticket is not None and not failed:
+            while True:
+                try:
+                    item = receive.receive_nowait()
+                except trio.WouldBlock:
+                    if unwritten:
+                        unwritten = False
+                        await output.flush()
+                        continue
                     try:
-                        await item.ticket.wait()
+                        item = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                ticket = item.ticket
+                if ticket is not None and not failed:
+                    if unwritten and not ticket.done:
+                        unwritten = False
+                        await output.flush()
+                    try:
+                        await ticket.wait()
                     except Exception as exc:
                         # Nothing of this read was stored: acknowledge nothing more, and end
                         # the connection so that the client resends on its next one.
@@ -606,11 +639,12 @@ class _Connection:
                         self._metrics.writes[self._writes_key] += item.writes
                     if item.packet_ids:
                         session.ack(item.packet_ids)
-                        output.kick()
+                        unwritten = True
                 self._queued -= 1
                 if not self._queued and self._acks_idle is not None:
                     self._acks_idle.set()
-        output.finish()
+            if unwritten:
+                await output.flush()
 
     # -- PushTarget ------------------------------------------------------------------------
 

@@ -4,40 +4,44 @@ Theory of operation
 -------------------
 Three parties queue bytes in the sans-IO session (:class:`~gateway.mqtt.session.Session`):
 the **reader** (CONNACK, SUBACK, PINGRESP after each read), the **acker** (PUBACKs once
-their commit is done) and the control hub (**pushes** of set values, at any time).  Exactly
-one party may be inside ``stream.send_all`` at a time (a Trio stream raises
-``BusyResourceError`` otherwise), and most connections of a fleet sit idle, so a second
-Trio task per connection only exists once something other than the reader has output.
-:class:`Output` is that decision as a state machine; each transition is a method, and the
-whole table is unit-tested without sockets (``tests/unit/test_mqtt_output.py``):
+their commit is done) and the control hub (**pushes** of set values, from whatever task
+changed them).  Exactly one party may be inside ``stream.send_all`` at a time (a Trio stream
+raises ``BusyResourceError`` otherwise).  The reader and the acker are the connection's own
+tasks, so they write their output themselves (a slow client then holds back only that
+connection's reading or acknowledging, which is the backpressure wanted); a push comes from
+a task that must not wait for a device, so the first one starts a **sender** task, which
+from then on writes everything.  Most connections of a fleet sit idle and never push, so
+they never hold a second task, and a busy connection pays no extra task switch per
+acknowledgement.  :class:`Output` is that decision as a state machine; each transition is a
+method, and the whole table is unit-tested without sockets
+(``tests/unit/test_mqtt_output.py``):
 
-==============  ===================  ================  ================  ===================
-state           ``flush()``          ``kick()``        ``need_sender()`` ``finish()``
-                (reader, per read)   (ack, push)       (first ack)       (no producer left)
-==============  ===================  ================  ================  ===================
-INLINE          reader writes →      start sender →    start sender →    stays; ``wait_done``
-                INLINE_WRITING →     SENDER            SENDER            writes, → DONE
-                INLINE
-INLINE_WRITING  (the reader is       nothing: the      → HANDOVER        not allowed
-                writing)             write loop takes
-                                     it
-HANDOVER        —                    nothing           nothing           not allowed
-SENDER          wake the sender      wake the sender   nothing           → FINISHING
-FINISHING       wake                 wake              nothing           nothing
-DONE, BROKEN    nothing              nothing           nothing           nothing
-==============  ===================  ================  ================  ===================
+==============  ==========================  =========================  ===================
+state           ``flush()``                 ``kick()``                 ``finish()``
+                (reader or acker)           (a push, any task)         (no producer left)
+==============  ==========================  =========================  ===================
+INLINE          write now → INLINE_WRITING  start the sender → SENDER  stays (``wait_done``
+                → INLINE                                               writes, → DONE)
+INLINE_WRITING  nothing: the write in progress loops until nothing is left  not allowed
+SENDER          wake the sender             wake the sender            → FINISHING
+FINISHING       wake                        wake                       nothing
+DONE, BROKEN    nothing                     nothing                    nothing
+==============  ==========================  =========================  ===================
 
-* INLINE_WRITING / HANDOVER: the reader is inside ``send_all``.  A sender asked for meanwhile
-  (HANDOVER) is started by the reader when that write returns, never while it runs.
+* INLINE_WRITING: a task is inside ``send_all``; whatever another party queues meanwhile is
+  written by the same loop before it returns to INLINE (it re-reads the session after every
+  write), so a kick never starts a sender while a write is in progress.
 * The sender task writes whatever the session has queued, one ``send_all`` per wake-up,
   and in FINISHING exits once nothing is left (→ DONE).
 * Any failed write → BROKEN: waiters are released, ``on_failed`` is called once, and
-  nothing is written again.
+  nothing is written again.  A write cancelled half-way also ends in BROKEN (the stream's
+  state is unknown).
 
 Backpressure and the end: :meth:`Output.wait_progress` lets the reader wait for the next
 write while too much output is queued (in INLINE it writes itself), and
 :meth:`Output.wait_done` returns once everything queued before ``finish()`` was written
-(or the stream broke).  The caller bounds both with its own deadline.
+(or the stream broke).  The caller bounds both with its own deadline, and calls
+``finish()`` only once the reader and the acker are done.
 
 Resource handling: :class:`Output` never closes the stream; the sender task lives in the
 connection's nursery (:meth:`Output.open`), which the connection cancels at its end.
@@ -57,10 +61,9 @@ __all__ = ["Output", "OutputSource", "OutputState"]
 class OutputState(Enum):
     """Who writes the connection's output (see the module docstring's table)."""
 
-    INLINE = "inline"  # no sender task: the reader writes the replies of each read itself
-    INLINE_WRITING = "inline_writing"  # the reader is inside send_all
-    HANDOVER = "handover"  # a sender was asked for while the reader writes: it starts after
-    SENDER = "sender"  # the sender task writes everything that is queued
+    INLINE = "inline"  # no sender task: the reader and the acker write their own output
+    INLINE_WRITING = "inline_writing"  # one of them is inside send_all
+    SENDER = "sender"  # a push started the sender task: it writes everything queued
     FINISHING = "finishing"  # no producer is left: the sender exits once all is written
     DONE = "done"  # everything queued was written; nothing more will be
     BROKEN = "broken"  # a write failed: nothing more can be sent
@@ -75,7 +78,6 @@ class OutputSource(Protocol):
     def data_to_send(self) -> bytes: ...
 
 
-_WRITERS = (OutputState.INLINE_WRITING, OutputState.HANDOVER)
 _ENDED = (OutputState.DONE, OutputState.BROKEN)
 
 
@@ -129,45 +131,37 @@ class Output:
     # -- transitions ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """The reader, after handling a read: write what is queued if no sender exists
-        (INLINE), else wake the sender."""
+        """The reader after handling a read, or the acker after queueing PUBACKs: write
+        what is queued if nobody writes and there is no sender (INLINE), else leave it to
+        the write in progress or wake the sender."""
         state = self.state
         if state is OutputState.INLINE:
             await self._write_inline()
-        elif state is OutputState.SENDER or state is OutputState.FINISHING:
+            return
+        if state is OutputState.SENDER or state is OutputState.FINISHING:
             self._wake_up()
-        elif state in _WRITERS:
-            raise RuntimeError(f"flush() while the reader writes ({state.value})")
+        # INLINE_WRITING: that write's loop takes it; DONE, BROKEN: nothing is written
+        await trio.lowlevel.checkpoint()
 
     def kick(self) -> None:
-        """Output was queued by someone other than the reader (an acknowledgement, a
-        push): make sure it will be written."""
+        """Output was queued by a task that must not write (a push from whatever task set
+        the value): make sure it will be written, by a sender task from now on."""
         state = self.state
         if state is OutputState.INLINE:
             self._start_sender()
         elif state is OutputState.SENDER or state is OutputState.FINISHING:
             self._wake_up()
-        # INLINE_WRITING, HANDOVER: the reader's write loop (or the sender it hands over
-        # to) takes it; DONE, BROKEN: nothing more is written
-
-    def need_sender(self) -> None:
-        """The acker starts: from now on a sender task writes (its PUBACKs come between
-        reads).  Started now, or when the reader's write in progress returns."""
-        state = self.state
-        if state is OutputState.INLINE:
-            self._start_sender()
-        elif state is OutputState.INLINE_WRITING:
-            self.state = OutputState.HANDOVER
+        # INLINE_WRITING: the write in progress takes it; DONE, BROKEN: nothing
 
     def finish(self) -> None:
-        """No producer is left (the reader ended, the acker drained): write what is queued,
-        then stop (see :meth:`wait_done`)."""
+        """No producer task is left (the reader ended, the acker drained): the rest is
+        written, then nothing more (see :meth:`wait_done`)."""
         state = self.state
         if state is OutputState.SENDER:
             self.state = OutputState.FINISHING
             self._wake_up()
-        elif state in _WRITERS:
-            raise RuntimeError(f"finish() while the reader writes ({state.value})")
+        elif state is OutputState.INLINE_WRITING:
+            raise RuntimeError("finish() while a producer is writing")
 
     async def wait_progress(self) -> None:
         """Backpressure: return after the next write (INLINE: write everything now)."""
@@ -197,8 +191,8 @@ class Output:
         if state in _ENDED:
             await trio.lowlevel.checkpoint()
             return
-        if state in _WRITERS:
-            raise RuntimeError(f"wait_done() while the reader writes ({state.value})")
+        if state is OutputState.INLINE_WRITING:
+            raise RuntimeError("wait_done() while a producer is writing")
         assert self._done is not None
         await self._done.wait()
 
@@ -222,11 +216,7 @@ class Output:
             # sender may write after this partial write
             self.state = OutputState.BROKEN
             raise
-        if self.state is OutputState.HANDOVER:
-            self.state = OutputState.INLINE
-            self._start_sender()  # it writes what the reader left
-        else:
-            self.state = OutputState.INLINE
+        self.state = OutputState.INLINE
 
     def _start_sender(self) -> None:
         if self._nursery is None:
