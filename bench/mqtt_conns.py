@@ -27,6 +27,7 @@ from typing import Any
 from bench import mqtt_wire as wire
 from bench.loadcfg import RECV_SIZE, MqttLoad, err_key
 
+RECORD_PLAINTEXT = 16384  # the most plaintext one TLS record carries (RFC 8446 §5.1)
 EP_IN = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 EP_OUT = select.EPOLLOUT
 
@@ -57,12 +58,15 @@ class TlsWire:
         """Ciphertext from the socket in, every plaintext byte it completes out (``b""`` if
         no record is complete yet).  Raises ``ssl.SSLError`` (also at close_notify)."""
         self.incoming.write(data)
-        out = b""
+        parts: list[bytes] = []
+        read = self.obj.read
         while True:
             try:
-                out += self.obj.read(RECV_SIZE)
+                # one record per call; ask for one record's worth, not RECV_SIZE (the call
+                # allocates what it is asked for: 256 KiB per PUBACK record would dominate)
+                parts.append(read(RECORD_PLAINTEXT))
             except ssl.SSLWantReadError:
-                return out
+                return b"".join(parts)
 
     def seal(self, packets: Iterable[bytes | memoryview]) -> bytes:
         """One TLS record per packet (one ``SSL_write`` each); the ciphertext of all."""
