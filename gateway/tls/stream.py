@@ -32,6 +32,12 @@ the record size allows.  Ciphertext left in the incoming BIO past ``max_bytes`` 
 by the next ``receive_some`` before the transport is read again (the operation is always
 tried before receiving).
 
+Memory BIOs never give back the buffer they grew to, so the stream gives the connection
+fresh ones (``renew_bios``) right after the handshake and whenever a read has drained the
+incoming BIO after more than ``_BIO_KEEP`` bytes went through either BIO: an idle device
+keeps neither its handshake's ~3 KB nor a burst's 64 KiB.  At those moments both BIOs are
+empty (outgoing ciphertext is always drained before the stream awaits anything).
+
 Sending before receiving matters: the bytes drained from the BIO must reach the wire in the
 order OpenSSL produced them, and a receive could wait forever for a reply to bytes we have
 not sent yet.  ``_recv_count`` lets a task that waited on ``_recv_lock`` notice that another
@@ -71,7 +77,7 @@ import trio
 from cryptography import x509
 from OpenSSL import SSL
 
-from gateway.tls.records import MAX_READ, Records, records_for
+from gateway.tls.records import MAX_READ, Records, records_for, renew_bios
 
 __all__ = ["MAX_RECV", "TLSStream"]
 
@@ -80,6 +86,7 @@ T = TypeVar("T")
 MAX_RECV = 65536  # bytes asked of the transport per receive: many TLS records
 _MAX_SEND_CHUNK = 256 * 1024  # plaintext encrypted per transport write (bounds the BIO)
 _STARTING_RECEIVE_SIZE = 16384  # plaintext asked of OpenSSL when the caller gives no size
+_BIO_KEEP = 16384  # a BIO that held more than this is renewed once empty (idle memory)
 
 
 class _State(Enum):
@@ -115,16 +122,37 @@ class TLSStream(trio.abc.Stream):
     receive do it implicitly otherwise).
     """
 
+    # slotted: tens of thousands live at once (their memory is per idle device)
+    __slots__ = (
+        "_bios_grown",
+        "_delayed_outgoing",
+        "_final_alert",
+        "_handshake_done",
+        "_handshake_lock",
+        "_receive_size",
+        "_records",
+        "_recv_busy",
+        "_recv_count",
+        "_recv_lock",
+        "_send_busy",
+        "_send_lock",
+        "_server_side",
+        "_state",
+        "connection",
+        "transport_stream",
+    )
+
     def __init__(
         self, transport: trio.abc.Stream, connection: SSL.Connection, *, server_side: bool = True
     ) -> None:
         self.transport_stream = transport
         self.connection = connection
         self._records: Records = records_for(connection)
+        self._bios_grown = False  # a BIO held more than _BIO_KEEP bytes: renew once empty
         self._server_side = server_side
         self._state = _State.OK
         self._handshake_done = False
-        self._handshake_lock = trio.Lock()
+        self._handshake_lock: trio.Lock | None = trio.Lock()
         self._send_lock = trio.StrictFIFOLock()
         self._recv_lock = trio.Lock()
         self._recv_count = 0
@@ -182,12 +210,25 @@ class TLSStream(trio.abc.Stream):
         ``WantReadError`` when OpenSSL needs more ciphertext first (see ``_retry``)."""
         data = self._records.read(max_bytes)
         if data is None:
+            if self._bios_grown:
+                self._renew_bios()  # idle again: give the grown buffers back
             raise SSL.WantReadError()
         return data
+
+    def _renew_bios(self) -> None:
+        """Fresh memory BIOs when both are empty: theirs never shrink (see
+        :func:`gateway.tls.records.renew_bios`).  Called only where no ciphertext can be in
+        flight inside the stream: right after the handshake and when a read has drained
+        everything (at every await point the outgoing BIO has already been drained)."""
+        if renew_bios(self.connection):
+            self._records = records_for(self.connection)
+            self._bios_grown = False
 
     def _write(self, data: memoryview) -> int:
         """Encrypt all of ``data`` into the outgoing BIO (``_retry`` then drains it)."""
         self._records.write(data)
+        if data.nbytes > _BIO_KEEP:
+            self._bios_grown = True
         return data.nbytes
 
     async def _retry(
@@ -264,6 +305,8 @@ class TLSStream(trio.abc.Stream):
                         if data:
                             self._receive_size = max(self._receive_size, len(data))
                             self.connection.bio_write(data)
+                            if len(data) > _BIO_KEEP:
+                                self._bios_grown = True
                         else:
                             self.connection.bio_shutdown()
                         self._recv_count += 1
@@ -281,7 +324,11 @@ class TLSStream(trio.abc.Stream):
         Raises BrokenResourceError when it fails; cancellation leaves the stream broken.
         """
         self._check_status()
-        async with self._handshake_lock:
+        lock = self._handshake_lock
+        if lock is None:  # done: the lock was dropped (idle connections keep no lock)
+            await trio.lowlevel.checkpoint()
+            return
+        async with lock:
             if self._handshake_done:
                 await trio.lowlevel.checkpoint()
                 return
@@ -291,6 +338,11 @@ class TLSStream(trio.abc.Stream):
                 self._state = _State.BROKEN
                 raise
             self._handshake_done = True
+            # the handshake grew both BIOs (~3 KB an idle device would keep): renew them
+            # now, or at the first read that drains them (application data may follow)
+            self._bios_grown = True
+            self._renew_bios()
+        self._handshake_lock = None  # waiters still queued on it get in and see done
 
     async def _ensure_handshake(self) -> None:
         if not self._handshake_done:

@@ -268,3 +268,29 @@ async def test_renegotiation_refused(pki: TestPKI, contexts: ServerContexts) -> 
 
 def test_tmp_path_is_not_leaking_keys(pki: TestPKI) -> None:
     assert Path(pki.dev.server_key).stat().st_mode & 0o777 == 0o600
+
+
+async def test_grown_bios_are_renewed_once_drained(pki: TestPKI, contexts: ServerContexts) -> None:
+    """OpenSSL's memory BIOs never shrink: the stream swaps in fresh ones after the
+    handshake and after a burst, once everything was read; traffic goes on unharmed."""
+    server, client = await pair(pki, contexts)
+    conn = server.connection
+    after_handshake = (conn._into_ssl, conn._from_ssl)  # type: ignore[attr-defined]
+    await client.send_all(b"small")
+    assert await server.receive_some(100) == b"small"
+    assert (conn._into_ssl, conn._from_ssl) == after_handshake  # type: ignore[attr-defined]
+    blob = b"z" * 100_000
+    await client.send_all(blob)
+    got = b""
+    while len(got) < len(blob):
+        got += await server.receive_some(65536)
+    assert got == blob
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive_some, 100)  # drains, finds nothing: renews
+        await trio.testing.wait_all_tasks_blocked()
+        assert (conn._into_ssl, conn._from_ssl) != after_handshake  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
+    await client.send_all(b"after")
+    assert await server.receive_some(100) == b"after"
+    await server.send_all(b"reply")
+    assert await client.receive_some(100) == b"reply"
