@@ -162,6 +162,7 @@ class _Connection:
         "_counted_in",
         "_counted_out",
         "_draining",
+        "_handling",
         "_metrics",
         "_nursery",
         "_queued",
@@ -214,6 +215,7 @@ class _Connection:
         self._acks_idle: trio.Event | None = None  # None: nobody waits for the acker
         self._reader_scope = trio.CancelScope()
         self._reading = False  # the reader is blocked in receive_some (safe to cancel)
+        self._handling = False  # the reader is handling a read (it flushes the output after)
         self._stopped = False  # ended from outside the bytes: ignore the rest of the read
         self._draining = False  # the gateway shuts down: reads end as at EOF
         self._metrics = services.metrics
@@ -283,7 +285,11 @@ class _Connection:
                 if grown:
                     self._counted_in = session.packets_in
                     self._metrics.packets[_PACKETS_IN] += grown
-                await self._handle(events)
+                self._handling = True
+                try:
+                    await self._handle(events)
+                finally:
+                    self._handling = False
                 await output.flush()
         if scope.cancel_called and session.state is not SessionState.CLOSED:
             if self._draining:
@@ -658,7 +664,8 @@ class _Connection:
         if session.bytes_to_send > MAX_PUSH_BUFFER:
             self.kick("slow_consumer")
             return
-        self.output.kick()
+        if not self._handling:  # else the reader's flush after this read writes them
+            self.output.kick()
 
     def kick(self, reason: str) -> None:
         """End this connection (``duplicate_connection`` when a newer one took over)."""
