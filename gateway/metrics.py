@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple
 
 __all__ = [
     "CONTENT_TYPE",
+    "ConnectorCounts",
     "Metrics",
     "Sample",
     "packet_key",
@@ -62,7 +63,7 @@ class Metrics:
     and suit the colder paths (handshakes, refusals, connection open/close).
     """
 
-    __slots__ = ("connections", "handshakes", "packets", "refused", "writes")
+    __slots__ = ("connections", "connector_refused", "handshakes", "packets", "refused", "writes")
 
     def __init__(self) -> None:
         self.connections: defaultdict[Labels, int] = defaultdict(int)
@@ -70,6 +71,8 @@ class Metrics:
         self.packets: defaultdict[Labels, int] = defaultdict(int)
         self.writes: defaultdict[Labels, int] = defaultdict(int)
         self.refused: defaultdict[Labels, int] = defaultdict(int)
+        # refusals attributed to a connector, by reason (the console's live counters)
+        self.connector_refused: defaultdict[Labels, int] = defaultdict(int)
 
     def connection_opened(self, protocol: str, connector_id: str | None) -> Labels:
         """Count an open connection; returns the key to pass to :meth:`connection_closed`."""
@@ -97,6 +100,35 @@ class Metrics:
         ``protocol`` is the layer that refused: ``tls`` (the front door, before any
         protocol), ``mqtt`` or ``http``."""
         self.refused[_labels(protocol=protocol, reason=reason)] += 1
+
+    def connector_refusal(self, connector_id: str, reason: str) -> None:
+        """A refusal whose connector is known (from its debug-log record)."""
+        self.connector_refused[_labels(connector=connector_id, reason=reason)] += 1
+
+    def connector_counts(self, connector_id: str) -> ConnectorCounts:
+        """This connector's share of the counters: open connections and values written by
+        protocol, refusals by reason.  O(label sets); for the management API's stats."""
+        conns: dict[str, int] = {}
+        writes: dict[str, int] = {}
+        refused: dict[str, int] = {}
+        for family, out, key in (
+            (self.connections, conns, "protocol"),
+            (self.writes, writes, "protocol"),
+            (self.connector_refused, refused, "reason"),
+        ):
+            for labels, n in list(family.items()):
+                d = dict(labels)
+                if d.get("connector") == connector_id and n:
+                    out[d[key]] = out.get(d[key], 0) + n
+        return ConnectorCounts(conns, writes, refused)
+
+
+class ConnectorCounts(NamedTuple):
+    """One connector's share of :class:`Metrics` (see :meth:`Metrics.connector_counts`)."""
+
+    connections: dict[str, int]  # open device connections by protocol
+    writes: dict[str, int]  # values written by devices, by protocol
+    refused: dict[str, int]  # refusals by reason
 
 
 class Sample(NamedTuple):
@@ -168,6 +200,12 @@ def _families(w: _Writer, m: Metrics) -> None:
         sorted(m.writes.items()),
     )
     w.family("gateway_refused_total", "counter", "Refusals by reason.", sorted(m.refused.items()))
+    w.family(
+        "gateway_connector_refused_total",
+        "counter",
+        "Refusals attributed to a connector, by reason.",
+        sorted(m.connector_refused.items()),
+    )
 
 
 def render_counters(m: Metrics) -> str:

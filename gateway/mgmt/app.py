@@ -34,6 +34,7 @@ from gateway.mgmt import content as mgmt_content
 from gateway.mgmt import devices as mgmt_devices
 from gateway.mgmt import events as mgmt_events
 from gateway.mgmt import integrations
+from gateway.mgmt import stats as mgmt_stats
 from gateway.mgmt.common import (
     AdminTokens,
     Endpoint,
@@ -96,6 +97,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             auth=False,
         ),
         *mgmt_connectors.endpoints(services),
+        *mgmt_stats.endpoints(services),
         *mgmt_devices.endpoints(services),
         *mgmt_content.endpoints(services),
         *mgmt_events.endpoints(services, tokens),

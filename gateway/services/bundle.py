@@ -27,7 +27,12 @@ from gateway.services.state import StateService
 from gateway.store.api import CommittedEvent, Store
 from gateway.tls.contexts import ConnectorTLS
 
-__all__ = ["Directory", "Services", "committed_fanout"]
+__all__ = ["REFUSAL_EVENTS", "Directory", "Services", "committed_fanout"]
+
+# Debug-log events that record a refusal (docs/protocol.md §9).
+REFUSAL_EVENTS = frozenset(
+    ("connection_refused", "connect_refused", "provision_refused", "write_rejected", "http_refused")
+)
 
 
 def committed_fanout(
@@ -111,6 +116,10 @@ class Services:
         self.started = time.time()
 
     def debug(self, rec: LogRecord) -> None:
+        """A debug-log record (Trio thread).  Refusals of a known connector are also
+        counted per reason for the connector's live counters (``GET …/stats``)."""
+        if rec.event in REFUSAL_EVENTS and rec.connector_id is not None and rec.reason:
+            self.metrics.connector_refusal(rec.connector_id, rec.reason)
         self.logs.publish(rec)
 
     async def samples(self) -> list[Sample]:

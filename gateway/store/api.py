@@ -49,6 +49,7 @@ from gateway.store.rows import (
     AssetRow,
     ConnectorRow,
     ContentRow,
+    DeviceCounts,
     DeviceQuery,
     DeviceRow,
     EventQuery,
@@ -85,6 +86,7 @@ __all__ = [
     "DeleteIntegration",
     "DeleteResource",
     "DeviceConnected",
+    "DeviceCounts",
     "DeviceDisconnected",
     "DeviceQuery",
     "DeviceRow",
@@ -557,6 +559,11 @@ class Store(Protocol):
     async def list_devices(self, query: DeviceQuery) -> Page:
         """One page of devices (with tags).  Raises ``BadRequest`` for a cursor that is
         not one this store gave out."""
+        ...
+
+    async def device_counts(self, connector_id: str) -> DeviceCounts:
+        """The connector's devices counted by status (a pass over them: a listing-sized
+        read, about a second at a million devices)."""
         ...
 
     async def state(self, device_id: int, aliases: Sequence[str] | None = None) -> list[StateRow]:

@@ -18,6 +18,7 @@ __all__ = [
     "AssetRow",
     "ConnectorRow",
     "ContentRow",
+    "DeviceCounts",
     "DeviceQuery",
     "DeviceRow",
     "EventQuery",
@@ -104,6 +105,17 @@ class TokenMatch(msgspec.Struct, frozen=True, gc=False):
     device_id: int
     identity: str
     locked: bool
+
+
+class DeviceCounts(msgspec.Struct, frozen=True):
+    """How many devices a connector has, in total and by status."""
+
+    total: int
+    online: int
+    locked: int
+    provisioned: int
+    whitelisted: int
+    reprovision: int
 
 
 class DeviceQuery(msgspec.Struct, frozen=True):

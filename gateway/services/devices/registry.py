@@ -28,6 +28,7 @@ from gateway.store.api import (
     CreateDevice,
     DeleteDevice,
     DeviceConnected,
+    DeviceCounts,
     DeviceDisconnected,
     DeviceQuery,
     EventMeta,
@@ -60,6 +61,11 @@ class DeviceRegistry:
         if row is None:
             raise NotFound(f"device {identity!r} not found")
         return row.id
+
+    async def counts(self, cid: str) -> DeviceCounts:
+        """The connector's device counts by status (a pass over its devices)."""
+        self.registry.require(cid)
+        return await self.store.device_counts(cid)
 
     async def list(
         self,

@@ -26,6 +26,7 @@ from gateway.store.api import (
     CommittedEvent,
     ConnectorRow,
     ContentRow,
+    DeviceCounts,
     DeviceQuery,
     DeviceRow,
     EventQuery,
@@ -233,6 +234,19 @@ class SqliteReader:
             .fetchone()
         )
         return None if row is None else TokenMatch(int(row[0]), row[1], bool(row[2]))
+
+    def device_counts(self, connector_id: str) -> DeviceCounts:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*), total(online), total(locked), total(status = 'provisioned'), "
+                "total(reprovision) FROM devices WHERE connector_id = ?",
+                (connector_id,),
+            )
+            .fetchone()
+        )
+        total, online, locked, provisioned, reprovision = (int(x) for x in row)
+        return DeviceCounts(total, online, locked, provisioned, total - provisioned, reprovision)
 
     def list_devices(self, query: DeviceQuery) -> Page:
         """Keyset paging by (sort key, identity).  With a tag filter and identity order the

@@ -28,6 +28,7 @@ from gateway.store.api import (
     CommittedEvent,
     ConnectorRow,
     ContentRow,
+    DeviceCounts,
     DeviceQuery,
     DeviceRow,
     EventQuery,
@@ -141,6 +142,9 @@ class SqliteStore:
 
     async def list_devices(self, query: DeviceQuery) -> Page:
         return await trio.to_thread.run_sync(self.reader.list_devices, query)
+
+    async def device_counts(self, connector_id: str) -> DeviceCounts:
+        return await trio.to_thread.run_sync(self.reader.device_counts, connector_id)
 
     async def integrations(self, connector_id: str | None = None) -> list[IntegrationRecord]:
         return await trio.to_thread.run_sync(self.reader.integrations, connector_id)

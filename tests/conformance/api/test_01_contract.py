@@ -313,6 +313,7 @@ def test_openapi_describes_every_route(api: httpx.Client) -> None:
         "/api/v1/connectors": {"get", "post"},
         "/api/v1/connectors/{cid}": {"get", "patch", "delete"},
         "/api/v1/connectors/{cid}/settings": {"get", "patch"},
+        "/api/v1/connectors/{cid}/stats": {"get"},
         "/api/v1/connectors/{cid}/resources": {"get", "post"},
         "/api/v1/connectors/{cid}/resources/{alias}": {"get", "patch", "delete"},
         "/api/v1/connectors/{cid}/devices": {"get", "post"},
@@ -329,7 +330,7 @@ def test_openapi_describes_every_route(api: httpx.Client) -> None:
         assert set(paths[path]) == methods, path
     integration_paths = [p for p in paths if "/integrations" in p]
     assert len(integration_paths) == 10
-    assert len(paths) == 18 + len(integration_paths)
+    assert len(paths) == 19 + len(integration_paths)
     err = doc["components"]["schemas"]["ErrorBody"]
     assert set(err["required"]) == {"error", "message"}
     for methods in paths.values():
