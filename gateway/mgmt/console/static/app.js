@@ -1,230 +1,258 @@
-// Gateway web console: a small single-page client of the management REST API (v1).
-// It uses exactly the routes of docs/architecture.md, with the admin bearer token kept in
-// sessionStorage; live logs read the SSE stream with fetch() so the token travels in the
-// Authorization header (EventSource cannot send headers).
-"use strict";
+// Gateway web console: the shell (sign-in, connector list, tabs, router, auto-refresh).
+// A dependency-free single-page client of the management REST API (v1); it holds no state
+// of its own beyond the admin token (sessionStorage) and the auto-refresh choice
+// (localStorage), so anything it shows is also reachable with the CLI and by scripts.
+//
+// Every place has a URL (#/c/<cid>/<tab>[/<item>]?<filters>), so a refresh, the back button
+// and a shared link land where the operator was.  Views are modules exporting
+// mount(ctx) -> {refresh?, unmount?}; the shell calls refresh() every few seconds while
+// auto-refresh is on and the page is visible, and unmount() when the place changes.
+import {$, $$, api, busy, fill, h, session, toast} from "./lib.js";
+import {go, href, onNavigate, place} from "./nav.js";
+import {connectorCounters, forgetStats} from "./stats.js";
+import * as overview from "./overview.js";
+import * as devices from "./devices.js";
+import * as device from "./device.js";
+import * as resources from "./resources.js";
+import * as settings from "./settings.js";
+import * as content from "./content.js";
+import * as logs from "./logs.js";
+import * as events from "./events.js";
+import * as integrations from "./integrations.js";
 
-const API = "/api/v1";
-const $ = (sel, root = document) => root.querySelector(sel);
-const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-const fmtTime = (us) => us ? new Date(us / 1000).toISOString().replace("T", " ").slice(0, 19) : "";
-let state = {token: sessionStorage.getItem("gwToken") || "", connector: null, tab: "devices", cursorStack: [], logAbort: null};
+const REFRESH_MS = 3000;
+const TABS = [
+  ["devices", "Devices", devices],
+  ["resources", "Resources", resources],
+  ["settings", "Settings", settings],
+  ["content", "Content", content],
+  ["logs", "Logs", logs],
+  ["events", "Events", events],
+  ["integrations", "Integrations", integrations],
+];
 
-function toast(msg, bad = false) {
-  const t = $("#toast");
-  t.textContent = msg; t.className = bad ? "bad" : ""; t.hidden = false;
-  clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
-}
+const state = {
+  connectors: [],
+  view: null, // {refresh, unmount} of the mounted view
+  key: "", // the mounted place (path without the query)
+  abort: null, // AbortController of the mounted view
+  refreshing: false,
+  auto: localStorage.getItem("gwAuto") !== "off",
+};
 
-async function api(method, path, body, {raw = false, headers = {}} = {}) {
-  const init = {method, headers: {Authorization: `Bearer ${state.token}`, ...headers}};
-  if (body !== undefined) {
-    if (body instanceof Blob || typeof body === "string") { init.body = body; }
-    else { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
-  }
-  const res = await fetch(API + path, init);
-  if (res.status === 401) { signOut(); throw new Error("unauthorized"); }
-  if (!res.ok) {
-    let msg = `${res.status}`;
-    try { const e = await res.json(); msg = `${e.error}: ${e.message}`; } catch (_) { /* not JSON */ }
-    throw new Error(msg);
-  }
-  if (raw) return res;
-  return res.status === 204 ? null : res.json();
-}
+// -- sign-in -----------------------------------------------------------------------------
 
 function signOut() {
-  sessionStorage.removeItem("gwToken"); state.token = "";
-  if (state.logAbort) state.logAbort.abort();
-  $("#app").hidden = true; $("#login").hidden = false; $("#logout").hidden = true;
+  sessionStorage.removeItem("gwToken");
+  session.token = "";
+  unmountView();
+  state.key = "";
+  $("#app").hidden = true;
+  $("#logout").hidden = true;
+  $("#refresh-control").hidden = true;
+  $("#login").hidden = false;
+  $("#token").focus();
+}
+session.onUnauthorized = signOut;
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const candidate = $("#token").value.trim();
+  const prev = session.token;
+  session.token = candidate;
+  try {
+    await api("GET", "/connectors");
+  } catch (_) {
+    session.token = prev;
+    $("#login-error").textContent = "That token was not accepted.";
+    return;
+  }
+  sessionStorage.setItem("gwToken", candidate);
+  $("#login-error").textContent = "";
+  $("#token").value = "";
+  await start();
+});
+$("#logout").addEventListener("click", signOut);
+
+// -- the shell ---------------------------------------------------------------------------
+
+async function health() {
+  try {
+    const hl = await (await fetch("/api/v1/health")).json();
+    $("#health").textContent = `v${hl.version} · ${hl.compiled ? "compiled" : "pure Python"} hot path`;
+  } catch (_) {
+    $("#health").textContent = "gateway unreachable";
+  }
+}
+
+async function loadConnectors() {
+  state.connectors = (await api("GET", "/connectors")).items;
+  renderSidebar();
+}
+
+function renderSidebar() {
+  const {segs} = place();
+  const current = segs[0] === "c" ? segs[1] : null;
+  fill($("#connectors"), state.connectors.map((c) =>
+    h("li", {}, h("a", {href: href(["c", c.id, "devices"]), "aria-current": c.id === current ? "page" : null},
+      h("span", {class: "name"}, c.name), " ", h("span", {class: "cid"}, c.id)))));
+  $("#nav-overview").setAttribute("aria-current", segs.length === 0 ? "page" : "false");
+}
+
+$("#new-connector").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  busy(form.querySelector("button"), async () => {
+    const body = {name: form.elements.name.value.trim()};
+    if (form.elements.cid.value.trim()) body.id = form.elements.cid.value.trim();
+    const c = await api("POST", "/connectors", body);
+    form.reset();
+    await loadConnectors();
+    toast(`connector ${c.id} created`);
+    go(["c", c.id, "devices"]);
+  });
+});
+
+$("#auto-refresh").checked = state.auto;
+$("#auto-refresh").addEventListener("change", (ev) => {
+  state.auto = ev.target.checked;
+  localStorage.setItem("gwAuto", state.auto ? "on" : "off");
+  if (state.auto) tick();
+});
+
+function unmountView() {
+  state.abort?.abort();
+  try { state.view?.unmount?.(); } catch (e) { console.warn(e); }
+  state.view = null;
+  state.abort = null;
+}
+
+function connectorHead(c) {
+  const counters = h("div", {class: "counters", id: "head-counters", "aria-live": "off"});
+  return [
+    h("div", {class: "head-row"},
+      h("h1", {}, c.name),
+      h("span", {class: "cid"}, c.id)),
+    h("p", {class: "muted head-meta"}, "Device host ", h("code", {}, c.fqdn),
+      c.settings.protocol.devmode ? [" · dev mode ", h("code", {}, c.devmode_fqdn)] : null,
+      c.description ? ` · ${c.description}` : null),
+    counters,
+  ];
+}
+
+function tabs(cid, active) {
+  return h("nav", {class: "tabs", "aria-label": "Connector sections"},
+    h("ul", {}, TABS.map(([key, label]) =>
+      h("li", {}, h("a", {href: href(["c", cid, key]), "aria-current": key === active ? "page" : null, dataset: {tab: key}}, label)))));
+}
+
+/** Draw the place in the hash: the connector head and tabs, then the view in #panel. */
+async function render() {
+  if (!session.token) return;
+  const {segs, params} = place();
+  renderSidebar();
+  let mod, key, ctx;
+  const main = $("#main");
+  if (segs[0] === "c" && segs[1]) {
+    const cid = segs[1];
+    let c = state.connectors.find((x) => x.id === cid);
+    if (!c) {
+      await loadConnectors();
+      c = state.connectors.find((x) => x.id === cid);
+    }
+    if (!c) {
+      unmountView();
+      state.key = "";
+      fill(main, h("h1", {}, "Not found"), h("p", {}, `There is no connector ${cid}. `, h("a", {href: "#/"}, "Back to the overview")));
+      return;
+    }
+    const tab = TABS.some(([k]) => k === segs[2]) ? segs[2] : "devices";
+    if (segs[2] !== tab) { go(["c", cid, tab], null, {replace: true}); return; }
+    if (tab === "devices" && segs[3] !== undefined) mod = device;
+    else mod = TABS.find(([k]) => k === tab)[2];
+    key = segs.slice(0, 4).join("/");
+    if (state.key === key && state.view?.update) { // same view, new query: let it update in place
+      state.view.update(params);
+      return;
+    }
+    unmountView();
+    const panel = h("div", {id: "panel", class: "panel"});
+    fill(main, h("header", {class: "connector-head"}, connectorHead(c)), tabs(cid, tab), panel);
+    document.title = `${c.name} · ${TABS.find(([k]) => k === tab)[1]} · Gateway console`;
+    ctx = {cid, connector: c, segs, params, panel, reloadConnector: async () => { await loadConnectors(); return state.connectors.find((x) => x.id === cid); }};
+  } else {
+    key = "overview";
+    if (state.key === key) return;
+    unmountView();
+    mod = overview;
+    const panel = h("div", {id: "panel", class: "panel"});
+    fill(main, panel);
+    document.title = "Overview · Gateway console";
+    ctx = {segs, params, panel, connectors: state.connectors};
+  }
+  state.key = key;
+  state.abort = new AbortController();
+  ctx.signal = state.abort.signal;
+  ctx.go = (p, opts) => go(segs, p, opts);
+  try {
+    state.view = (await mod.mount(ctx)) || {};
+  } catch (e) {
+    if (e.name !== "AbortError") toast(e.message, true);
+    state.view = {};
+  }
+  if (ctx.cid) refreshCounters(ctx.cid);
+}
+
+async function refreshCounters(cid) {
+  const el = $("#head-counters");
+  if (!el) return;
+  try { fill(el, await connectorCounters(cid)); } catch (_) { /* the next tick tries again */ }
+}
+
+/** One auto-refresh round: the mounted view and the connector counters. */
+async function tick() {
+  if (!state.auto || document.hidden || state.refreshing || !session.token || !state.view) return;
+  state.refreshing = true;
+  try {
+    await state.view.refresh?.();
+    const {segs} = place();
+    if (segs[0] === "c" && segs[1]) await refreshCounters(segs[1]);
+    $("#conn-state").textContent = "";
+  } catch (e) {
+    if (e.name !== "AbortError") $("#conn-state").textContent = `refresh failed: ${e.message}`;
+  } finally {
+    state.refreshing = false;
+  }
 }
 
 async function start() {
+  await health();
+  if (!session.token) { signOut(); return; }
   try {
-    const h = await (await fetch(API + "/health")).json();
-    $("#health").textContent = `v${h.version} · ${h.compiled ? "compiled" : "pure Python"} hot path`;
-  } catch (_) { $("#health").textContent = "unreachable"; }
-  if (!state.token) { signOut(); return; }
-  $("#login").hidden = true; $("#app").hidden = false; $("#logout").hidden = false;
-  await loadConnectors();
-}
-
-async function loadConnectors(select) {
-  const list = await api("GET", "/connectors");
-  const ul = $("#connectors");
-  ul.innerHTML = list.items.map((c) => `<li><a href="#" data-id="${esc(c.id)}">${esc(c.name)} <span class="muted">${esc(c.id)}</span></a></li>`).join("");
-  ul.querySelectorAll("a").forEach((a) => a.onclick = (ev) => { ev.preventDefault(); openConnector(a.dataset.id); });
-  const want = select || state.connector || (list.items[0] && list.items[0].id);
-  if (want) openConnector(want);
-}
-
-async function openConnector(id) {
-  state.connector = id; state.cursorStack = [];
-  document.querySelectorAll("#connectors a").forEach((a) => a.classList.toggle("active", a.dataset.id === id));
-  const c = await api("GET", `/connectors/${encodeURIComponent(id)}`);
-  $("#connector-head").innerHTML = `<h2>${esc(c.name)}</h2><div class="muted">id <code>${esc(c.id)}</code> · device FQDN <code>${esc(c.fqdn)}</code></div>`;
-  $("#tabs").hidden = false;
-  showTab(state.tab);
-}
-
-function showTab(tab) {
-  if (state.logAbort && tab !== "logs") { state.logAbort.abort(); state.logAbort = null; }
-  state.tab = tab;
-  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === tab));
-  ({devices: showDevices, resources: showResources, settings: showSettings, content: showContent, events: showEvents, logs: showLogs})[tab]().catch((e) => toast(e.message, true));
-}
-
-const cpath = (rest = "") => `/connectors/${encodeURIComponent(state.connector)}${rest}`;
-
-async function showDevices(cursor) {
-  const p = $("#panel");
-  if (!$("#dev-filter", p)) {
-    p.innerHTML = `<form id="dev-filter" class="toolbar">
-        <input name="q" placeholder="identity prefix"><select name="status"><option value="">any status</option>
-        <option>whitelisted</option><option>provisioned</option><option>locked</option><option>online</option></select>
-        <input name="tag" placeholder="tag name:value"><button>Search</button></form>
-      <form id="dev-add" class="toolbar"><input name="identity" placeholder="new identity" required><button class="secondary">Whitelist</button></form>
-      <div id="dev-table"></div><div class="toolbar"><button id="dev-prev" class="secondary">Previous</button><button id="dev-next" class="secondary">Next</button></div>`;
-    $("#dev-filter").onsubmit = (ev) => { ev.preventDefault(); state.cursorStack = []; showDevices(); };
-    $("#dev-add").onsubmit = async (ev) => {
-      ev.preventDefault();
-      try { await api("POST", cpath("/devices"), {identity: ev.target.identity.value}); toast("whitelisted"); ev.target.reset(); showDevices(); }
-      catch (e) { toast(e.message, true); }
-    };
+    await loadConnectors();
+  } catch (_) {
+    return; // a 401 signed us out
   }
-  const f = $("#dev-filter");
-  const params = new URLSearchParams({limit: "50"});
-  if (f.q.value) params.set("q", f.q.value);
-  if (f.status.value) params.set("status", f.status.value);
-  if (f.tag.value) params.append("tag", f.tag.value);
-  if (cursor) params.set("cursor", cursor);
-  const page = await api("GET", cpath(`/devices?${params}`));
-  $("#dev-table").innerHTML = `<table><thead><tr><th>Identity</th><th>Status</th><th>Online</th><th>Last IP</th><th>Last seen</th><th>Tags</th></tr></thead><tbody>${
-    page.items.map((d) => `<tr><td><a href="#" data-id="${esc(d.identity)}">${esc(d.identity)}</a></td><td>${esc(d.status)}${d.locked ? ' <span class="pill error">locked</span>' : ""}</td>
-      <td class="${d.online ? "on" : "off"}">${d.online ? "online" : "offline"}</td><td>${esc(d.lastip || "")}</td><td>${fmtTime(d.lastseen)}</td>
-      <td>${(d.tags || []).map((t) => `<span class="pill">${esc(t.name)}=${esc(t.value)}</span>`).join("")}</td></tr>`).join("") || '<tr><td colspan="6" class="muted">no devices</td></tr>'}</tbody></table>`;
-  $("#dev-table").querySelectorAll("a").forEach((a) => a.onclick = (ev) => { ev.preventDefault(); showDevice(a.dataset.id); });
-  $("#dev-next").disabled = !page.next;
-  $("#dev-next").onclick = () => { state.cursorStack.push(cursor || ""); showDevices(page.next); };
-  $("#dev-prev").disabled = state.cursorStack.length === 0;
-  $("#dev-prev").onclick = () => showDevices(state.cursorStack.pop() || undefined);
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#logout").hidden = false;
+  $("#refresh-control").hidden = false;
+  forgetStats();
+  state.key = "";
+  await render();
 }
 
-async function showDevice(identity) {
-  const id = encodeURIComponent(identity);
-  const [d, st] = await Promise.all([api("GET", cpath(`/devices/${id}`)), api("GET", cpath(`/devices/${id}/state`))]);
-  const p = $("#panel");
-  p.innerHTML = `<div class="toolbar"><button class="secondary" id="back">← Devices</button><h2 style="margin:0">${esc(d.identity)}</h2>
-      <span class="pill">${esc(d.status)}</span>${d.locked ? '<span class="pill error">locked</span>' : ""}<span class="${d.online ? "on" : "off"}">${d.online ? "online" : "offline"}</span></div>
-    <div class="toolbar"><button id="lock" class="secondary">${d.locked ? "Unlock" : "Lock"}</button><button id="reset" class="secondary">Reset credentials</button><button id="del" class="danger">Delete</button></div>
-    <h2>State</h2><table><thead><tr><th>Alias</th><th>Reported</th><th>Set</th><th>Pending</th><th>Updated</th></tr></thead><tbody>${
-      Object.entries(st).map(([a, v]) => `<tr><td>${esc(a)}</td><td><code>${esc(v.reported)}</code></td><td><code>${esc(v.set)}</code></td><td>${v.pending ? "yes" : ""}</td><td>${fmtTime(v.timestamp)}</td></tr>`).join("") || '<tr><td colspan="5" class="muted">no values yet</td></tr>'}</tbody></table>
-    <form id="setv" class="toolbar"><input name="alias" placeholder="alias (settable)" required><input name="value" placeholder="value" size="40" required><button>Set value</button></form>
-    <h2>Tags</h2><div>${(d.tags || []).map((t) => `<span class="pill">${esc(t.name)}=${esc(t.value)} <a href="#" data-n="${esc(t.name)}" data-v="${esc(t.value)}">×</a></span>`).join("") || '<span class="muted">none</span>'}</div>
-    <form id="addtag" class="toolbar"><input name="name" placeholder="tag name" required><input name="value" placeholder="value" required><button class="secondary">Add tag</button></form>`;
-  $("#back").onclick = () => { p.innerHTML = ""; showDevices(); };
-  const act = async (fn, msg) => { try { await fn(); toast(msg); showDevice(identity); } catch (e) { toast(e.message, true); } };
-  $("#lock").onclick = () => act(() => api("PATCH", cpath(`/devices/${id}`), {locked: !d.locked}), d.locked ? "unlocked" : "locked");
-  $("#reset").onclick = () => act(() => api("PATCH", cpath(`/devices/${id}`), {reprovision: true}), "credentials reset");
-  $("#del").onclick = async () => { if (confirm(`Delete ${identity}?`)) { try { await api("DELETE", cpath(`/devices/${id}`)); toast("deleted"); p.innerHTML = ""; showDevices(); } catch (e) { toast(e.message, true); } } };
-  $("#setv").onsubmit = (ev) => { ev.preventDefault(); act(() => api("PATCH", cpath(`/devices/${id}/state`), {[ev.target.alias.value]: ev.target.value.value}), "value set"); };
-  $("#addtag").onsubmit = (ev) => { ev.preventDefault(); act(() => api("PATCH", cpath(`/devices/${id}`), {tags: {add: [{name: ev.target.name.value, value: ev.target.value.value}]}}), "tag added"); };
-  p.querySelectorAll("a[data-n]").forEach((a) => a.onclick = (ev) => { ev.preventDefault(); act(() => api("PATCH", cpath(`/devices/${id}`), {tags: {remove: [{name: a.dataset.n, value: a.dataset.v}]}}), "tag removed"); });
-}
-
-async function showResources() {
-  const list = await api("GET", cpath("/resources"));
-  const p = $("#panel");
-  p.innerHTML = `<table><thead><tr><th>Alias</th><th>Format</th><th>Settable</th><th>Sync</th><th>Allowed</th><th></th></tr></thead><tbody>${
-    list.items.map((r) => `<tr><td>${esc(r.alias)}</td><td>${esc(r.format)}</td><td>${r.settable ? "yes" : ""}</td><td>${r.settable && r.sync ? "yes" : ""}</td><td>${esc((r.allowed || []).join(", "))}</td><td><button class="danger" data-a="${esc(r.alias)}">Delete</button></td></tr>`).join("")}</tbody></table>
-    <form id="addres" class="toolbar"><input name="alias" placeholder="alias" required><select name="format"><option>string</option><option>number</option><option>boolean</option></select>
-    <label><input type="checkbox" name="settable"> settable</label><label><input type="checkbox" name="sync" checked> sync</label><button>Add resource</button></form>`;
-  p.querySelectorAll("button[data-a]").forEach((b) => b.onclick = async () => { try { await api("DELETE", cpath(`/resources/${encodeURIComponent(b.dataset.a)}`)); showResources(); } catch (e) { toast(e.message, true); } });
-  $("#addres").onsubmit = async (ev) => {
-    ev.preventDefault(); const f = ev.target;
-    try { await api("POST", cpath("/resources"), {alias: f.alias.value, format: f.format.value, settable: f.settable.checked, sync: f.sync.checked}); showResources(); }
-    catch (e) { toast(e.message, true); }
-  };
-}
-
-async function showSettings() {
-  const s = await api("GET", cpath("/settings"));
-  const p = $("#panel");
-  p.innerHTML = `<p class="muted">Edit and save: the change is validated as a whole and applies to new connections.</p>
-    <textarea id="settings-json" rows="24" style="width:100%;font-family:ui-monospace,monospace">${esc(JSON.stringify(s, null, 2))}</textarea>
-    <div class="toolbar"><button id="save">Save settings</button></div>`;
-  $("#save").onclick = async () => {
-    let body; try { body = JSON.parse($("#settings-json").value); } catch (e) { toast(`invalid JSON: ${e.message}`, true); return; }
-    try { await api("PATCH", cpath("/settings"), body); toast("settings saved"); } catch (e) { toast(e.message, true); }
-  };
-}
-
-async function showContent() {
-  const list = await api("GET", cpath("/content"));
-  const p = $("#panel");
-  p.innerHTML = `<table><thead><tr><th>Id</th><th>Type</th><th>Size</th><th>Updated</th><th></th></tr></thead><tbody>${
-    list.items.map((c) => `<tr><td>${esc(c.id)}</td><td>${esc(c.type)}</td><td>${c.length}</td><td>${fmtTime(c.updated)}</td><td><button class="danger" data-id="${esc(c.id)}">Delete</button></td></tr>`).join("") || '<tr><td colspan="5" class="muted">no content</td></tr>'}</tbody></table>
-    <form id="upload" class="toolbar"><input name="id" placeholder="content id" required><input type="file" name="file" required><button>Upload</button></form>`;
-  p.querySelectorAll("button[data-id]").forEach((b) => b.onclick = async () => { try { await api("DELETE", cpath(`/content/${encodeURIComponent(b.dataset.id)}`)); showContent(); } catch (e) { toast(e.message, true); } });
-  $("#upload").onsubmit = async (ev) => {
-    ev.preventDefault(); const f = ev.target; const file = f.file.files[0];
-    try { await api("PUT", cpath(`/content/${encodeURIComponent(f.id.value)}`), file, {headers: {"Content-Type": file.type || "application/octet-stream"}}); toast("uploaded"); showContent(); }
-    catch (e) { toast(e.message, true); }
-  };
-}
-
-async function showEvents() {
-  const list = await api("GET", cpath("/events?after=0&limit=200"));
-  const items = (list.items || list).slice().reverse();
-  $("#panel").innerHTML = `<table><thead><tr><th>Seq</th><th>Time</th><th>Type</th><th>Identity</th><th>IP</th><th>Payload</th></tr></thead><tbody>${
-    items.map((e) => `<tr><td>${e.seq}</td><td>${fmtTime(e.timestamp)}</td><td>${esc(e.type)}${e.reason ? ` <span class="muted">${esc(e.reason)}</span>` : ""}</td><td>${esc(e.identity || "")}</td><td>${esc(e.ip || "")}</td><td><code>${esc(e.payload == null ? "" : JSON.stringify(e.payload)).slice(0, 300)}</code></td></tr>`).join("") || '<tr><td colspan="6" class="muted">no events</td></tr>'}</tbody></table>`;
-}
-
-async function showLogs() {
-  const p = $("#panel");
-  p.innerHTML = `<form id="logf" class="toolbar"><select name="kind"><option value="">events + debug</option><option>events</option><option>debug</option></select>
-    <input name="identity" placeholder="identity"><input name="ip" placeholder="IP address"><button>Follow</button></form><div class="log" id="log"></div>`;
-  const follow = async () => {
-    if (state.logAbort) state.logAbort.abort();
-    const ctl = new AbortController(); state.logAbort = ctl;
-    const f = $("#logf"); const params = new URLSearchParams();
-    for (const k of ["kind", "identity", "ip"]) if (f[k].value) params.set(k, f[k].value);
-    const out = $("#log"); out.innerHTML = "";
-    try {
-      const res = await fetch(`${API}${cpath(`/logs?${params}`)}`, {headers: {Authorization: `Bearer ${state.token}`, Accept: "text/event-stream"}, signal: ctl.signal});
-      if (!res.ok) throw new Error(`logs: ${res.status}`);
-      const reader = res.body.getReader(); const dec = new TextDecoder(); let buf = "";
-      for (;;) {
-        const {value, done} = await reader.read(); if (done) break;
-        buf += dec.decode(value, {stream: true});
-        let i;
-        while ((i = buf.indexOf("\n\n")) >= 0) {
-          const block = buf.slice(0, i); buf = buf.slice(i + 2);
-          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-          if (!data) continue;
-          let rec; try { rec = JSON.parse(data); } catch (_) { continue; }
-          const line = document.createElement("div"); line.className = rec.kind || "";
-          line.textContent = `${fmtTime(rec.timestamp)} ${rec.kind || ""} ${rec.event || ""} ${rec.identity || "-"} ${rec.ip || ""} ${rec.reason || ""} ${rec.detail || ""}`;
-          out.appendChild(line); out.scrollTop = out.scrollHeight;
-        }
-      }
-    } catch (e) { if (e.name !== "AbortError") toast(e.message, true); }
-  };
-  $("#logf").onsubmit = (ev) => { ev.preventDefault(); follow(); };
-  follow();
-}
-
-$("#login-form").onsubmit = async (ev) => {
+onNavigate(render);
+window.addEventListener("hashchange", () => { render(); });
+setInterval(tick, REFRESH_MS);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
+// The tab list is also a row of arrow-key buttons (left/right move between sections).
+document.addEventListener("keydown", (ev) => {
+  const a = ev.target.closest?.(".tabs a");
+  if (!a || (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft")) return;
+  const links = $$(".tabs a");
+  const i = links.indexOf(a) + (ev.key === "ArrowRight" ? 1 : -1);
+  links[(i + links.length) % links.length].focus();
   ev.preventDefault();
-  state.token = $("#token").value.trim();
-  try { await api("GET", "/connectors"); sessionStorage.setItem("gwToken", state.token); $("#login-error").textContent = ""; start(); }
-  catch (e) { $("#login-error").textContent = "That token was not accepted."; }
-};
-$("#logout").onclick = signOut;
-$("#new-connector").onsubmit = async (ev) => {
-  ev.preventDefault();
-  try { const c = await api("POST", "/connectors", {name: ev.target.name.value}); ev.target.reset(); await loadConnectors(c.id); }
-  catch (e) { toast(e.message, true); }
-};
-document.querySelectorAll("#tabs button").forEach((b) => b.onclick = () => showTab(b.dataset.tab));
+});
 start();
