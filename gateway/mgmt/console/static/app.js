@@ -107,6 +107,7 @@ $("#new-connector").addEventListener("submit", (ev) => {
     if (form.elements.cid.value.trim()) body.id = form.elements.cid.value.trim();
     const c = await api("POST", "/connectors", body);
     form.reset();
+    form.closest("details").open = false;
     await loadConnectors();
     toast(`connector ${c.id} created`);
     go(["c", c.id, "devices"]);

@@ -21,7 +21,7 @@ export async function mount(ctx) {
       ["Description", (c) => c.description || h("span", {class: "muted"}, "—")],
       ["Actions", (c) => h("div", {class: "row-actions"},
         h("button", {type: "button", class: "secondary small", "aria-label": `Download ${c.id}`, onclick: (ev) => busy(ev.currentTarget, () => download(itemPath(c.id), c.id.split("/").pop()))}, "Download"),
-        h("button", {type: "button", class: "danger small", "aria-label": `Delete ${c.id}`, onclick: (ev) => busy(ev.currentTarget, async () => {
+        h("button", {type: "button", class: "danger-outline small", "aria-label": `Delete ${c.id}`, onclick: (ev) => busy(ev.currentTarget, async () => {
           if (!(await confirmDialog(`Delete ${c.id}? Devices can no longer download it.`, "Delete"))) return;
           await api("DELETE", itemPath(c.id));
           toast(`${c.id} deleted`);

@@ -227,7 +227,7 @@ export async function mount(ctx) {
       ["Tags", (d) => tagPills(d.tags)],
       ["Actions", (d) => h("div", {class: "row-actions"},
         h("button", {type: "button", class: "secondary small", "aria-label": `${d.locked ? "Unlock" : "Lock"} ${d.identity}`, onclick: (ev) => busy(ev.currentTarget, () => act(d, d.locked ? "unlock" : "lock"))}, d.locked ? "Unlock" : "Lock"),
-        h("button", {type: "button", class: "danger small", "aria-label": `Delete ${d.identity}`, onclick: (ev) => busy(ev.currentTarget, () => act(d, "delete"))}, "Delete"))],
+        h("button", {type: "button", class: "danger-outline small", "aria-label": `Delete ${d.identity}`, onclick: (ev) => busy(ev.currentTarget, () => act(d, "delete"))}, "Delete"))],
     ], page.items, {empty: params.toString() ? "no devices match" : "no devices yet", rowAttrs: (d) => ({dataset: {identity: d.identity}})}));
     const cursor = params.get("cursor");
     fill(pager,
@@ -252,11 +252,11 @@ export async function mount(ctx) {
     h("h2", {class: "visually-hidden"}, "Devices"),
     counts,
     filter,
-    results,
-    pager,
-    h("div", {class: "two-col"},
+    h("div", {class: "add-row"},
       h("details", {class: "box", id: "add-one"}, h("summary", {}, "Add a device"), addForm(ctx, refresh)),
-      h("details", {class: "box", id: "add-many"}, h("summary", {}, "Add many from CSV"), importForm(ctx, refresh))));
+      h("details", {class: "box", id: "add-many"}, h("summary", {}, "Add many from CSV"), importForm(ctx, refresh))),
+    results,
+    pager);
   await refresh();
   return {
     refresh,

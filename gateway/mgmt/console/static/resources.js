@@ -54,7 +54,7 @@ export async function mount(ctx) {
       ["Initial", (r) => (r.initial == null ? h("span", {class: "muted"}, "—") : h("code", {class: "value"}, r.initial))],
       ["Actions", (r) => h("div", {class: "row-actions"},
         h("button", {type: "button", class: "secondary small", "aria-label": `Edit ${r.alias}`, onclick: () => drawForm(r)}, "Edit"),
-        h("button", {type: "button", class: "danger small", "aria-label": `Delete ${r.alias}`, onclick: (ev) => busy(ev.currentTarget, async () => {
+        h("button", {type: "button", class: "danger-outline small", "aria-label": `Delete ${r.alias}`, onclick: (ev) => busy(ev.currentTarget, async () => {
           if (!(await confirmDialog(`Delete the resource ${r.alias}? Every device's value of it goes too.`, "Delete"))) return;
           await api("DELETE", `${base}/${encodeURIComponent(r.alias)}`);
           toast(`${r.alias} deleted`);

@@ -9,7 +9,8 @@ import {IDENTITY_TYPES, identityProblem} from "./identity.js";
 const REDACTED = "<redacted>";
 
 function pemField(label, name, value, hint) {
-  const area = h("textarea", {name, rows: 4, spellcheck: false, class: "code", placeholder: "-----BEGIN CERTIFICATE-----"}, value || "");
+  const placeholder = name === "server_key" ? "-----BEGIN PRIVATE KEY-----" : "-----BEGIN CERTIFICATE-----";
+  const area = h("textarea", {name, rows: 4, spellcheck: false, class: "code", placeholder}, value || "");
   const file = h("input", {type: "file", accept: ".pem,.crt,.cer,.key,text/plain", "aria-label": `Upload ${label} from a file`});
   file.addEventListener("change", async () => { if (file.files[0]) area.value = (await file.files[0].text()).trim(); });
   return h("div", {class: "pem"}, field(label, area, hint), h("div", {class: "field"}, h("span", {class: "upload-label"}, "or upload a file: "), file));
@@ -93,8 +94,7 @@ export async function mount(ctx) {
           field("Largest HTTP value (bytes)", h("input", {name: "max_payload", type: "number", min: 64, value: s.limits.max_payload})),
           field("Largest MQTT packet (bytes)", h("input", {name: "max_packet_size", type: "number", min: 64, value: s.limits.max_packet_size})))),
       h("div", {class: "toolbar sticky-actions"}, h("button", {type: "submit", id: "save-settings"}, "Save settings"),
-        h("button", {type: "button", class: "secondary", onclick: () => draw()}, "Discard changes")),
-      status);
+        h("button", {type: "button", class: "secondary", onclick: () => draw()}, "Discard changes"), status));
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();

@@ -1,13 +1,15 @@
-"""``GET …/stats`` (the console's live counters) and the management actions that end a
-device's MQTT session: lock, credentials reset and delete (docs/protocol.md §12 item 24).
+"""What the web console needs from the management side: ``GET …/stats`` (live counters), the
+actions that end a device's MQTT session (lock, credentials reset, delete; docs/protocol.md
+§12 item 24), and the console's files served whole from the gateway itself.
 
 Devices are raw MQTT 3.1.1 sockets on the dev plain port (``gateway.testing.mqtt_bytes``),
-provisioned with pre-shared tokens through the API; the expected counts are exact because
-each test uses a connector of its own.
+provisioned with pre-shared tokens through the API; the counts are exact because the stats
+test compares before and after on a connector nothing else touches at the same time.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 import time
@@ -179,3 +181,35 @@ def test_unlock_keeps_the_session_and_delete_ends_it(gw: TestGateway, api: httpx
     wait_for(lambda: disconnect_reasons(api, "kick-delete") == ["deleted"], "the disconnect event")
     assert api.delete("/api/v1/connectors/demo/devices/kick-delete").status_code == 404
     assert api.delete("/api/v1/connectors/nosuch/devices/kick-delete").status_code == 404
+
+
+def test_console_is_served_whole_and_offline(gw: TestGateway) -> None:
+    """Every file the console loads is served by the gateway itself (no CDN, nothing from
+    elsewhere), scripts as JavaScript modules, each answer to be revalidated."""
+    from gateway.mgmt.console import CONSOLE_DIR
+
+    base = f"http://127.0.0.1:{gw.ports['api']}/console/"
+    index = httpx.get(base, timeout=10)
+    assert index.status_code == 200
+    assert index.headers["cache-control"] == "no-cache"
+    wanted = set(re.findall(r'(?:src|href)="([^"#:]+)"', index.text))
+    for js in CONSOLE_DIR.glob("*.js"):
+        wanted |= {
+            a or b
+            for a, b in re.findall(r'from "\./([^"]+)"|import\("\./([^"]+)"\)', js.read_text())
+        }
+    wanted.discard("")
+    assert {"app.js", "style.css", "lib.js", "chart.js", "identity.js"} <= wanted
+    for name in sorted(wanted):
+        r = httpx.get(base + name, timeout=10)
+        assert r.status_code == 200, name
+        assert r.headers["cache-control"] == "no-cache", name
+        if name.endswith(".js"):
+            assert r.headers["content-type"].split(";")[0] in (
+                "text/javascript",
+                "application/javascript",
+            ), name
+    for f in CONSOLE_DIR.iterdir():
+        text = f.read_text()
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", text)) - {"http://www.w3.org/2000/svg"}
+        assert not urls, (f.name, urls)
