@@ -38,7 +38,13 @@ async function listView(ctx) {
       h("button", {type: "submit"}, "Add integration")),
     status, result);
   const insecure = () => form.elements.allow_insecure_http.checked;
+  const needDocument = () => {
+    if (doc.area.value.trim()) return false;
+    fill(result, h("p", {class: "error", role: "alert"}, "Choose a document file or paste one first."));
+    return true;
+  };
   form.querySelector("#int-validate").addEventListener("click", (ev) => busy(ev.currentTarget, async () => {
+    if (needDocument()) return;
     const r = await api("POST", `${base}/validate`, {document: doc.area.value, allow_insecure_http: insecure()});
     fill(result, r.valid
       ? h("p", {class: "ok"}, `Valid: ${r.operations.length} operations (${r.operations.join(", ")}).`)
@@ -46,6 +52,7 @@ async function listView(ctx) {
   }));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
+    if (needDocument()) return;
     busy(form.querySelector("button[type=submit]"), async () => {
       const name = form.elements.name.value.trim();
       try {
@@ -196,6 +203,7 @@ async function detailView(ctx) {
     docResult);
   docForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
+    if (!doc.area.value.trim()) { fill(docResult, h("p", {class: "error", role: "alert"}, "Choose a document file or paste one first.")); return; }
     busy(docForm.querySelector("button[type=submit]"), async () => {
       try {
         const v = await api("PUT", `${base}/document`, {document: doc.area.value, allow_insecure_http: false});
