@@ -70,7 +70,7 @@ $("#login-form").addEventListener("submit", async (ev) => {
   sessionStorage.setItem("gwToken", candidate);
   $("#login-error").textContent = "";
   $("#token").value = "";
-  await start();
+  await start().catch((e) => toast(e.message, true));
 });
 $("#logout").addEventListener("click", signOut);
 
@@ -173,7 +173,7 @@ async function render() {
     else mod = TABS.find(([k]) => k === tab)[2];
     key = segs.slice(0, 4).join("/");
     if (state.key === key && state.view?.update) { // same view, new query: let it update in place
-      state.view.update(params);
+      try { await state.view.update(params); } catch (e) { if (e.name !== "AbortError") toast(e.message, true); }
       return;
     }
     unmountView();
@@ -192,15 +192,21 @@ async function render() {
     ctx = {segs, params, panel, connectors: state.connectors};
   }
   state.key = key;
-  state.abort = new AbortController();
-  ctx.signal = state.abort.signal;
+  const abort = new AbortController();
+  state.abort = abort;
+  ctx.signal = abort.signal;
   ctx.go = (p, opts) => go(segs, p, opts);
+  let view = {};
   try {
-    state.view = (await mod.mount(ctx)) || {};
+    view = (await mod.mount(ctx)) || {};
   } catch (e) {
     if (e.name !== "AbortError") toast(e.message, true);
-    state.view = {};
   }
+  if (state.abort !== abort) { // another place was drawn meanwhile: this view is gone
+    try { view.unmount?.(); } catch (_) { /* already torn down */ }
+    return;
+  }
+  state.view = view;
   if (ctx.cid) refreshCounters(ctx.cid);
 }
 
@@ -243,8 +249,8 @@ async function start() {
   await render();
 }
 
-onNavigate(render);
-window.addEventListener("hashchange", () => { render(); });
+onNavigate(() => { render().catch((e) => toast(e.message, true)); });
+window.addEventListener("hashchange", () => { render().catch((e) => toast(e.message, true)); });
 setInterval(tick, REFRESH_MS);
 document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
 // The tab list is also a row of arrow-key buttons (left/right move between sections).
@@ -256,4 +262,4 @@ document.addEventListener("keydown", (ev) => {
   links[(i + links.length) % links.length].focus();
   ev.preventDefault();
 });
-start();
+start().catch((e) => toast(e.message, true));

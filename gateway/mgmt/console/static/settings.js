@@ -94,7 +94,7 @@ export async function mount(ctx) {
           field("Largest HTTP value (bytes)", h("input", {name: "max_payload", type: "number", min: 64, value: s.limits.max_payload})),
           field("Largest MQTT packet (bytes)", h("input", {name: "max_packet_size", type: "number", min: 64, value: s.limits.max_packet_size})))),
       h("div", {class: "toolbar sticky-actions"}, h("button", {type: "submit", id: "save-settings"}, "Save settings"),
-        h("button", {type: "button", class: "secondary", onclick: () => draw()}, "Discard changes"), status));
+        h("button", {type: "button", class: "secondary", onclick: (ev) => busy(ev.currentTarget, draw)}, "Discard changes"), status));
 
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
