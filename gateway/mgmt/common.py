@@ -297,6 +297,7 @@ def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handl
     the error shape (and an ``Allow`` header), auth, and the error boundary."""
     by_method = {e.method: e for e in endpoints}
     allow = ", ".join(sorted(by_method))
+    known = {e.method: frozenset(q.name for q in e.query) for e in endpoints}
 
     async def dispatch(request: Request) -> Response:
         ep = by_method.get(request.method)
@@ -309,6 +310,14 @@ def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handl
                 )
             if ep.auth:
                 await tokens.check(request)
+            unknown = sorted(set(request.query_params) - known[ep.method])
+            if unknown:
+                # A misspelt filter must not silently widen a listing (or an event search).
+                accepted = ", ".join(sorted(known[ep.method])) or "none"
+                raise BadRequest(
+                    f"unknown query parameter {', '.join(map(repr, unknown))} "
+                    f"(accepted: {accepted})"
+                )
             return await ep.handler(request)
         except MethodNotAllowed as exc:
             return error_response(exc, {"Allow": exc.allow})

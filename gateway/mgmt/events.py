@@ -1,5 +1,6 @@
-"""Management routes: the durable event log (cursor + long-poll), the live log tail (SSE)
-and the extra admin tokens."""
+"""Management routes: the durable event log (forwards with long-poll, or newest first;
+filtered by identity, type, IP and time), the live log tail (SSE) and the extra admin
+tokens."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from gateway.mgmt.common import (
     q_str,
 )
 from gateway.mgmt.sse import DEFAULT_HEARTBEAT_S, LogStream
+from gateway.rules.identity import MAX_IDENTITY_LENGTH
 from gateway.services.bundle import Services
-from gateway.services.events import MAX_LIMIT, MAX_WAIT_S, EventOut
+from gateway.services.events import EVENT_TYPES, MAX_LIMIT, MAX_WAIT_S, EventFilter, EventOut
 from gateway.services.logs import LogFilter
 
 __all__ = ["EventPage", "TokenCreate", "endpoints"]
@@ -34,10 +36,13 @@ KINDS = ("events", "debug")
 
 
 class EventPage(msgspec.Struct, frozen=True):
-    """Events after the cursor; ``next`` is the cursor to pass as ``after`` next time."""
+    """A page of events.  Forwards (``after``): oldest first, ``next`` is the cursor to pass
+    as ``after`` next time (never null: the log goes on).  Backwards (``before``): newest
+    first, ``next`` is the cursor to pass as ``before`` for older events, null at the
+    oldest."""
 
     items: list[EventOut]
-    next: int
+    next: int | None
 
 
 class TokenCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,12 +55,32 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
     async def read_events(request: Request) -> Response:
         cid = request.path_params["cid"]
         reg.require(cid)
+        query = request.query_params
+        since = q_int(request, "since", -1, lo=0, hi=2**62)
+        until = q_int(request, "until", -1, lo=0, hi=2**62)
+        filt = EventFilter(
+            identity=q_str(request, "identity", max_length=MAX_IDENTITY_LENGTH),
+            types=tuple(query.getlist("type")),
+            ip=q_str(request, "ip", max_length=64),
+            since=None if since < 0 else since,
+            until=None if until < 0 else until,
+        )
+        limit = q_int(request, "limit", 100, lo=1, hi=MAX_LIMIT)
+        if "before" in query:
+            if "after" in query or "wait" in query:
+                raise BadRequest("before pages backwards: it goes without after and wait")
+            before = q_int(request, "before", -1, lo=-1, hi=2**62)
+            items, older = await services.events.read_back(
+                cid, before=before, limit=limit, filt=filt
+            )
+            return json_response(EventPage(items, older))
         after = q_int(request, "after", 0, lo=-1, hi=2**62)
         items = await services.events.read(
             cid,
             after=after,
-            limit=q_int(request, "limit", 100, lo=1, hi=MAX_LIMIT),
+            limit=limit,
             wait=q_float(request, "wait", 0.0, lo=0.0, hi=MAX_WAIT_S),
+            filt=filt,
         )
         # An empty page keeps the cursor ("from now" resolves to the current end).
         nxt = after if after >= 0 else await services.events.last_seq(cid)
@@ -101,15 +126,52 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             "GET",
             f"{base}/events",
             read_events,
-            "Durable device events after a cursor, long-polling up to ?wait seconds",
+            "Durable device events: after a cursor (long-polling up to ?wait seconds) or "
+            "newest first before one, filtered by identity, type, IP and time",
             "events",
             "readEvents",
             response=EventPage,
+            description="Without before: events with seq > after, oldest first.  With before:"
+            " events with seq < before, newest first (before=-1: from the newest); next is"
+            " then the cursor of the older page, null at the oldest.  Filters combine (all"
+            " must match; several type parameters match any of them).  Unknown parameters"
+            " are refused (400).",
             query=(
                 QueryParam(
                     "after",
                     {"type": "integer", "minimum": -1, "maximum": 2**62},
                     "cursor: events with seq > after; -1 = from now [0]",
+                ),
+                QueryParam(
+                    "before",
+                    {"type": "integer", "minimum": -1, "maximum": 2**62},
+                    "cursor: events with seq < before, newest first; -1 = from the newest",
+                ),
+                QueryParam(
+                    "identity",
+                    {"type": "string", "maxLength": MAX_IDENTITY_LENGTH},
+                    "only this device's events",
+                ),
+                QueryParam(
+                    "type",
+                    {"enum": list(EVENT_TYPES)},
+                    "only events of this type; repeat for several",
+                    repeated=True,
+                ),
+                QueryParam(
+                    "ip",
+                    {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+                    "only events from this peer address",
+                ),
+                QueryParam(
+                    "since",
+                    {"type": "integer", "minimum": 0, "maximum": 2**62},
+                    "only events at or after this time (µs since the epoch)",
+                ),
+                QueryParam(
+                    "until",
+                    {"type": "integer", "minimum": 0, "maximum": 2**62},
+                    "only events at or before this time (µs since the epoch)",
                 ),
                 QueryParam(
                     "limit",
@@ -119,7 +181,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
                 QueryParam(
                     "wait",
                     {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
-                    "seconds to wait when nothing is there yet [0]",
+                    "seconds to wait when nothing is there yet [0]; not with before",
                 ),
             ),
         ),

@@ -23,16 +23,12 @@ from gateway.services.events import CommitSignals, EventLog
 from gateway.services.integrations import IntegrationService
 from gateway.services.integrations.crypto import SecretBox
 from gateway.services.logs import LogHub
+from gateway.services.refusals import REFUSAL_EVENTS, RefusalEvents
 from gateway.services.state import StateService
 from gateway.store.api import CommittedEvent, Store
 from gateway.tls.contexts import ConnectorTLS
 
-__all__ = ["REFUSAL_EVENTS", "Directory", "Services", "committed_fanout"]
-
-# Debug-log events that record a refusal (docs/protocol.md §9).
-REFUSAL_EVENTS = frozenset(
-    ("connection_refused", "connect_refused", "provision_refused", "write_rejected", "http_refused")
-)
+__all__ = ["Directory", "Services", "committed_fanout"]
 
 
 def committed_fanout(
@@ -113,13 +109,20 @@ class Services:
             debug=logs.publish,
             box=SecretBox.from_data_dir(config.data_dir),
         )
+        self.refusals = RefusalEvents()
         self.started = time.time()
 
     def debug(self, rec: LogRecord) -> None:
-        """A debug-log record (Trio thread).  Refusals of a known connector are also
-        counted per reason for the connector's live counters (``GET …/stats``)."""
-        if rec.event in REFUSAL_EVENTS and rec.connector_id is not None and rec.reason:
-            self.metrics.connector_refusal(rec.connector_id, rec.reason)
+        """A debug-log record (Trio thread).  A refusal of a known connector is also
+        counted per reason (the connector's live counters, ``GET …/stats``) and becomes a
+        durable event (:mod:`gateway.services.refusals`; not awaited: a refusal
+        acknowledges nothing, and a failure reaches the store's ``on_failure``)."""
+        if rec.event in REFUSAL_EVENTS and rec.connector_id is not None:
+            if rec.reason:
+                self.metrics.connector_refusal(rec.connector_id, rec.reason)
+            event = self.refusals.event_for(rec)
+            if event is not None:
+                self.store.submit([event], detached=True)
         self.logs.publish(rec)
 
     async def samples(self) -> list[Sample]:

@@ -151,11 +151,19 @@ class StateRow(msgspec.Struct, frozen=True, gc=False):
 
 
 class EventQuery(msgspec.Struct, frozen=True):
-    """Events of one connector with ``seq > after``, oldest first."""
+    """Events of one connector: with ``seq > after`` oldest first, or, when ``before`` is
+    set, with ``seq < before`` newest first.  The filters narrow either direction: an
+    identity, event types (any of them), a peer address, a time range (µs, inclusive)."""
 
     connector_id: str
     after: int = 0
     limit: int = 100
+    before: int | None = None
+    identity: str | None = None
+    types: tuple[str, ...] = ()
+    ip: str | None = None
+    since: int | None = None
+    until: int | None = None
 
 
 class ContentRow(msgspec.Struct, frozen=True):

@@ -681,7 +681,15 @@ def test_device_page_values_chart_set_value_and_tags(signed_in: Console, world: 
         lambda d: len(ui.els('#dev-charts figure[data-series="data_in.001"] circle')) == before + 1,
         "the new point on the chart (auto-refresh)",
     )
-    assert "last 99" in ui.text('#dev-charts figure[data-series="data_in.001"] figcaption')
+    caption = ui.text('#dev-charts figure[data-series="data_in.001"] figcaption')
+    assert "last 99" in caption
+    # only this device's values: as many as its own data_in writes with a channel 001
+    own = world.api.get(
+        "/connectors/demo/events",
+        params={"before": -1, "limit": 1000, "identity": "paho-1", "type": "data_in"},
+    ).json()["items"]
+    n = sum("001" in p["values"].get("data_in", "") for e in own for p in e["payload"])
+    assert f"· {n} values" in caption, (caption, n)
     # Set config_io with the JSON editor; the device receives and acknowledges it.
     Select(ui.el("#setv select[name=alias]")).select_by_value("config_io")
     assert ui.el("#use-json").is_selected()
@@ -933,6 +941,8 @@ def test_logs_follow_filter_pause_and_export(signed_in: Console, world: World) -
 
 def test_events_newest_first_with_filters_and_paging(signed_in: Console, world: World) -> None:
     ui = signed_in
+    for i in range(30):  # more than a page of paho-1's writes, whatever ran before
+        world.devices["paho-1"].write("data_in", json.dumps({"001": i}))
     ui.open("c/demo/events")
     ui.wait(lambda d: len(ui.els("#ev-table tbody tr")) == 50, "a page of events")
     seqs = [int(r.get_attribute("data-seq")) for r in ui.els("#ev-table tbody tr")]
@@ -948,6 +958,7 @@ def test_events_newest_first_with_filters_and_paging(signed_in: Console, world: 
     # Filters: identity and type.
     ui.fill("#ev-filter input[name=identity]", "paho-1")
     ui.fill("#ev-filter input[name=type]", "data_in")
+    Select(ui.el("#ev-filter select[name=limit]")).select_by_value("25")
     ui.click("#ev-filter button[type=submit]")
     ui.wait(
         lambda d: "identity=paho-1" in ui.place() and "type=data_in" in ui.place(),

@@ -181,10 +181,19 @@ _V101_CURRENT_CONNECTION = """
 """
 
 
+# The event log by device, newest first: the console's device page and
+# ``GET …/events?identity=`` walk it instead of every event of the connector.
+_V102_EVENTS_BY_IDENTITY = """
+        CREATE INDEX events_identity ON events (connector_id, identity, seq)
+            WHERE identity IS NOT NULL;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _V1_CORE),
     Migration(100, "integrations", _V100_INTEGRATIONS),
     Migration(101, "current connection of a device", _V101_CURRENT_CONNECTION),
+    Migration(102, "events by identity", _V102_EVENTS_BY_IDENTITY),
 )
 
 

@@ -41,9 +41,12 @@ from gateway.store.api import (
 )
 from gateway.store.sqlite.writer import connect
 
-__all__ = ["SqliteReader"]
+__all__ = ["EVENT_TS_SKEW_US", "SqliteReader"]
 
 _CHUNK = 500  # host parameters per IN (...) list
+# How far an event's timestamp (taken when its op is made) may lag its commit order: a
+# submission waits behind a slow commit for far less than this.
+EVENT_TS_SKEW_US = 60_000_000
 _DEVICE_COLS = (
     "id",
     "connector_id",
@@ -337,16 +340,53 @@ class SqliteReader:
     # -- events --------------------------------------------------------------------------
 
     def events(self, query: EventQuery) -> list[CommittedEvent]:
+        """The query walks the primary key (connector, seq) in the asked direction, or the
+        identity index (connector, identity, seq) when an identity is given: a page costs
+        about ``limit`` steps plus the events the other filters skip.  A time range becomes
+        a seq range first (:meth:`_seq_range`), so an old range does not walk every newer
+        event."""
+        cid = query.connector_id
+        where = ["connector_id = ?"]
+        args: list[Any] = [cid]
+        if query.before is None:
+            where.append("seq > ?")
+            args.append(query.after)
+            order = "ASC"
+        else:
+            where.append("seq < ?")
+            args.append(query.before)
+            order = "DESC"
+        if query.identity is not None:
+            where.append("identity = ?")
+            args.append(query.identity)
+        if query.types:
+            where.append(f"type IN ({','.join('?' * len(query.types))})")
+            args += query.types
+        if query.ip is not None:
+            where.append("ip = ?")
+            args.append(query.ip)
+        if query.since is not None or query.until is not None:
+            bounds = self._seq_range(cid, query.since, query.until)
+            if bounds is None:
+                return []
+            where.append("seq BETWEEN ? AND ?")
+            args += bounds
+            if query.since is not None:
+                where.append("ts >= ?")
+                args.append(query.since)
+            if query.until is not None:
+                where.append("ts <= ?")
+                args.append(query.until)
+        args.append(query.limit)
         rows = (
             self._conn()
             .execute(
                 "SELECT seq, ts, type, identity, connection_id, ip, protocol, reason, payload "
-                "FROM events WHERE connector_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (query.connector_id, query.after, query.limit),
+                f"FROM events WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+                args,
             )
             .fetchall()
         )
-        cid = query.connector_id
         return [
             CommittedEvent(
                 cid,
@@ -362,6 +402,33 @@ class SqliteReader:
             )
             for r in rows
         ]
+
+    def _seq_range(self, cid: str, since: int | None, until: int | None) -> list[int] | None:
+        """Sequence numbers bounding the events stamped within [since, until] (µs), from
+        two probes of the time index; None when no event can be in the range.  Timestamps
+        are taken before commit and sequence numbers at commit, so their orders can differ
+        by the time a submission waits; the bounds are widened by :data:`EVENT_TS_SKEW_US`
+        and the exact times are filtered after."""
+        conn = self._conn()
+        lo, hi = 0, 2**62
+        if since is not None:
+            row = conn.execute(
+                "SELECT seq FROM events WHERE connector_id = ? AND ts >= ? ORDER BY ts LIMIT 1",
+                (cid, since - EVENT_TS_SKEW_US),
+            ).fetchone()
+            if row is None:
+                return None
+            lo = int(row[0])
+        if until is not None:
+            row = conn.execute(
+                "SELECT seq FROM events WHERE connector_id = ? AND ts <= ? "
+                "ORDER BY ts DESC LIMIT 1",
+                (cid, until + EVENT_TS_SKEW_US),
+            ).fetchone()
+            if row is None:
+                return None
+            hi = int(row[0])
+        return [lo, hi]
 
     def last_seq(self, connector_id: str) -> int:
         row = (
