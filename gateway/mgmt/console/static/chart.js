@@ -2,7 +2,7 @@
 // sparkline (the overview's live counters).  No library: a few hundred points at most.
 import {fmtNumber, fmtTime, h, s} from "./lib.js";
 
-const W = 560, H = 180, L = 56, R = 12, T = 12, B = 28;
+const W = 440, H = 190, L = 50, R = 10, T = 10, B = 26;
 
 function niceRange(lo, hi) {
   if (lo === hi) { const d = Math.abs(lo) * 0.1 || 1; return [lo - d, hi + d]; }

@@ -16,7 +16,7 @@ const looksJson = (text) => typeof text === "string" && /^\s*[[{]/.test(text);
 
 function valueCell(v) {
   if (v == null) return h("span", {class: "muted"}, "—");
-  return h("code", {class: "value", title: v.length > 120 ? v : null}, v.length > 120 ? `${v.slice(0, 119)}…` : v);
+  return h("code", {class: "value", title: v.length > 60 ? v : null}, v.length > 240 ? `${v.slice(0, 239)}…` : v);
 }
 
 function setForm(ctx, identity, resources, stateRef, after) {
@@ -24,7 +24,7 @@ function setForm(ctx, identity, resources, stateRef, after) {
   if (!settable.length) return h("p", {class: "muted"}, "No settable resources: define one on the Resources tab.");
   const alias = select("alias", settable.map((r) => [r.alias, `${r.alias} (${r.format}${r.sync ? ", sync" : ""})`]), settable[0].alias);
   const plain = h("input", {name: "value", autocomplete: "off", spellcheck: false});
-  const json = h("textarea", {name: "json", rows: 8, spellcheck: false, class: "code"});
+  const json = h("textarea", {name: "json", rows: 6, spellcheck: false, class: "code"});
   const jsonCheck = h("small", {class: "hint", id: "json-check", "aria-live": "polite"});
   json.setAttribute("aria-describedby", "json-check");
   const useJson = h("input", {type: "checkbox", id: "use-json", name: "use_json"});
@@ -203,10 +203,10 @@ export async function mount(ctx) {
   fill(ctx.panel,
     head, facts, actions,
     h("section", {"aria-labelledby": "h-res"}, h("h3", {id: "h-res"}, "Resources"), stateBox),
+    h("section", {"aria-labelledby": "h-charts"}, h("h3", {id: "h-charts"}, "Values over time"), charts),
     h("div", {class: "two-col"},
       h("section", {"aria-labelledby": "h-set", class: "box"}, h("h3", {id: "h-set"}, "Set a value"), setBox),
       h("section", {"aria-labelledby": "h-tags", class: "box"}, h("h3", {id: "h-tags"}, "Tags"), tagsBox)),
-    h("section", {"aria-labelledby": "h-charts"}, h("h3", {id: "h-charts"}, "Values over time"), charts),
     h("section", {"aria-labelledby": "h-ev"}, h("h3", {id: "h-ev"}, "Recent events"), eventsBox),
     h("section", {"aria-labelledby": "h-log"}, h("h3", {id: "h-log"}, "Live log"), log.element));
   await refresh();

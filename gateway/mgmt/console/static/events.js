@@ -6,7 +6,7 @@ import {href, place} from "./nav.js";
 
 export const EVENT_TYPES = [
   "provisioned", "connect", "disconnect", "data_in", "data_out", "publish", "content_in", "deleted",
-  "integration_health", "connection_refused", "activation_refused", "write_refused",
+  "integration_health", "connection_refused", "activation_refused", "write_refused", "request_refused",
 ];
 const LIMITS = ["25", "50", "100", "200"];
 

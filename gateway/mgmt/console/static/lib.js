@@ -50,7 +50,7 @@ export function s(tag, attrs, ...children) {
     if (v == null || v === false) continue;
     el.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c == null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
