@@ -681,6 +681,8 @@ def test_device_page_values_chart_set_value_and_tags(signed_in: Console, world: 
         lambda d: len(ui.els('#dev-charts figure[data-series="data_in.001"] circle')) == before + 1,
         "the new point on the chart (auto-refresh)",
     )
+    axis = ui.els('#dev-charts figure[data-series="data_in.001"] svg text.axis')
+    assert len(axis) == 5  # three values up the side, the first and last time below
     caption = ui.text('#dev-charts figure[data-series="data_in.001"] figcaption')
     assert "last 99" in caption
     # only this device's values: as many as its own data_in writes with a channel 001
@@ -730,9 +732,14 @@ def test_locked_device_is_shown_offline_and_refusals_counted(
     ui.wait_text(".device-head", "offline")
     ui.wait_text(".device-head", "locked")
     assert world.api.get("/connectors/demo/devices/paho-2").json()["online"] is False
-    # paho reconnects on its own and is refused: the header counts it by reason.
+    # paho reconnects on its own and is refused: the header counts it by reason, and the
+    # event log has the refusal with its reason code (the header's pill leads there).
     ui.wait_text('#head-counters [data-counter="refused"]', "locked")
     ui.shot("06-locked-device")
+    ui.el('#head-counters [data-counter="refused"] a').click()
+    ui.wait(lambda d: "type=connection_refused" in ui.place(), "the refusal events")
+    ui.wait_text('#ev-table tr[data-type="connection_refused"]', "locked")
+    ui.open("c/demo/devices/paho-2")
     ui.click("#lock")  # unlock
     ui.wait(lambda d: "locked" not in ui.text(".device-head"), "unlocked")
     ui.wait_text(".device-head", "online", timeout=30)  # paho's next retry gets in

@@ -6,6 +6,7 @@ import {sparkline} from "./chart.js";
 import {api, fmtNumber, h} from "./lib.js";
 import {href} from "./nav.js";
 
+const REFUSAL_TYPES = "connection_refused,activation_refused,write_refused,request_refused";
 const KEEP = 120; // samples per connector (6 minutes at one every 3 s)
 const history = new Map(); // cid -> [{stats, t}]
 
@@ -41,7 +42,7 @@ export function refusalPills(stats, cid) {
   const entries = Object.entries(stats.refused).sort((a, b) => b[1] - a[1]);
   if (!entries.length) return h("span", {class: "muted"}, "none");
   return h("ul", {class: "pills"}, entries.map(([reason, n]) =>
-    h("li", {}, h("a", {class: "pill warn", href: href(["c", cid, "logs"], {kind: "debug"}), title: `refused for ${reason} since the gateway started`}, `${reason} ${n}`))));
+    h("li", {}, h("a", {class: "pill warn", href: href(["c", cid, "events"], {type: REFUSAL_TYPES}), title: `refused for ${reason} since the gateway started`}, `${reason} ${n}`))));
 }
 
 /** The counter line under a connector's name (also used by the overview cards). */
