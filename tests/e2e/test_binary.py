@@ -162,12 +162,6 @@ def test_version_says_compiled(binary: Path, tmp_path: Path) -> None:
     assert "GATEWAY_PURE_PYTHON ignored" in r.stderr
 
 
-def _console_mounted() -> bool:
-    """Whether the management app mounts the web console (it is being wired in parallel)."""
-    api = ROOT / "gateway" / "api"
-    return any("console_routes(" in f.read_text() for f in api.glob("*.py"))
-
-
 def test_package_data_and_compiled_modules_inside(binary: Path) -> None:
     """The archive holds every gateway/_ext/*.so and every package data file (SQL, console
     assets), so the binary never needs the source tree."""
@@ -176,7 +170,9 @@ def test_package_data_and_compiled_modules_inside(binary: Path) -> None:
     toc = set(CArchiveReader(str(binary)).toc)
     for so in (ROOT / "gateway" / "_ext").glob("*.so"):
         assert f"gateway/_ext/{so.name}" in toc, so.name
-    for pattern in ("api/console/**/*", "**/*.sql"):
+    console = list((ROOT / "gateway" / "mgmt" / "console" / "static").iterdir())
+    assert {"index.html", "app.js", "style.css"} <= {f.name for f in console}
+    for pattern in ("mgmt/console/static/*", "**/*.sql"):
         for f in (ROOT / "gateway").glob(pattern):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".py":
                 assert f.relative_to(ROOT).as_posix() in toc, f
@@ -212,10 +208,10 @@ def test_devices_over_https_and_mqtt_then_cli(
     health = httpx.get(f"{api}/health", timeout=10).json()
     assert health["compiled"] is True, health
     assert health["status"] == "ok"
-    if _console_mounted():
-        console = httpx.get(f"http://127.0.0.1:{gw.ports['api']}/console/", timeout=10)
-        assert console.status_code == 200
-        assert "<html" in console.text.lower()  # package data is found inside the binary
+    # the web console's files are found inside the binary
+    console = f"http://127.0.0.1:{gw.ports['api']}/console/"
+    assert "<html" in httpx.get(console, timeout=10).text.lower()
+    assert httpx.get(console + "app.js", timeout=10).status_code == 200
 
     # HTTPS on the multi-protocol TLS port, trusting the CA the binary generated.
     tls = ssl.create_default_context(cafile=gw.ca)
