@@ -19,6 +19,7 @@ from gateway.device.http.h1 import H1Limits, HttpDate, serve_h1
 from gateway.model import ConnectionInfo, LogRecord, Transport
 from gateway.services.bundle import Services
 from gateway.services.connectors import Resource
+from gateway.services.events import EventFilter
 from gateway.store.api import EventMeta
 
 HOST = "demo.m2.localhost"
@@ -175,8 +176,9 @@ async def test_keep_alive_timer_closes_silently_and_only_when_idle(
 
 
 async def test_pipelined_writes_share_one_submission_answered_in_order(demo: Services) -> None:
-    """Three writes and a refused one in one burst: one store submission for the three,
-    four answers in request order, the 204s after the commit."""
+    """Three writes and a refused one in one burst: one store submission for the three
+    (and one for the refusal's event), four answers in request order, the 204s after the
+    commit."""
     token = await demo.devices.activate("demo", "dev-1", ip=None, meta=EventMeta())
     assert token is not None
     before = (await demo.store.stats()).submissions
@@ -191,7 +193,8 @@ async def test_pipelined_writes_share_one_submission_answered_in_order(demo: Ser
     async with connection(demo) as client:
         await client.send_all(write("a") + write("b") + write("x", "0" * 40) + write("c"))
         answers = await read_answers(client, 4)
-        assert (await demo.store.stats()).submissions == before + 1
+        # the refusal's event was submitted before the writes' shared submission
+        assert (await demo.store.stats()).submissions == before + 2
     assert [a.split(b"\r\n")[0] for a in answers] == [
         b"HTTP/1.1 204 ",
         b"HTTP/1.1 204 ",
@@ -199,6 +202,8 @@ async def test_pipelined_writes_share_one_submission_answered_in_order(demo: Ser
         b"HTTP/1.1 204 ",
     ]
     assert (await demo.state.get("demo", "dev-1"))["data_in"].reported == "c"
+    refused = await demo.events.read("demo", filt=EventFilter(types=("write_refused",)))
+    assert [(e.type, e.reason) for e in refused] == [("write_refused", "not_authenticated")]
 
 
 async def test_expect_continue_then_answer(demo: Services) -> None:
