@@ -4,7 +4,8 @@ A gateway started on an empty data directory must speak TLS at once, so the firs
 creates ``DIR/tls/ca.pem`` (the development CA that devices trust) and a server certificate
 for every connector FQDN under the base domain.  Nothing here is secret-grade operations
 tooling; production deployments replace ``server.pem``/``server.key`` with a publicly
-trusted wildcard certificate and call the front door's ``reload_server_cert()`` hook.
+trusted wildcard certificate and send the gateway SIGHUP (or ``POST /api/v1/tls/reload``),
+which makes new handshakes use it (``ServerContexts.reload_server_cert``).
 
 Keys are ECDSA P-256: the smallest, fastest handshake signature every TLS 1.2 device stack
 supports (mbedTLS, wolfSSL, BearSSL, OpenSSL).  Private keys are written mode 0600 through a
@@ -14,6 +15,7 @@ temporary file and an atomic rename, so a crash never leaves a half-written key 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import ipaddress
 import os
@@ -29,7 +31,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "CA_VALIDITY_DAYS",
     "SERVER_VALIDITY_DAYS",
+    "CertificateInfo",
     "DevPKI",
+    "certificate_info",
     "create_ca",
     "ensure_dev_pki",
     "fingerprint",
@@ -103,6 +107,37 @@ def fingerprint(cert_pem_or_der: str | bytes | x509.Certificate) -> str:
         else:
             der = raw
     return hashlib.sha256(der).hexdigest()
+
+
+class CertificateInfo(msgspec.Struct, frozen=True):
+    """What an operator (and ``/metrics``) needs to know about a served certificate chain."""
+
+    subject: str  # the leaf's subject, RFC 4514 text
+    dns_names: list[str]  # the leaf's DNS subjectAltNames
+    fingerprint: str  # hex SHA-256 of the leaf's DER (:func:`fingerprint`)
+    not_before: int  # Unix seconds, the leaf's notBefore
+    not_after: int  # Unix seconds: the earliest notAfter in the chain, when it stops working
+
+
+@functools.lru_cache(maxsize=256)
+def certificate_info(chain_pem: str) -> CertificateInfo:
+    """Describe a PEM chain (leaf first).  Cached by text: ``/metrics`` asks at every scrape
+    for certificates that change rarely.  Raises ``ValueError`` when it holds no
+    certificate."""
+    chain = load_pem_chain(chain_pem)
+    leaf = chain[0]
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = list(sans.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = []
+    return CertificateInfo(
+        subject=leaf.subject.rfc4514_string(),
+        dns_names=names,
+        fingerprint=fingerprint(leaf),
+        not_before=int(leaf.not_valid_before_utc.timestamp()),
+        not_after=int(min(c.not_valid_after_utc for c in chain).timestamp()),
+    )
 
 
 def create_ca(name: str, *, days: int = CA_VALIDITY_DAYS) -> tuple[str, str]:
@@ -295,7 +330,7 @@ def ensure_dev_pki(tls_dir: Path, base_domain: str) -> DevPKI:
     The CA is never replaced once it exists (devices trust it); the server certificate is
     reissued when it no longer fits (see :func:`_server_cert_usable`).
     """
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the private keys
     pki = DevPKI(
         tls_dir=str(tls_dir),
         ca_cert=str(tls_dir / "ca.pem"),
