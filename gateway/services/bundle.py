@@ -21,9 +21,9 @@ from gateway.services.control import ControlHub
 from gateway.services.devices import DeviceService
 from gateway.services.events import CommitSignals, EventLog
 from gateway.services.integrations import IntegrationService
-from gateway.services.integrations.crypto import SecretBox
 from gateway.services.logs import LogHub
 from gateway.services.refusals import REFUSAL_EVENTS, RefusalEvents
+from gateway.services.secretbox import SecretBox
 from gateway.services.state import StateService
 from gateway.store.api import CommittedEvent, Store
 from gateway.tls.contexts import ConnectorTLS
@@ -62,6 +62,7 @@ class Directory:
             server_cert_pem=pki.server_cert,
             server_key_pem=pki.server_key,
             devmode=c.settings.protocol.devmode,
+            policy=c.settings.tls,
         )
 
     def tls_for_server_name(self, server_name: str) -> ConnectorTLS | None:
@@ -96,7 +97,8 @@ class Services:
         self.metrics = metrics
         self.registry = Registry(config.base_domain)
         self.directory = Directory(self.registry)
-        self.connectors = ConnectorService(store, self.registry)
+        box = SecretBox.from_data_dir(config.data_dir)  # the node's key for secrets at rest
+        self.connectors = ConnectorService(store, self.registry, box=box)
         self.devices = DeviceService(store, self.registry)
         self.state = StateService(store, self.registry, control)
         self.events = EventLog(store, self.registry, signals)
@@ -107,7 +109,7 @@ class Services:
             self.devices,
             self.state,
             debug=logs.publish,
-            box=SecretBox.from_data_dir(config.data_dir),
+            box=box,
         )
         self.refusals = RefusalEvents()
         self.started = time.time()

@@ -4,11 +4,17 @@ Connectors and resources change rarely and are read on every connection and writ
 service keeps them in memory (a :class:`Registry`) and updates that copy only after the
 change has committed.  The store remains the source of truth; the registry is rebuilt from
 it at start.
+
+A connector's TLS server key (``pki.server_key``) reaches the store only sealed with the
+node's secret key (:mod:`gateway.services.secretbox`); the registry holds it in clear for
+the handshakes.  Keys that an older release stored in clear are sealed at start
+(:meth:`ConnectorService.seal_stored_keys`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import secrets
 import string
@@ -21,6 +27,7 @@ from gateway.clock import now_us
 from gateway.errors import BadRequest, NotFound
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
 from gateway.rules.identity import IDENTITY_TYPES, validate_identity
+from gateway.services.secretbox import SecretBox
 from gateway.store.api import (
     ConnectorRow,
     CreateConnector,
@@ -31,6 +38,8 @@ from gateway.store.api import (
     Store,
     UpdateConnector,
 )
+from gateway.tls.contexts import check_server_credentials
+from gateway.tls.policy import TlsPolicy
 
 __all__ = [
     "Connector",
@@ -40,6 +49,8 @@ __all__ = [
     "Registry",
     "Resource",
 ]
+
+log = logging.getLogger(__name__)
 
 CONNECTOR_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 ALIAS_RE = re.compile(r"^[^.$/+#\s]{1,64}$")
@@ -112,6 +123,7 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
     provisioning: ProvisioningSettings = msgspec.field(default_factory=ProvisioningSettings)
     pki: PkiSettings = msgspec.field(default_factory=PkiSettings)
     limits: Limits = msgspec.field(default_factory=Limits)
+    tls: TlsPolicy = msgspec.field(default_factory=TlsPolicy)  # gateway/tls/policy.py
 
     def validate(self) -> None:
         fmt = self.identity_format
@@ -130,6 +142,28 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise BadRequest("pki.server_cert and pki.server_key go together")
         if not 64 <= self.limits.max_payload <= 64 * 1_048_576:
             raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
+        try:
+            self.tls.check()
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def check_server_credentials(self, previous: ConnectorSettings | None) -> None:
+        """Refuse (``BadRequest``) a new ``pki.server_cert``/``server_key`` pair that could
+        not serve a handshake: unparsable, key of another certificate, expired.  Checked
+        only when the pair changes, so a certificate that expired in place does not block
+        unrelated edits (``/metrics`` shows its expiry)."""
+        pki = self.pki
+        if not (pki.server_cert and pki.server_key):
+            return
+        if previous is not None and (previous.pki.server_cert, previous.pki.server_key) == (
+            pki.server_cert,
+            pki.server_key,
+        ):
+            return
+        try:
+            check_server_credentials(pki.server_cert, pki.server_key)
+        except ValueError as exc:
+            raise BadRequest(f"pki: {exc}") from None
 
 
 class Connector(msgspec.Struct, frozen=True):
@@ -232,13 +266,68 @@ def _new_connector_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(14))
 
 
-class ConnectorService:
-    """Create, change and delete connectors and their resources (committed, then cached)."""
+def _server_key_context(cid: str) -> str:
+    """The AEAD context of a connector's sealed server key (never an integration's
+    ``<cid>/<name>/<param>``: it starts with a word that is no connector id)."""
+    return f"connector-server-key/{cid}"
 
-    def __init__(self, store: Store, registry: Registry) -> None:
+
+class ConnectorService:
+    """Create, change and delete connectors and their resources (committed, then cached).
+
+    ``box`` seals the connectors' server keys before they reach the store."""
+
+    def __init__(self, store: Store, registry: Registry, *, box: SecretBox) -> None:
         self.store = store
         self.registry = registry
+        self.box = box
         self.listeners: list[Callable[[str], None]] = []  # told "cid changed" after commit
+        self._clear_keys: list[str] = []  # connectors whose stored key is not sealed yet
+
+    def _stored(self, cid: str, settings: ConnectorSettings) -> bytes:
+        """Settings as the store keeps them: the server key sealed."""
+        key = settings.pki.server_key
+        if key is None or SecretBox.is_sealed(key):  # sealed: one that did not open at load
+            return msgspec.json.encode(settings)
+        sealed = self.box.encrypt(key, context=_server_key_context(cid))
+        pki = msgspec.structs.replace(settings.pki, server_key=sealed)
+        return msgspec.json.encode(msgspec.structs.replace(settings, pki=pki))
+
+    def _loaded(self, cid: str, raw: str | bytes) -> ConnectorSettings:
+        """Settings as the store returned them, server key opened.  A key stored in clear
+        (release 0.1.0) is noted for :meth:`seal_stored_keys`; one that does not decrypt
+        (the key file was replaced) stays sealed, so that connector's handshakes fail
+        (logged) rather than serve another certificate."""
+        settings = msgspec.json.decode(raw, type=ConnectorSettings)
+        key = settings.pki.server_key
+        if key is None:
+            return settings
+        if not SecretBox.is_sealed(key):
+            self._clear_keys.append(cid)
+            return settings
+        try:
+            opened = self.box.decrypt(key, context=_server_key_context(cid))
+        except ValueError:
+            log.error(
+                "connector %s: pki.server_key does not decrypt with this data directory's "
+                "secrets.key; its TLS handshakes fail until a new key is set",
+                cid,
+            )
+            return settings
+        return msgspec.structs.replace(
+            settings, pki=msgspec.structs.replace(settings.pki, server_key=opened)
+        )
+
+    async def seal_stored_keys(self) -> list[str]:
+        """Rewrite the settings of connectors whose server key :meth:`load` found in clear
+        (the upgrade from release 0.1.0), sealed.  Returns their ids."""
+        sealed, self._clear_keys = self._clear_keys, []
+        for cid in sealed:
+            connector = self.registry.get(cid)
+            if connector is not None:
+                await self.update(cid, settings=connector.settings)
+                log.info("connector %s: server key sealed at rest", cid)
+        return sealed
 
     def _changed(self, cid: str) -> None:
         for fn in self.listeners:
@@ -250,7 +339,7 @@ class ConnectorService:
             self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
 
     def _from_row(self, row: ConnectorRow) -> Connector:
-        settings = msgspec.json.decode(row.settings, type=ConnectorSettings)
+        settings = self._loaded(row.id, row.settings)
         return self._make(row.id, row.name, row.description, settings, row.created)
 
     def _make(
@@ -282,16 +371,14 @@ class ConnectorService:
             raise BadRequest("connector name must be 1-200 characters")
         settings = settings or ConnectorSettings()
         settings.validate()
+        settings.check_server_credentials(None)
+        stored = self._stored(cid, settings)
         resources = resources or []
         for r in resources:
             _check_resource(r)
         created = now_us()
         await self.store.write(
-            [
-                CreateConnector(
-                    cid, name, description, msgspec.json.encode(settings), created, resources
-                )
-            ]
+            [CreateConnector(cid, name, description, stored, created, resources)]
         )
         connector = self._make(cid, name, description, settings, created)
         self.registry.put(connector, {r.alias: r for r in resources})
@@ -313,9 +400,11 @@ class ConnectorService:
         new_desc = current.description if description is None else description
         new_settings = settings or current.settings
         new_settings.validate()
-        await self.store.write(
-            [UpdateConnector(cid, new_name, new_desc, msgspec.json.encode(new_settings), now_us())]
-        )
+        new_settings.check_server_credentials(current.settings)
+        stored = self._stored(cid, new_settings)
+        await self.store.write([UpdateConnector(cid, new_name, new_desc, stored, now_us())])
+        if cid in self._clear_keys:  # this write stored it sealed
+            self._clear_keys.remove(cid)
         connector = self._make(cid, new_name, new_desc, new_settings, current.created)
         self.registry.put(connector)
         self._changed(cid)

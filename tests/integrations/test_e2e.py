@@ -183,7 +183,7 @@ async def test_pump_fleet_end_to_end(
     db = b"".join(p.read_bytes() for p in (tmp_path / "gw").glob("gateway.db*"))
     assert b"s3cret-Pump" not in db
     assert b"v1:" in db  # the ciphertext is there
-    key = tmp_path / "gw" / "integrations.key"
+    key = tmp_path / "gw" / "secrets.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from gateway.errors import InvalidValue
 from gateway.services.connectors import IdentityFormat, IdentityFormatOptions
-from gateway.services.integrations.crypto import SecretBox
 from gateway.services.integrations.jobs import identity_for, map_fields, render_template
 from gateway.services.integrations.operations import (
     NotConfigured,
@@ -23,6 +22,7 @@ from gateway.services.integrations.operations import (
 )
 from gateway.services.integrations.schema import check_value
 from gateway.services.integrations.validate import parse_document
+from gateway.services.secretbox import SecretBox
 
 DATA = Path(__file__).parents[1] / "data"
 BASIC = parse_document((DATA / "pump-fleet-basic.yaml").read_text())
@@ -91,7 +91,7 @@ def test_secret_box_round_trip_is_bound_to_its_context(tmp_path: Path) -> None:
         box.decrypt(sealed, context="demo/other/password")
     again = SecretBox.from_data_dir(tmp_path)  # the key file persists
     assert again.decrypt(sealed, context="demo/pumps/password") == "hunter2-secret"
-    assert (tmp_path / "integrations.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "secrets.key").stat().st_mode & 0o777 == 0o600
     assert "key" not in repr(box).replace("<key hidden>", "")
 
 

@@ -28,7 +28,6 @@ from gateway.services.connectors import Registry
 from gateway.services.devices import DeviceService
 from gateway.services.integrations import storage
 from gateway.services.integrations.bound import Bound
-from gateway.services.integrations.crypto import SecretBox
 from gateway.services.integrations.health import run_health_check
 from gateway.services.integrations.jobs import run_fetch, run_sync
 from gateway.services.integrations.models import (
@@ -57,6 +56,7 @@ from gateway.services.integrations.validate import (
     load_document,
     parse_document,
 )
+from gateway.services.secretbox import SecretBox
 from gateway.services.state import StateService
 from gateway.store.api import Store
 
