@@ -17,7 +17,11 @@ long-poll signals, the control hub and the metrics first; then the store, whose
 
 Shutdown (SIGINT/SIGTERM or cancellation) stops accepting first, lets in-flight
 acknowledgements finish inside the front door's grace period, and only then closes the
-store, so nothing acknowledged is lost on a clean stop either.
+store, so nothing acknowledged is lost on a clean stop either.  SIGHUP re-reads the node's
+server certificate (``DIR/tls/server.pem`` and ``server.key``) for new handshakes, as
+``POST /api/v1/tls/reload`` does.
+
+Before anything is opened the data directory is made private (:mod:`gateway.datadir`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import msgspec
 import trio
 
 from gateway.config import OFF, GatewayConfig
+from gateway.datadir import secure_data_dir
 from gateway.metrics import Metrics
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource
@@ -46,6 +51,7 @@ from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
 from gateway.store.api import ResetOnline
 from gateway.store.sqlite import open_store
+from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
 
 __all__ = [
@@ -147,14 +153,27 @@ async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
             config, store, logs=logs, control=ControlHub(), signals=signals, metrics=Metrics()
         )
         await services.connectors.load()
+        await services.connectors.seal_stored_keys()  # keys an older release kept in clear
         yield services
 
 
 class Running(msgspec.Struct):
-    """A started gateway, as ``run_gateway`` reports it (tests reach the services)."""
+    """A started gateway, as ``run_gateway`` reports it (tests reach the services; ``tls``
+    serves every device handshake, :func:`serve` reloads its certificate on SIGHUP)."""
 
     info: RunInfo
     services: Services
+    tls: ServerContexts
+
+
+async def _reload_server_cert(tls: ServerContexts) -> None:
+    """SIGHUP: re-read the node certificate; a failure keeps the old one and is logged."""
+    try:
+        info = await trio.to_thread.run_sync(tls.reload_server_cert)
+    except (OSError, ValueError) as exc:
+        log.error("SIGHUP: server certificate not reloaded, the old one stays: %s", exc)
+        return
+    log.info("SIGHUP: serving %s (sha256 %s) on new handshakes", info.subject, info.fingerprint)
 
 
 async def serve(
@@ -163,11 +182,14 @@ async def serve(
     """Run the gateway until SIGINT/SIGTERM (or cancellation)."""
     # The receiver stays open until shutdown has finished: a second SIGTERM (systemd and the
     # single binary's launcher can both deliver one) must not kill a closing store.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             running: Running = await nursery.start(run_gateway, config)
             task_status.started(running.info)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await _reload_server_cert(running.tls)
+                    continue
                 log.info("signal %s: shutting down", signum)
                 break
             nursery.cancel_scope.cancel()
@@ -186,17 +208,25 @@ async def run_gateway(
     from gateway.mgmt.server import serve_management_api
 
     data = config.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(secure_data_dir, data)
     pki: DevPKI = await trio.to_thread.run_sync(ensure_dev_pki, data / "tls", config.base_domain)
     token, _created = ensure_admin_token(data)
     async with open_services(config) as services:
         # After a crash devices may still be marked online; nobody is connected at start.
         await services.store.write([ResetOnline()])
         demo = await _ensure_demo(services, config)
+        tls = await trio.to_thread.run_sync(
+            partial(
+                ServerContexts,
+                services.directory,
+                server_cert_path=pki.server_cert,
+                server_key_path=pki.server_key,
+            )
+        )
         async with trio.open_nursery() as nursery:
             api_port = await nursery.start(
                 serve_management_api,
-                create_app(services, admin_token=token),
+                create_app(services, admin_token=token, tls=tls),
                 config.api_host,
                 config.api_port,
             )
@@ -223,7 +253,7 @@ async def run_gateway(
             )
             handlers = Handlers(serve_mqtt=make_mqtt_server(services), serve_http=serve_http)
             ports: dict[str, Any] = await nursery.start(
-                partial(serve_device_listeners, metrics=services.metrics),
+                partial(serve_device_listeners, contexts=tls, metrics=services.metrics),
                 fd_config,
                 services.directory,
                 handlers,
@@ -245,7 +275,7 @@ async def run_gateway(
             tmp = run_json.with_suffix(".tmp")
             await trio.Path(tmp).write_text(json.dumps(msgspec.to_builtins(info), indent=2))
             await trio.Path(tmp).replace(run_json)
-            task_status.started(Running(info, services))
+            task_status.started(Running(info, services, tls))
             try:
                 await trio.sleep_forever()
             finally:

@@ -16,7 +16,7 @@ values are escaped as the exposition format requires (backslash, quote, newline)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "packet_key",
     "render",
     "render_counters",
+    "render_family",
     "write_key",
 ]
 
@@ -212,6 +213,16 @@ def render_counters(m: Metrics) -> str:
     """The exposition text of ``m``'s families alone (what :func:`render` starts with)."""
     w = _Writer()
     _families(w, m)
+    return "\n".join(w.lines) + "\n"
+
+
+def render_family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
+) -> str:
+    """One family computed at scrape time by a layer this module does not import (the TLS
+    certificates' expiry), in the same exposition format as :func:`render`."""
+    w = _Writer()
+    w.family(name, kind, help_text, [(_labels(**labels), value) for labels, value in samples])
     return "\n".join(w.lines) + "\n"
 
 

@@ -35,6 +35,7 @@ from gateway.mgmt import devices as mgmt_devices
 from gateway.mgmt import events as mgmt_events
 from gateway.mgmt import integrations
 from gateway.mgmt import stats as mgmt_stats
+from gateway.mgmt import tls as mgmt_tls
 from gateway.mgmt.common import (
     AdminTokens,
     Endpoint,
@@ -46,6 +47,7 @@ from gateway.mgmt.common import (
 from gateway.mgmt.console import console_routes
 from gateway.mgmt.openapi import build_document
 from gateway.services.bundle import Services
+from gateway.tls.contexts import ServerContexts
 
 __all__ = ["Health", "create_app", "endpoints"]
 
@@ -60,8 +62,12 @@ class Health(msgspec.Struct, frozen=True):
     implementation: str
 
 
-def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
-    """Every route of the API (the OpenAPI document describes exactly these)."""
+def endpoints(
+    services: Services, tokens: AdminTokens, tls: ServerContexts | None = None
+) -> list[Endpoint]:
+    """Every route of the API (the OpenAPI document describes exactly these).  The TLS
+    routes and the certificate expiry metric exist when ``tls`` (the device ports'
+    contexts) is given."""
 
     async def health(request: Request) -> Response:
         impl = implementation()
@@ -71,6 +77,8 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
         if not is_loopback(request):
             await tokens.check(request)
         text = render(services.metrics, await services.samples())
+        if tls is not None:
+            text += mgmt_tls.certificate_expiry(services, tls)
         return Response(text, media_type=CONTENT_TYPE)
 
     eps = [
@@ -102,6 +110,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
         *mgmt_content.endpoints(services),
         *mgmt_events.endpoints(services, tokens),
         *integrations.endpoints(services),
+        *(mgmt_tls.endpoints(services, tls) if tls is not None else []),
     ]
     doc_body: list[bytes] = []
 
@@ -156,12 +165,15 @@ class _NoLifespan:
                 return
 
 
-def create_app(services: Services, *, admin_token: str) -> _NoLifespan:
+def create_app(
+    services: Services, *, admin_token: str, tls: ServerContexts | None = None
+) -> _NoLifespan:
     """The management API over ``services``; ``admin_token`` is the data directory's token
-    (``DIR/admin.token``), accepted beside the extra tokens the store keeps."""
+    (``DIR/admin.token``), accepted beside the extra tokens the store keeps; ``tls`` (the
+    device ports' contexts) adds the certificate routes and the expiry metric."""
     tokens = AdminTokens(services.store, admin_token)
     grouped: defaultdict[str, list[Endpoint]] = defaultdict(list)
-    for ep in endpoints(services, tokens):
+    for ep in endpoints(services, tokens, tls):
         grouped[ep.path].append(ep)
     # Fixed paths before templated ones so ".../devices/import" is not read as an identity.
     order = sorted(grouped, key=lambda p: ("{" in p, p))

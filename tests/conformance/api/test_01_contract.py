@@ -326,11 +326,13 @@ def test_openapi_describes_every_route(api: httpx.Client) -> None:
         "/api/v1/connectors/{cid}/logs": {"get"},
         "/api/v1/tokens": {"get", "post"},
         "/api/v1/tokens/{token_id}": {"delete"},
+        "/api/v1/tls/certificates": {"get"},
+        "/api/v1/tls/reload": {"post"},
     }.items():
         assert set(paths[path]) == methods, path
     integration_paths = [p for p in paths if "/integrations" in p]
     assert len(integration_paths) == 10
-    assert len(paths) == 19 + len(integration_paths)
+    assert len(paths) == 21 + len(integration_paths)
     err = doc["components"]["schemas"]["ErrorBody"]
     assert set(err["required"]) == {"error", "message"}
     for methods in paths.values():
