@@ -43,6 +43,7 @@ __all__ = [
     "server_names",
 ]
 
+_DEV_ORGANIZATION = "IoT Gateway development PKI"  # O= of every development CA we create
 CA_VALIDITY_DAYS = 3650  # the development CA lives ten years: devices pin it in firmware
 SERVER_VALIDITY_DAYS = 825  # the longest leaf validity clients (Apple, Chrome) still accept
 _BACKDATE = _dt.timedelta(minutes=5)  # tolerate device clocks slightly behind ours
@@ -140,15 +141,19 @@ def certificate_info(chain_pem: str) -> CertificateInfo:
     )
 
 
-def create_ca(name: str, *, days: int = CA_VALIDITY_DAYS) -> tuple[str, str]:
+def create_ca(
+    name: str, *, days: int = CA_VALIDITY_DAYS, organization: str = _DEV_ORGANIZATION
+) -> tuple[str, str]:
     """A self-signed ECDSA P-256 CA: ``(cert_pem, key_pem)``.
 
-    Path length 1 so that a connector CA may delegate to one intermediate.
+    Path length 1 so that a connector CA may delegate to one intermediate.  Certificates of
+    the ``organization`` of the development PKI (the default) are the gateway's to replace
+    (:func:`ensure_dev_pki`); tests pass another to stand in for a public CA.
     """
     key = _new_key()
     subject = x509.Name(
         [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "IoT Gateway development PKI"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
@@ -303,15 +308,27 @@ def _write(path: Path, text: str, *, private: bool) -> None:
     os.replace(tmp, path)
 
 
+def _operator_certificate(leaf: x509.Certificate) -> bool:
+    """Whether ``leaf`` was put there by an operator (issued by anything but a development
+    CA of ours): then it is theirs to renew, and never overwritten."""
+    return not any(
+        attr.value == _DEV_ORGANIZATION
+        for attr in leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    )
+
+
 def _server_cert_usable(pki: DevPKI, base_domain: str, ca_pem: str) -> bool:
-    """Reuse the server certificate only while it is valid, names this base domain and was
-    signed by the current CA; anything else (a changed ``--base-domain``, a new CA) reissues."""
+    """Reuse the server certificate while it is valid, names this base domain and was
+    signed by the current CA; anything else (a changed ``--base-domain``, a new CA) reissues.
+    A certificate an operator installed (:func:`_operator_certificate`) is always kept."""
     if not (os.path.exists(pki.server_cert) and os.path.exists(pki.server_key)):
         return False
     try:
         chain = load_pem_chain(Path(pki.server_cert).read_text())
         ca = load_pem_chain(ca_pem)[0]
         leaf = chain[0]
+        if _operator_certificate(leaf):
+            return True
         leaf.verify_directly_issued_by(ca)
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
@@ -328,7 +345,8 @@ def ensure_dev_pki(tls_dir: Path, base_domain: str) -> DevPKI:
 
     Files: ``ca.pem``, ``ca.key``, ``server.pem`` (leaf + CA), ``server.key``; keys 0600.
     The CA is never replaced once it exists (devices trust it); the server certificate is
-    reissued when it no longer fits (see :func:`_server_cert_usable`).
+    reissued when it no longer fits (see :func:`_server_cert_usable`), unless an operator
+    replaced it with one from another CA: that one is theirs and stays.
     """
     tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the private keys
     pki = DevPKI(

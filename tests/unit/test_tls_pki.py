@@ -11,7 +11,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.cli.certs import certs
-from gateway.tls.pki import ensure_dev_pki, fingerprint, load_pem_chain
+from gateway.tls.pki import (
+    create_ca,
+    ensure_dev_pki,
+    fingerprint,
+    issue_server_cert,
+    load_pem_chain,
+)
 
 
 def test_dev_pki_created_then_reused(tmp_path: Path) -> None:
@@ -43,6 +49,19 @@ def test_dev_pki_created_then_reused(tmp_path: Path) -> None:
     ensure_dev_pki(tmp_path / "tls", "other.net")
     assert Path(pki.ca_cert).read_bytes() == before[pki.ca_cert]
     assert Path(pki.server_cert).read_bytes() != before[pki.server_cert]
+
+
+def test_an_operator_certificate_is_never_overwritten(tmp_path: Path) -> None:
+    """docs/deployment.md "Certificates": replacing server.pem with a certificate from
+    another CA (a public one) survives restarts, whatever its names or remaining days."""
+    pki = ensure_dev_pki(tmp_path / "tls", "example.org")
+    public_ca = create_ca("Some public CA", organization="Public Trust Inc.")
+    chain, key = issue_server_cert(*public_ca, ["*.m2.example.org"], days=10)
+    Path(pki.server_cert).write_text(chain)
+    Path(pki.server_key).write_text(key)
+    ensure_dev_pki(tmp_path / "tls", "other.net")
+    assert Path(pki.server_cert).read_text() == chain
+    assert Path(pki.server_key).read_text() == key
 
 
 def test_fingerprint_accepts_pem_and_der(tmp_path: Path) -> None:
