@@ -90,6 +90,7 @@ _SECLEVEL_0 = "@SECLEVEL=0"
 # OpenSSL's ``DEFAULT`` contains are not refused: without a PSK or SRP callback, which the
 # gateway never sets, they cannot be negotiated.
 _BROKEN = ("NULL", "ADH", "AECDH", "EXP", "RC4", "DES", "MD5", "ANON")
+_MAX_CIPHER_STRING = 4096  # characters; OpenSSL's own lists are far shorter
 
 
 class TlsPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -115,6 +116,13 @@ class TlsPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return
         if self.ciphers is not None and not self.ciphers.strip():
             raise ValueError("tls.ciphers must not be empty (omit it for the default list)")
+        if self.ciphers is not None and (
+            len(self.ciphers) > _MAX_CIPHER_STRING
+            or not all(" " <= ch <= "~" for ch in self.ciphers)
+        ):
+            raise ValueError(
+                f"tls.ciphers must be printable ASCII of at most {_MAX_CIPHER_STRING} characters"
+            )
         names = self.cipher_names()
         broken = [name for name in names if any(part in name.upper() for part in _BROKEN)]
         if broken:

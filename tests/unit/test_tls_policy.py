@@ -214,6 +214,8 @@ def test_builtin_lists() -> None:
     [
         (TlsPolicy("custom", ciphers="nonsense"), "selects no cipher"),
         (TlsPolicy("custom", ciphers=" "), "must not be empty"),
+        (TlsPolicy("custom", ciphers="AES128-SHA\x00RC4"), "printable ASCII"),
+        (TlsPolicy("custom", ciphers="AES128-SHA:" * 500), "printable ASCII"),
         (TlsPolicy("custom", ciphers="ALL:@SECLEVEL=0"), "broken or unauthenticated"),
         (TlsPolicy("custom", ciphers="ECDHE-ECDSA-AES128-SHA:ADH-AES128-SHA"), "ADH-AES128-SHA"),
         (TlsPolicy("custom", ciphers="ECDHE-ECDSA-NULL-SHA:AES128-SHA"), "ECDHE-ECDSA-NULL"),
