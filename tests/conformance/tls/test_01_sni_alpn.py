@@ -20,6 +20,8 @@ from gateway.testing.tlsclient import (
     mqtt_connect_bytes,
     open_tls_client,
 )
+from gateway.tls.contexts import ConnectorTLS
+from gateway.tls.policy import TlsPolicy
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -127,6 +129,43 @@ async def test_unknown_or_missing_sni_refused(
     assert gateway.recorder.seen == []
 
 
+@needs_openssl
+async def test_version_below_the_policy_refused_into_the_connectors_log(
+    gateway: Gateway,
+) -> None:
+    """docs/protocol.md §1 "TLS": a TLS 1.1 client of a default-policy connector fails the
+    handshake like an unknown name, and the record names the connector and why."""
+    out = await s_client(
+        gateway,
+        gateway.ports["tls"],
+        "-servername",
+        "open.m2.localhost",
+        "-tls1_1",
+        "-cipher",
+        "DEFAULT:@SECLEVEL=0",
+    )
+    assert "alert" in out
+    assert "New, (NONE), Cipher is (NONE)" in out
+    await gateway.wait_until(lambda: bool(gateway.debug))
+    (record,) = gateway.debug
+    assert (record.reason, record.connector_id) == ("tls_version", "open")
+    assert gateway.recorder.seen == []
+    # the same client once the connector is on the legacy policy: served
+    gateway.directory.put(ConnectorTLS("open", None, None, None, False, TlsPolicy("legacy")))
+    out = await s_client(
+        gateway,
+        gateway.ports["tls"],
+        "-servername",
+        "open.m2.localhost",
+        "-tls1_1",
+        "-cipher",
+        "DEFAULT:@SECLEVEL=0",
+        stdin=mqtt_connect_bytes(),
+    )
+    assert "Protocol  : TLSv1.1" in out
+    assert await wait_routes(gateway, 1) == ["mqtt"]
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 async def test_no_alpn_first_byte_sniffing(gateway: Gateway, version: ssl.TLSVersion) -> None:
     ctx = client_context(gateway.ca_path, max_version=version)
@@ -162,7 +201,6 @@ async def test_garbage_first_byte_refused(gateway: Gateway) -> None:
 async def test_connector_own_certificate_and_runtime_replacement(gateway: Gateway) -> None:
     """A connector may bring its own server certificate; replacing it takes effect on the
     next handshake while the established connection keeps working."""
-    from gateway.tls.contexts import ConnectorTLS
     from gateway.tls.pki import fingerprint, issue_server_cert
 
     own_ca = gateway.pki.new_ca("own-server-ca")
