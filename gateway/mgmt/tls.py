@@ -64,7 +64,7 @@ def served_certificates(services: Services, tls: ServerContexts) -> list[ServedC
         except ValueError:
             log.warning("connector %s: pki.server_cert does not parse", connector.id)
             continue
-        out.append(ServedCertificate(connector.id, connector.settings.tls.policy, info))
+        out.append(ServedCertificate(connector.id, connector.settings.tls.name, info))
     return out
 
 

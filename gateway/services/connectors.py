@@ -39,7 +39,7 @@ from gateway.store.api import (
     UpdateConnector,
 )
 from gateway.tls.contexts import check_server_credentials
-from gateway.tls.policy import TlsPolicy
+from gateway.tls.policy import DefaultPolicy, TlsPolicy
 
 __all__ = [
     "Connector",
@@ -123,7 +123,7 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
     provisioning: ProvisioningSettings = msgspec.field(default_factory=ProvisioningSettings)
     pki: PkiSettings = msgspec.field(default_factory=PkiSettings)
     limits: Limits = msgspec.field(default_factory=Limits)
-    tls: TlsPolicy = msgspec.field(default_factory=TlsPolicy)  # gateway/tls/policy.py
+    tls: TlsPolicy = msgspec.field(default_factory=DefaultPolicy)  # gateway/tls/policy.py
 
     def validate(self) -> None:
         fmt = self.identity_format
@@ -142,10 +142,6 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise BadRequest("pki.server_cert and pki.server_key go together")
         if not 64 <= self.limits.max_payload <= 64 * 1_048_576:
             raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
-        try:
-            self.tls.check()
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
 
     def check_server_credentials(self, previous: ConnectorSettings | None) -> None:
         """Refuse (``BadRequest``) a new ``pki.server_cert``/``server_key`` pair that could

@@ -58,7 +58,7 @@ from OpenSSL import SSL
 
 from gateway.model import Transport
 from gateway.tls.pki import CertificateInfo, certificate_info
-from gateway.tls.policy import CIPHERS_DEFAULT, CIPHERS_TLS13, TlsPolicy
+from gateway.tls.policy import CIPHERS_DEFAULT, CIPHERS_TLS13, DefaultPolicy, TlsPolicy
 
 __all__ = [
     "ALPN_H2",
@@ -111,7 +111,7 @@ class ConnectorTLS(msgspec.Struct, frozen=True):
     server_cert_pem: str | None  # connector's own server certificate (+chain) or None
     server_key_pem: str | None
     devmode: bool
-    policy: TlsPolicy = msgspec.field(default_factory=TlsPolicy)
+    policy: TlsPolicy = msgspec.field(default_factory=DefaultPolicy)
 
 
 class ConnectorDirectory(typing.Protocol):
@@ -252,7 +252,7 @@ class ServerContexts:
         Trio callers run it in a thread.
         """
         pem, creds = self._read_wildcard()
-        self._build(creds, TlsPolicy())  # proves the key matches before anything is swapped
+        self._build(creds, DefaultPolicy())  # proves the key matches before anything is swapped
         with self._lock:
             self._wildcard_pem, self._wildcard = pem, creds
             self._generation += 1

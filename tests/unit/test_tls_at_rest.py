@@ -21,7 +21,7 @@ from gateway.services.secretbox import KEY_FILE, LEGACY_KEY_FILE, SecretBox
 from gateway.store.api import UpdateConnector
 from gateway.testing.certs import TestPKI
 from gateway.tls.pki import issue_server_cert
-from gateway.tls.policy import TlsPolicy
+from gateway.tls.policy import CustomPolicy
 
 
 @pytest.fixture(scope="module")
@@ -131,17 +131,16 @@ async def test_an_expired_certificate_does_not_block_other_edits(
     assert services.registry.require("acme").settings.pki.server_key == key
 
 
-async def test_tls_policy_is_validated_and_kept(services: Services) -> None:
-    bad = ConnectorSettings(tls=TlsPolicy("custom", ciphers="ADH-AES128-SHA"))
-    with pytest.raises(BadRequest, match="broken or unauthenticated"):
-        await services.connectors.create(name="a", connector_id="acme", settings=bad)
-    good = ConnectorSettings(tls=TlsPolicy("custom", "1.1", "ECDHE-ECDSA-AES128-SHA"))
-    await services.connectors.create(name="a", connector_id="acme", settings=good)
+async def test_tls_policy_is_stored_and_served(services: Services) -> None:
+    custom = CustomPolicy("1.1", ["ECDHE-ECDSA-AES128-SHA"])
+    await services.connectors.create(
+        name="a", connector_id="acme", settings=ConnectorSettings(tls=custom)
+    )
     await services.connectors.load()
-    assert services.registry.require("acme").settings.tls == good.tls
+    assert services.registry.require("acme").settings.tls == custom
     tls = services.directory.tls_for_server_name("acme.m2.localhost")
     assert tls is not None
-    assert tls.policy == good.tls
+    assert tls.policy == custom
 
 
 async def test_the_legacy_key_file_becomes_the_node_key(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from gateway.testing.tlsclient import (
     open_tls_client,
 )
 from gateway.tls.contexts import ConnectorTLS
-from gateway.tls.policy import TlsPolicy
+from gateway.tls.policy import LegacyPolicy
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -151,7 +151,7 @@ async def test_version_below_the_policy_refused_into_the_connectors_log(
     assert (record.reason, record.connector_id) == ("tls_version", "open")
     assert gateway.recorder.seen == []
     # the same client once the connector is on the legacy policy: served
-    gateway.directory.put(ConnectorTLS("open", None, None, None, False, TlsPolicy("legacy")))
+    gateway.directory.put(ConnectorTLS("open", None, None, None, False, LegacyPolicy()))
     out = await s_client(
         gateway,
         gateway.ports["tls"],
