@@ -85,6 +85,10 @@ COLLECTION_FORMATS: dict[str, str | None] = {
 OAUTH2_CLIENT_AUTH = ("basic", "body")
 CONFIG_TYPES = ("string", "number", "integer", "boolean")
 _TEMPLATE_RE = re.compile(r"{([^{}]+)}")
+_TOO_DEEP = "the document is nested too deeply"
+# Nodes a document may have once YAML aliases are expanded: the checker walks the expanded
+# tree, so a few KiB of nested aliases (a "billion laughs") would otherwise take hours.
+MAX_EXPANDED_NODES = 500_000
 
 
 class Violation(msgspec.Struct, frozen=True):
@@ -184,16 +188,59 @@ class Spec(msgspec.Struct, frozen=True):
 
 
 def load_document(text: str | bytes) -> Any:
-    """Parse YAML or JSON text; raise :class:`DocumentInvalid` (path ``$``) if unparsable."""
+    """Parse YAML or JSON text; raise :class:`DocumentInvalid` (path ``$``) if unparsable.
+
+    PyYAML's constructors raise more than ``YAMLError`` on hostile input: ``ValueError``
+    for an impossible date (``2001-13-45``), ``RecursionError`` for nesting deeper than the
+    stack; each is a document we refuse, not a failure of ours (found by fuzzing,
+    ``fuzz/crashes/openapi``)."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise DocumentInvalid([Violation("$", f"document larger than {MAX_DOCUMENT_BYTES} bytes")])
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DocumentInvalid([Violation("$", f"not valid YAML or JSON: {exc}")]) from None
+    except RecursionError:
+        raise DocumentInvalid([Violation("$", _TOO_DEEP)]) from None
+    except (ValueError, OverflowError) as exc:
+        raise DocumentInvalid([Violation("$", f"not valid YAML or JSON: {exc}")]) from None
+    try:
+        expanded = _expanded_nodes(doc, {})
+    except RecursionError:
+        raise DocumentInvalid([Violation("$", _TOO_DEEP)]) from None
+    if expanded > MAX_EXPANDED_NODES:
+        raise DocumentInvalid(
+            [
+                Violation(
+                    "$",
+                    f"the document expands to more than {MAX_EXPANDED_NODES} nodes "
+                    "(YAML aliases that repeat or contain themselves)",
+                )
+            ]
+        )
     if not isinstance(doc, dict):
         raise DocumentInvalid([Violation("$", "the document must be an object")])
     return doc
+
+
+def _expanded_nodes(node: Any, seen: dict[int, int]) -> int:
+    """How many nodes the checker would visit in ``node``: shared (aliased) containers count
+    once per reference, in time linear in the distinct ones; a container that contains
+    itself counts as too many."""
+    if not isinstance(node, dict | list):
+        return 1
+    key = id(node)
+    if key in seen:
+        return seen[key]
+    seen[key] = MAX_EXPANDED_NODES + 1  # still being counted: a cycle is over the limit
+    items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+    total = 1
+    for item in items:
+        total += _expanded_nodes(item, seen)
+        if total > MAX_EXPANDED_NODES:
+            break
+    seen[key] = total
+    return total
 
 
 class _Checker:
@@ -759,19 +806,27 @@ class _Checker:
         )
 
 
+def _check(doc: Mapping[str, Any], allow_http: bool) -> tuple[Spec | None, list[Violation]]:
+    """Run the checker; a document nested past the stack is one violation at ``$``."""
+    checker = _Checker(doc, allow_http=allow_http)
+    try:
+        spec = checker.run()
+    except RecursionError:
+        return None, [Violation("$", _TOO_DEEP)]
+    return spec, checker.out
+
+
 def check_document(doc: Mapping[str, Any], *, allow_http: bool = False) -> list[Violation]:
     """Every violation in ``doc`` (empty when it is acceptable)."""
-    checker = _Checker(doc, allow_http=allow_http)
-    checker.run()
-    return checker.out
+    return _check(doc, allow_http)[1]
 
 
 def parse_document(text: str | bytes, *, allow_http: bool = False) -> Spec:
     """Parse and validate; return the model or raise :class:`DocumentInvalid` with every
     violation.  ``allow_http`` is the visible development flag admitting ``http``."""
     doc = load_document(text)
-    checker = _Checker(doc, allow_http=allow_http)
-    spec = checker.run()
-    if checker.out:
-        raise DocumentInvalid(checker.out)
+    spec, violations = _check(doc, allow_http)
+    if violations:
+        raise DocumentInvalid(violations)
+    assert spec is not None
     return spec
