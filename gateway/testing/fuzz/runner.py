@@ -6,6 +6,8 @@ an unexpected exception is written to the crashes directory (``crash-<sha1>``) a
 run with status 1.  ``merge TARGET --corpus DIR INPUT_DIR...`` writes the minimal subset
 of the inputs that keeps their coverage into the empty ``DIR`` (libFuzzer's ``-merge=1``).
 ``seed TARGET --corpus DIR`` writes the target's seeds, named by their SHA-1.
+``libfuzzer TARGET FLAGS...`` hands libFuzzer flags through unchanged (what libFuzzer's child
+processes run).
 
 Coverage comes from atheris' bytecode instrumentation of the gateway's Python modules (and
 PyYAML's) as the target imports them (the pure twins, the validator, the services); the
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shlex
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -48,12 +51,19 @@ def _libfuzzer(name: str, flags: list[str]) -> None:
     with atheris.instrument_imports(include=["gateway", "yaml"]):
         module = load(name)
     prepared: AbstractContextManager[None] = getattr(module, "prepared", nullcontext)()
+    # libFuzzer runs argv[0] through the shell for its child processes (-merge=1 does):
+    # make it this very command, so the child fuzzes the same target
+    argv0 = f"{shlex.quote(sys.executable)} -m gateway.testing.fuzz.runner libfuzzer {name}"
     with prepared:
-        atheris.Setup([sys.argv[0], *flags], module.check)
+        atheris.Setup([argv0, *flags], module.check)
         atheris.Fuzz()
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["libfuzzer"]:  # libFuzzer's own child processes: flags as they are
+        _libfuzzer(argv[1], argv[2:])
+        return 0
     parser = argparse.ArgumentParser(prog="python -m gateway.testing.fuzz.runner")
     parser.add_argument("action", choices=["fuzz", "merge", "seed"])
     parser.add_argument("target", choices=TARGETS)
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--crashes", type=Path)
     parser.add_argument("--seconds", type=int, default=60)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.action == "seed":
         print(f"{args.target}: {_seed(args.target, args.corpus)} seeds written")  # noqa: T201
         return 0
