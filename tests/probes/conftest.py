@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.testing.probes.target import Canary, Probed, spawn_gateway
-
-HANDSHAKE_S = 1.0  # handshake_timeout_s of the probed gateway
-CONNECT_S = 0.5  # connect_timeout_s
+from gateway.testing.probes.target import (
+    QUICK_CONNECT_S,
+    QUICK_HANDSHAKE_S,
+    Canary,
+    Probed,
+    spawn_gateway,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +29,8 @@ def probed(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Iterator[
     shutil.copytree(pki_dir, data / "tls")
     settings = {
         "synchronous": "NORMAL",
-        "handshake_timeout_s": HANDSHAKE_S,
-        "connect_timeout_s": CONNECT_S,
+        "handshake_timeout_s": QUICK_HANDSHAKE_S,
+        "connect_timeout_s": QUICK_CONNECT_S,
     }
     with spawn_gateway(data, settings=settings) as (proc, target):
         yield Probed(target, Canary.create_sync(target).token)

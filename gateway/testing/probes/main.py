@@ -176,9 +176,11 @@ async def _run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/probe", description="Run the reliability probes and print their figures."
+    )
     parser.add_argument(
-        "probes", nargs="*", choices=[*PROBES, []], help=f"default: all of {', '.join(PROBES)}"
+        "probes", nargs="*", metavar="PROBE", help=f"any of {', '.join(PROBES)} (default: all)"
     )
     parser.add_argument(
         "--data", type=Path, help="probe the gateway running on DIR instead of a fresh one"
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         "--connect-s", type=float, default=DEFAULT_CONNECT_S, help="the gateway's connect_timeout_s"
     )
     args = parser.parse_args(argv)
+    unknown = [p for p in args.probes if p not in PROBES]
+    if unknown:
+        parser.error(f"unknown probe {', '.join(unknown)} (choose from {', '.join(PROBES)})")
     if args.quick:
         args.flood_seconds = min(args.flood_seconds, 5.0)
         args.devices = min(args.devices, 200)

@@ -37,6 +37,8 @@ from gateway.testing.probes import wire
 
 __all__ = [
     "CANARY_SOURCE",
+    "QUICK_CONNECT_S",
+    "QUICK_HANDSHAKE_S",
     "Canary",
     "DebugTail",
     "Limits",
@@ -51,7 +53,11 @@ __all__ = [
 
 CANARY_SOURCE = "127.0.0.3"  # the canary's own source address: its records never mix in
 START_TIMEOUT_S = 60.0  # a fresh data directory generates its CA and server key first
-TAIL_TIMEOUT_S = 10.0  # how long a probe waits for the debug record of one of its connections
+TAIL_TIMEOUT_S = 10.0
+# The deadlines of the gateway the quick test suite probes (tests/probes): short, so that
+# the idle-cut probes take seconds; scripts/probe measures the shipped 10 s and 5 s.
+QUICK_HANDSHAKE_S = 1.0
+QUICK_CONNECT_S = 0.5  # how long a probe waits for the debug record of one of its connections
 
 
 class Target(msgspec.Struct, kw_only=True):
