@@ -59,6 +59,7 @@ async def test_case(
             transport,
             token=victim_token,
             source=case_source(2, transport, index),
-            close_timeout=2.0,
+            close_timeout=1.5,
+            canary_protocols=("http",),  # the protocol under attack (scripts/probe: both)
         )
     assert result.ok, result.problems

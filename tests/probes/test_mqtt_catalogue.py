@@ -33,5 +33,6 @@ async def test_case(probed: Probed, transport: str, index: int, case: MqttCase) 
             transport,
             source=case_source(1, transport, index),
             close_timeout=5.0,
+            canary_protocols=("mqtt",),  # the protocol under attack (scripts/probe: both)
         )
     assert result.ok, result.problems

@@ -126,12 +126,14 @@ async def _end_our_side(stream: trio.abc.Stream) -> trio.abc.Stream:
     return stream
 
 
-async def _checks_after(target: Target, canary: Canary, problems: list[str]) -> None:
+async def _checks_after(
+    target: Target, canary: Canary, problems: list[str], protocols: tuple[str, ...]
+) -> None:
     if not target.alive():
         problems.append("the gateway process is gone")
         return
     try:
-        await canary.check()
+        await canary.check(protocols)
     except (AssertionError, OSError, trio.BrokenResourceError) as exc:
         problems.append(f"canary not served: {exc}")
 
@@ -148,9 +150,14 @@ async def run_mqtt_case(
     *,
     source: str = ATTACK_SOURCE,
     close_timeout: float = CLOSE_TIMEOUT_S,
+    canary_protocols: tuple[str, ...] = ("mqtt", "http"),
 ) -> CaseResult:
+    """One case (see the module docstring); the canary is checked over ``canary_protocols``."""
     async with open_debug_tail(client, target.connector, source) as tail:
-        return await _mqtt_case(target, tail, canary, case, transport, source, close_timeout)
+        result = await _mqtt_case(target, tail, canary, case, transport, source, close_timeout)
+    problems = list(result.problems)
+    await _checks_after(target, canary, problems, canary_protocols)
+    return msgspec.structs.replace(result, ok=not problems, problems=problems)
 
 
 async def _mqtt_case(
@@ -186,7 +193,6 @@ async def _mqtt_case(
     got_reason = None if rec is None else rec.get("reason")
     if got_reason != want:
         problems.append(f"debug reason {got_reason!r}, expected {want!r}")
-    await _checks_after(target, canary, problems)
     return CaseResult(
         case.name,
         f"mqtt-{transport}",
@@ -236,9 +242,16 @@ async def run_http_case(
     token: str,
     source: str = ATTACK_SOURCE,
     close_timeout: float = CLOSE_TIMEOUT_S,
+    canary_protocols: tuple[str, ...] = ("mqtt", "http"),
 ) -> CaseResult:
+    """One case (see the module docstring); the canary is checked over ``canary_protocols``."""
     async with open_debug_tail(client, target.connector, source) as tail:
-        return await _http_case(target, tail, canary, case, transport, token, source, close_timeout)
+        result = await _http_case(
+            target, tail, canary, case, transport, token, source, close_timeout
+        )
+    problems = list(result.problems)
+    await _checks_after(target, canary, problems, canary_protocols)
+    return msgspec.structs.replace(result, ok=not problems, problems=problems)
 
 
 async def _http_case(
@@ -272,7 +285,6 @@ async def _http_case(
         got_reason = None if rec is None else rec.get("reason")
         if got_reason != case.reason:
             problems.append(f"debug reason {got_reason!r}, expected {case.reason!r}")
-    await _checks_after(target, canary, problems)
     return CaseResult(
         case.name,
         f"http-{transport}",
