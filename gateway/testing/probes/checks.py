@@ -300,6 +300,7 @@ class AuthWalk(msgspec.Struct, frozen=True):
     public: list[str]
     refused: int
     failures: list[str]
+    dropped: list[str]  # calls the server closed without an answer (tried again once)
     ok: bool
 
 
@@ -311,6 +312,7 @@ async def check_management_auth(target: Target) -> AuthWalk:
     answers ``401`` without a token and with a wrong one, before looking at its input
     (path parameters name nothing that exists); the public ones are listed."""
     failures: list[str] = []
+    dropped: list[str] = []
     public: list[str] = []
     refused = 0
     operations = 0
@@ -326,15 +328,22 @@ async def check_management_auth(target: Target) -> AuthWalk:
                     continue
                 url = _PARAM.sub(lambda m: f"probe-{m.group(1)}", path)
                 for headers in ({}, {"Authorization": "Bearer " + secrets.token_urlsafe(32)}):
-                    resp = await anon.request(method.upper(), url, headers=headers, json={})
-                    if resp.status_code != 401:
-                        failures.append(
-                            f"{method.upper()} {path} "
-                            f"{'wrong token' if headers else 'no token'}: {resp.status_code}"
+                    what = f"{method.upper()} {path} {'wrong token' if headers else 'no token'}"
+                    try:
+                        resp = await anon.request(method.upper(), url, headers=headers, json={})
+                    except httpx.TransportError as exc:
+                        # seen once, in a whole-suite run on the loaded machine, not since and
+                        # not explained: report it, and judge the route by a second call on a
+                        # new connection (what is probed here is the 401)
+                        dropped.append(f"{what}: {exc!r}")
+                        resp = await anon.request(
+                            method.upper(), url, headers={**headers, "Connection": "close"}, json={}
                         )
+                    if resp.status_code != 401:
+                        failures.append(f"{what}: {resp.status_code}")
                     else:
                         refused += 1
-    return AuthWalk(operations, public, refused, failures, not failures)
+    return AuthWalk(operations, public, refused, failures, dropped, not failures)
 
 
 # -- TLS policy ------------------------------------------------------------------------------

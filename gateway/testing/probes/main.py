@@ -114,6 +114,8 @@ async def _run(
             )
             for f in walk.failures:
                 _print(f"  FAIL {f}")
+            for d in walk.dropped:
+                _print(f"  closed without an answer (judged by a second call): {d}")
             ok &= walk.ok
         if "tls" in wanted:
             if args.testssl:
