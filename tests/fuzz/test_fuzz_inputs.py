@@ -17,11 +17,11 @@ from gateway.testing.fuzz import TARGETS, load
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 
-# Crashes whose fix is on its way in another branch: xfail (strict) until it lands.
+# Crash inputs whose fix has not landed: xfail (strict) until it does, with why.
 PENDING = {
-    "crash-c6d7256a82cadbc92b8ab4edcd8bb0a6cbce898c": (
-        "dispatch: a $resource.batch value nested 2000 deep raises RecursionError in both "
-        "twins; the http branch turns it into BadRequest"
+    "crash-ad6afe6fa7fa7a176bb1e71e80f4d1cf2bef8495": (
+        "http_assembler: trailer fields of a chunked body become headers of the request head "
+        "when they arrive in the same read as the head (open finding)"
     ),
 }
 

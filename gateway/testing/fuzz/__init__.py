@@ -24,7 +24,7 @@ from types import ModuleType
 
 __all__ = ["TARGETS", "load"]
 
-TARGETS = ("mqtt_codec", "dispatch", "http_device", "csv_import", "openapi")
+TARGETS = ("mqtt_codec", "dispatch", "http_device", "http_assembler", "csv_import", "openapi")
 
 
 def load(name: str) -> ModuleType:

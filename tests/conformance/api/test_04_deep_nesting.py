@@ -32,12 +32,20 @@ def test_deep_json_body_is_400(api: httpx.Client, method: str, path: str, body: 
     assert api.get("/api/v1/connectors").json() == before
 
 
-def test_deep_yaml_document_is_400(api: httpx.Client) -> None:
+def test_deep_yaml_document_is_refused(api: httpx.Client) -> None:
+    """The validator reports a document nested past the stack as one violation at ``$``
+    (gateway/services/integrations/validate.py), like any other broken document: the
+    validate route answers it, adding an integration with it is a 400."""
     r = api.post(
         "/api/v1/connectors/demo/integrations/validate",
         json={"document": DEEP},
     )
-    assert_error(r, 400)
+    assert r.status_code == 200, r.text
+    assert r.json()["valid"] is False
+    assert r.json()["violations"] == [{"path": "$", "message": "the document is nested too deeply"}]
+    r = api.post("/api/v1/connectors/demo/integrations", json={"name": "deep", "document": DEEP})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_document"
 
 
 def test_deep_cursor_is_400(api: httpx.Client) -> None:
