@@ -20,8 +20,8 @@ FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 # Crash inputs whose fix has not landed: xfail (strict) until it does, with why.
 PENDING = {
     "crash-ad6afe6fa7fa7a176bb1e71e80f4d1cf2bef8495": (
-        "http_assembler: trailer fields of a chunked body become headers of the request head "
-        "when they arrive in the same read as the head (open finding)"
+        "http_assembler: trailer fields of a chunked body are appended to the headers of the "
+        "request head already emitted (open finding, docs/reliability.md section 9)"
     ),
 }
 
