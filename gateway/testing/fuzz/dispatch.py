@@ -5,12 +5,13 @@ a NUL byte and the payload (no NUL: the whole rest is a ``$resource.batch`` payl
 
 Invariants:
 
-* both twins return equal results or raise the same class with the same message, for
-  :func:`dispatch`, :func:`validate_value` of the payload text on every alias, and
-  :func:`normalize_timestamp` of numbers read from the payload;
+* both twins return equal results, append equal rows and rejections, or raise the same
+  class with the same message, for :func:`dispatch`, :func:`validate_value` of the payload
+  text on every alias, and :func:`normalize_timestamp` of numbers read from the payload;
 * the only exception is :class:`~gateway.errors.BadRequest`;
-* a ``$resource/<alias>`` write gives exactly one point or one rejection at the server
-  time, and every point's timestamp is within ``0..MAX_TIMESTAMP_US``.
+* a refused PUBLISH appends no row and no rejection; a ``$resource/<alias>`` write appends
+  exactly one row or one rejection, at the server time; every row's timestamp is within
+  ``0..MAX_TIMESTAMP_US``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from types import ModuleType
 
 from gateway._pure import dispatch as pure
 from gateway.errors import BadRequest
+from gateway.model import PointWrite, Rejection
 
 __all__ = ["NAME", "check", "seeds"]
 
@@ -54,6 +56,16 @@ def _outcome(fn: Callable[..., object], *args: object) -> object:
         return ("error", type(exc), str(exc))
 
 
+def _dispatch(
+    twin: ModuleType, table: object, topic: str, payload: bytes, now: int
+) -> tuple[object, list[PointWrite], list[Rejection]]:
+    """``dispatch`` with fresh row lists: (outcome, rows appended, rejections appended)."""
+    points: list[PointWrite] = []
+    rejected: list[Rejection] = []
+    outcome = _outcome(twin.dispatch, table, topic, payload, now, points, rejected)
+    return outcome, points, rejected
+
+
 def check(data: bytes) -> None:
     if not data:
         return
@@ -64,17 +76,18 @@ def check(data: bytes) -> None:
     topic = raw_topic.decode("utf-8", "replace") if sep else "$resource.batch"
     if not sep:
         payload = rest
-    result = _outcome(pure.dispatch, table_py, topic, payload, now)
-    assert _outcome(compiled.dispatch, table_c, topic, payload, now) == result, "twins differ"
-    if result[0] == "ok":  # type: ignore[index]
-        value = result[1]  # type: ignore[index]
-        if isinstance(value, pure.ResourceWrites):
-            for point in value.points:
-                assert 0 <= point.timestamp <= pure.MAX_TIMESTAMP_US, point
-                assert point.alias, point
-            if topic.startswith("$resource/"):
-                assert len(value.points) + len(value.rejected) == 1, value
-                assert all(p.timestamp == now for p in value.points), value
+    result = _dispatch(pure, table_py, topic, payload, now)
+    assert _dispatch(compiled, table_c, topic, payload, now) == result, "twins differ"
+    outcome, points, rejected = result
+    if outcome[0] == "error":  # type: ignore[index]
+        assert not points, "a refused PUBLISH appended rows"
+        assert not rejected, "a refused PUBLISH appended rejections"
+    for point in points:
+        assert 0 <= point.timestamp <= pure.MAX_TIMESTAMP_US, point
+        assert point.alias, point
+    if topic.startswith("$resource/") and outcome[0] == "ok":  # type: ignore[index]
+        assert len(points) + len(rejected) == 1, (points, rejected)
+        assert all(p.timestamp == now for p in points), points
     text = payload.decode("utf-8", "replace")
     for alias in _ALIASES:
         assert _outcome(pure.validate_value, table_py, alias, text) == _outcome(
