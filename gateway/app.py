@@ -10,10 +10,11 @@ Everything else receives its collaborators as parameters.  The nursery tree is::
           ├─ device listeners  front door: TLS, MQTT-only TLS, dev plain HTTP / MQTT
           └─ integrations      health probes and asset jobs on their schedules
 
-Construction order (no object gets a collaborator attached later): the live-log hub, the
-long-poll signals, the control hub and the metrics first; then the store, whose
-``on_events`` feeds the first two and whose ``on_failure`` reports to the live log; then
-:class:`~gateway.services.bundle.Services` with all of them.
+Construction order (no object gets a collaborator attached later): the bus, the connector
+registry, the live-log hub, the long-poll signals, the control hub and the metrics first;
+then the store, whose ``on_events`` feeds the hubs and the bus and whose ``on_failure``
+reports to the live log; then :class:`~gateway.services.bundle.Services` with all of them.
+A multi-process node (``gateway/node/``) builds its processes from the same pieces.
 
 Shutdown (SIGINT/SIGTERM or cancellation) stops accepting first, lets in-flight
 acknowledgements finish inside the front door's grace period, and only then closes the
@@ -31,7 +32,7 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -40,16 +41,17 @@ from typing import Any
 import msgspec
 import trio
 
+from gateway.bus.api import Bus, LocalBus
 from gateway.config import OFF, GatewayConfig
 from gateway.datadir import secure_data_dir
 from gateway.metrics import Metrics
 from gateway.services.bundle import Services, committed_fanout
-from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Resource
+from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
 from gateway.services.control import ControlHub
 from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
-from gateway.store.api import ResetOnline
+from gateway.store.api import CommittedEvent, ResetOnline
 from gateway.store.sqlite import open_store
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
@@ -139,18 +141,44 @@ async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
     duration of the block; connectors loaded.  Closing waits until every submission made
     inside has been committed and acknowledged.  (Tests build their services with this
     too, so they run the same wiring as the gateway.)"""
-    logs = LogHub()
+    async with open_services_on(config, LocalBus()) as services:
+        yield services
+
+
+@asynccontextmanager
+async def open_services_on(
+    config: GatewayConfig, bus: Bus, *, process: str = "gateway"
+) -> AsyncIterator[Services]:
+    """:func:`open_services` for the process that owns the store, telling ``bus`` about
+    every commit (the store owner of a multi-process node passes its hub)."""
+    registry = Registry(config.base_domain)
+    logs = LogHub(bus=bus)
     signals = CommitSignals()
+    control = ControlHub(registry)
+    fanout = committed_fanout(signals, logs, control)
+
+    def on_events(events: Sequence[CommittedEvent]) -> None:
+        fanout(events)
+        bus.publish_events(events)
+
     async with open_store(
         config.data_dir / "gateway.db",
         synchronous=config.synchronous,
-        on_events=committed_fanout(signals, logs),
+        on_events=on_events,
         on_failure=logs.store_failed,
         event_retention_count=config.event_retention_count,
         event_retention_age_s=config.event_retention_days * 86400.0,
     ) as store:
         services = Services(
-            config, store, logs=logs, control=ControlHub(), signals=signals, metrics=Metrics()
+            config,
+            store,
+            registry=registry,
+            logs=logs,
+            control=control,
+            signals=signals,
+            metrics=Metrics(),
+            bus=bus,
+            process=process,
         )
         await services.connectors.load()
         await services.connectors.seal_stored_keys()  # keys an older release kept in clear

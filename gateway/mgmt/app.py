@@ -76,7 +76,8 @@ def endpoints(
     async def metrics(request: Request) -> Response:
         if not is_loopback(request):
             await tokens.check(request)
-        text = render(services.metrics, await services.samples())
+        families, samples = await services.node_metrics()  # every process of the node
+        text = render(families, samples)
         if tls is not None:
             text += mgmt_tls.certificate_expiry(services, tls)
         return Response(text, media_type=CONTENT_TYPE)

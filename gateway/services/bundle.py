@@ -2,16 +2,17 @@
 
 Built once by the composition root (:mod:`gateway.app`) with every collaborator it needs
 and passed down; nothing here is a module-level global and nothing is attached later.
-The hubs that must exist before the store (the live-log hub and the long-poll signals,
-which the store's ``on_events`` feeds; the control hub; the metrics) are created by the
-composition root and passed in.
+The hubs that must exist before the store (the connector registry, the live-log hub, the
+long-poll signals and the control hub, which the store's ``on_events`` feeds; the metrics)
+are created by the composition root and passed in, with the bus (``gateway/bus/api.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from gateway.bus.api import Bus, MetricsSnapshot
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics, Sample
 from gateway.model import LogRecord
@@ -32,14 +33,16 @@ __all__ = ["Directory", "Services", "committed_fanout"]
 
 
 def committed_fanout(
-    signals: CommitSignals, logs: LogHub
-) -> Callable[[list[CommittedEvent]], None]:
-    """The store's ``on_events`` (Trio thread, after each commit): wake the event-log
-    long-polls of the connectors concerned, then feed the live logs."""
+    signals: CommitSignals, logs: LogHub, control: ControlHub
+) -> Callable[[Sequence[CommittedEvent]], None]:
+    """What committed events do in this process (Trio thread, after each commit, or as the
+    bus delivers them in a worker): wake the event-log long-polls of the connectors
+    concerned, feed the live logs, push set values and kick sessions (``control.py``)."""
 
-    def on_events(events: list[CommittedEvent]) -> None:
+    def on_events(events: Sequence[CommittedEvent]) -> None:
         signals.on_commit(events)
         logs.publish_events(events)
+        control.on_events(events)
 
     return on_events
 
@@ -76,31 +79,39 @@ class Directory:
 
 
 class Services:
-    """Every domain service over one store.  ``logs``, ``control``, ``signals`` and
-    ``metrics`` are the composition root's (the store's callbacks already point at the
-    first and third)."""
+    """Every domain service over one store.  ``registry``, ``logs``, ``control``,
+    ``signals``, ``metrics`` and ``bus`` are the composition root's (the store's callbacks,
+    or the bus's deliveries, already point at the hubs).  ``process`` names this process in
+    metrics snapshots (``gateway`` alone, ``store`` or ``worker-N`` in a node)."""
 
     def __init__(
         self,
         config: GatewayConfig,
         store: Store,
         *,
+        registry: Registry,
         logs: LogHub,
         control: ControlHub,
         signals: CommitSignals,
         metrics: Metrics,
+        bus: Bus,
+        process: str = "gateway",
     ) -> None:
         self.config = config
         self.store = store
         self.logs = logs
         self.control = control
         self.metrics = metrics
-        self.registry = Registry(config.base_domain)
+        self.bus = bus
+        self.process = process
+        self.registry = registry
         self.directory = Directory(self.registry)
         box = SecretBox.from_data_dir(config.data_dir)  # the node's key for secrets at rest
-        self.connectors = ConnectorService(store, self.registry, box=box)
+        self.connectors = ConnectorService(
+            store, self.registry, box=box, on_change=bus.publish_registry
+        )
         self.devices = DeviceService(store, self.registry)
-        self.state = StateService(store, self.registry, control)
+        self.state = StateService(store, self.registry)
         self.events = EventLog(store, self.registry, signals)
         self.content = ContentService(store, self.registry, config.data_dir / "content")
         self.integrations = IntegrationService(
@@ -127,10 +138,40 @@ class Services:
                 self.store.submit([event], detached=True)
         self.logs.publish(rec)
 
-    async def samples(self) -> list[Sample]:
+    def snapshot(self) -> MetricsSnapshot:
+        """This process's counters for the node's ``/metrics`` (asked over the bus)."""
+        return MetricsSnapshot.of(
+            self.process,
+            self.metrics,
+            mqtt_sessions=self.control.session_count,
+            log_records=self.logs.published,
+        )
+
+    async def node_metrics(self) -> tuple[Metrics, list[Sample]]:
+        """``/metrics`` of the whole node: this process's families plus every other
+        process's (over the bus; one process alone: its own), and the single values."""
+        peers = await self.bus.peer_metrics()
+        if not peers:
+            return self.metrics, await self.samples()
+        total = Metrics()
+        mine = self.snapshot()
+        mine.add_to(total)
+        for snap in peers:
+            snap.add_to(total)
+        sessions = mine.mqtt_sessions + sum(p.mqtt_sessions for p in peers)
+        records = mine.log_records + sum(p.log_records for p in peers)
+        return total, await self.samples(mqtt_sessions=sessions, log_records=records)
+
+    async def samples(
+        self, *, mqtt_sessions: int | None = None, log_records: int | None = None
+    ) -> list[Sample]:
         """The single-value metrics of ``/metrics`` beside :attr:`metrics`' families: the
         store's counters (kept by the store, no query), sessions, live logs, uptime."""
         st = await self.store.stats()
+        if mqtt_sessions is None:
+            mqtt_sessions = self.control.session_count
+        if log_records is None:
+            log_records = self.logs.published
         return [
             Sample(
                 "gateway_store_commits_total",
@@ -170,13 +211,13 @@ class Services:
                 "gateway_mqtt_sessions",
                 "gauge",
                 "MQTT sessions registered for control pushes.",
-                self.control.session_count,
+                mqtt_sessions,
             ),
             Sample(
                 "gateway_log_records_total",
                 "counter",
                 "Live-log records published.",
-                self.logs.published,
+                log_records,
             ),
             Sample(
                 "gateway_log_subscribers",

@@ -271,13 +271,22 @@ def _server_key_context(cid: str) -> str:
 class ConnectorService:
     """Create, change and delete connectors and their resources (committed, then cached).
 
-    ``box`` seals the connectors' server keys before they reach the store."""
+    ``box`` seals the connectors' server keys before they reach the store.  ``on_change(cid)``
+    is told after each committed change (the bus: the other processes of the node re-read
+    the registry, :meth:`reload`)."""
 
-    def __init__(self, store: Store, registry: Registry, *, box: SecretBox) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        box: SecretBox,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.box = box
-        self.listeners: list[Callable[[str], None]] = []  # told "cid changed" after commit
+        self._on_change = on_change
         self._clear_keys: list[str] = []  # connectors whose stored key is not sealed yet
 
     def _stored(self, cid: str, settings: ConnectorSettings) -> bytes:
@@ -326,12 +335,22 @@ class ConnectorService:
         return sealed
 
     def _changed(self, cid: str) -> None:
-        for fn in self.listeners:
-            fn(cid)
+        if self._on_change is not None:
+            self._on_change(cid)
 
     async def load(self) -> None:
         """Fill the registry from the store (at start)."""
         for row in await self.store.connectors():
+            self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
+
+    async def reload(self, cid: str) -> None:
+        """Another process changed connector ``cid`` (committed): re-read it from the store
+        (the whole list is small and read in a thread), or drop it when it is gone."""
+        rows = {row.id: row for row in await self.store.connectors()}
+        row = rows.get(cid)
+        if row is None:
+            self.registry.drop(cid)
+        else:
             self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
 
     def _from_row(self, row: ConnectorRow) -> Connector:

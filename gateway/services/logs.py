@@ -5,6 +5,12 @@ buffer; one that cannot keep up is dropped — its stream ends with a final ``dr
 rather than slowing the gateway (docs/protocol.md §9).  A debug record keyed only by IP
 (a TLS or SNI failure before any connector is known) reaches subscribers filtering on that
 IP, whatever connector they watch.
+
+In a multi-process node the subscribers live in the management process and most debug
+records happen in workers: a worker's hub forwards its debug records over the bus only
+while the bus says someone wants them (:attr:`Bus.logs_wanted`), and the management
+process's hub tells the bus when it has subscribers (:meth:`Bus.want_logs`).  Records that
+arrive from the bus go through :meth:`LogHub.deliver`, which never forwards them again.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from gateway.bus.api import Bus, LocalBus
 from gateway.clock import now_us
 from gateway.errors import GatewayError, Refused
 from gateway.model import LogRecord
@@ -66,9 +73,10 @@ class Subscription:
 
 
 class LogHub:
-    def __init__(self, *, buffer: int = SUBSCRIBER_BUFFER) -> None:
+    def __init__(self, *, buffer: int = SUBSCRIBER_BUFFER, bus: Bus | None = None) -> None:
         self._subs: set[Subscription] = set()
         self._buffer = buffer
+        self._bus = bus or LocalBus()
         self.published = 0
         self.dropped_subscribers = 0
 
@@ -77,7 +85,15 @@ class LogHub:
         return len(self._subs)
 
     def publish(self, rec: LogRecord) -> None:
-        """Trio thread only.  Never blocks; O(subscribers)."""
+        """Trio thread only.  Never blocks; O(subscribers).  A debug record also goes to
+        the bus while a subscriber elsewhere wants it."""
+        if rec.kind == "debug" and self._bus.logs_wanted:
+            self._bus.publish_log(rec)
+        self.deliver(rec)
+
+    def deliver(self, rec: LogRecord) -> None:
+        """Fan ``rec`` out to this process's subscribers (records from the bus come in
+        here: they are never forwarded again)."""
         self.published += 1
         if log.isEnabledFor(logging.DEBUG) and rec.kind == "debug":
             log.debug(
@@ -98,12 +114,20 @@ class LogHub:
             except trio.WouldBlock:
                 sub.dropped = True
                 self.dropped_subscribers += 1
-                self._subs.discard(sub)
+                self._forget(sub)
                 sub.send.close()
             except trio.ClosedResourceError:
-                self._subs.discard(sub)
+                self._forget(sub)
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.discard(sub)
+            if not self._subs:
+                self._bus.want_logs(False)
 
     def publish_events(self, events: Sequence[CommittedEvent]) -> None:
+        """Committed events as ``events`` records (the process that owns the store sees
+        every commit first-hand; workers' hubs get none)."""
         if not self._subs:  # nobody watches: count, but build no records (hot path)
             self.published += len(events)
             return
@@ -111,7 +135,7 @@ class LogHub:
             detail = None
             if ev.type in ("data_in", "publish") and ev.payload is not None:
                 detail = _short(ev.payload)
-            self.publish(
+            self.deliver(
                 LogRecord(
                     kind="events",
                     timestamp=ev.timestamp,
@@ -156,10 +180,12 @@ class LogHub:
     async def subscribe(self, filt: LogFilter) -> AsyncIterator[Subscription]:
         sub = Subscription(filt, self._buffer)
         self._subs.add(sub)
+        if len(self._subs) == 1:
+            self._bus.want_logs(True)
         try:
             yield sub
         finally:
-            self._subs.discard(sub)
+            self._forget(sub)
             sub.send.close()
             sub.receive.close()
 

@@ -4,7 +4,8 @@ The semantics are docs/protocol.md §4.2-4.3: a device write updates ``reported`
 a settable resource) and clears a pending set value — any write to the alias counts as the
 acknowledgement, byte equality is not required (§13 item 6).  A cloud set updates ``set``
 and, for ``sync`` resources, makes the value pending: pushed to a connected MQTT session
-and returned to HTTP long-polls until the device writes the alias.
+and returned to HTTP long-polls until the device writes the alias (the push follows the
+committed ``data_out`` event: ``services/control.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gateway.clock import now_us
 from gateway.errors import BadRequest, InvalidValue, NotFound
 from gateway.rules.dispatch import ResourceTable, validate_value
 from gateway.services.connectors import Registry
-from gateway.services.control import ControlHub, Push
+from gateway.services.control import Push
 from gateway.services.devices import DeviceAuth
 from gateway.store.api import DataIn, EventMeta, PointWrite, SetValue, SetValues, Store, Ticket
 
@@ -53,10 +54,9 @@ def check_value(table: ResourceTable, alias: str, value: str) -> None:
 
 
 class StateService:
-    def __init__(self, store: Store, registry: Registry, control: ControlHub) -> None:
+    def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
-        self.control = control
 
     # -- device side ---------------------------------------------------------------------
 
@@ -156,7 +156,8 @@ class StateService:
         self, cid: str, identity: str, values: Mapping[str, Any], *, meta: EventMeta | None = None
     ) -> dict[str, AliasState]:
         """Cloud set (``setIdentityState``): validate every alias first (all or nothing),
-        commit, then push to the device and wake its long-polls."""
+        then commit.  The committed ``data_out`` event pushes the values to the device and
+        wakes its long-polls, on whichever process holds it (``services/control.py``)."""
         resources = self.registry.resources(cid)
         table = self.registry.table(cid)
         if not values:
@@ -180,8 +181,5 @@ class StateService:
             meta,
             ts,
         )
-        (did,) = await self.store.write([op])
-        assert isinstance(did, int)
-        pushes = [Push(a, v, ts) for a, v in texts.items() if resources[a].sync]
-        self.control.notify(did, pushes)
+        await self.store.write([op])
         return await self.get(cid, identity)

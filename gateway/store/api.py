@@ -144,7 +144,10 @@ class _Op(msgspec.Struct, frozen=True, gc=False, tag_field="op", tag=True):
 
 class DataIn(_Op, frozen=True, gc=False):
     """A device write request (one HTTP write/record or one MQTT publish): one ``data_in``
-    event whose payload groups the points by timestamp, plus the state updates.
+    event whose payload groups the points by timestamp, plus the state updates.  Refuses
+    (``Refused``, reason ``locked``, ``deleted`` or ``reprovisioned``) a device that was
+    locked, deleted or revoked after the writer authenticated: nothing sent after a lock
+    is stored, even when it raced the kick.
 
     Result: the number of points stored (replays excluded).  Consecutive "now" writes of
     one device in one submission are coalesced into one event (docs/decisions.md).
@@ -256,8 +259,10 @@ class UpdateDevice(_Op, frozen=True, gc=False):
     """Change a device in one transaction (``PATCH …/devices/{identity}``): lock/unlock,
     revoke credentials (``reprovision=True``), then tags: with ``replace_tags`` the names in
     ``add_tags`` first lose all their values, then ``add_tags`` are added, then
-    ``remove_tags`` removed.  Refuses ``NotFound``, and ``BadRequest`` past ``max_tags``.
-    Result: the device id."""
+    ``remove_tags`` removed.  Locking an unlocked device appends a ``locked`` event and a
+    revocation a ``reprovision`` event (at ``timestamp``), which end the device's live
+    sessions wherever they are (``services/control.py``).  Refuses ``NotFound``, and
+    ``BadRequest`` past ``max_tags``.  Result: the device id."""
 
     connector_id: str
     identity: str
@@ -267,6 +272,8 @@ class UpdateDevice(_Op, frozen=True, gc=False):
     remove_tags: list[TagRef] = msgspec.field(default_factory=list)
     replace_tags: bool = False
     max_tags: int = 256
+    meta: EventMeta = EventMeta()
+    timestamp: int = 0  # µs, of the locked / reprovision events
 
 
 class DeleteDevice(_Op, frozen=True, gc=False):

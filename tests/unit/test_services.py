@@ -107,7 +107,11 @@ async def test_token_activation_rules(services: Services) -> None:
     assert info.value.reason == "locked"
     assert info.value.connack == 5
     events = await services.events.read(cid)
-    assert [e.type for e in events] == ["provisioned", "provisioned"]
+    # the revocation and the lock are events: they end live sessions on every process
+    assert [e.type for e in events] == ["provisioned", "reprovision", "provisioned", "locked"]
+    # locking again changes nothing and records nothing
+    await services.devices.update(cid, "dev1", locked=True)
+    assert len(await services.events.read(cid)) == 4
 
 
 async def test_whitelist_required_and_format(services: Services) -> None:
@@ -257,7 +261,7 @@ async def test_state_pending_and_ack(services: Services) -> None:
         def kick(self, reason: str) -> None:
             raise AssertionError(reason)
 
-    services.control.attach(auth.device_id, Target())
+    services.control.attach((cid, "s1"), "conn-1", Target())
     await services.state.set_values(cid, "s1", {"data_out": {"004": True}})
     assert [(p.alias, p.value) for p in pushed] == [("data_out", '{"004":true}')]
     assert (await services.state.pending(auth.device_id))[0].alias == "data_out"

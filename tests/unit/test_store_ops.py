@@ -314,7 +314,8 @@ async def test_activation_rules(conn_store: SqliteStore, counters_exact: CheckCo
     row = await store.device("c", "cert1")
     assert row is not None
     assert (row.auth_type, row.cert_fp, row.cred_hash) == ("certificate", "fp1", None)
-    assert [e.type for e in await store.events(EventQuery("c"))] == ["provisioned"] * 3
+    types = [e.type for e in await store.events(EventQuery("c"))]
+    assert types == ["provisioned", "reprovision", "provisioned", "provisioned"]
     await counters_exact(store)
 
 
@@ -639,3 +640,35 @@ async def test_integration_runs_and_assets(conn_store: SqliteStore) -> None:
     assert await store.integration_assets("c", "pumps") == []
     with pytest.raises(NotFound):
         await store.write([DeleteIntegration("c", "pumps")])
+
+
+async def test_data_in_is_refused_once_the_device_is_locked_revoked_or_deleted(
+    conn_store: SqliteStore, counters_exact: CheckCounters
+) -> None:
+    """Lock means now: a write that was authenticated before the lock but commits after it
+    is refused with the lock's reason and stores nothing (docs/architecture.md "The node")."""
+    store = conn_store
+    did = await _create(store, "w1")
+    write = DataIn("c", did, "w1", [PointWrite("data_in", "1", 5)], META, 200)
+    assert await store.write([write]) == [1]
+    await store.write([UpdateDevice("c", "w1", locked=True, meta=META, timestamp=300)])
+    before = [e.type for e in await store.events(EventQuery("c"))]
+    with pytest.raises(Refused) as info:
+        await store.write([DataIn("c", did, "w1", [PointWrite("data_in", "2", 6)], META, 400)])
+    assert (info.value.reason, info.value.http_status) == ("locked", 403)
+    assert [e.type for e in await store.events(EventQuery("c"))] == before
+    assert before[-1] == "locked"
+    (row,) = await store.state(did, ["data_in"])
+    assert row.reported == "1"
+    # revoked credentials: reprovisioned
+    await store.write([UpdateDevice("c", "w1", locked=False, reprovision=True)])
+    with pytest.raises(Refused) as info:
+        await store.write([write])
+    assert info.value.reason == "reprovisioned"
+    # deleted: the write does not resurrect state rows for a device that is gone
+    await store.write([DeleteDevice("c", "w1", META, 500)])
+    with pytest.raises(Refused) as info:
+        await store.write([write])
+    assert info.value.reason == "deleted"
+    assert await store.state(did) == []
+    await counters_exact(store)

@@ -530,6 +530,7 @@ class DeviceApp:
         control = self.services.control
         conn = req.conn
         found = None
+        kicked: Refused | None = None
         gone: list[bool] = []
         with trio.CancelScope(deadline=trio.current_time() + timeout_ms / 1000) as scope:
             conn.add_poll(scope)
@@ -537,15 +538,22 @@ class DeviceApp:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_cancel_on_disconnect, receive, scope, gone)
                     while True:
-                        changed = control.change_event(auth.device_id)  # before the read
+                        # before the read: no gap
+                        changed = control.change_event((auth.connector_id, auth.identity))
                         pending = await state.pending(auth.device_id, defined, since)
                         if pending:
                             found = pending[0]
                             break
-                        await changed.wait()
+                        try:
+                            await changed.wait()
+                        except Refused as exc:  # a kick (lock, delete, revoke)
+                            kicked = exc  # raised outside the nursery: no exception group
+                            break
                     nursery.cancel_scope.cancel()
             finally:
                 conn.discard_poll(scope)
+        if kicked is not None:
+            raise kicked
         if found is None:
             if conn.closed or gone:
                 raise ClientGone

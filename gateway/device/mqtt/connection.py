@@ -456,7 +456,9 @@ class _Connection:
         """The connection now speaks for ``auth``'s device: attach for pushes (replacing an
         older connection), record the connect, and push what is pending (§12 items 9, 13)."""
         self.auth = auth
-        self.services.control.attach(auth.device_id, self)
+        self.services.control.attach(
+            (auth.connector_id, auth.identity), self.info.connection_id, self
+        )
         self.attached = True
         self.services.devices.connected(auth, self.meta)
         self._debug("connect", None, f"client id {self.client_id!r}")
@@ -590,7 +592,7 @@ class _Connection:
         self.session.publish(f"$provision/{req.identity}", (token or "").encode())
         self._debug("provisioned", None, req.identity)
         if self.attached and self.auth is not None:
-            self.services.control.detach(self.auth.device_id, self)
+            self.services.control.detach((self.auth.connector_id, self.auth.identity), self)
         await self._bind(DeviceAuth(self.cid, device_id, req.identity))
 
     # -- acknowledgements ------------------------------------------------------------------
@@ -634,6 +636,11 @@ class _Connection:
                         await output.flush()
                     try:
                         await ticket.wait()
+                    except Refused as exc:
+                        # The device was locked, deleted or revoked while this read was on
+                        # its way (the store refuses its writes): nothing stored, end.
+                        failed = True
+                        self.close(exc.reason, f"write refused: {exc.message}")
                     except Exception as exc:
                         # Nothing of this read was stored: acknowledge nothing more, and end
                         # the connection so that the client resends on its next one.
@@ -692,7 +699,7 @@ class _Connection:
         auth = self.auth
         if auth is not None:
             if self.attached:
-                self.services.control.detach(auth.device_id, self)
+                self.services.control.detach((auth.connector_id, auth.identity), self)
             will = self.session.will
             if will is not None and not closed.clean:
                 now = now_us()

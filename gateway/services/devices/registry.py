@@ -200,6 +200,8 @@ class DeviceRegistry:
                     remove_tags=list(remove_tags),
                     replace_tags=replace_tags,
                     max_tags=MAX_TAGS_PER_DEVICE,
+                    meta=EventMeta(protocol="api"),
+                    timestamp=now_us(),
                 )
             ]
         )

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, Refused
 from gateway.store.api import (
     AppendEvent,
     DataIn,
@@ -78,6 +78,15 @@ def data_in(tx: Tx, op: DataIn) -> int:
     """State upsert (newest point per alias wins), replay filtering, lastseen, one
     ``data_in`` event.  Returns the number of points stored (replays excluded)."""
     cur = tx.cur
+    # First, and in the same transaction: the device must still be allowed to write (lock
+    # means now, docs/architecture.md "The node").  lastseen moves even for replays.
+    cur.execute(
+        "UPDATE devices SET lastseen = ?, lastip = coalesce(?, lastip) "
+        "WHERE id = ? AND locked = 0 AND reprovision = 0",
+        (op.timestamp, op.meta.ip, op.device_id),
+    )
+    if cur.rowcount == 0:
+        raise _write_refused(tx, op.device_id)
     points: Sequence[PointWrite] = op.points
     if any(p.replay_check for p in points):
         kept: list[PointWrite] = []
@@ -112,16 +121,21 @@ def data_in(tx: Tx, op: DataIn) -> int:
         )
         if before:
             tx.delta.pending_values += _pending_among(tx, did, settable) - before
-    cur.execute(
-        "UPDATE devices SET lastseen = ?, lastip = coalesce(?, lastip) WHERE id = ?",
-        (op.timestamp, op.meta.ip, op.device_id),
-    )
     tx.emit(
         AppendEvent(
             op.connector_id, "data_in", op.identity, op.meta, op.timestamp, _payload_of(points)
         )
     )
     return len(points)
+
+
+def _write_refused(tx: Tx, device_id: int) -> Refused:
+    row = tx.cur.execute("SELECT locked FROM devices WHERE id = ?", (device_id,)).fetchone()
+    if row is None:
+        return Refused("the device was deleted", reason="deleted", http_status=401)
+    if row[0]:
+        return Refused("device is locked", reason="locked", http_status=403)
+    return Refused("the device's credentials were revoked", reason="reprovisioned", http_status=401)
 
 
 def append_event(tx: Tx, op: AppendEvent) -> int:

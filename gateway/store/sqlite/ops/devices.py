@@ -145,12 +145,18 @@ def update_device(tx: Tx, op: UpdateDevice) -> int:
     cur = tx.cur
     did = _require_id(tx, op.connector_id, op.identity)
     if op.locked is not None:
-        cur.execute("UPDATE devices SET locked = ? WHERE id = ?", (int(op.locked), did))
+        cur.execute(
+            "UPDATE devices SET locked = ? WHERE id = ? AND locked != ?",
+            (int(op.locked), did, int(op.locked)),
+        )
+        if op.locked and cur.rowcount:
+            tx.emit(AppendEvent(op.connector_id, "locked", op.identity, op.meta, op.timestamp))
     if op.reprovision:
         cur.execute(
             "UPDATE devices SET reprovision = 1, cred_hash = NULL, cert_fp = NULL WHERE id = ?",
             (did,),
         )
+        tx.emit(AppendEvent(op.connector_id, "reprovision", op.identity, op.meta, op.timestamp))
     elif op.reprovision is False:
         cur.execute("UPDATE devices SET reprovision = 0 WHERE id = ?", (did,))
     if op.replace_tags:
