@@ -36,14 +36,15 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from gateway.bus.api import Bus, LocalBus
-from gateway.config import OFF, GatewayConfig
+from gateway.config import OFF, GatewayConfig, fd_capacity
 from gateway.datadir import secure_data_dir
+from gateway.frontdoor.bind import BoundSockets
 from gateway.metrics import Metrics
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
@@ -56,8 +57,12 @@ from gateway.store.sqlite import open_store
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
 
+if TYPE_CHECKING:
+    from gateway.frontdoor.listeners import FrontDoorConfig
+
 __all__ = [
     "DEMO_RESOURCES",
+    "ProcessInfo",
     "RunInfo",
     "Running",
     "ensure_admin_token",
@@ -77,8 +82,21 @@ DEMO_RESOURCES = [
 ]
 
 
+class ProcessInfo(msgspec.Struct):
+    """One process of a multi-process node, as ``run.json`` lists it."""
+
+    role: str  # "store" or "worker"
+    index: int  # workers 1..N; 0 for the store owner
+    pid: int
+    started: float  # unix time of the last (re)start
+    restarts: int = 0
+    crash_loop: bool = False  # restarted soon after its start, now backing off
+    next_start_s: float = 0.0  # the back-off before the next start
+
+
 class RunInfo(msgspec.Struct):
-    """What ``DIR/run.json`` says about a running gateway (tests and benchmarks read it)."""
+    """What ``DIR/run.json`` says about a running gateway (tests and benchmarks read it).
+    ``pid`` is the ``gateway serve`` process (the supervisor of a multi-process node)."""
 
     pid: int
     ports: dict[str, int]
@@ -89,6 +107,8 @@ class RunInfo(msgspec.Struct):
     ca: str
     implementation: str
     api_host: str = "127.0.0.1"  # where the management API listens (the CLI connects here)
+    workers: int = 1  # device-serving processes (1: everything in the process ``pid``)
+    processes: list[ProcessInfo] = msgspec.field(default_factory=list)
 
 
 def ensure_admin_token(data_dir: Path) -> tuple[str, bool]:
@@ -205,14 +225,17 @@ async def _reload_server_cert(tls: ServerContexts) -> None:
 
 
 async def serve(
-    config: GatewayConfig, *, task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED
+    config: GatewayConfig,
+    *,
+    sockets: BoundSockets | None = None,
+    task_status: trio.TaskStatus[RunInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until SIGINT/SIGTERM (or cancellation)."""
+    """Run the gateway in this process until SIGINT/SIGTERM (or cancellation)."""
     # The receiver stays open until shutdown has finished: a second SIGTERM (systemd and the
     # single binary's launcher can both deliver one) must not kill a closing store.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(run_gateway, config)
+            running: Running = await nursery.start(partial(run_gateway, sockets=sockets), config)
             task_status.started(running.info)
             async for signum in signals:
                 if signum == signal.SIGHUP:
@@ -223,88 +246,174 @@ async def serve(
             nursery.cancel_scope.cancel()
 
 
-async def run_gateway(
-    config: GatewayConfig, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+def front_door_config(config: GatewayConfig, pki: DevPKI) -> FrontDoorConfig:
+    """The front door's settings for one device-serving process: its connection slots are
+    what its open-file limit allows, up to the node's ``max_connections``."""
+    from gateway.frontdoor.listeners import FrontDoorConfig
+
+    return FrontDoorConfig(
+        host=config.host,
+        tls_port=_port(config.tls_port),
+        mqtt_tls_port=_port(config.mqtt_tls_port),
+        dev_http_port=_port(config.dev_http_port, config.dev),
+        dev_mqtt_port=_port(config.dev_mqtt_port, config.dev),
+        server_cert_path=str(pki.server_cert),
+        server_key_path=str(pki.server_key),
+        handshake_timeout_s=config.handshake_timeout_s,
+        max_connections=min(config.max_connections, fd_capacity()),
+        max_handshakes_in_flight=config.max_handshakes,
+        dev_default_connector=config.dev_connector if config.dev else None,
+    )
+
+
+async def server_contexts(services: Services, pki: DevPKI) -> ServerContexts:
+    """The TLS contexts a device-serving process hands its handshakes (the node certificate
+    from ``DIR/tls``, connectors' own from the registry); reloaded on SIGHUP."""
+    return await trio.to_thread.run_sync(
+        partial(
+            ServerContexts,
+            services.directory,
+            server_cert_path=pki.server_cert,
+            server_key_path=pki.server_key,
+        )
+    )
+
+
+async def serve_devices(
+    services: Services,
+    config: GatewayConfig,
+    pki: DevPKI,
+    tls: ServerContexts,
+    *,
+    sockets: BoundSockets | None = None,
+    task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until cancelled."""
-    from gateway._impl import implementation
+    """The device listeners (front door, MQTT and HTTP) over ``services`` until cancelled;
+    on ``sockets`` when ``gateway serve`` bound them (else on the config's ports)."""
     from gateway.device.http.server import H1Limits, make_http_server
     from gateway.device.mqtt.connection import make_mqtt_server
     from gateway.frontdoor.connection import Handlers
-    from gateway.frontdoor.listeners import FrontDoorConfig, serve_device_listeners
+    from gateway.frontdoor.listeners import serve_device_listeners
+
+    http_limits = H1Limits(
+        head_timeout_s=config.http_head_timeout_s,
+        body_timeout_s=config.http_body_timeout_s,
+        keep_alive_s=config.http_keep_alive_s,
+    )
+    serve_http = make_http_server(services, fast_path=config.http_fast_path, limits=http_limits)
+    handlers = Handlers(serve_mqtt=make_mqtt_server(services), serve_http=serve_http)
+    await serve_device_listeners(
+        front_door_config(config, pki),
+        services.directory,
+        handlers,
+        services.debug,
+        contexts=tls,
+        metrics=services.metrics,
+        sockets=sockets.device if sockets is not None else None,
+        task_status=task_status,
+    )
+
+
+async def serve_management(
+    services: Services,
+    config: GatewayConfig,
+    token: str,
+    tls: ServerContexts,
+    *,
+    sockets: BoundSockets | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The management API (and console, ``/metrics``) over ``services`` until cancelled."""
     from gateway.mgmt.app import create_app
     from gateway.mgmt.server import serve_management_api
 
+    await serve_management_api(
+        create_app(services, admin_token=token, tls=tls),  # type: ignore[arg-type]  # Starlette's ASGI types are looser than hypercorn's
+        config.api_host,
+        config.api_port,
+        bound_socket=sockets.api if sockets is not None else None,
+        task_status=task_status,
+    )
+
+
+def write_run_json(data: Path, info: RunInfo) -> None:
+    """``DIR/run.json``, replaced atomically (readers never see half a file)."""
+    run_json = data / "run.json"
+    tmp = run_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(msgspec.to_builtins(info), indent=2))
+    tmp.replace(run_json)
+
+
+def run_info(
+    config: GatewayConfig,
+    pki: DevPKI,
+    ports: dict[str, int],
+    demo: str | None,
+    *,
+    workers: int = 1,
+    processes: list[ProcessInfo] | None = None,
+) -> RunInfo:
+    from gateway._impl import implementation
+
+    data = config.data_dir
+    return RunInfo(
+        pid=os.getpid(),
+        ports=ports,
+        demo_connector=demo,
+        base_domain=config.base_domain,
+        data=_absolute(data),
+        admin_token_file=_absolute(data / "admin.token"),
+        ca=_absolute(pki.ca_cert),
+        implementation=implementation(),
+        api_host=config.api_host,
+        workers=workers,
+        processes=processes or [],
+    )
+
+
+async def prepare(config: GatewayConfig) -> tuple[DevPKI, str]:
+    """The data directory, the development PKI and the admin token (created if needed)."""
     data = config.data_dir
     await trio.to_thread.run_sync(secure_data_dir, data)
     pki: DevPKI = await trio.to_thread.run_sync(ensure_dev_pki, data / "tls", config.base_domain)
     token, _created = ensure_admin_token(data)
-    async with open_services(config) as services:
-        # After a crash devices may still be marked online; nobody is connected at start.
+    return pki, token
+
+
+async def start_store_side(services: Services, config: GatewayConfig, *, reset: bool) -> str | None:
+    """What the process owning the store does before serving: clear stale ``online``
+    flags (``reset``: nobody is connected yet; not when only the store owner restarted
+    while workers hold connections) and create the demo connector.  Returns its id."""
+    if reset:
         await services.store.write([ResetOnline()])
-        demo = await _ensure_demo(services, config)
-        tls = await trio.to_thread.run_sync(
-            partial(
-                ServerContexts,
-                services.directory,
-                server_cert_path=pki.server_cert,
-                server_key_path=pki.server_key,
-            )
-        )
+    return await _ensure_demo(services, config)
+
+
+async def run_gateway(
+    config: GatewayConfig,
+    *,
+    sockets: BoundSockets | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole gateway in this process (``--workers 1``, the in-process tests) until
+    cancelled; on ``sockets`` when ``gateway serve`` bound them."""
+    pki, token = await prepare(config)
+    data = config.data_dir
+    async with open_services(config) as services:
+        demo = await start_store_side(services, config, reset=True)
+        tls = await server_contexts(services, pki)
         async with trio.open_nursery() as nursery:
             api_port = await nursery.start(
-                serve_management_api,
-                create_app(services, admin_token=token, tls=tls),
-                config.api_host,
-                config.api_port,
+                partial(serve_management, sockets=sockets), services, config, token, tls
             )
-            fd_config = FrontDoorConfig(
-                host=config.host,
-                tls_port=_port(config.tls_port),
-                mqtt_tls_port=_port(config.mqtt_tls_port),
-                dev_http_port=_port(config.dev_http_port, config.dev),
-                dev_mqtt_port=_port(config.dev_mqtt_port, config.dev),
-                server_cert_path=str(pki.server_cert),
-                server_key_path=str(pki.server_key),
-                handshake_timeout_s=config.handshake_timeout_s,
-                max_connections=config.max_connections,
-                max_handshakes_in_flight=config.max_handshakes,
-                dev_default_connector=config.dev_connector if config.dev else None,
-            )
-            http_limits = H1Limits(
-                head_timeout_s=config.http_head_timeout_s,
-                body_timeout_s=config.http_body_timeout_s,
-                keep_alive_s=config.http_keep_alive_s,
-            )
-            serve_http = make_http_server(
-                services, fast_path=config.http_fast_path, limits=http_limits
-            )
-            handlers = Handlers(serve_mqtt=make_mqtt_server(services), serve_http=serve_http)
-            ports: dict[str, Any] = await nursery.start(
-                partial(serve_device_listeners, contexts=tls, metrics=services.metrics),
-                fd_config,
-                services.directory,
-                handlers,
-                services.debug,
+            ports: dict[str, int] = await nursery.start(
+                partial(serve_devices, sockets=sockets), services, config, pki, tls
             )
             await nursery.start(serve_integrations, services.integrations)
-            info = RunInfo(
-                pid=os.getpid(),
-                ports={"api": api_port, **ports},
-                demo_connector=demo,
-                base_domain=config.base_domain,
-                data=_absolute(data),
-                admin_token_file=_absolute(data / "admin.token"),
-                ca=_absolute(pki.ca_cert),
-                implementation=implementation(),
-                api_host=config.api_host,
-            )
-            run_json = data / "run.json"
-            tmp = run_json.with_suffix(".tmp")
-            await trio.Path(tmp).write_text(json.dumps(msgspec.to_builtins(info), indent=2))
-            await trio.Path(tmp).replace(run_json)
+            info = run_info(config, pki, {"api": api_port, **ports}, demo)
+            write_run_json(data, info)
             task_status.started(Running(info, services, tls))
             try:
                 await trio.sleep_forever()
             finally:
-                run_json.unlink(missing_ok=True)
+                (data / "run.json").unlink(missing_ok=True)

@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["GatewayConfig", "load_config"]
+__all__ = ["FD_RESERVE", "GatewayConfig", "fd_capacity", "load_config", "resolve_workers"]
 
 OFF = -1
+FD_RESERVE = 500  # descriptors a process keeps for itself: store, bus, listeners, logs
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,8 +40,9 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     http_head_timeout_s: float = 10.0  # a request head must complete this soon (408)
     http_body_timeout_s: float = 30.0  # a request body must make progress this often (408)
     http_keep_alive_s: float = 120.0  # an idle keep-alive connection closes after this
-    max_connections: int = 19_000
-    max_handshakes: int = 512
+    max_connections: int = 40_000  # the node's design capacity (docs/decisions.md)
+    max_handshakes: int = 512  # per process
+    workers: int = 0  # device-serving processes; 0 = auto (resolve_workers)
     event_retention_count: int = 1_000_000
     event_retention_days: float = 30.0
     demo_connector: bool = True  # create the demo connector on first start
@@ -49,6 +51,25 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def data_dir(self) -> Path:
         return Path(self.data)
+
+
+def fd_capacity() -> int:
+    """Connections one process can hold: its open-file limit less :data:`FD_RESERVE`."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(64, soft - FD_RESERVE)
+
+
+def resolve_workers(config: GatewayConfig, cpus: int | None = None) -> int:
+    """``workers``, or for 0 (auto): one per CPU, and at least as many as it takes to
+    hold ``max_connections`` under the open-file limit (docs/decisions.md)."""
+    if config.workers > 0:
+        return config.workers
+    cpus = cpus or os.cpu_count() or 1
+    return max(cpus, -(-config.max_connections // fd_capacity()))
 
 
 def _coerce(field: str, raw: str) -> Any:

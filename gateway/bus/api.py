@@ -38,7 +38,7 @@ from gateway.metrics import Labels, Metrics
 from gateway.model import LogRecord
 from gateway.store.api import CommittedEvent
 
-__all__ = ["WORKER_EVENT_TYPES", "Bus", "LocalBus", "MetricsSnapshot"]
+__all__ = ["WORKER_EVENT_TYPES", "Bus", "Inbox", "LocalBus", "MetricsSnapshot"]
 
 WORKER_EVENT_TYPES = frozenset({"data_out", "connect", "locked", "deleted", "reprovision"})
 """The committed event types a device-serving process reacts to (pushes, kicks)."""
@@ -133,6 +133,24 @@ class Bus(Protocol):
         """Fresh snapshots of the other processes (each answers within a second or is
         represented by its last snapshot), plus one for the processes that have died (their
         counters, so totals never go down)."""
+        ...
+
+
+class Inbox(Protocol):
+    """What a bus delivers into a device-serving process (the composition root builds it
+    over that process's services)."""
+
+    def events(self, events: Sequence[CommittedEvent]) -> None:
+        """Committed events of :data:`WORKER_EVENT_TYPES`, in commit order."""
+        ...
+
+    async def registry_changed(self, connector_id: str | None) -> None:
+        """Re-read connector ``connector_id`` (None: all of them, after a reconnect that
+        may have missed changes)."""
+        ...
+
+    def snapshot(self) -> MetricsSnapshot:
+        """This process's metrics, now."""
         ...
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -148,6 +150,7 @@ async def serve_device_listeners(
     *,
     contexts: ServerContexts | None = None,
     metrics: Metrics | None = None,
+    sockets: Mapping[Transport, Sequence[socket.socket]] | None = None,
     task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the configured device listeners and serve until cancelled.
@@ -155,7 +158,10 @@ async def serve_device_listeners(
     ``task_status.started`` receives ``{transport value: bound port}``, e.g.
     ``{"tls": 8443, "mqtt_tls": 8883}``.  Pass ``contexts`` to keep a handle for
     ``contexts.reload_server_cert()``; otherwise one is built from the config's paths.
-    Returns (after the shutdown grace period) only when cancelled.
+    ``sockets`` are listening sockets bound beforehand (by ``gateway serve``, which keeps
+    them open across worker restarts, docs/architecture.md "The node"): each is served
+    through a duplicate, so closing ours never closes the port; the config's ports are then
+    not bound again.  Returns (after the shutdown grace period) only when cancelled.
     """
     if contexts is None:
         contexts = ServerContexts(
@@ -175,11 +181,17 @@ async def serve_device_listeners(
     slots = trio.CapacityLimiter(config.max_connections)
     opened: list[tuple[Transport, trio.SocketListener]] = []
     try:
-        for transport, port in config.ports().items():
-            listeners = await trio.open_tcp_listeners(
-                port, host=config.host, backlog=config.backlog
-            )
-            opened.extend((transport, listener) for listener in listeners)
+        if sockets is not None:
+            for transport, socks in sockets.items():
+                for sock in socks:
+                    dup = trio.socket.from_stdlib_socket(sock.dup())
+                    opened.append((transport, trio.SocketListener(dup)))
+        else:
+            for transport, port in config.ports().items():
+                listeners = await trio.open_tcp_listeners(
+                    port, host=config.host, backlog=config.backlog
+                )
+                opened.extend((transport, listener) for listener in listeners)
         bound: dict[str, int] = {}
         for transport, listener in opened:
             bound.setdefault(transport.value, listener.socket.getsockname()[1])

@@ -214,19 +214,15 @@ def endpoints(services: Services) -> list[Endpoint]:
             remove_tags=[RemoveTag(r.name, r.value) for r in change.remove],
             replace_tags=change.replace,
         )
-        # A locked device, or one whose credentials were revoked, loses its MQTT session now
-        # rather than at its next connect (docs/protocol.md §12 item 24).
-        if body.locked or body.reprovision:
-            kick_reason = "locked" if body.locked else "credentials_reset"
-            services.control.kick(await devs.device_id(cid, identity), kick_reason)
+        # A locked device, or one whose credentials were revoked, loses its MQTT sessions
+        # and long-polls now, on whichever process holds them: the committed ``locked`` /
+        # ``reprovision`` event does it (services/control.py, docs/protocol.md §5.4).
         return json_response(dev)
 
     async def delete_device(request: Request) -> Response:
         cid, identity = ids(request)
         reg.require(cid)
-        device_id = await devs.device_id(cid, identity)
-        await devs.delete(cid, identity)
-        services.control.kick(device_id, "deleted")
+        await devs.delete(cid, identity)  # the committed ``deleted`` event ends its sessions
         return Response(status_code=204)
 
     async def get_state(request: Request) -> Response:

@@ -19,13 +19,19 @@ async def serve_management_api(
     host: str,
     port: int,
     *,
+    bound_socket: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    """Serve ``app`` until cancelled, on ``host:port`` or on ``bound_socket`` (a listening
+    socket bound by ``gateway serve``: served through a duplicate, never closed here)."""
+    if bound_socket is not None:
+        sock = bound_socket.dup()
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
     sock.setblocking(False)
     bound = sock.getsockname()[1]
     cfg = HypercornConfig()

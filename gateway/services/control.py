@@ -14,7 +14,7 @@ value that could still be lost, and the same code serves one process and many:
   MQTT session and its long-polls wake up;
 * ``locked``, ``deleted``, ``reprovision``: the device's MQTT session is kicked and its
   long-polls end with the refusal the device's next request would get (``locked``,
-  ``deleted``, ``reprovisioned``): lock means now;
+  ``deleted``, ``credentials_reset``): lock means now;
 * ``connect`` of a connection this process does not hold: the device's session here is
   older (its own ``connect`` committed earlier, with a lower ``seq``) and is closed with
   ``duplicate_connection`` (docs/protocol.md §12 item 9).  A session whose ``connect`` has
@@ -40,7 +40,7 @@ __all__ = ["KICK_EVENTS", "ControlHub", "DeviceKey", "Push", "PushTarget", "Wake
 
 DeviceKey = tuple[str, str]  # (connector id, identity)
 
-KICK_EVENTS = {"locked": "locked", "deleted": "deleted", "reprovision": "reprovisioned"}
+KICK_EVENTS = {"locked": "locked", "deleted": "deleted", "reprovision": "credentials_reset"}
 """Committed event type → the reason a live session of that device ends with."""
 
 

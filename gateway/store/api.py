@@ -145,7 +145,7 @@ class _Op(msgspec.Struct, frozen=True, gc=False, tag_field="op", tag=True):
 class DataIn(_Op, frozen=True, gc=False):
     """A device write request (one HTTP write/record or one MQTT publish): one ``data_in``
     event whose payload groups the points by timestamp, plus the state updates.  Refuses
-    (``Refused``, reason ``locked``, ``deleted`` or ``reprovisioned``) a device that was
+    (``Refused``, reason ``locked``, ``deleted`` or ``credentials_reset``) a device that was
     locked, deleted or revoked after the writer authenticated: nothing sent after a lock
     is stored, even when it raced the kick.
 

@@ -664,7 +664,7 @@ async def test_data_in_is_refused_once_the_device_is_locked_revoked_or_deleted(
     await store.write([UpdateDevice("c", "w1", locked=False, reprovision=True)])
     with pytest.raises(Refused) as info:
         await store.write([write])
-    assert info.value.reason == "reprovisioned"
+    assert info.value.reason == "credentials_reset"
     # deleted: the write does not resurrect state rows for a device that is gone
     await store.write([DeleteDevice("c", "w1", META, 500)])
     with pytest.raises(Refused) as info:

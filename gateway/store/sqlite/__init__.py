@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
-from gateway.store.sqlite.store import SqliteStore, open_store
+from gateway.store.sqlite.reader import SqliteReader
+from gateway.store.sqlite.store import SqliteReads, SqliteStore, open_store
 
-__all__ = ["SqliteStore", "open_store"]
+__all__ = ["SqliteReader", "SqliteReads", "SqliteStore", "open_store"]

@@ -46,49 +46,20 @@ from gateway.store.api import (
 from gateway.store.sqlite.reader import SqliteReader
 from gateway.store.sqlite.writer import OnEvents, OnFailure, SqliteWriter
 
-__all__ = ["SqliteStore", "open_store"]
+__all__ = ["SqliteReads", "SqliteStore", "open_store"]
 
 
-class SqliteStore:
-    """See the module docstring and :class:`gateway.store.api.Store` for the contract."""
+class SqliteReads:
+    """The read half of :class:`gateway.store.api.Store` over a :class:`SqliteReader`:
+    shared by :class:`SqliteStore` and by a worker's remote store (local reads, writes sent
+    to the store owner: ``gateway/bus/client.py``)."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        synchronous: str = "FULL",
-        on_events: OnEvents | None = None,
-        on_failure: OnFailure | None = None,
-        **options: Any,
-    ) -> None:
-        self.path = path
-        self.writer = SqliteWriter(
-            path, synchronous=synchronous, on_events=on_events, on_failure=on_failure, **options
-        )
-        self.reader = SqliteReader(path)
-
-    async def start(self) -> None:
-        """Open and migrate the database off the Trio thread, then start the writer."""
-        await trio.to_thread.run_sync(self.writer.open)
-        self.writer.start()
-
-    async def aclose(self) -> None:
-        """Stop after every queued submission has been committed and acknowledged."""
-        await self.writer.aclose()
-        self.reader.close()
-
-    # -- writes ------------------------------------------------------------------------
-
-    def submit(self, ops: Sequence[Op], *, detached: bool = False) -> Ticket:
-        return self.writer.submit(ops, detached=detached)
-
-    async def write(self, ops: Sequence[Op]) -> list[OpResult]:
-        return await self.writer.submit(ops).wait()
-
-    # -- reads on the caller's thread ----------------------------------------------------
+    reader: SqliteReader
 
     async def stats(self) -> StoreStats:
-        return msgspec.structs.replace(self.writer.stats)
+        return StoreStats()  # the counters are the writer's (SqliteStore overrides)
+
+    # -- reads on the caller's thread ----------------------------------------------------
 
     async def device(self, connector_id: str, identity: str) -> DeviceRow | None:
         return self.reader.device(connector_id, identity)
@@ -151,6 +122,46 @@ class SqliteStore:
 
     async def integration_assets(self, connector_id: str, name: str) -> list[AssetRow]:
         return await trio.to_thread.run_sync(self.reader.integration_assets, connector_id, name)
+
+
+class SqliteStore(SqliteReads):
+    """See the module docstring and :class:`gateway.store.api.Store` for the contract."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        on_events: OnEvents | None = None,
+        on_failure: OnFailure | None = None,
+        **options: Any,
+    ) -> None:
+        self.path = path
+        self.writer = SqliteWriter(
+            path, synchronous=synchronous, on_events=on_events, on_failure=on_failure, **options
+        )
+        self.reader = SqliteReader(path)
+
+    async def start(self) -> None:
+        """Open and migrate the database off the Trio thread, then start the writer."""
+        await trio.to_thread.run_sync(self.writer.open)
+        self.writer.start()
+
+    async def aclose(self) -> None:
+        """Stop after every queued submission has been committed and acknowledged."""
+        await self.writer.aclose()
+        self.reader.close()
+
+    # -- writes ------------------------------------------------------------------------
+
+    def submit(self, ops: Sequence[Op], *, detached: bool = False) -> Ticket:
+        return self.writer.submit(ops, detached=detached)
+
+    async def write(self, ops: Sequence[Op]) -> list[OpResult]:
+        return await self.writer.submit(ops).wait()
+
+    async def stats(self) -> StoreStats:
+        return msgspec.structs.replace(self.writer.stats)
 
 
 @contextlib.asynccontextmanager

@@ -135,7 +135,9 @@ def _write_refused(tx: Tx, device_id: int) -> Refused:
         return Refused("the device was deleted", reason="deleted", http_status=401)
     if row[0]:
         return Refused("device is locked", reason="locked", http_status=403)
-    return Refused("the device's credentials were revoked", reason="reprovisioned", http_status=401)
+    return Refused(
+        "the device's credentials were revoked", reason="credentials_reset", http_status=401
+    )
 
 
 def append_event(tx: Tx, op: AppendEvent) -> int:
