@@ -1,4 +1,5 @@
-"""``gateway serve``: run the gateway in this process.
+"""``gateway serve``: run the gateway, as one process (``--workers 1``) or as a node of
+processes (``gateway/node/supervisor.py``).
 
 Every flag maps one-to-one onto a field of :class:`gateway.config.GatewayConfig` (flags given
 override ``GATEWAY_<FIELD>`` and ``DIR/gateway.toml``, docs in README "Configuration").  To add
@@ -9,7 +10,9 @@ nothing else changes.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
@@ -17,7 +20,25 @@ import trio
 from gateway import __version__
 from gateway.cli.context import settings
 
+if TYPE_CHECKING:
+    from gateway.app import RunInfo
+    from gateway.config import GatewayConfig
+
 __all__ = ["serve"]
+
+
+def _workers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value == "auto":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter("auto or a number of processes (1 or more)")
+    return n
 
 
 @click.command()
@@ -44,11 +65,21 @@ __all__ = ["serve"]
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 )
+@click.option(
+    "--workers",
+    callback=_workers,
+    help="device-serving processes: auto (one per CPU, and enough for --max-connections), "
+    "or N; 1 runs everything in one process [auto]",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    help="device connections the node is sized for [40000]",
+)
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the gateway on its embedded defaults (SQLite, development CA, demo connector)."""
-    from gateway.app import serve as run
-    from gateway.config import load_config
+    from gateway.config import load_config, resolve_workers
 
     if flags.get("data") is None:
         flags["data"] = settings(ctx).data  # `gateway --data DIR serve`
@@ -59,33 +90,77 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from gateway.frontdoor.bind import BindError
+    from gateway.node.lock import DataDirLocked
+
+    workers = resolve_workers(config)
+    try:
+        if workers == 1:
+            _serve_one(config)
+            code = 0
+        else:
+            from gateway.node.supervisor import run_node
+
+            code = run_node(config, workers, _announce)
+    except (DataDirLocked, BindError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(1)
+    ctx.exit(code)
+
+
+def _serve_one(config: GatewayConfig) -> None:
+    """Everything in this process (``--workers 1``): the lock and the sockets first, so
+    their errors are one line, then the Trio gateway (``gateway/app.py``)."""
+    from gateway.app import serve as run
+    from gateway.frontdoor.bind import bind_sockets
+    from gateway.node.lock import lock_data_dir
+    from gateway.node.supervisor import raise_fd_limit
+
+    lock_fd = lock_data_dir(config.data_dir)
+    raise_fd_limit()
+    sockets = bind_sockets(config)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            info = await nursery.start(run, config)
-            p = info.ports
-            out = [
-                f"gateway {__version__} ({info.implementation}) ready; data in {info.data}",
-                f"  management API   http://{config.api_host}:{p['api']}/api/v1/health",
-                f"  web console      http://{config.api_host}:{p['api']}/",
-                f"  admin token      {info.admin_token_file}",
-                f"  development CA   {info.ca}",
-            ]
-            if info.demo_connector:
-                fqdn = f"{info.demo_connector}.m2.{info.base_domain}"
-                out.append(f"  demo connector   {info.demo_connector} ({fqdn})")
-                if "tls" in p:
-                    out.append(
-                        f"  device HTTPS     https://{fqdn}:{p['tls']}/  (also MQTT by ALPN)"
-                    )
-                if "mqtt_tls" in p:
-                    out.append(f"  device MQTT/TLS  mqtts://{fqdn}:{p['mqtt_tls']}")
-                if "dev_http" in p:
-                    dev = f"{info.demo_connector}.devmode-m2.{info.base_domain}"
-                    out.append(f"  dev HTTP         http://{dev}:{p['dev_http']}/")
-                if "dev_mqtt" in p:
-                    out.append(f"  dev MQTT         mqtt://127.0.0.1:{p['dev_mqtt']}")
-            out.append(f"  operator CLI     gateway status --data {info.data}")
-            click.echo("\n".join(out))
+            info = await nursery.start(partial(run, sockets=sockets), config)
+            _announce(info)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        sockets.close()
+        os.close(lock_fd)
+
+
+def _announce(info: RunInfo) -> None:
+    """The lines ``gateway serve`` prints once it serves."""
+    p = info.ports
+    api = f"http://{info.api_host}:{p['api']}"
+    out = [
+        f"gateway {__version__} ({info.implementation}) ready; data in {info.data}",
+        f"  management API   {api}/api/v1/health",
+        f"  web console      {api}/",
+        f"  admin token      {info.admin_token_file}",
+        f"  development CA   {info.ca}",
+    ]
+    if info.demo_connector:
+        fqdn = f"{info.demo_connector}.m2.{info.base_domain}"
+        out.append(f"  demo connector   {info.demo_connector} ({fqdn})")
+        if "tls" in p:
+            out.append(f"  device HTTPS     https://{fqdn}:{p['tls']}/  (also MQTT by ALPN)")
+        if "mqtt_tls" in p:
+            out.append(f"  device MQTT/TLS  mqtts://{fqdn}:{p['mqtt_tls']}")
+        if "dev_http" in p:
+            dev = f"{info.demo_connector}.devmode-m2.{info.base_domain}"
+            out.append(f"  dev HTTP         http://{dev}:{p['dev_http']}/")
+        if "dev_mqtt" in p:
+            out.append(f"  dev MQTT         mqtt://127.0.0.1:{p['dev_mqtt']}")
+    if info.processes:
+        workers = [c.pid for c in info.processes if c.role == "worker"]
+        owner = next(c.pid for c in info.processes if c.role == "store")
+        out.append(
+            f"  processes        supervisor {info.pid}, store owner {owner}, "
+            f"{len(workers)} workers ({', '.join(map(str, workers))})"
+        )
+    out.append(f"  operator CLI     gateway status --data {info.data}")
+    click.echo("\n".join(out))

@@ -343,15 +343,20 @@ class ConnectorService:
         for row in await self.store.connectors():
             self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
 
-    async def reload(self, cid: str) -> None:
+    async def reload(self, cid: str | None) -> None:
         """Another process changed connector ``cid`` (committed): re-read it from the store
-        (the whole list is small and read in a thread), or drop it when it is gone."""
+        (the whole list is small and read in a thread), or drop it when it is gone.  With
+        ``cid`` None every connector is re-read (after changes may have been missed)."""
         rows = {row.id: row for row in await self.store.connectors()}
-        row = rows.get(cid)
-        if row is None:
-            self.registry.drop(cid)
-        else:
-            self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
+        wanted = list(rows) if cid is None else [cid]
+        if cid is None:
+            wanted += [c.id for c in self.registry.all() if c.id not in rows]
+        for one in wanted:
+            row = rows.get(one)
+            if row is None:
+                self.registry.drop(one)
+            else:
+                self.registry.put(self._from_row(row), {r.alias: r for r in row.resources})
 
     def _from_row(self, row: ConnectorRow) -> Connector:
         settings = self._loaded(row.id, row.settings)

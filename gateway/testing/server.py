@@ -104,9 +104,12 @@ def gateway_process(
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    workers: int = 1,
 ) -> Iterator[tuple[subprocess.Popen[bytes], TestGateway]]:
     """Start ``gateway serve`` (or ``command``) as a child with ephemeral ports and wait for
-    its ``run.json``.  Yields the process and its handles; terminates it on exit."""
+    its ``run.json`` (a multi-process node writes it once every process is ready).  Yields
+    the process and its handles; terminates it on exit.  ``workers`` > 1 runs the node of
+    docs/architecture.md "The node" (``info.processes`` lists its processes)."""
     run_json = data / "run.json"
     run_json.unlink(missing_ok=True)
     cmd = command or [sys.executable, "-m", "gateway"]
@@ -123,6 +126,8 @@ def gateway_process(
         "0",
         "--api-port",
         "0",
+        "--workers",
+        str(workers),
         *(["--dev", "--dev-http-port", "0", "--dev-mqtt-port", "0"] if dev else []),
         *extra,
     ]
@@ -147,7 +152,7 @@ def gateway_process(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -1,0 +1,67 @@
+"""The store owner: the one process of a node that writes (docs/architecture.md "The node").
+
+It opens the SQLite store (the writer thread and its group commit, event sequence
+numbers), serves the management API on the socket ``gateway serve`` bound, runs the
+integration jobs, and runs the bus hub (``gateway/bus/hub.py``) that the workers connect
+to.  It sees every commit first-hand, so the live log's ``events`` records, the event-log
+long-polls and ``/metrics`` (summed over the workers) are served here.
+
+Readiness: once the hub listens and the API serves, it writes one line to ``ready_fd`` (the
+demo connector's id, or nothing) and closes it; the supervisor starts the workers then.
+SIGTERM stops it: the hub and the API close, then the store closes after every queued
+submission has committed.  SIGINT is ignored (a terminal's ^C reaches every process of the
+group; the supervisor decides the order of the shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from functools import partial
+
+import trio
+
+from gateway.app import open_services_on, prepare, serve_management, start_store_side
+from gateway.bus.hub import NodeHub, hub_address
+from gateway.bus.link import listen_unix
+from gateway.config import GatewayConfig
+from gateway.frontdoor.bind import BoundSockets
+from gateway.services.integrations import serve_integrations
+
+__all__ = ["owner_main"]
+
+log = logging.getLogger(__name__)
+
+
+def owner_main(config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, reset: bool) -> None:
+    """The store owner's process body (after fork).  ``reset``: clear stale ``online``
+    flags (the node's first start; not when only the owner restarts)."""
+    for socks in sockets.device.values():
+        for s in socks:
+            s.close()  # workers serve devices; the supervisor keeps the ports open
+    trio.run(partial(_owner, config, sockets, ready_fd, reset=reset))
+
+
+async def _owner(
+    config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, reset: bool
+) -> None:
+    _pki, token = await prepare(config)
+    hub = NodeHub()
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with open_services_on(config, hub, process="store") as services:
+            demo = await start_store_side(services, config, reset=reset)
+            listener = await listen_unix(hub_address(config.data))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(hub.serve, listener, services.store, services.logs.deliver)
+                await nursery.start(
+                    partial(serve_management, sockets=sockets), services, config, token
+                )
+                await nursery.start(serve_integrations, services.integrations)
+                os.write(ready_fd, f"{demo or ''}\n".encode())
+                os.close(ready_fd)
+                log.info("store owner ready (pid %d)", os.getpid())
+                async for _ in signals:
+                    break
+                log.info("store owner stopping")
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,106 @@
+"""A worker: device connections over a remote store (docs/architecture.md "The node").
+
+A worker is today's gateway minus the management API: the front door on the listening
+sockets ``gateway serve`` bound (the kernel hands each new connection to whichever worker
+accepts first; a worker whose connection slots are full stops accepting and the others take
+the connections), the MQTT and HTTP device paths, and the services over a
+:class:`~gateway.bus.client.RemoteStore`: reads straight from SQLite (WAL), writes to the
+store owner over the bus.  Committed events from the owner drive pushes and kicks here
+(:class:`_Inbox`).
+
+Readiness: connected to the owner, registry loaded and listeners serving, it writes a line
+to ``ready_fd``.  SIGTERM drains it: accepting stops, sessions finish their in-flight
+acknowledgements (the front door's grace), and only then does the bus connection close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from gateway.app import prepare, serve_devices
+from gateway.bus.api import MetricsSnapshot
+from gateway.bus.client import NodeClient, RemoteStore
+from gateway.bus.hub import hub_address
+from gateway.config import GatewayConfig
+from gateway.frontdoor.bind import BoundSockets
+from gateway.metrics import Metrics
+from gateway.services.bundle import Services
+from gateway.services.connectors import Registry
+from gateway.services.control import ControlHub
+from gateway.services.events import CommitSignals
+from gateway.services.logs import LogHub
+from gateway.store.api import CommittedEvent
+
+__all__ = ["worker_main"]
+
+log = logging.getLogger(__name__)
+
+
+class _Inbox:
+    """What the bus delivers into a worker (:class:`gateway.bus.api.Inbox`)."""
+
+    def __init__(self, services: Services, signals: CommitSignals) -> None:
+        self.services = services
+        self.signals = signals
+
+    def events(self, events: Sequence[CommittedEvent]) -> None:
+        self.signals.on_commit(events)
+        self.services.control.on_events(events)
+
+    async def registry_changed(self, connector_id: str | None) -> None:
+        await self.services.connectors.reload(connector_id)
+
+    def snapshot(self) -> MetricsSnapshot:
+        return self.services.snapshot()
+
+
+def worker_main(config: GatewayConfig, index: int, sockets: BoundSockets, ready_fd: int) -> None:
+    """Worker ``index``'s process body (after fork)."""
+    sockets.api.close()  # the store owner serves the management API
+    trio.run(partial(_worker, config, index, sockets, ready_fd))
+
+
+async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, ready_fd: int) -> None:
+    pki, _token = await prepare(config)
+    client = NodeClient(hub_address(config.data), index)
+    registry = Registry(config.base_domain)
+    logs = LogHub(bus=client)
+    signals = CommitSignals()
+    store = RemoteStore(config.data_dir / "gateway.db", client, on_failure=logs.store_failed)
+    services = Services(
+        config,
+        store,
+        registry=registry,
+        logs=logs,
+        control=ControlHub(registry),
+        signals=signals,
+        metrics=Metrics(),
+        bus=client,
+        process=f"worker-{index}",
+    )
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM) as sigs:
+            async with trio.open_nursery() as outer:
+                await outer.start(client.run, _Inbox(services, signals))
+                await services.connectors.load()
+                async with trio.open_nursery() as inner:
+                    await inner.start(
+                        partial(serve_devices, sockets=sockets), services, config, pki
+                    )
+                    os.write(ready_fd, b"ready\n")
+                    os.close(ready_fd)
+                    log.info("worker %d ready (pid %d)", index, os.getpid())
+                    async for _ in sigs:
+                        break
+                    log.info("worker %d draining", index)
+                    inner.cancel_scope.cancel()
+                # every connection has finished (or its grace ran out): nothing is in flight
+                outer.cancel_scope.cancel()
+    finally:
+        store.close()
