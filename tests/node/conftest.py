@@ -28,6 +28,12 @@ class Node:
         self.data = data
         self.api = httpx.Client(base_url=gw.api, headers=gw.admin_headers, timeout=30)
 
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.close()
+
     def device(self, identity: str) -> str:
         """A provisioned device of the demo connector; returns its token."""
         token = secrets.token_hex(20)

@@ -77,9 +77,9 @@ def _tls_peers(node: Node, index: int) -> bool:
         next(fh)
         for line in fh:
             parts = line.split()
-            if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "01":
-                if int(parts[9]) in inodes:
-                    return True
+            listening_port = int(parts[1].rsplit(":", 1)[1], 16)
+            if listening_port == port and parts[3] == "01" and int(parts[9]) in inodes:
+                return True
     return False
 
 
@@ -97,7 +97,8 @@ def test_set_value_reaches_mqtt_and_long_poll_on_other_workers(node: Node) -> No
     assert r.status_code == 200, r.text
     wait_for(lambda: mqtt.messages, 10, "the MQTT push")
     topic, payload = mqtt.messages[0]
-    assert re.fullmatch(r"\$resource/data_out/\d+", topic) and payload == b"go"
+    assert re.fullmatch(r"\$resource/data_out/\d+", topic)
+    assert payload == b"go"
     answer = poll.result(10)
     assert (answer.status_code, answer.text) == (200, "data_out=go")
     mqtt.stop()
@@ -177,14 +178,14 @@ def test_live_log_shows_debug_records_of_every_worker(node: Node) -> None:
     stop = threading.Event()
 
     def tail() -> None:
-        with httpx.Client(base_url=node.gw.api, headers=node.gw.admin_headers, timeout=30) as c:
-            with c.stream("GET", "/connectors/demo/logs", params={"kind": "debug"}) as r:
-                ready.set()
-                for line in r.iter_lines():
-                    if line.startswith("data: "):
-                        lines.append(json.loads(line[6:]))
-                    if stop.is_set():
-                        return
+        api = httpx.Client(base_url=node.gw.api, headers=node.gw.admin_headers, timeout=30)
+        with api, api.stream("GET", "/connectors/demo/logs", params={"kind": "debug"}) as r:
+            ready.set()
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    lines.append(json.loads(line[6:]))
+                if stop.is_set():
+                    return
 
     t = threading.Thread(target=tail, daemon=True)
     t.start()
