@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -131,30 +132,32 @@ def gateway_process(
         *(["--dev", "--dev-http-port", "0", "--dev-mqtt-port", "0"] if dev else []),
         *extra,
     ]
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env if env is not None else os.environ.copy(),
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while not run_json.exists():
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"gateway exited with {proc.returncode}: {err[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("gateway did not start in time")
-            time.sleep(0.05)
-        info = msgspec.convert(json.loads(run_json.read_text()), RunInfo)
-        yield proc, TestGateway(info, None)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    # stderr goes to a file, not a pipe: nobody drains a pipe while the test runs, and a
+    # full pipe would block every process of the gateway in its next log line
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env if env is not None else os.environ.copy(),
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not run_json.exists():
+                if proc.poll() is not None:
+                    err.seek(0)
+                    text = err.read().decode(errors="replace")
+                    raise RuntimeError(f"gateway exited with {proc.returncode}: {text[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("gateway did not start in time")
+                time.sleep(0.05)
+            info = msgspec.convert(json.loads(run_json.read_text()), RunInfo)
+            yield proc, TestGateway(info, None)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -161,12 +161,15 @@ def test_sigterm_drains_and_stops_every_process(data: Path) -> None:
         assert not any(_alive(p) for p in everyone)
         assert not (data / "run.json").exists()
     # the store was closed cleanly: the next start finds the device and its token works
-    with gateway_process(data, dev=False, workers=2, timeout=60) as (proc, gw):
-        with Node(proc, gw, data) as node, node.https() as https:
-            r = https.post(
-                "/onep:v1/stack/alias", content=b"data_in=x", headers={"X-Exosite-CIK": token}
-            )
-            assert r.status_code == 204
+    with (
+        gateway_process(data, dev=False, workers=2, timeout=60) as (proc, gw),
+        Node(proc, gw, data) as node,
+        node.https() as https,
+    ):
+        r = https.post(
+            "/onep:v1/stack/alias", content=b"data_in=x", headers={"X-Exosite-CIK": token}
+        )
+        assert r.status_code == 204
 
 
 def test_a_crash_loop_backs_off_and_is_reported(data: Path) -> None:
@@ -218,7 +221,8 @@ def test_a_second_serve_on_the_same_directory_exits_with_one_line(data: Path) ->
         )
         assert r.returncode == 1
         assert r.stderr.strip().splitlines() == [
-            f"error: {data} is in use by another gateway (pid {proc.pid}); stop it or pass another --data"
+            f"error: {data} is in use by another gateway (pid {proc.pid}); "
+            "stop it or pass another --data"
         ]
 
 
