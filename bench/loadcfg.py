@@ -15,6 +15,15 @@ QOS0_BUFFER_BYTES = 65_536
 PACKET_ID_SPACE = 0xFFFF  # ids 1..65535 (§2.3.1: 0 is not a valid packet id)
 
 
+def require_loopback_source(host: str) -> str:
+    """A source address must be in 127.0.0.0/8 (spreading connections over source addresses
+    lifts the ~28,000 ephemeral ports one address has toward one server port)."""
+    parts = host.split(".")
+    if len(parts) != 4 or parts[0] != "127" or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise ValueError(f"load generator refuses source address {host!r}: only 127.0.0.0/8")
+    return host
+
+
 def require_loopback(host: str) -> str:
     """Refuse every target but 127.0.0.1: a load generator must not be pointed elsewhere."""
     if host != LOOPBACK:
@@ -60,9 +69,12 @@ class MqttLoad:
     # PUBLISHes each (the *_batched scenarios).  Plain TCP has no records: no difference.
     per_record: bool = True
     tls_prebuild_records: int = 2_000_000
+    source_hosts: tuple[str, ...] = ()  # connection i binds source_hosts[i % n] (127.0.0.x)
 
     def __post_init__(self) -> None:
         require_loopback(self.host)
+        for src in self.source_hosts:
+            require_loopback_source(src)
         if self.qos not in (0, 1):
             raise ValueError("qos must be 0 or 1")
         if self.connections < 1 or self.window < 1 or self.duration <= 0:

@@ -217,6 +217,8 @@ def connect_all(
             index = todo.popleft()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
+            if cfg.source_hosts:
+                sock.bind((cfg.source_hosts[index % len(cfg.source_hosts)], 0))
             conn = Conn(sock)
             conn.index = index
             rc = sock.connect_ex((cfg.host, cfg.port))

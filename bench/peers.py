@@ -559,9 +559,14 @@ def gateway_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def gateway(workdir: Path, *, pure_python: bool = False) -> Iterator[Server]:
+def gateway(
+    workdir: Path, *, pure_python: bool = False, workers: int | None = 1
+) -> Iterator[Server]:
     """`gateway serve --dev` on ephemeral ports; waits for DIR/run.json.
 
+    ``workers``: 1 is one process (the figures every peer comparison uses); N the
+    multi-process node; None leaves the flag out (the default node `gateway serve` starts,
+    as the README says).  CPU and memory are summed over the whole process tree.
     ``extra`` carries the demo connector id, the admin token and the data directory.
     """
     cmd = gateway_command()
@@ -592,6 +597,7 @@ def gateway(workdir: Path, *, pure_python: bool = False) -> Iterator[Server]:
         "0",
         "--host",
         "127.0.0.1",
+        *([] if workers is None else ["--workers", str(workers)]),
     ]
     log = (workdir / "gateway.log").open("wb")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=log)

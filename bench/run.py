@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import report
 from bench.scenarios import SCENARIOS, Ctx, Row
 from bench.scenarios_http import HTTP_SCENARIOS
+from bench.scenarios_node import NODE_SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results.json"
@@ -84,7 +85,12 @@ def codec(ctx: Ctx) -> list[Row]:
     return rows
 
 
-ALL: dict[str, Callable[[Ctx], list[Row]]] = {**SCENARIOS, **HTTP_SCENARIOS, "codec": codec}
+ALL: dict[str, Callable[[Ctx], list[Row]]] = {
+    **SCENARIOS,
+    **HTTP_SCENARIOS,
+    **NODE_SCENARIOS,
+    "codec": codec,
+}
 QUICK = [  # the batched-record MQTT scenarios and the full-size loads are left to a full run
     "mqtt_qos0",
     "mqtt_qos0_tls",

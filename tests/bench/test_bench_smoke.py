@@ -431,3 +431,44 @@ def test_tls_record_modes_against_mosquitto(tmp_path: Path, per_record: bool) ->
             assert res.sent >= 2000
             if qos:
                 assert res.acked == res.sent == 2000
+
+
+def test_source_addresses_must_be_loopback() -> None:
+    MqttLoad(port=1883, source_hosts=("127.0.0.2", "127.0.0.9"))
+    for src in ("10.0.0.1", "0.0.0.0", "127.0.0", "localhost"):
+        with pytest.raises(ValueError, match="source address"):
+            MqttLoad(port=1883, source_hosts=(src,))
+
+
+@pytest.mark.parametrize("scenario", ["node_hold_tls", "node_qos1_batched"])
+def test_node_scenarios_run_tiny(tmp_path: Path, scenario: str) -> None:
+    """The multi-process node scenarios (bench/scenarios_node.py) with smoke loads: the
+    default node holds its TLS devices from several source addresses; 1 and 2 workers ack."""
+    from bench.scenarios_node import NODE_SCENARIOS
+
+    rows = NODE_SCENARIOS[scenario](Ctx(tmp_path, quick=True, repeats=1, duration=1.0, smoke=True))
+    assert rows
+    assert not [r for r in rows if r.value is None], [r.note for r in rows]
+    if scenario == "node_hold_tls":
+        got = {r.metric: r.value for r in rows}
+        assert got["held"] == 200
+        assert got["refused"] == 0
+        from gateway.config import GatewayConfig, resolve_workers
+
+        # the supervisor, the store owner and the default number of workers
+        assert f"by {2 + resolve_workers(GatewayConfig())} processes" in rows[0].note
+    else:
+        assert {r.target for r in rows} == {"gateway-w1", "gateway-w2"}
+
+
+@pytest.mark.parametrize("_tools", [pytest.param(None, marks=needs_http_tools)])
+def test_node_http_scenario_runs_tiny(tmp_path: Path, _tools: None) -> None:
+    from bench.scenarios_node import NODE_SCENARIOS
+
+    rows = NODE_SCENARIOS["node_http"](
+        Ctx(tmp_path, quick=True, repeats=1, duration=1.0, smoke=True)
+    )
+    assert {r.target for r in rows if r.metric == "rate" and r.value} == {
+        "gateway-w1",
+        "gateway-w2",
+    }

@@ -2,7 +2,8 @@
 edge box runs it: copied out of the repository, started with a clean environment (no venv,
 no PYTHONPATH, no project on PATH), ``serve --data DIR --dev`` on ephemeral ports.
 
-Then, through that one process: a device activates and writes over HTTPS (SNI
+Then, through that node (the binary's supervisor, store owner and two workers, forked
+from the one binary): a device activates and writes over HTTPS (SNI
 ``demo.m2.localhost``, the binary's self-generated CA), another provisions over plain MQTT and
 writes over MQTT/TLS (paho-mqtt), the web console's static files are served, and the CLI in
 the same binary (``state get``, ``device show``) reads the values back through the management
@@ -103,10 +104,13 @@ def cli(binary: Path, gw: TestGateway, *args: str, env: dict[str, str], cwd: Pat
 @pytest.fixture
 def served(binary: Path, tmp_path: Path) -> Iterator[tuple[TestGateway, dict[str, str]]]:
     env = _clean_env(tmp_path)
-    with gateway_process(tmp_path / "data", command=[str(binary)], env=env, timeout=90) as (
-        _proc,
-        gw,
-    ):
+    # the multi-process node (docs/architecture.md "The node"): the binary forks its store
+    # owner and workers without re-executing itself
+    with gateway_process(
+        tmp_path / "data", command=[str(binary)], env=env, timeout=90, workers=2
+    ) as (proc, gw):
+        assert sorted(p.role for p in gw.info.processes) == ["store", "worker", "worker"]
+        assert proc.poll() is None
         yield gw, env
 
 

@@ -1,0 +1,203 @@
+"""The multi-process node (docs/architecture.md "The node"): scale-out figures.
+
+* ``node_hold_tls``: idle MQTT/TLS devices, each with its own identity, held at once by one
+  ``gateway serve`` started as the README says (no ``--workers``: the default node).  The
+  generator is spread over several processes (at most 9,000 sockets each) and over source
+  addresses 127.0.0.2-127.0.0.9 (one address has only ~28,000 ports toward one server
+  port).  Rows: devices held, refused, and resident memory per device summed over every
+  process of the gateway (RSS, and PSS, which splits the pages the forked processes share).
+  40,000 devices in a full run.
+* ``node_qos1``: QoS 1 writes from 1,000 devices over plain MQTT, 1 vs 2 workers
+  (``gateway-w1``, ``gateway-w2``): throughput, ack latency, server CPU per message; one
+  PUBLISH per record (skipped while the generator cannot, bench/README.md), and
+  ``node_qos1_batched`` with the generator's batched sends.
+* ``node_http``: HTTP device writes with wrk (256 connections, one device each), 1 vs 2
+  workers.
+
+On a 2-core machine the generator shares the cores with the gateway: RESULTS.md says where
+that limits the scaling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import gwclient, peers
+from bench.httpgen import GeneratorMissing, HttpWrites, run_wrk
+from bench.loadcfg import MqttLoad
+from bench.loadgen import LoadRun
+from bench.peers import PeerUnavailable, Server, process_tree
+from bench.scenarios import (
+    Ctx,
+    Row,
+    _mqtt_endpoint,
+    _publish_measured,
+    _rows_from_runs,
+    _skip,
+    qos1_window,
+    record_framing,
+)
+from bench.scenarios_http import _measured as _http_measured
+
+log = logging.getLogger("bench")
+
+SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 10))
+WORKER_COUNTS = (1, 2)
+
+
+def pss_of(pid: int) -> int:
+    """Proportional set size of ``pid`` (shared pages split between their users), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _pss(srv: Server) -> int:
+    return sum(pss_of(p) for p in process_tree(srv.root))
+
+
+def node_hold_tls(ctx: Ctx) -> list[Row]:
+    name = "node_hold_tls"
+    n = 200 if ctx.smoke else 4_000 if ctx.quick else 40_000
+    target = "gateway"
+    try:
+        with peers.gateway(ctx.work / name, workers=None) as srv:
+            port, creds, _topic, sni = _mqtt_endpoint(target, srv, True, n)
+            time.sleep(1.0)
+            rss0, pss0 = srv.rss_bytes(), _pss(srv)
+            procs = len(process_tree(srv.root))
+            cfg = MqttLoad(
+                port=port,
+                connections=n,
+                credentials=creds,
+                tls=True,
+                server_hostname=sni,
+                processes=0,
+                connect_concurrency=256,
+                connect_timeout=600,
+                source_hosts=SOURCES,
+            )
+            t0 = time.monotonic()
+            with LoadRun(cfg, "hold") as run:
+                took = time.monotonic() - t0
+                time.sleep(2.0)
+                rss1, pss1 = srv.rss_bytes(), _pss(srv)
+                held = run.result.connections
+                errs = run.result.errors
+                run.release()
+    except PeerUnavailable as exc:
+        return _skip(name, target, [str(n)], str(exc))
+    note = (
+        f"{held} held of {n} in {took:.0f} s by {procs} processes; RSS "
+        f"{rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB, PSS {pss0 / 2**20:.0f} -> "
+        f"{pss1 / 2**20:.0f} MiB (sums over the processes)"
+    )
+    if errs:
+        note += f"; errors: {errs}"
+    rows = [
+        Row(name, target, str(n), "held", "devices", held, [held], note),
+        Row(name, target, str(n), "refused", "devices", n - held, [n - held]),
+    ]
+    if held:
+        rows += [
+            Row(name, target, str(n), "rss_per_device", "B", rss1 / held, [round(rss1 / held)]),
+            Row(
+                name,
+                target,
+                str(n),
+                "rss_growth_per_device",
+                "B",
+                (rss1 - rss0) / held,
+                [round((rss1 - rss0) / held)],
+            ),
+            Row(name, target, str(n), "pss_per_device", "B", pss1 / held, [round(pss1 / held)]),
+        ]
+    return rows
+
+
+def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
+    name = "node_qos1" + ("_batched" if batched else "")
+    n = 4 if ctx.smoke else 1000
+    rows: list[Row] = []
+    try:
+        framing = record_framing(batched)
+    except PeerUnavailable as exc:
+        return [r for w in WORKER_COUNTS for r in _skip(name, f"gateway-w{w}", [str(n)], str(exc))]
+    for workers in WORKER_COUNTS:
+        target = f"gateway-w{workers}"
+        try:
+            with peers.gateway(ctx.work / name / target, workers=workers) as srv:
+                port, creds, topic, _sni = _mqtt_endpoint("gateway", srv, False, n)
+                cfg = MqttLoad(
+                    port=port,
+                    connections=n,
+                    qos=1,
+                    window=qos1_window(n),
+                    duration=ctx.duration,
+                    topic=topic,
+                    processes=1,
+                    credentials=creds,
+                    drain_timeout=30.0,
+                    **framing,
+                )
+                runs = [_publish_measured(srv, cfg) for _ in range(ctx.repeats)]
+                for r, _ in runs:
+                    log.info("%s %s n=%d: %.0f msg/s %s", name, target, n, r.rate, r.errors)
+                rows += _rows_from_runs(name, target, str(n), runs, latency=True)
+        except PeerUnavailable as exc:
+            rows += _skip(name, target, [str(n)], str(exc))
+    return rows
+
+
+def node_http(ctx: Ctx) -> list[Row]:
+    name = "node_http"
+    conns = devices = 4 if ctx.smoke else 256
+    rows: list[Row] = []
+    for workers in WORKER_COUNTS:
+        target = f"gateway-w{workers}"
+        try:
+            with peers.gateway(ctx.work / name / target, workers=workers) as srv:
+                port = srv.ports.get("dev_http")
+                if not port:
+                    raise PeerUnavailable(f"{peers.GATEWAY_UNAVAILABLE}: no dev_http port")
+                tokens = [c.password or "" for c in gwclient.provision_many(srv, devices, "http")]
+                host = f"{srv.extra['connector']}.devmode-m2.{srv.extra['base_domain']}"
+                load = HttpWrites(
+                    port=port,
+                    host=host,
+                    connections=conns,
+                    devices=devices,
+                    duration=ctx.duration,
+                    tls=False,
+                    tokens=tuple(tokens),
+                )
+                runs, cmd = [], ""
+                for _ in range(ctx.repeats):
+                    res, cores, cmd = _http_measured(srv, run_wrk, load)
+                    log.info("%s %s c=%d: %.0f req/s %s", name, target, conns, res.rate, res.errors)
+                    runs.append((res, cores))
+                got = _rows_from_runs(name, target, str(conns), runs, latency=True)
+                got[0].note = "; ".join(
+                    x for x in (f"{devices} devices", f"`{cmd}`", got[0].note) if x
+                )
+                rows += got
+        except (PeerUnavailable, GeneratorMissing) as exc:
+            rows += _skip(name, target, [str(conns)], str(exc))
+    return rows
+
+
+NODE_SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
+    "node_hold_tls": node_hold_tls,
+    "node_qos1": node_qos1,
+    "node_qos1_batched": lambda c: node_qos1(c, batched=True),
+    "node_http": node_http,
+}
+
+__all__ = ["NODE_SCENARIOS", "pss_of"]
