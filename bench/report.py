@@ -30,6 +30,8 @@ PEER_ORDER = [
     "hypercorn",
     "uvicorn",
     "gateway",
+    "gateway-w1",
+    "gateway-w2",
 ]
 MAIN_METRIC = {
     "rate": "msg/s",
@@ -89,7 +91,43 @@ EXPLAIN = {
     " with 1,000,000 devices in the connector (100,000 with --quick); latency per request.",
     "codec": "bench/bench_codec.py (pytest-benchmark): speed-up of the compiled (Cython) twin"
     " over the pure-Python one per group, from the median times.",
+    "node_hold_tls": "Idle MQTT/TLS devices, each with its own identity, held at once by one"
+    " `gateway serve` started as the README says (the default node: supervisor, store owner"
+    " and `--workers auto`); the generator runs in several processes (<= 9,000 sockets each)"
+    " from source addresses 127.0.0.2-127.0.0.9.  Memory is summed over every process of the"
+    " gateway: RSS counts the pages the forked processes share once per process, PSS splits"
+    " them.",
+    "node_qos1": "MQTT QoS 1 from 1,000 devices (window 10 each), plain, one PUBLISH per"
+    " record: `gateway serve --workers 1` vs `--workers 2`.  `owner_cpu_per_msg` = the store"
+    " owner's CPU per message." + _PER_RECORD,
+    "node_qos1_batched": "As node_qos1, batched." + _BATCHED,
+    "node_http": "wrk, 256 connections of one device each, plain HTTP/1.1 writes:"
+    " `--workers 1` vs `--workers 2`." + _HTTP,
 }
+NODE_SCALING = [
+    "## Multi-process node: what limits the scaling on this machine",
+    "",
+    "The `node_*` scenarios run `gateway serve --workers 1` and `--workers 2` on a 2-core"
+    " machine that also runs the load generator.  Read them with these limits in mind:",
+    "",
+    "- **Two cores for everything.**  The generator (one Python process for MQTT, wrk's"
+    " threads for HTTP) takes its `loadgen_cpu` share of the same two cores; a second worker"
+    " can only use what is left of the second core, so 1 → 2 workers cannot approach 2x here,"
+    " and with `--workers auto` (3 workers for 40,000 devices under a 20,000-file limit) the"
+    " processes outnumber the cores.",
+    "- **One writer.**  Every write goes to the store owner (one SQLite writer thread, group"
+    " commit) over a Unix socket: `owner_cpu_per_msg` is the owner's CPU per message (frame"
+    " decode, the op handler's SQL, its share of the commit, the answer frame), and 1e6 /"
+    " `owner_cpu_per_msg` messages/s is the node's write ceiling on any number of cores."
+    "  The hop itself shows as the difference in `cpu_per_msg` between 1 and 2 workers.",
+    "- **On a 16-core host** `--workers auto` starts 16 workers: TLS, MQTT and HTTP work"
+    " (most of `cpu_per_msg`) spreads over them, so throughput grows with the cores until the"
+    " store owner's core is full, at about 1e6 / `owner_cpu_per_msg` writes/s; beyond that the"
+    " next step is the cluster's store (PostgreSQL, docs/architecture.md).  Idle devices cost"
+    " memory, not CPU: `node_hold_tls`'s bytes per device times the fleet, plus a fixed ~55"
+    " MiB per process.",
+    "",
+]
 _RETIRED_WHY = (
     " Measured before the device-scale suite, with a generator the suite no longer uses; kept"
     " for history until its successor is run, and never used for a target."
@@ -177,6 +215,9 @@ TARGETS = [
            ">=", peer="mosquitto"),
     Target("reconnect-storm", "reconnect storm of 10,000 devices with zero failures",
            "reconnect_storm", "errors", 0.0, "<=", loads=("10000",), unit=""),
+    Target("node-hold-40k", "40,000 idle MQTT/TLS devices held by the default `gateway"
+           " serve`, 0 refused", "node_hold_tls", "refused", 0.0, "<=", loads=("40000",),
+           unit=""),
 ]  # fmt: skip
 _CMP: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
 
@@ -542,6 +583,7 @@ def write(results: dict[str, Any], out: Path) -> None:
             "",
         ]
     lines += targets(results["rows"])
+    lines += NODE_SCALING
     current = [s for s in EXPLAIN if s in by_scen]
     others = sorted(s for s in by_scen if s not in EXPLAIN and s not in RETIRED)
     for scen in [*current, *others, *retired]:

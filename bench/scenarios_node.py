@@ -20,6 +20,7 @@ that limits the scaling.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from bench import gwclient, peers
 from bench.httpgen import GeneratorMissing, HttpWrites, run_wrk
 from bench.loadcfg import MqttLoad
 from bench.loadgen import LoadRun
-from bench.peers import PeerUnavailable, Server, process_tree
+from bench.peers import PeerUnavailable, Server, process_tree, tree_cpu_seconds
 from bench.scenarios import (
     Ctx,
     Row,
@@ -122,6 +123,49 @@ def node_hold_tls(ctx: Ctx) -> list[Row]:
     return rows
 
 
+def _owner_pid(srv: Server) -> int | None:
+    """The store owner's pid from run.json (None for a single process)."""
+    info = json.loads((Path(srv.extra["data"]) / "run.json").read_text())
+    return next((p["pid"] for p in info.get("processes", []) if p["role"] == "store"), None)
+
+
+class _OwnerCpu:
+    """The store owner's CPU seconds over a measured phase: its share of each message is
+    the node's write ceiling on any number of cores (one writer, docs/decisions.md)."""
+
+    def __init__(self, srv: Server) -> None:
+        self.pid = _owner_pid(srv)
+        self.seconds = 0.0
+
+    def __enter__(self) -> _OwnerCpu:
+        if self.pid:
+            self.seconds = -tree_cpu_seconds(self.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pid:
+            self.seconds += tree_cpu_seconds(self.pid)
+
+
+def _owner_row(name: str, target: str, load: str, owner: list[tuple[float, int]]) -> list[Row]:
+    per = [cpu / n * 1e6 for cpu, n in owner if n]
+    if not per:
+        return []
+    per.sort()
+    return [
+        Row(
+            name,
+            target,
+            load,
+            "owner_cpu_per_msg",
+            "µs",
+            per[len(per) // 2],
+            [round(x, 1) for x in per],
+            "the store owner's CPU per message (its ceiling: 1e6 / this per second)",
+        )
+    ]
+
+
 def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
     name = "node_qos1" + ("_batched" if batched else "")
     n = 4 if ctx.smoke else 1000
@@ -147,10 +191,16 @@ def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
                     drain_timeout=30.0,
                     **framing,
                 )
-                runs = [_publish_measured(srv, cfg) for _ in range(ctx.repeats)]
+                runs, owner = [], []
+                for _ in range(ctx.repeats):
+                    with _OwnerCpu(srv) as oc:
+                        runs.append(_publish_measured(srv, cfg))
+                    owner.append((oc.seconds, runs[-1][0].acked))
                 for r, _ in runs:
                     log.info("%s %s n=%d: %.0f msg/s %s", name, target, n, r.rate, r.errors)
                 rows += _rows_from_runs(name, target, str(n), runs, latency=True)
+                if workers > 1:
+                    rows += _owner_row(name, target, str(n), owner)
         except PeerUnavailable as exc:
             rows += _skip(name, target, [str(n)], str(exc))
     return rows
@@ -178,9 +228,11 @@ def node_http(ctx: Ctx) -> list[Row]:
                     tls=False,
                     tokens=tuple(tokens),
                 )
-                runs, cmd = [], ""
+                runs, cmd, owner = [], "", []
                 for _ in range(ctx.repeats):
-                    res, cores, cmd = _http_measured(srv, run_wrk, load)
+                    with _OwnerCpu(srv) as oc:
+                        res, cores, cmd = _http_measured(srv, run_wrk, load)
+                    owner.append((oc.seconds, res.acked or res.sent))
                     log.info("%s %s c=%d: %.0f req/s %s", name, target, conns, res.rate, res.errors)
                     runs.append((res, cores))
                 got = _rows_from_runs(name, target, str(conns), runs, latency=True)
@@ -188,6 +240,8 @@ def node_http(ctx: Ctx) -> list[Row]:
                     x for x in (f"{devices} devices", f"`{cmd}`", got[0].note) if x
                 )
                 rows += got
+                if workers > 1:
+                    rows += _owner_row(name, target, str(conns), owner)
         except (PeerUnavailable, GeneratorMissing) as exc:
             rows += _skip(name, target, [str(conns)], str(exc))
     return rows
