@@ -190,25 +190,24 @@ class NodeClient:
     async def _receive(self, link: Link, inbox: Inbox, nursery: trio.Nursery) -> None:
         pending = self._pending
         async for frame in link.frames():
-            kind = type(frame)
-            if kind is Committed:
-                t = pending.pop(frame.id, None)  # type: ignore[union-attr]
+            if isinstance(frame, Committed):
+                t = pending.pop(frame.id, None)
                 if t is not None:
-                    t.resolve(frame.results)  # type: ignore[union-attr]
-            elif kind is Failed:
-                t = pending.pop(frame.id, None)  # type: ignore[union-attr]
+                    t.resolve(frame.results)
+            elif isinstance(frame, Failed):
+                t = pending.pop(frame.id, None)
                 if t is not None:
-                    t.fail(rebuild_error(frame.error))  # type: ignore[union-attr]
-            elif kind is Events:
-                inbox.events(frame.events)  # type: ignore[union-attr]
-            elif kind is Registry:
-                nursery.start_soon(inbox.registry_changed, frame.connector_id)  # type: ignore[union-attr]
-            elif kind is Interest:
-                self._logs_wanted = frame.logs  # type: ignore[union-attr]
-            elif kind is SnapshotRequest:
-                link.send(Snapshot(frame.id, inbox.snapshot()))  # type: ignore[union-attr]
+                    t.fail(rebuild_error(frame.error))
+            elif isinstance(frame, Events):
+                inbox.events(frame.events)
+            elif isinstance(frame, Registry):
+                nursery.start_soon(inbox.registry_changed, frame.connector_id)
+            elif isinstance(frame, Interest):
+                self._logs_wanted = frame.logs
+            elif isinstance(frame, SnapshotRequest):
+                link.send(Snapshot(frame.id, inbox.snapshot()))
             else:
-                raise ValueError(f"unexpected frame {kind.__name__}")
+                raise ValueError(f"unexpected frame {type(frame).__name__}")
         log.warning("the store owner closed the connection")
 
     def _lost(self, link: Link) -> None:

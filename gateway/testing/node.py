@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.app import ProcessInfo, RunInfo
+from gateway.app import RunInfo
 
 __all__ = [
     "node_pids",
@@ -45,10 +45,6 @@ def worker_pid(info: RunInfo, index: int) -> int:
 
 def node_pids(info: RunInfo) -> list[int]:
     return [p.pid for p in info.processes if p.pid]
-
-
-def _process(info: RunInfo, role: str, index: int) -> ProcessInfo:
-    return next(p for p in info.processes if p.role == role and p.index == index)
 
 
 def tree_pids(root: int) -> list[int]:
