@@ -103,11 +103,21 @@ class NodeClient:
         self._pending: dict[int, _RemoteTicket] = {}
         self._next_id = 0
         self._logs_wanted = False
+        self._changed = trio.Event()  # set (and replaced) at every connect and loss
         self.reconnects = 0
 
     @property
     def connected(self) -> bool:
         return self._link is not None and not self._link.closed
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Return once the link to the store owner is up (or, with False, down)."""
+        while self.connected != connected:
+            await self._changed.wait()
+
+    def _transition(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     # -- Bus ---------------------------------------------------------------------------
 
@@ -168,6 +178,7 @@ class NodeClient:
             link = Link(stream)
             link.send(Hello(self.worker, os.getpid()))
             self._link = link
+            self._transition()
             try:
                 async with stream, trio.open_nursery() as nursery:
                     nursery.start_soon(link.run_sender)
@@ -214,6 +225,7 @@ class NodeClient:
         link.closed = True
         if self._link is link:
             self._link = None
+            self._transition()
         pending, self._pending = self._pending, {}
         if pending:
             log.warning("%d writes in flight failed with the store owner connection", len(pending))

@@ -151,7 +151,9 @@ def test_metrics_snapshots_sum_and_keep_counters() -> None:
     assert dict(total.packets)[(("direction", "in"), ("protocol", "mqtt"))] == 6
     assert total.mqtt_sessions == 2
     gone = a.counters_only()
-    assert gone.connections == [] and gone.mqtt_sessions == 0 and gone.packets == a.packets
+    assert gone.connections == []
+    assert gone.mqtt_sessions == 0
+    assert gone.packets == a.packets
 
 
 class Inbox:
@@ -160,9 +162,12 @@ class Inbox:
     def __init__(self) -> None:
         self.got: list[CommittedEvent] = []
         self.reloads: list[str | None] = []
+        self.data_out = trio.Event()
 
     def events(self, events: Sequence[CommittedEvent]) -> None:
         self.got.extend(events)
+        if any(e.type == "data_out" for e in events):
+            self.data_out.set()
 
     async def registry_changed(self, connector_id: str | None) -> None:
         self.reloads.append(connector_id)
@@ -210,16 +215,15 @@ async def test_the_node_bus_end_to_end(tmp_path: Path) -> None:
         with pytest.raises(AlreadyExists):
             await store.write([CreateDevice("c", "d", "whitelisted", 2)])
         # committed events of the worker types reach the worker's inbox
+        # (the hub knows the worker: its Hello went before the submissions above)
+        hub.publish_events([_ev(99, "data_out", payload=[])])
         with trio.fail_after(5):
-            while not [e for e in inbox.got if e.type == "data_out"]:
-                hub.publish_events([_ev(99, "data_out", payload=[])])
-                await trio.sleep(0.01)
+            await inbox.data_out.wait()
         assert not [e for e in inbox.got if e.type == "data_in"]
         # the owner goes away: nothing waits, nothing is acknowledged
         owner.cancel()
         with trio.fail_after(5):
-            while client.connected:
-                await trio.sleep(0.01)
+            await client.wait_connected(False)
         with pytest.raises(StoreFailed):
             await store.write([CreateDevice("c", "e", "whitelisted", 3)])
         store.submit([CreateDevice("c", "f", "whitelisted", 3)], detached=True)
@@ -228,8 +232,7 @@ async def test_the_node_bus_end_to_end(tmp_path: Path) -> None:
         hub2 = NodeHub()
         await nursery.start(_serve_hub, hub2, address, db)
         with trio.fail_after(10):
-            while not client.connected:
-                await trio.sleep(0.02)
+            await client.wait_connected()
         await store.write([CreateDevice("c", "e", "whitelisted", 3)])
         assert None in inbox.reloads
         assert await store.device("c", "f") is None
