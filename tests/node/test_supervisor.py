@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from .conftest import Node
 
 
 @pytest.fixture
-def data(tmp_path: Path, pki_dir: Path) -> Path:
+def data(tmp_path: Path, pki_dir: Path, resolve: Callable[..., None]) -> Path:
+    resolve("demo.m2.localhost")  # the HTTPS clients connect by the connector's name
     d = tmp_path / "data"
     shutil.copytree(pki_dir, d / "tls")
     return d
