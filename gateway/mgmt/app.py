@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import msgspec
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway._impl import implementation
-from gateway.metrics import CONTENT_TYPE, render
+from gateway.metrics import CONTENT_TYPE, Sample, render
 from gateway.mgmt import connectors as mgmt_connectors
 from gateway.mgmt import content as mgmt_content
 from gateway.mgmt import devices as mgmt_devices
@@ -62,6 +63,41 @@ class Health(msgspec.Struct, frozen=True):
     implementation: str
 
 
+class _Process(msgspec.Struct):
+    restarts: int = 0
+    crash_loop: bool = False
+
+
+class _RunProcesses(msgspec.Struct):
+    processes: list[_Process] = msgspec.field(default_factory=list)
+
+
+async def _process_samples(services: Services) -> list[Sample]:
+    """Restarts and crash loops of the node's processes, as the supervisor reports them in
+    ``DIR/run.json`` (docs/architecture.md "The node"); nothing for a single process."""
+    try:
+        raw = await trio.Path(services.config.data_dir / "run.json").read_bytes()
+        procs = msgspec.json.decode(raw, type=_RunProcesses).processes
+    except (OSError, msgspec.DecodeError):
+        return []
+    if not procs:
+        return []
+    return [
+        Sample(
+            "gateway_process_restarts_total",
+            "counter",
+            "Restarts of the node's store owner and workers by the supervisor.",
+            sum(p.restarts for p in procs),
+        ),
+        Sample(
+            "gateway_processes_crash_looping",
+            "gauge",
+            "Processes the supervisor restarts with back-off (quick exits in a row).",
+            sum(p.crash_loop for p in procs),
+        ),
+    ]
+
+
 def endpoints(
     services: Services, tokens: AdminTokens, tls: ServerContexts | None = None
 ) -> list[Endpoint]:
@@ -77,7 +113,7 @@ def endpoints(
         if not is_loopback(request):
             await tokens.check(request)
         families, samples = await services.node_metrics()  # every process of the node
-        text = render(families, samples)
+        text = render(families, [*samples, *await _process_samples(services)])
         if tls is not None:
             text += mgmt_tls.certificate_expiry(services, tls)
         return Response(text, media_type=CONTENT_TYPE)

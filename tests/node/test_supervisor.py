@@ -175,7 +175,7 @@ def test_sigterm_drains_and_stops_every_process(data: Path) -> None:
 
 
 def test_a_crash_loop_backs_off_and_is_reported(data: Path) -> None:
-    with gateway_process(data, dev=False, workers=2, timeout=60) as (_proc, _gw):
+    with gateway_process(data, dev=False, workers=2, timeout=60) as (_proc, gw):
         killed: set[int] = set()
         for _ in range(3):
             pid = int(
@@ -194,6 +194,15 @@ def test_a_crash_loop_backs_off_and_is_reported(data: Path) -> None:
             return w.crash_loop and w.next_start_s > 1.0
 
         wait_for(reported, 10, "the crash loop in run.json")
+        # ... and in /metrics
+        lines = httpx.get(f"http://127.0.0.1:{gw.ports['api']}/metrics", timeout=10).text
+        assert "gateway_processes_crash_looping 1" in lines.splitlines()
+        # two restarts so far, a third once the back-off has passed
+        restarts = [x for x in lines.splitlines() if x.startswith("gateway_process_restarts")]
+        assert restarts in (
+            ["gateway_process_restarts_total 2"],
+            ["gateway_process_restarts_total 3"],
+        )
 
 
 def test_a_second_serve_on_the_same_directory_exits_with_one_line(data: Path) -> None:
