@@ -89,6 +89,10 @@ class Wakeup:
         if self.reason is not None:
             raise kicked(self.reason)
 
+    def statistics(self) -> trio.EventStatistics:
+        """How many tasks wait (``tasks_waiting``), as :meth:`trio.Event.statistics`."""
+        return self._event.statistics()
+
 
 class _Session:
     __slots__ = ("connection_id", "seq", "target")

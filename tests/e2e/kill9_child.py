@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from gateway.store.api import AppendEvent, DataIn, EventMeta, PointWrite
+from gateway.store.api import AppendEvent, CreateDevice, DataIn, EventMeta, PointWrite
 from gateway.store.sqlite import open_store
 
 META = EventMeta(connection_id="k", ip="127.0.0.1", protocol="test")
@@ -16,6 +16,8 @@ META = EventMeta(connection_id="k", ip="127.0.0.1", protocol="test")
 
 async def main(path: Path) -> None:
     async with open_store(path, synchronous="FULL") as store:
+        # the devices exist (a write for an unknown device is refused: lock means now)
+        ids = [await store.write([CreateDevice("c", f"d{t}", "whitelisted", 0)]) for t in range(16)]
 
         async def writer(task: int) -> None:
             i = 0
@@ -24,7 +26,12 @@ async def main(path: Path) -> None:
                 ticket = store.submit(
                     [
                         DataIn(
-                            "c", task + 1, f"d{task}", [PointWrite("data_in", str(n), n)], META, n
+                            "c",
+                            int(ids[task][0]),  # type: ignore[arg-type]
+                            f"d{task}",
+                            [PointWrite("data_in", str(n), n)],
+                            META,
+                            n,
                         ),
                         AppendEvent("c", "publish", f"d{task}", META, n, {"n": n}),
                     ]

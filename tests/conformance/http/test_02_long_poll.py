@@ -109,18 +109,19 @@ async def test_gone_pollers_are_dropped(gw: TestGateway) -> None:
             "Request-Timeout: 300000\r\n\r\n".encode()
         )
         streams.append(s)
-    did = await gw.services.devices.device_id("demo", "p-6")
+    key = ("demo", "p-6")
     with trio.fail_after(10):
-        while _pollers(gw, did) < 200:  # noqa: ASYNC110 (observing waiters: no event)
+        while _pollers(gw, key) < 200:  # noqa: ASYNC110 (observing waiters: no event)
             await trio.sleep(0.02)
-    assert list(gw.services.control._waiters) == [did]  # one shared event
+    assert list(gw.services.control._waiters) == [key]  # one shared event
     for s in streams:
         await s.aclose()
     with trio.fail_after(5):
-        while _pollers(gw, did) > 0:  # noqa: ASYNC110 (observing waiters: no event)
+        while _pollers(gw, key) > 0:  # noqa: ASYNC110 (observing waiters: no event)
             await trio.sleep(0.02)
 
 
-def _pollers(gw: TestGateway, device_id: int) -> int:
-    """Long-polls of the device still waiting (each waits on the device's change event)."""
-    return gw.services.control.change_event(device_id).statistics().tasks_waiting
+def _pollers(gw: TestGateway, device: tuple[str, str]) -> int:
+    """Long-polls of the device (connector, identity) still waiting (each waits on the
+    device's change event)."""
+    return gw.services.control.change_event(device).statistics().tasks_waiting

@@ -244,8 +244,7 @@ async def test_h2_long_poll_reset_by_the_client_ends_at_once(
     other streams carry on.  ``tls``: HTTP/2 by ALPN; ``dev_http``: the prior-knowledge
     preface, handed from the fast path to hypercorn (the poll must wait there, too)."""
     token = await activate(await Client.dev(fast_gw), f"h2-{port}")
-    did = await fast_gw.services.devices.device_id("demo", f"h2-{port}")
-    waiting = fast_gw.services.control.change_event(did).statistics
+    waiting = fast_gw.services.control.change_event(("demo", f"h2-{port}")).statistics
     if port == "tls":
         authority = fast_gw.fqdn()
         ctx = client_context(fast_gw.ca, alpn=["h2"])
