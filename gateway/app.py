@@ -246,9 +246,13 @@ async def serve(
             nursery.cancel_scope.cancel()
 
 
-def front_door_config(config: GatewayConfig, pki: DevPKI) -> FrontDoorConfig:
+def front_door_config(
+    config: GatewayConfig, pki: DevPKI, connection_prefix: str = ""
+) -> FrontDoorConfig:
     """The front door's settings for one device-serving process: its connection slots are
-    what its open-file limit allows, up to the node's ``max_connections``."""
+    what its open-file limit allows, up to the node's ``max_connections``; its connection
+    ids start with ``connection_prefix`` (a worker's own, so that its devices can be taken
+    offline if it dies)."""
     from gateway.frontdoor.listeners import FrontDoorConfig
 
     return FrontDoorConfig(
@@ -263,6 +267,7 @@ def front_door_config(config: GatewayConfig, pki: DevPKI) -> FrontDoorConfig:
         max_connections=min(config.max_connections, fd_capacity()),
         max_handshakes_in_flight=config.max_handshakes,
         dev_default_connector=config.dev_connector if config.dev else None,
+        connection_prefix=connection_prefix,
     )
 
 
@@ -286,6 +291,7 @@ async def serve_devices(
     tls: ServerContexts,
     *,
     sockets: BoundSockets | None = None,
+    connection_prefix: str = "",
     task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The device listeners (front door, MQTT and HTTP) over ``services`` until cancelled;
@@ -303,7 +309,7 @@ async def serve_devices(
     serve_http = make_http_server(services, fast_path=config.http_fast_path, limits=http_limits)
     handlers = Handlers(serve_mqtt=make_mqtt_server(services), serve_http=serve_http)
     await serve_device_listeners(
-        front_door_config(config, pki),
+        front_door_config(config, pki, connection_prefix),
         services.directory,
         handlers,
         services.debug,

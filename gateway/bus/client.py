@@ -96,9 +96,10 @@ class _RemoteTicket:
 class NodeClient:
     """The worker's :class:`~gateway.bus.api.Bus` and its link to the store owner."""
 
-    def __init__(self, address: str, worker: int) -> None:
+    def __init__(self, address: str, worker: int, connection_prefix: str = "") -> None:
         self.address = address
         self.worker = worker
+        self.connection_prefix = connection_prefix
         self._link: Link | None = None
         self._pending: dict[int, _RemoteTicket] = {}
         self._next_id = 0
@@ -176,7 +177,7 @@ class NodeClient:
                 continue
             delay = RECONNECT_FIRST_S
             link = Link(stream)
-            link.send(Hello(self.worker, os.getpid()))
+            link.send(Hello(self.worker, os.getpid(), self.connection_prefix))
             self._link = link
             self._transition()
             try:

@@ -52,6 +52,7 @@ class _Frame(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
 class Hello(_Frame, frozen=True, gc=False):
     worker: int
     pid: int
+    connection_prefix: str = ""  # the worker's connection ids start with it
 
 
 class Submit(_Frame, frozen=True, gc=False):

@@ -19,7 +19,10 @@ Committed events are broadcast in commit order (``publish_events``, called by th
 
 Failure handling: when a worker's connection breaks, its queued tickets still commit (the
 writes were valid) but nobody is told: the worker has already failed them, so nothing was
-acknowledged and the devices resend.  A worker that disconnects leaves its last metrics
+acknowledged and the devices resend.  The devices still marked online through one of its
+connections (ids start with the prefix its ``Hello`` announced) go offline with a
+``disconnect`` event of reason ``worker_lost`` (:class:`~gateway.store.api.DropConnections`):
+their own bookkeeping died with the worker.  A worker that disconnects leaves its last metrics
 snapshot's counters in a base that :meth:`NodeHub.peer_metrics` adds, so node totals never
 go down.
 """
@@ -49,9 +52,10 @@ from gateway.bus.frames import (
     Submit,
 )
 from gateway.bus.link import Link
+from gateway.clock import now_us
 from gateway.errors import GatewayError, StoreFailed, error_info
 from gateway.model import LogRecord
-from gateway.store.api import CommittedEvent, Store, Ticket
+from gateway.store.api import CommittedEvent, DropConnections, Store, Ticket
 
 __all__ = ["SNAPSHOT_TIMEOUT_S", "NodeHub"]
 
@@ -61,12 +65,13 @@ SNAPSHOT_TIMEOUT_S = 1.0  # a worker that answers slower is shown by its last sn
 
 
 class _Peer:
-    __slots__ = ("last", "link", "pid", "worker")
+    __slots__ = ("last", "link", "pid", "prefix", "worker")
 
-    def __init__(self, link: Link, worker: int, pid: int) -> None:
+    def __init__(self, link: Link, worker: int, pid: int, prefix: str) -> None:
         self.link = link
         self.worker = worker
         self.pid = pid
+        self.prefix = prefix
         self.last: MetricsSnapshot | None = None
 
 
@@ -165,7 +170,7 @@ class NodeHub:
                             if ev is not None:
                                 ev.set()
                     elif type(frame) is Hello:
-                        peer = _Peer(link, frame.worker, frame.pid)
+                        peer = _Peer(link, frame.worker, frame.pid, frame.connection_prefix)
                         self._peers.add(peer)
                         link.send(Interest(self._interest))
                         log.info("worker %d (pid %d) connected", frame.worker, frame.pid)
@@ -185,6 +190,10 @@ class NodeHub:
                     gone = peer.last.counters_only()
                     self._base = gone if self._base is None else self._base.plus(gone)
                 log.info("worker %d (pid %d) disconnected", peer.worker, peer.pid)
+                if peer.prefix:
+                    # its devices' own disconnect bookkeeping may never run: take offline
+                    # whatever is still marked online through one of its connections
+                    store.submit([DropConnections(peer.prefix, now_us())], detached=True)
 
     async def _ack_loop(
         self, link: Link, acks: trio.MemoryReceiveChannel[tuple[int, Ticket]]

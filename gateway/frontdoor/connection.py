@@ -160,8 +160,12 @@ class FrontDoor:
         dev_default_connector: str | None = None,
         clock: Callable[[], int] = now_us,
         metrics: Metrics | None = None,
+        connection_prefix: str = "",
     ) -> None:
         self.contexts = contexts
+        # a node's worker prefixes its connection ids, so the store owner can take its
+        # devices offline if it dies (docs/architecture.md "The node")
+        self.connection_prefix = connection_prefix
         self.metrics = metrics if metrics is not None else Metrics()
         self.handlers = handlers
         self.debug_log = debug_log
@@ -189,7 +193,7 @@ class FrontDoor:
         handler bugs are logged (one connection must not take the listener down)."""
         self.active += 1
         peer_ip, peer_port = _peer(stream)
-        connection_id = uuid.uuid4().hex
+        connection_id = self.connection_prefix + uuid.uuid4().hex
         try:
             if transport is Transport.DEV_HTTP or transport is Transport.DEV_MQTT:
                 is_http = transport is Transport.DEV_HTTP

@@ -68,6 +68,7 @@ class FrontDoorConfig(msgspec.Struct, frozen=True):
     dev_default_connector: str | None = None
     shutdown_grace_s: float = 5.0
     backlog: int = 4096
+    connection_prefix: str = ""  # prepended to connection ids (a node's worker: its own)
 
     def ports(self) -> dict[Transport, int]:
         """The configured listeners, by transport."""
@@ -177,6 +178,7 @@ async def serve_device_listeners(
         max_handshakes_in_flight=config.max_handshakes_in_flight,
         dev_default_connector=config.dev_default_connector,
         metrics=metrics,
+        connection_prefix=config.connection_prefix,
     )
     slots = trio.CapacityLimiter(config.max_connections)
     opened: list[tuple[Transport, trio.SocketListener]] = []

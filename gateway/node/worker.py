@@ -68,7 +68,9 @@ def worker_main(config: GatewayConfig, index: int, sockets: BoundSockets, ready_
 
 async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, ready_fd: int) -> None:
     pki, _token = await prepare(config)
-    client = NodeClient(hub_address(config.data), index)
+    # this incarnation's connection ids: the owner takes its devices offline if it dies
+    prefix = f"w{index}.{os.getpid():x}-"
+    client = NodeClient(hub_address(config.data), index, prefix)
     registry = Registry(config.base_domain)
     logs = LogHub(bus=client)
     signals = CommitSignals()
@@ -91,7 +93,10 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
                 await services.connectors.load()
                 async with trio.open_nursery() as inner:
                     await inner.start(
-                        partial(serve_devices, sockets=sockets), services, config, pki
+                        partial(serve_devices, sockets=sockets, connection_prefix=prefix),
+                        services,
+                        config,
+                        pki,
                     )
                     os.write(ready_fd, b"ready\n")
                     os.close(ready_fd)

@@ -90,6 +90,7 @@ __all__ = [
     "DeviceDisconnected",
     "DeviceQuery",
     "DeviceRow",
+    "DropConnections",
     "EventMeta",
     "EventQuery",
     "FinishRun",
@@ -200,6 +201,16 @@ class DeviceDisconnected(_Op, frozen=True, gc=False):
 
 class ResetOnline(_Op, frozen=True, gc=False):
     """Nobody is connected (the node starts): clear every ``online`` flag.  Result: how many."""
+
+
+class DropConnections(_Op, frozen=True, gc=False):
+    """A process that held connections died (a node's worker): every device whose current
+    connection id starts with ``prefix`` goes offline, with a ``disconnect`` event of
+    ``reason`` (its own bookkeeping never ran).  Result: how many."""
+
+    prefix: str
+    timestamp: int
+    reason: str = "worker_lost"
 
 
 class SetValue(msgspec.Struct, frozen=True, gc=False):
@@ -473,6 +484,7 @@ Op: TypeAlias = (
     | DeviceConnected
     | DeviceDisconnected
     | ResetOnline
+    | DropConnections
     | SetValues
     | CreateDevice
     | ImportDevices

@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.testing.node import read_run_json, tree_pids, wait_for, worker_pid
+from gateway.testing.node import pinned_to, read_run_json, tree_pids, wait_for, worker_pid
 from gateway.testing.server import gateway_process
 
-from .conftest import Node
+from .conftest import Mqtt, Node
 
 
 @pytest.fixture
@@ -271,3 +271,30 @@ def test_a_port_in_use_is_one_line_naming_the_flag(data: Path, workers: str) -> 
         f"error: port {port} on 127.0.0.1 is in use (--mqtt-tls-port); stop what uses it or "
         f"pass another --mqtt-tls-port"
     ]
+
+
+def test_the_devices_of_a_killed_worker_go_offline(data: Path) -> None:
+    """A device whose worker died and that does not come back is not left "online": the
+    store owner takes the worker's connections offline (``disconnect``, ``worker_lost``)."""
+    with (
+        ExitStack() as stack,
+        gateway_process(data, dev=False, workers=2, timeout=60) as (
+            proc,
+            gw,
+        ),
+    ):
+        node = stack.enter_context(Node(proc, gw, data))
+        mqtt = Mqtt(node, node.device("sv-lost"))
+        with pinned_to(gw.info, 1):
+            mqtt.connect()
+
+        def device() -> dict[str, object]:
+            return dict(node.api.get("/connectors/demo/devices/sv-lost").json())
+
+        wait_for(lambda: device()["online"], 10, "online")
+        os.kill(worker_pid(gw.info, 1), signal.SIGKILL)
+        wait_for(lambda: not device()["online"], 10, "offline after the worker died")
+        events = node.api.get("/connectors/demo/events", params={"limit": 1000}).json()["items"]
+        last = [e for e in events if e["identity"] == "sv-lost"][-1]
+        assert (last["type"], last["reason"]) == ("disconnect", "worker_lost")
+        mqtt.c.loop_stop()

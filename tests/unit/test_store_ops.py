@@ -27,6 +27,7 @@ from gateway.store.api import (
     DeviceCounts,
     DeviceDisconnected,
     DeviceQuery,
+    DropConnections,
     EventMeta,
     EventQuery,
     FinishRun,
@@ -672,3 +673,34 @@ async def test_data_in_is_refused_once_the_device_is_locked_revoked_or_deleted(
     assert info.value.reason == "deleted"
     assert await store.state(did) == []
     await counters_exact(store)
+
+
+async def test_drop_connections_takes_a_dead_workers_devices_offline(
+    conn_store: SqliteStore,
+) -> None:
+    """A worker of the node died: its devices (current connection id under its prefix) go
+    offline with a ``worker_lost`` disconnect; devices on other workers stay online."""
+    store = conn_store
+    mine = await _create(store, "mine")
+    other = await _create(store, "other")
+    await store.write(
+        [
+            DeviceConnected("c", mine, "mine", EventMeta(connection_id="w1.a1-x"), 1),
+            DeviceConnected("c", other, "other", EventMeta(connection_id="w2.b2-y"), 1),
+        ]
+    )
+    assert await store.write([DropConnections("%", 5)]) == [0]  # LIKE wildcards are literal
+    assert await store.write([DropConnections("w1.a1-", 5)]) == [1]
+    rows = {r: await store.device("c", r) for r in ("mine", "other")}
+    assert [(r.online, r.lastseen) for r in rows.values() if r is not None] == [
+        (False, 5),
+        (True, 1),
+    ]
+    last = (await store.events(EventQuery("c")))[-1]
+    assert (last.type, last.identity, last.connection_id, last.reason) == (
+        "disconnect",
+        "mine",
+        "w1.a1-x",
+        "worker_lost",
+    )
+    assert await store.write([DropConnections("w1.a1-", 6)]) == [0]  # nothing left

@@ -14,6 +14,8 @@ from gateway.store.api import (
     DataIn,
     DeviceConnected,
     DeviceDisconnected,
+    DropConnections,
+    EventMeta,
     PointWrite,
     ResetOnline,
     SetValues,
@@ -25,6 +27,7 @@ __all__ = [
     "data_in",
     "device_connected",
     "device_disconnected",
+    "drop_connections",
     "reset_online",
     "seed_counts",
     "set_values",
@@ -168,6 +171,32 @@ def device_disconnected(tx: Tx, op: DeviceDisconnected) -> None:
             op.connector_id, "disconnect", op.identity, op.meta, op.timestamp, reason=op.reason
         )
     )
+
+
+def drop_connections(tx: Tx, op: DropConnections) -> int:
+    # LIKE with the prefix escaped: connection ids are hex and dashes, but never trust that
+    pattern = op.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = tx.cur.execute(
+        "SELECT id, connector_id, identity, connection_id FROM devices "
+        "WHERE connection_id LIKE ? ESCAPE '\\'",
+        (pattern,),
+    ).fetchall()
+    for did, cid, identity, conn_id in rows:
+        tx.cur.execute(
+            "UPDATE devices SET online = 0, connection_id = NULL, lastseen = ? WHERE id = ?",
+            (op.timestamp, did),
+        )
+        tx.emit(
+            AppendEvent(
+                cid,
+                "disconnect",
+                identity,
+                EventMeta(connection_id=conn_id),
+                op.timestamp,
+                reason=op.reason,
+            )
+        )
+    return len(rows)
 
 
 def reset_online(tx: Tx, op: ResetOnline) -> int:
