@@ -214,7 +214,7 @@ class Running(msgspec.Struct):
     tls: ServerContexts
 
 
-async def _reload_server_cert(tls: ServerContexts) -> None:
+async def reload_server_cert(tls: ServerContexts) -> None:
     """SIGHUP: re-read the node certificate; a failure keeps the old one and is logged."""
     try:
         info = await trio.to_thread.run_sync(tls.reload_server_cert)
@@ -239,7 +239,7 @@ async def serve(
             task_status.started(running.info)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await _reload_server_cert(running.tls)
+                    await reload_server_cert(running.tls)
                     continue
                 log.info("signal %s: shutting down", signum)
                 break

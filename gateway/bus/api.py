@@ -14,7 +14,9 @@ closes the first, a lock drops the device's sessions wherever they are, and the 
   ``reprovision``, ``duplicate_connection`` from ``connect``); nothing else announces a
   change, so nothing can be announced that could still be lost.  Workers receive only
   :data:`WORKER_EVENT_TYPES`: ``data_in`` is most of the traffic and no worker needs it.
-* **registry changes** (a connector or its resources changed: every process re-reads it);
+* **registry changes** (a connector or its resources changed: every process re-reads it),
+  and **certificate reloads** (``POST /api/v1/tls/reload``: every worker re-reads the node
+  certificate; SIGHUP reaches every process from the supervisor instead);
 * **debug-log records**, forwarded from where they happen to where someone watches, and
   only while someone does (:meth:`Bus.want_logs` flows the other way);
 * **metrics snapshots** of the other processes (:meth:`Bus.peer_metrics`).
@@ -120,6 +122,11 @@ class Bus(Protocol):
         :attr:`logs_wanted`)."""
         ...
 
+    def publish_tls_reload(self) -> None:
+        """The node certificate on disk was reloaded here (``POST /api/v1/tls/reload``):
+        every process serving devices re-reads it."""
+        ...
+
     def want_logs(self, active: bool) -> None:
         """This process has (or no longer has) live-log subscribers."""
         ...
@@ -149,6 +156,10 @@ class Inbox(Protocol):
         may have missed changes)."""
         ...
 
+    async def reload_tls(self) -> None:
+        """Re-read the node certificate from ``DIR/tls`` (a failure keeps the old one)."""
+        ...
+
     def snapshot(self) -> MetricsSnapshot:
         """This process's metrics, now."""
         ...
@@ -165,6 +176,9 @@ class LocalBus:
         return None
 
     def publish_log(self, record: LogRecord) -> None:
+        return None
+
+    def publish_tls_reload(self) -> None:
         return None
 
     def want_logs(self, active: bool) -> None:

@@ -42,6 +42,7 @@ from gateway.bus.frames import (
     Snapshot,
     SnapshotRequest,
     Submit,
+    TlsReload,
 )
 from gateway.bus.link import Link, connect_unix
 from gateway.errors import GatewayError, StoreFailed, rebuild_error
@@ -133,6 +134,9 @@ class NodeClient:
         if link is not None:
             link.send(Log(record))
 
+    def publish_tls_reload(self) -> None:
+        return None  # the management API (the owner) reloads
+
     def want_logs(self, active: bool) -> None:
         return None  # a worker serves no live log
 
@@ -216,6 +220,8 @@ class NodeClient:
                 nursery.start_soon(inbox.registry_changed, frame.connector_id)
             elif isinstance(frame, Interest):
                 self._logs_wanted = frame.logs
+            elif isinstance(frame, TlsReload):
+                nursery.start_soon(inbox.reload_tls)
             elif isinstance(frame, SnapshotRequest):
                 link.send(Snapshot(frame.id, inbox.snapshot()))
             else:

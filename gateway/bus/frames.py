@@ -8,8 +8,8 @@ converted by hand and a field added there needs no change here.
 
 Direction: a worker sends :class:`Hello` first, then :class:`Submit`, :class:`Log` and
 :class:`Snapshot`; the store owner sends :class:`Committed` / :class:`Failed` (exactly one
-per ``Submit``, after the commit), :class:`Events`, :class:`Registry`, :class:`Interest`
-and :class:`SnapshotRequest`.
+per ``Submit``, after the commit), :class:`Events`, :class:`Registry`, :class:`Interest`,
+:class:`TlsReload` and :class:`SnapshotRequest`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "Snapshot",
     "SnapshotRequest",
     "Submit",
+    "TlsReload",
     "encode",
 ]
 
@@ -91,6 +92,10 @@ class Interest(_Frame, frozen=True, gc=False):
     logs: bool
 
 
+class TlsReload(_Frame, frozen=True, gc=False):
+    """Re-read the node certificate (``POST /api/v1/tls/reload`` in the store owner)."""
+
+
 class SnapshotRequest(_Frame, frozen=True, gc=False):
     id: int
 
@@ -105,6 +110,7 @@ Frame: TypeAlias = (
     | Events
     | Registry
     | Interest
+    | TlsReload
     | SnapshotRequest
 )
 

@@ -50,6 +50,7 @@ from gateway.bus.frames import (
     Snapshot,
     SnapshotRequest,
     Submit,
+    TlsReload,
 )
 from gateway.bus.link import Link
 from gateway.clock import now_us
@@ -99,6 +100,9 @@ class NodeHub:
 
     def publish_log(self, record: LogRecord) -> None:
         return None  # the owner's records are published where the subscribers are: here
+
+    def publish_tls_reload(self) -> None:
+        self._broadcast(TlsReload())
 
     def want_logs(self, active: bool) -> None:
         self._interest = active

@@ -91,6 +91,7 @@ def endpoints(services: Services, tls: ServerContexts) -> list[Endpoint]:
             info = await trio.to_thread.run_sync(tls.reload_server_cert)
         except (OSError, ValueError) as exc:
             raise BadRequest(f"server certificate not reloaded, the old one stays: {exc}") from None
+        services.bus.publish_tls_reload()  # the other processes of a node that serve devices
         return json_response(ServedCertificate(None, None, info))
 
     t = "tls"

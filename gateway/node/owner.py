@@ -9,7 +9,8 @@ long-polls and ``/metrics`` (summed over the workers) are served here.
 Readiness: once the hub listens and the API serves, it writes one line to ``ready_fd`` (the
 demo connector's id, or nothing) and closes it; the supervisor starts the workers then.
 SIGTERM stops it: the hub and the API close, then the store closes after every queued
-submission has committed.  SIGINT is ignored (a terminal's ^C reaches every process of the
+submission has committed.  SIGHUP (forwarded by the supervisor) re-reads the node
+certificate, as every worker does.  SIGINT is ignored (a terminal's ^C reaches every process of the
 group; the supervisor decides the order of the shutdown).
 """
 
@@ -22,7 +23,14 @@ from functools import partial
 
 import trio
 
-from gateway.app import open_services_on, prepare, serve_management, start_store_side
+from gateway.app import (
+    open_services_on,
+    prepare,
+    reload_server_cert,
+    serve_management,
+    server_contexts,
+    start_store_side,
+)
 from gateway.bus.hub import NodeHub, hub_address
 from gateway.bus.link import listen_unix
 from gateway.config import GatewayConfig
@@ -46,22 +54,27 @@ def owner_main(config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, r
 async def _owner(
     config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, reset: bool
 ) -> None:
-    _pki, token = await prepare(config)
+    pki, token = await prepare(config)
     hub = NodeHub()
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
         async with open_services_on(config, hub, process="store") as services:
             demo = await start_store_side(services, config, reset=reset)
+            # the certificates the management API lists and reloads (the workers serve)
+            tls = await server_contexts(services, pki)
             listener = await listen_unix(hub_address(config.data))
             async with trio.open_nursery() as nursery:
                 await nursery.start(hub.serve, listener, services.store, services.logs.deliver)
                 await nursery.start(
-                    partial(serve_management, sockets=sockets), services, config, token
+                    partial(serve_management, sockets=sockets), services, config, token, tls
                 )
                 await nursery.start(serve_integrations, services.integrations)
                 os.write(ready_fd, f"{demo or ''}\n".encode())
                 os.close(ready_fd)
                 log.info("store owner ready (pid %d)", os.getpid())
-                async for _ in signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:  # forwarded by the supervisor
+                        await reload_server_cert(tls)
+                        continue
                     break
                 log.info("store owner stopping")
                 nursery.cancel_scope.cancel()

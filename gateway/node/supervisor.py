@@ -22,9 +22,11 @@ loop waits in ``select`` on that pipe and on the children's readiness pipes:
 * a child exits → it is restarted; at once if it had run for :data:`STABLE_S`, else after a
   back-off that doubles from :data:`RESTART_FIRST_S` to :data:`RESTART_MAX_S` (a crash loop:
   logged as an error and shown in ``run.json``);
-* SIGTERM, SIGINT or SIGHUP → every worker is told to drain (SIGTERM: stop accepting, finish
+* SIGTERM or SIGINT → every worker is told to drain (SIGTERM: stop accepting, finish
   in-flight acknowledgements) and waited for, then the store owner (its writer commits
-  what is queued), then ``run.json`` is removed and the supervisor exits 0.
+  what is queued), then ``run.json`` is removed and the supervisor exits 0;
+* SIGHUP → forwarded to every child: each re-reads the node certificate
+  (``systemctl reload``).
 
 ``run.json`` (``gateway/app.py`` ``RunInfo``) carries the supervisor's pid and lists every
 process with its restarts; it is rewritten whenever a process (re)starts.
@@ -212,9 +214,10 @@ class Supervisor:
     def _child_setup(self) -> None:
         _die_with_parent(self.pid)
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor orders the shutdown
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the child's Trio run handles it
         os.close(self.lock_fd)  # the lock stays with the supervisor's descriptor
         for other in self.children:
             if other.ready_fd is not None:
@@ -350,7 +353,11 @@ class Supervisor:
                 signals, self._signals = self._signals, []
                 if signal.SIGCHLD in signals:
                     self._reap()
-                stop = [s for s in signals if s != signal.SIGCHLD]
+                if signal.SIGHUP in signals:
+                    log.info("SIGHUP: every process re-reads the node certificate")
+                    for child in self.children:
+                        self._kill(child, signal.SIGHUP)
+                stop = [s for s in signals if s not in (signal.SIGCHLD, signal.SIGHUP)]
                 if stop:
                     log.info("%s: shutting down", signal.Signals(stop[0]).name)
                     self._shutdown(wake)

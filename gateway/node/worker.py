@@ -11,6 +11,8 @@ store owner over the bus.  Committed events from the owner drive pushes and kick
 Readiness: connected to the owner, registry loaded and listeners serving, it writes a line
 to ``ready_fd``.  SIGTERM drains it: accepting stops, sessions finish their in-flight
 acknowledgements (the front door's grace), and only then does the bus connection close.
+SIGHUP (forwarded by the supervisor) and a ``TlsReload`` frame (``POST
+/api/v1/tls/reload`` in the owner) re-read the node certificate for new handshakes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from functools import partial
 
 import trio
 
-from gateway.app import prepare, serve_devices
+from gateway.app import prepare, reload_server_cert, serve_devices, server_contexts
 from gateway.bus.api import MetricsSnapshot
 from gateway.bus.client import NodeClient, RemoteStore
 from gateway.bus.hub import hub_address
@@ -36,6 +38,7 @@ from gateway.services.control import ControlHub
 from gateway.services.events import CommitSignals
 from gateway.services.logs import LogHub
 from gateway.store.api import CommittedEvent
+from gateway.tls.contexts import ServerContexts
 
 __all__ = ["worker_main"]
 
@@ -45,9 +48,10 @@ log = logging.getLogger(__name__)
 class _Inbox:
     """What the bus delivers into a worker (:class:`gateway.bus.api.Inbox`)."""
 
-    def __init__(self, services: Services, signals: CommitSignals) -> None:
+    def __init__(self, services: Services, signals: CommitSignals, tls: ServerContexts) -> None:
         self.services = services
         self.signals = signals
+        self.tls = tls
 
     def events(self, events: Sequence[CommittedEvent]) -> None:
         self.signals.on_commit(events)
@@ -55,6 +59,9 @@ class _Inbox:
 
     async def registry_changed(self, connector_id: str | None) -> None:
         await self.services.connectors.reload(connector_id)
+
+    async def reload_tls(self) -> None:
+        await reload_server_cert(self.tls)
 
     def snapshot(self) -> MetricsSnapshot:
         return self.services.snapshot()
@@ -87,9 +94,10 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
         process=f"worker-{index}",
     )
     try:
-        with trio.open_signal_receiver(signal.SIGTERM) as sigs:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as sigs:
+            tls = await server_contexts(services, pki)
             async with trio.open_nursery() as outer:
-                await outer.start(client.run, _Inbox(services, signals))
+                await outer.start(client.run, _Inbox(services, signals, tls))
                 await services.connectors.load()
                 async with trio.open_nursery() as inner:
                     await inner.start(
@@ -97,11 +105,15 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
                         services,
                         config,
                         pki,
+                        tls,
                     )
                     os.write(ready_fd, b"ready\n")
                     os.close(ready_fd)
                     log.info("worker %d ready (pid %d)", index, os.getpid())
-                    async for _ in sigs:
+                    async for signum in sigs:
+                        if signum == signal.SIGHUP:  # forwarded by the supervisor
+                            await reload_server_cert(tls)
+                            continue
                         break
                     log.info("worker %d draining", index)
                     inner.cancel_scope.cancel()

@@ -131,7 +131,7 @@ def test_duplicate_connection_on_another_worker_closes_the_first(node: Node) -> 
     ("change", "reason", "status"),
     [
         ({"locked": True}, "locked", 403),
-        ({"reprovision": True}, "reprovisioned", 401),
+        ({"reprovision": True}, "credentials_reset", 401),
         (None, "deleted", 401),
     ],
 )

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 
 from gateway.testing.node import pinned_to, read_run_json, tree_pids, wait_for, worker_pid
 from gateway.testing.server import gateway_process
+from gateway.tls.pki import fingerprint, issue_server_cert, server_names
 
 from .conftest import Mqtt, Node
 
@@ -298,3 +300,56 @@ def test_the_devices_of_a_killed_worker_go_offline(data: Path) -> None:
         last = [e for e in events if e["identity"] == "sv-lost"][-1]
         assert (last["type"], last["reason"]) == ("disconnect", "worker_lost")
         mqtt.c.loop_stop()
+
+
+def _node_certificate(data: Path, days: int) -> str:
+    """Issue a node certificate from the data directory's CA and write it in place."""
+    tls = data / "tls"
+    chain, key = issue_server_cert(
+        (tls / "ca.pem").read_text(),
+        (tls / "ca.key").read_text(),
+        server_names("localhost"),
+        days=days,
+    )
+    (tls / "server.key").write_text(key)
+    (tls / "server.pem").write_text(chain)
+    return chain
+
+
+def _served(node: Node, index: int) -> str:
+    """The fingerprint of the certificate worker ``index`` serves on a new handshake."""
+    ctx = ssl.create_default_context(cafile=node.gw.ca)
+    with (
+        pinned_to(node.gw.info, index),
+        socket.create_connection(("127.0.0.1", node.gw.ports["tls"]), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=node.gw.fqdn()) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return fingerprint(der)
+
+
+def test_certificate_reloads_reach_every_worker(data: Path) -> None:
+    """SIGHUP to ``gateway serve`` and ``POST /api/v1/tls/reload`` (served by the store
+    owner) both make every worker serve the new node certificate on new handshakes."""
+    with (
+        ExitStack() as stack,
+        gateway_process(data, dev=False, workers=2, timeout=60) as (
+            proc,
+            gw,
+        ),
+    ):
+        node = stack.enter_context(Node(proc, gw, data))
+        first = _node_certificate(data, days=40)
+        proc.send_signal(signal.SIGHUP)
+        for index in (1, 2):
+            wait_for(lambda i=index: _served(node, i) == fingerprint(first), 10, "SIGHUP")
+        assert proc.poll() is None
+        assert sorted(p.pid for p in gw.info.processes) == sorted(
+            p.pid for p in (read_run_json(data) or gw.info).processes
+        )  # nothing restarted
+        second = _node_certificate(data, days=50)
+        r = node.api.post("/tls/reload")
+        assert r.status_code == 200, r.text
+        for index in (1, 2):
+            wait_for(lambda i=index: _served(node, i) == fingerprint(second), 10, "the API")

@@ -661,7 +661,7 @@ async def test_data_in_is_refused_once_the_device_is_locked_revoked_or_deleted(
     assert before[-1] == "locked"
     (row,) = await store.state(did, ["data_in"])
     assert row.reported == "1"
-    # revoked credentials: reprovisioned
+    # revoked credentials
     await store.write([UpdateDevice("c", "w1", locked=False, reprovision=True)])
     with pytest.raises(Refused) as info:
         await store.write([write])
