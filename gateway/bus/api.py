@@ -47,15 +47,12 @@ WORKER_EVENT_TYPES = frozenset({"data_out", "connect", "locked", "deleted", "rep
 
 
 class MetricsSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """One process's counters and gauges (the :class:`~gateway.metrics.Metrics` families
-    plus the few single values kept outside them), summed by the management process."""
+    """One process's counters and gauges: every :class:`~gateway.metrics.Metrics` family
+    (by its attribute name, so a family added there travels without a change here) plus
+    the few single values kept outside them; summed by the management process."""
 
     process: str  # "worker-1"...
-    connections: list[tuple[Labels, int]] = msgspec.field(default_factory=list)
-    handshakes: list[tuple[Labels, int]] = msgspec.field(default_factory=list)
-    packets: list[tuple[Labels, int]] = msgspec.field(default_factory=list)
-    writes: list[tuple[Labels, int]] = msgspec.field(default_factory=list)
-    refused: list[tuple[Labels, int]] = msgspec.field(default_factory=list)
+    families: dict[str, list[tuple[Labels, int]]] = msgspec.field(default_factory=dict)
     mqtt_sessions: int = 0
     log_records: int = 0
 
@@ -63,32 +60,22 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, gc=False):
     def of(
         cls, process: str, m: Metrics, *, mqtt_sessions: int, log_records: int
     ) -> MetricsSnapshot:
-        return cls(
-            process,
-            list(m.connections.items()),
-            list(m.handshakes.items()),
-            list(m.packets.items()),
-            list(m.writes.items()),
-            list(m.refused.items()),
-            mqtt_sessions,
-            log_records,
-        )
+        families = {name: list(getattr(m, name).items()) for name in Metrics.__slots__}
+        return cls(process, families, mqtt_sessions, log_records)
 
     def add_to(self, m: Metrics) -> None:
         """Add these values into ``m`` (a scratch :class:`Metrics` being summed)."""
-        for family, values in (
-            (m.connections, self.connections),
-            (m.handshakes, self.handshakes),
-            (m.packets, self.packets),
-            (m.writes, self.writes),
-            (m.refused, self.refused),
-        ):
+        for name, values in self.families.items():
+            if name not in Metrics.__slots__:
+                continue  # a family a newer process has and this one does not
+            family = getattr(m, name)
             for labels, v in values:
-                family[tuple(tuple(p) for p in labels)] += v  # type: ignore[misc]
+                family[tuple(tuple(p) for p in labels)] += v
 
     def counters_only(self) -> MetricsSnapshot:
         """The monotonic part (what a dead process leaves behind): gauges dropped."""
-        return msgspec.structs.replace(self, connections=[], mqtt_sessions=0)
+        families = {k: v for k, v in self.families.items() if k not in GAUGE_FAMILIES}
+        return msgspec.structs.replace(self, families=families, mqtt_sessions=0)
 
     def plus(self, other: MetricsSnapshot) -> MetricsSnapshot:
         """Both snapshots summed (label sets merged)."""
@@ -101,6 +88,10 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, gc=False):
             mqtt_sessions=self.mqtt_sessions + other.mqtt_sessions,
             log_records=self.log_records + other.log_records,
         )
+
+
+GAUGE_FAMILIES = frozenset({"connections"})
+"""The :class:`~gateway.metrics.Metrics` families that are gauges (not kept for the dead)."""
 
 
 class Bus(Protocol):

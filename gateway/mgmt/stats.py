@@ -60,7 +60,8 @@ def endpoints(services: Services) -> list[Endpoint]:
                 del cache[stale]
         else:
             counts = hit[1]
-        m = services.metrics.connector_counts(cid)
+        families, _sessions, _records = await services.node_families()  # every process
+        m = families.connector_counts(cid)
         return json_response(
             ConnectorStats(
                 connector_id=cid,

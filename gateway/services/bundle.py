@@ -150,9 +150,15 @@ class Services:
     async def node_metrics(self) -> tuple[Metrics, list[Sample]]:
         """``/metrics`` of the whole node: this process's families plus every other
         process's (over the bus; one process alone: its own), and the single values."""
+        total, sessions, records = await self.node_families()
+        return total, await self.samples(mqtt_sessions=sessions, log_records=records)
+
+    async def node_families(self) -> tuple[Metrics, int, int]:
+        """The :class:`Metrics` families summed over the node's processes, with the MQTT
+        sessions and live-log records (one process alone: its own, not copied)."""
         peers = await self.bus.peer_metrics()
         if not peers:
-            return self.metrics, await self.samples()
+            return self.metrics, self.control.session_count, self.logs.published
         total = Metrics()
         mine = self.snapshot()
         mine.add_to(total)
@@ -160,7 +166,7 @@ class Services:
             snap.add_to(total)
         sessions = mine.mqtt_sessions + sum(p.mqtt_sessions for p in peers)
         records = mine.log_records + sum(p.log_records for p in peers)
-        return total, await self.samples(mqtt_sessions=sessions, log_records=records)
+        return total, sessions, records
 
     async def samples(
         self, *, mqtt_sessions: int | None = None, log_records: int | None = None

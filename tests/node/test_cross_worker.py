@@ -219,18 +219,25 @@ def _metric(text: str, name: str) -> float:
     return total
 
 
-def test_metrics_show_the_whole_node(node: Node) -> None:
+def test_metrics_and_connector_stats_show_the_whole_node(node: Node) -> None:
     clients = []
     before = _metric(
         httpx.get(f"http://127.0.0.1:{node.gw.ports['api']}/metrics").text, "gateway_mqtt_sessions"
     )
+    stats0 = node.api.get("/connectors/demo/stats").json()
     for index in (1, 2):
         mqtt = Mqtt(node, node.device(f"xw-metrics-{index}"))
         _on_worker(node, mqtt, index)
+        assert mqtt.publish("1")
         clients.append(mqtt)
     text = httpx.get(f"http://127.0.0.1:{node.gw.ports['api']}/metrics").text
     assert _metric(text, "gateway_mqtt_sessions") == before + 2
     assert _metric(text, "gateway_connections") >= 2
+    # the console's per-connector counters (GET …/stats) are the node's too
+    stats = node.api.get("/connectors/demo/stats").json()
+    mqtt_conns = [s.get("connections", {}).get("mqtt", 0) for s in (stats0, stats)]
+    assert mqtt_conns[1] >= mqtt_conns[0] + 2, (stats0, stats)
+    assert stats["writes"] >= stats0["writes"] + 2
     for c in clients:
         c.stop()
 

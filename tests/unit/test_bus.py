@@ -147,13 +147,20 @@ def test_metrics_snapshots_sum_and_keep_counters() -> None:
     m.packet("mqtt", "in", 3)
     m.connection_opened("mqtt", "c")
     a = MetricsSnapshot.of("worker-1", m, mqtt_sessions=1, log_records=2)
-    total = a.plus(a)
-    assert dict(total.packets)[(("direction", "in"), ("protocol", "mqtt"))] == 6
-    assert total.mqtt_sessions == 2
+    m.connector_refusal("c", "locked")
+    a = MetricsSnapshot.of("worker-1", m, mqtt_sessions=1, log_records=2)
+    # every family travels, through msgpack too
+    assert set(a.families) == set(Metrics.__slots__)
+    a = msgspec.msgpack.decode(msgspec.msgpack.encode(a), type=MetricsSnapshot)
+    total = Metrics()
+    a.plus(a).add_to(total)
+    assert total.packets[(("direction", "in"), ("protocol", "mqtt"))] == 6
+    assert total.connector_counts("c").refused == {"locked": 2}
+    assert a.plus(a).mqtt_sessions == 2
     gone = a.counters_only()
-    assert gone.connections == []
+    assert "connections" not in gone.families
     assert gone.mqtt_sessions == 0
-    assert gone.packets == a.packets
+    assert gone.families["packets"] == a.families["packets"]
 
 
 class Inbox:
