@@ -73,7 +73,9 @@ class TestGateway:
     ) -> None:
         """Return once a long-poll of ``identity`` waits in this process's control hub: a
         value set afterwards must wake it (the wake-up path, not the at-once answer)."""
-        key = (cid or self.info.demo_connector, identity)
+        connector = cid or self.info.demo_connector
+        assert connector is not None, "no connector given and no demo connector"
+        key = (connector, identity)
         with trio.fail_after(timeout_s):
             while not self.services.control.long_polls(key):  # noqa: ASYNC110 - no event to await
                 await trio.sleep(0.005)
