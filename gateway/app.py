@@ -50,6 +50,7 @@ from gateway.model import Transport
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
 from gateway.services.control import ControlHub
+from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
@@ -176,7 +177,9 @@ async def open_services_on(
     logs = LogHub(bus=bus)
     signals = CommitSignals()
     control = ControlHub(registry)
-    fanout = committed_fanout(signals, logs, control)
+    metrics = Metrics()
+    passwords = PasswordCache(config.password_cache_entries, metrics)
+    fanout = committed_fanout(signals, logs, control, passwords)
 
     def on_events(events: Sequence[CommittedEvent]) -> None:
         fanout(events)
@@ -197,7 +200,8 @@ async def open_services_on(
             logs=logs,
             control=control,
             signals=signals,
-            metrics=Metrics(),
+            passwords=passwords,
+            metrics=metrics,
             bus=bus,
             process=process,
         )

@@ -5,7 +5,8 @@ sockets ``gateway serve`` bound (the kernel hands each new connection to whichev
 accepts first; a worker whose connection slots are full stops accepting and the others take
 the connections), the MQTT and HTTP device paths, and the services over a
 :class:`~gateway.bus.client.RemoteStore`: reads straight from SQLite (WAL), writes to the
-store owner over the bus.  Committed events from the owner drive pushes and kicks here
+store owner over the bus.  Committed events from the owner drive pushes and kicks here,
+and drop the password proofs of devices locked, deleted or revoked
 (:class:`_Inbox`).
 
 Readiness: connected to the owner, registry loaded and listeners serving, it writes a line
@@ -35,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.services.bundle import Services
 from gateway.services.connectors import Registry
 from gateway.services.control import ControlHub
+from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.logs import LogHub
 from gateway.store.api import CommittedEvent
@@ -56,6 +58,7 @@ class _Inbox:
     def events(self, events: Sequence[CommittedEvent]) -> None:
         self.signals.on_commit(events)
         self.services.control.on_events(events)
+        self.services.devices.passwords.on_events(events)
 
     async def registry_changed(self, connector_id: str | None) -> None:
         await self.services.connectors.reload(connector_id)
@@ -82,6 +85,7 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
     logs = LogHub(bus=client)
     signals = CommitSignals()
     store = RemoteStore(config.data_dir / "gateway.db", client, on_failure=logs.store_failed)
+    metrics = Metrics()
     services = Services(
         config,
         store,
@@ -89,7 +93,8 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
         logs=logs,
         control=ControlHub(registry),
         signals=signals,
-        metrics=Metrics(),
+        passwords=PasswordCache(config.password_cache_entries, metrics),
+        metrics=metrics,
         bus=client,
         process=f"worker-{index}",
     )
