@@ -219,6 +219,18 @@ async def test_lock_and_delete_refuse_despite_a_proof(services: Services) -> Non
     assert (info.value.reason, info.value.http_status) == ("locked", 403)
     await services.devices.update(cid, "p1", locked=False)
     await auth.authenticate_password(services.store, deaf, cid, "p1", PW)
+    # a locked device's right password is checked but not remembered (the lock's event
+    # may already have been and gone)
+    fresh = PasswordCache(10, Metrics())
+    await services.devices.update(cid, "p1", locked=True)
+    with pytest.raises(Refused) as info:
+        await auth.authenticate_password(services.store, fresh, cid, "p1", PW)
+    assert info.value.reason == "locked"
+    with pytest.raises(Refused) as info:  # the wrong one is refused as wrong, locked or not
+        await auth.authenticate_password(services.store, fresh, cid, "p1", PW2)
+    assert info.value.reason == "not_authenticated"
+    assert len(fresh) == 0
+    await services.devices.update(cid, "p1", locked=False)
     await services.devices.delete(cid, "p1")
     with pytest.raises(Refused) as info:
         await auth.authenticate_password(services.store, deaf, cid, "p1", PW)

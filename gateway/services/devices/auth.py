@@ -48,6 +48,8 @@ async def authenticate_password(
     if not passwords.admits(cid, identity, proof):
         if not await verify_password(password, row.cred_hash):
             raise not_authenticated("wrong password")
+        if row.locked:  # not remembered: the lock's event may already have come
+            raise locked_refusal()
         # A reset committed during the scrypt leaves this proof bound to the old hash: it
         # can never match the new one, and the LRU bound ages it out.
         passwords.remember(cid, identity, proof)
