@@ -133,15 +133,18 @@ async def test_store_opens_on_a_full_disk_with_its_reserve(small_disk: Path) -> 
             pass
 
 
-async def test_gateway_on_a_disk_that_fills(tmp_path: Path) -> None:
-    """The whole gateway over real sockets (gateway/testing/probes/diskfull.py): HTTP 507
-    and MQTT without PUBACK with the debug reason ``disk_full``, management 507
-    ``storage_full``, uploads 507 with no file left, two restarts on the full disk, resume
-    without a restart, every acknowledged value stored, integrity ok, and a first start on
-    a full disk ended by one line."""
+@pytest.mark.parametrize("workers", ["auto", "1"])
+async def test_gateway_on_a_disk_that_fills(tmp_path: Path, workers: str) -> None:
+    """The whole gateway over real sockets (gateway/testing/probes/diskfull.py), as the
+    default node (the refusals cross its bus from the store owner to the workers) and as
+    one process: HTTP 507 and MQTT without PUBACK with the debug reason ``disk_full``,
+    management 507 ``storage_full``, uploads 507 with no file left, in a node the store
+    owner killed and back on the full disk, two restarts on the full disk, resume without
+    a restart, every acknowledged value stored, integrity ok, and a first start on a full
+    disk ended by one line."""
     _need_mount()
     try:
-        res = await probe_disk_full(tmp_path)
+        res = await probe_disk_full(tmp_path, workers)
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"mount -t tmpfs failed: {exc.stderr.decode(errors='replace')}")
     report = "\n".join(summary(res))
@@ -155,5 +158,9 @@ async def test_gateway_on_a_disk_that_fills(tmp_path: Path) -> None:
     # tmpfs frees nothing by itself: no write fits and run.json waits for space
     no_write_fits = [(r.http_acked, r.mqtt_acked, r.run_json_written) for r in res.restarts]
     assert no_write_fits == [(0, 0, False)] * 2, report
+    # the default is a node wherever there is more than one CPU; a node lost its owner
+    assert res.node == (workers == "auto" and (os.cpu_count() or 1) > 1), report
+    assert (res.owner_restart is not None) == res.node, report
     assert res.missing == 0, report
+    assert (res.first_start_exit, res.no_reserve_exit) == (1, 1), report
     assert res.integrity == "ok", report

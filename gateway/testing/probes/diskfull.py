@@ -3,14 +3,19 @@ fills up while devices write.
 
 The probe mounts a small tmpfs (``mount -t tmpfs``: root only), puts a fresh gateway's data
 directory on it, and drives the gateway through real sockets from its own source addresses,
-so that the live debug log can be filtered on them:
+so that the live debug log can be filtered on them.  The gateway is ``gateway serve`` as
+shipped (a node of processes, ``--workers auto``) or, with ``workers="1"``, one process:
+the refusals then cross the node's bus from the store owner to the worker that serves the
+device.
 
 1. **Filling.**  An HTTP device (plain dev port) and an MQTT device (QoS 1) write numbered
    values while a filler file takes the rest of the space.  Each write is acknowledged
    (``204``, PUBACK) or refused (``507``; no PUBACK and the connection ended); the refusals'
    debug records must say ``disk_full``.  A management write must answer
    ``507 storage_full``, and content uploads (device and management) ``507`` with no file
-   left behind.
+   left behind.  In a node the store owner is then killed (SIGKILL) on the full disk: the
+   supervisor's restart must serve again (the management API, a device read, writes
+   refused ``507``) while the workers keep their devices.
 2. **Restart on the full disk**, twice: once stopped while full (SQLite's ``-wal`` and
    ``-shm`` files stay), once stopped after space came back for a moment so that the clean
    close removed them, then filled again (opening then needs the space reserve).  Each time
@@ -24,6 +29,10 @@ so that the live debug log can be filtered on them:
    log and ``PRAGMA integrity_check`` says ok.
 5. **A first start on the full disk** (an empty data directory) ends with one line
    (``error: cannot start: ...``, exit status 1) and leaves no partial file.
+6. **A start that cannot open its database**: the cleanly stopped data directory without
+   its space reserve (as an earlier release left it) on the full disk ends with one line
+   naming the database, exit status 1 — in a node the store owner's line, passed on by the
+   supervisor.
 
 Resource handling: every gateway process is ended and the filesystem unmounted (lazily if
 still busy) when :func:`probe_disk_full` returns or raises.
@@ -50,12 +59,15 @@ import httpx
 import msgspec
 import trio
 
+from gateway.app import RunInfo
 from gateway.testing import mqtt_bytes as mb
+from gateway.testing.node import read_run_json
 from gateway.testing.probes import wire
 from gateway.testing.probes.target import DebugTail, open_debug_tail
 
 __all__ = [
     "DiskFullResult",
+    "OwnerRestart",
     "Restart",
     "fill_filesystem",
     "mount_unavailable",
@@ -74,7 +86,8 @@ START_TIMEOUT_S = 60.0  # a gateway start (the first one makes the development P
 ANSWER_TIMEOUT_S = 10.0  # one write's answer
 FILL_TIMEOUT_S = 30.0  # until both devices have seen REFUSALS_WANTED refusals
 RESUME_TIMEOUT_S = 10.0  # from freeing space to the first acknowledged write
-RUN_JSON_TIMEOUT_S = 15.0  # run.json is retried every 5 s (gateway/app.py)
+RUN_JSON_TIMEOUT_S = 15.0  # run.json is retried every 5 s (gateway/app.py, the supervisor)
+OWNER_BACK_TIMEOUT_S = 30.0  # a killed store owner serving again (restarted at once)
 CONNECTOR = "demo"
 
 
@@ -92,9 +105,19 @@ class Restart(msgspec.Struct):
     run_json_written: bool  # run.json present while the disk was full (on tmpfs it is not)
 
 
+class OwnerRestart(msgspec.Struct):
+    """The store owner of a node killed on the full disk and restarted by the supervisor."""
+
+    back_s: float  # from the SIGKILL to a device write answered 507 through a worker
+    read_ok: bool  # a device read of the last acknowledged value (from a worker)
+    mgmt_ok: bool  # the management API (the new owner's) answered the health check
+
+
 class DiskFullResult(msgspec.Struct):
     """What the probe saw; ``problems`` lists every property that did not hold."""
 
+    workers: str = "auto"  # gateway serve --workers
+    node: bool = False  # a node of processes served (run.json listed them)
     http_acked: int = 0  # writes answered 204, over the whole probe
     http_refused: int = 0  # writes answered 507
     mqtt_acked: int = 0  # QoS 1 publishes answered by their PUBACK
@@ -105,6 +128,7 @@ class DiskFullResult(msgspec.Struct):
     upload_answers: list[int] = msgspec.field(default_factory=list)  # device, management
     files_left: list[str] = msgspec.field(default_factory=list)  # by failed uploads
     restarts: list[Restart] = msgspec.field(default_factory=list)
+    owner_restart: OwnerRestart | None = None  # a node only
     resume_ms: float | None = None  # from freeing space to the first 204
     run_json_s: float | None = None  # from freeing space to run.json on disk
     reserve_back: bool = False
@@ -113,6 +137,8 @@ class DiskFullResult(msgspec.Struct):
     first_start_exit: int | None = None
     first_start_stderr: str = ""
     partial_files: list[str] = msgspec.field(default_factory=list)  # left by that start
+    no_reserve_exit: int | None = None  # a start whose database cannot open (no reserve)
+    no_reserve_stderr: str = ""
     tracebacks: int = 0  # in the gateway's log
     seconds: float = 0.0
     problems: list[str] = msgspec.field(default_factory=list)
@@ -189,9 +215,10 @@ def _free_ports(n: int) -> list[int]:
 class _Gateway:
     """``gateway serve`` on one data directory and fixed ports, restartable."""
 
-    def __init__(self, data: Path, log_file: Path) -> None:
+    def __init__(self, data: Path, log_file: Path, workers: str) -> None:
         self.data = data
         self.log_file = log_file
+        self.workers = workers
         api, tls, mqtt_tls, http, mqtt = _free_ports(5)
         self.ports = {"api": api, "tls": tls, "mqtt_tls": mqtt_tls, "http": http, "mqtt": mqtt}
         self.proc: trio.Process | None = None
@@ -220,6 +247,8 @@ class _Gateway:
             str(p["mqtt"]),
             "--log-level",
             "INFO",
+            "--workers",
+            self.workers,
         ]
 
     async def start(self) -> float:
@@ -232,14 +261,25 @@ class _Gateway:
             )
         async with httpx.AsyncClient(timeout=2.0) as client:
             with trio.fail_after(START_TIMEOUT_S):
-                while not await self._healthy(client):
+                while not await self.healthy(client):
                     if proc.poll() is not None:
                         tail = self.log_file.read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"gateway exited with {proc.returncode}: {tail}")
                     await trio.sleep(0.05)
         return time.monotonic() - t0
 
-    async def _healthy(self, client: httpx.AsyncClient) -> bool:
+    async def run_info(self) -> RunInfo:
+        """This start's ``run.json`` (a node's supervisor writes it once every process is
+        ready, after the management API already answers); only while the disk has room."""
+        assert self.proc is not None
+        with trio.fail_after(START_TIMEOUT_S):
+            while True:
+                info = read_run_json(self.data)
+                if info is not None and info.pid == self.proc.pid:
+                    return info
+                await trio.sleep(0.05)
+
+    async def healthy(self, client: httpx.AsyncClient) -> bool:
         try:
             resp = await client.get(f"{self.api}/api/v1/health")
         except httpx.TransportError:
@@ -394,8 +434,10 @@ async def _write_until_refused(
 
 
 def _stored_values(db: Path) -> tuple[set[str], str]:
-    """Every ``data_in`` value in the event log, and ``PRAGMA integrity_check``."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    """Every ``data_in`` value in the event log, and ``PRAGMA integrity_check``.  Read by
+    a connection that may write (the gateway is stopped): closing it, the last one, leaves
+    no ``-wal`` or ``-shm``, as the gateway's clean stop did (step 6 needs that)."""
+    conn = sqlite3.connect(db)
     try:
         integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
         values = {
@@ -450,14 +492,25 @@ async def _restart_on_full_disk(
         res.problems.append(f"{case}: writes were not refused on the full disk")
 
 
+async def _run_start(cmd: list[str]) -> subprocess.CompletedProcess[bytes] | None:
+    """A start that must end by itself; None (and the process stopped) if it still runs
+    after ``START_TIMEOUT_S``."""
+    with trio.move_on_after(START_TIMEOUT_S):
+        return await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+    return None
+
+
 async def _first_start_on_full_disk(gw: _Gateway, res: DiskFullResult) -> None:
     """An empty data directory on the full disk: one line, exit 1, nothing half-written."""
     data = gw.data.parent / "fresh"
     data.mkdir(mode=0o700)
     fill_filesystem(gw.data.parent / "filler-2")
-    fresh = _Gateway(data, gw.log_file)
+    fresh = _Gateway(data, gw.log_file, gw.workers)
     cmd = fresh.command()
-    proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+    proc = await _run_start(cmd)
+    if proc is None:
+        res.problems.append(f"first start on the full disk: serving after {START_TIMEOUT_S} s")
+        return
     res.first_start_exit = proc.returncode
     res.first_start_stderr = proc.stderr.decode(errors="replace").strip()
     lines = res.first_start_stderr.splitlines()
@@ -467,24 +520,49 @@ async def _first_start_on_full_disk(gw: _Gateway, res: DiskFullResult) -> None:
         if path.is_dir():
             continue
         name = str(path.relative_to(data))
-        empty_secret = path.stat().st_size == 0 and path.name != "gateway.db"
+        # empty by design: the database SQLite had not begun, the data directory's lock
+        empty_secret = path.stat().st_size == 0 and path.name not in ("gateway.db", "gateway.lock")
         if path.name.endswith(".tmp") or path.name.startswith(".") or empty_secret:
             res.partial_files.append(name)
     if res.partial_files:
         res.problems.append(f"first start left partial files: {res.partial_files}")
 
 
-async def probe_disk_full(workdir: Path) -> DiskFullResult:
+async def _start_without_reserve(gw: _Gateway, res: DiskFullResult) -> None:
+    """The data directory of the scenario (stopped cleanly with space: no ``-shm``) without
+    its space reserve, on the full disk: one line naming the database, exit 1.  At log level
+    WARNING, so that the line is all an operator sees (INFO adds the node's start lines)."""
+    (gw.data / "gateway.db-reserve").unlink(missing_ok=True)
+    await trio.to_thread.run_sync(fill_filesystem, gw.data.parent / "filler-3")
+    if (gw.data / "gateway.db-shm").exists():
+        res.problems.append("start without the reserve: gateway.db-shm is there (not tested)")
+    cmd = gw.command()
+    cmd[cmd.index("--log-level") + 1] = "WARNING"
+    proc = await _run_start(cmd)
+    if proc is None:
+        res.problems.append(f"start without the reserve: serving after {START_TIMEOUT_S} s")
+        return
+    res.no_reserve_exit = proc.returncode
+    res.no_reserve_stderr = proc.stderr.decode(errors="replace").strip()
+    lines = res.no_reserve_stderr.splitlines()
+    wanted = "error: cannot start: cannot open the database"
+    if proc.returncode != 1 or len(lines) != 1 or not lines[0].startswith(wanted):
+        res.problems.append(f"start without the reserve: exit {proc.returncode}, {lines!r}")
+
+
+async def probe_disk_full(workdir: Path, workers: str = "auto") -> DiskFullResult:
     """Run the scenario of the module docstring with a small filesystem mounted under
-    ``workdir`` (root only: see :func:`mount_unavailable`)."""
-    res = DiskFullResult()
+    ``workdir`` (root only: see :func:`mount_unavailable`), against ``gateway serve
+    --workers WORKERS`` (``auto``: the default node; ``1``: one process)."""
+    res = DiskFullResult(workers=workers)
     t_start = time.monotonic()
-    log_file = workdir / "diskfull-gateway.log"
-    with small_filesystem(workdir / "disk") as disk:
-        gw = _Gateway(disk / "data", log_file)
+    log_file = workdir / f"diskfull-gateway-{workers}.log"
+    with small_filesystem(workdir / f"disk-{workers}") as disk:
+        gw = _Gateway(disk / "data", log_file, workers)
         try:
             await _scenario(gw, disk, res)
             await _first_start_on_full_disk(gw, res)
+            await _start_without_reserve(gw, res)
         finally:
             await gw.stop()
     log_text = log_file.read_text(errors="replace") if log_file.exists() else ""
@@ -499,6 +577,9 @@ async def _scenario(gw: _Gateway, disk: Path, res: DiskFullResult) -> None:
     filler = disk / "filler"
     counter = [0]
     await gw.start()
+    first = await gw.run_info()
+    owner = next((p.pid for p in first.processes if p.role == "store"), None)
+    res.node = owner is not None
     http_token, mqtt_token = secrets.token_hex(20), secrets.token_hex(20)
     async with gw.admin() as admin:
         for identity, token in (("df-http", http_token), ("df-mqtt", mqtt_token)):
@@ -558,6 +639,8 @@ async def _scenario(gw: _Gateway, disk: Path, res: DiskFullResult) -> None:
         res.files_left = sorted(p.name for p in (gw.data / "content").iterdir())
         if res.files_left:
             res.problems.append(f"failed uploads left {res.files_left}")
+        if owner is not None:
+            await _owner_killed_on_full_disk(gw, owner, http, mqtt, counter, res)
 
         # 2a. stopped while full, started while full
         await gw.stop()
@@ -612,10 +695,66 @@ async def _scenario(gw: _Gateway, disk: Path, res: DiskFullResult) -> None:
         res.problems.append(f"HTTP answers neither 204 nor 507: {http.other[:3]}")
 
 
+async def _owner_killed_on_full_disk(
+    gw: _Gateway,
+    owner: int,
+    http: _HttpDevice,
+    mqtt: _MqttDevice,
+    counter: list[int],
+    res: DiskFullResult,
+) -> None:
+    """SIGKILL the node's store owner while the disk is full; the supervisor restarts it
+    at once, and it must open its database and serve: the management API, a device read
+    through a worker, and writes refused ``507`` (not ``503``: the owner is back)."""
+    last = http.acked[-1] if http.acked else None
+    t0 = time.monotonic()
+    os.kill(owner, signal.SIGKILL)
+    back_s = None
+    answer = 0
+    mgmt_ok = False
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        with trio.move_on_after(OWNER_BACK_TIMEOUT_S):
+            while not await gw.healthy(client):  # noqa: ASYNC110 (another process)
+                await trio.sleep(0.05)
+            # the workers reconnect to the new owner: until then a write is 503, unstored
+            while True:
+                counter[0] += 1
+                answer = await http.write(f"h{counter[0]}")
+                if answer != 503:
+                    break
+                http.other.pop()  # expected while the owner restarts
+                await trio.sleep(0.05)
+            back_s = time.monotonic() - t0
+    read = await http.read()
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        mgmt_ok = await gw.healthy(client)
+    if back_s is None:
+        res.problems.append(
+            f"the store owner killed on the full disk: not back in {OWNER_BACK_TIMEOUT_S} s"
+        )
+        return
+    res.owner_restart = OwnerRestart(round(back_s, 2), read is not None and read == last, mgmt_ok)
+    if not mgmt_ok:
+        res.problems.append("after the store owner's restart the management API is down")
+    if answer != 507:
+        res.problems.append(
+            f"after the store owner's restart on the full disk a write answered {answer}"
+        )
+    if not res.owner_restart.read_ok:
+        res.problems.append(
+            f"after the store owner's restart the device read {read!r}, expected {last!r}"
+        )
+    await mqtt.close()  # its session may have ended with the owner: write on a new one
+    counter[0] += 1
+    if await mqtt.write(f"m{counter[0]}"):
+        res.problems.append("after the store owner's restart an MQTT write was acknowledged")
+
+
 def summary(res: DiskFullResult) -> list[str]:
     """The probe's figures as lines (``scripts/probe diskfull`` prints them)."""
     lines = [
-        f"disk full: HTTP writes {res.http_acked} acknowledged, {res.http_refused} refused "
+        f"disk full (--workers {res.workers}): HTTP writes {res.http_acked} acknowledged, "
+        f"{res.http_refused} refused "
         f"(507, debug reason {res.http_reason}); MQTT QoS 1 {res.mqtt_acked} acknowledged, "
         f"{res.mqtt_refused} left without PUBACK (debug reason {res.mqtt_reason})",
         f"  management write {res.mgmt_answer}; uploads {res.upload_answers}, files left "
@@ -629,6 +768,13 @@ def summary(res: DiskFullResult) -> list[str]:
         f"run.json {'written' if r.run_json_written else 'not written'}"
         for r in res.restarts
     )
+    if res.owner_restart is not None:
+        o = res.owner_restart
+        lines.append(
+            f"  store owner killed on the full disk: back (a write answered 507 through a "
+            f"worker) after {o.back_s} s, device read {'ok' if o.read_ok else 'WRONG'}, "
+            f"management API {'ok' if o.mgmt_ok else 'DOWN'}"
+        )
     lines += [
         f"  space freed: first 204 after {res.resume_ms} ms, run.json after {res.run_json_s} s, "
         f"reserve back {res.reserve_back}",
@@ -636,6 +782,8 @@ def summary(res: DiskFullResult) -> list[str]:
         f"integrity_check {res.integrity}",
         f"  first start on the full disk: exit {res.first_start_exit}, "
         f"{json.dumps(res.first_start_stderr)}; partial files {len(res.partial_files)}",
+        f"  start that cannot open its database (no reserve, full disk): exit "
+        f"{res.no_reserve_exit}, {json.dumps(res.no_reserve_stderr)}",
         f"  tracebacks in the log {res.tracebacks}; {res.seconds} s; "
         f"{'holds' if res.ok else 'FAILS: ' + '; '.join(res.problems)}",
     ]
