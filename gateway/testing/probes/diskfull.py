@@ -26,7 +26,7 @@ device.
    (the resume latency is from the delete to the first ``204``); ``run.json`` appears and
    the space reserve is made again.
 4. **Nothing acknowledged lost**: after a stop, every acknowledged value is in the event
-   log and ``PRAGMA integrity_check`` says ok.
+   log and SQLite's integrity check says ok.
 5. **A first start on the full disk** (an empty data directory) ends with one line
    (``error: cannot start: ...``, exit status 1) and leaves no partial file.
 6. **A start that cannot open its database**: the cleanly stopped data directory without
@@ -46,7 +46,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -60,6 +59,8 @@ import msgspec
 import trio
 
 from gateway.app import RunInfo
+from gateway.store.api import EventQuery
+from gateway.store.sqlite import SqliteReader, integrity_check
 from gateway.testing import mqtt_bytes as mb
 from gateway.testing.node import read_run_json
 from gateway.testing.probes import wire
@@ -434,21 +435,24 @@ async def _write_until_refused(
 
 
 def _stored_values(db: Path) -> tuple[set[str], str]:
-    """Every ``data_in`` value in the event log, and ``PRAGMA integrity_check``.  Read by
-    a connection that may write (the gateway is stopped): closing it, the last one, leaves
-    no ``-wal`` or ``-shm``, as the gateway's clean stop did (step 6 needs that)."""
-    conn = sqlite3.connect(db)
+    """Every ``data_in`` value in the event log, and SQLite's integrity check (last: its
+    connection, closing, leaves no ``-wal`` or ``-shm``, as the gateway's clean stop did;
+    step 6 needs that)."""
+    reader = SqliteReader(db)
+    values: set[str] = set()
     try:
-        integrity = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-        values = {
-            str(entry["values"]["data_in"])
-            for (payload,) in conn.execute("SELECT payload FROM events WHERE type = 'data_in'")
-            for entry in msgspec.json.decode(payload)
-            if "data_in" in entry["values"]
-        }
+        after = 0
+        while page := reader.events(EventQuery(CONNECTOR, after, 1000, types=("data_in",))):
+            after = page[-1].seq
+            values.update(
+                str(entry["values"]["data_in"])
+                for event in page
+                for entry in event.payload
+                if "data_in" in entry["values"]
+            )
     finally:
-        conn.close()
-    return values, integrity
+        reader.close()
+    return values, integrity_check(db)
 
 
 async def _restart_on_full_disk(
