@@ -38,6 +38,7 @@ __all__ = [
     "Endpoint",
     "ErrorBody",
     "Handler",
+    "Link",
     "QueryParam",
     "decode_body",
     "error_response",
@@ -75,6 +76,16 @@ class QueryParam(msgspec.Struct, frozen=True):
     repeated: bool = False
 
 
+class Link(msgspec.Struct, frozen=True):
+    """An OpenAPI link from a route's success answer to the operation ``operation_id``,
+    with that operation's parameters as runtime expressions (``$request.path.cid``,
+    ``$response.body#/jobs/0/job``).  Links from a creating route to the routes of what it
+    created are derived from :attr:`Endpoint.creates`; these are the others."""
+
+    operation_id: str
+    parameters: dict[str, str]
+
+
 class Endpoint(msgspec.Struct, frozen=True):
     """One route: what the router dispatches and what the OpenAPI document says.
 
@@ -83,6 +94,13 @@ class Endpoint(msgspec.Struct, frozen=True):
     ``response`` is the msgspec type of the JSON success body (None: no body, e.g. 204);
     ``response_media`` overrides it for streamed or non-JSON answers.  ``errors`` lists the
     error statuses the route can answer besides 401 (every authenticated route) and 500.
+
+    ``creates`` says that a success creates something named by a path parameter:
+    ``(parameter, runtime expression of its value)``, e.g. ``("cid", "$response.body#/id")``
+    for ``POST /api/v1/connectors``, or ``("content_id", "$request.path.content_id")`` for
+    an upsert by ``PUT``.  The OpenAPI document links the answer to every route under
+    ``…/{parameter}`` (:mod:`gateway.mgmt.openapi`), so a client or a stateful fuzzer can
+    go from the creation to what it created.  ``links`` adds links of other kinds.
     """
 
     method: str
@@ -103,6 +121,8 @@ class Endpoint(msgspec.Struct, frozen=True):
     errors: tuple[int, ...] = (400, 404)
     auth: bool = True
     description: str = ""
+    creates: tuple[str, str] | None = None
+    links: tuple[Link, ...] = ()
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -280,6 +280,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             response=Device,
             status=201,
             errors=(400, 404, 409, 413),
+            creates=("identity", "$response.body#/identity"),
         ),
         Endpoint(
             "POST",

@@ -226,6 +226,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             response=NewAdminToken,
             status=201,
             errors=(400,),
+            creates=("token_id", "$response.body#/id"),
         ),
         Endpoint(
             "DELETE",

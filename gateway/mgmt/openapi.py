@@ -5,6 +5,15 @@ Schemas come from the same msgspec types the handlers decode and encode
 decoder accepts, field for field.  A few service-level rules that the service Structs do
 not carry as constraints (identity format names, length ranges) are added here, in
 :data:`_REFINEMENTS`, so generated clients and fuzzers know them too.
+
+Links (OpenAPI 3 ``links`` on the success response) say how the answer of one operation
+feeds the parameters of others, so a client, and schemathesis' stateful phase, can chain
+them: create a connector, then read, change and delete it, add a device to it, and so on.
+They are derived from each endpoint's ``creates`` (:func:`_derived_links`): the answer of
+a creating route links to every route under the path it created, with the new name from
+the answer and the other path parameters from the request (a device added to connector
+``cid`` is reached under that same ``cid``).  An endpoint's own ``links`` add what no
+creation gives (the name of a job or an operation, read from an integration's answer).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
-from gateway.mgmt.common import Endpoint, ErrorBody
+from gateway.mgmt.common import Endpoint, ErrorBody, Link
 from gateway.rules.identity import IDENTITY_TYPES
 from gateway.services.content import CONTENT_ID_PATTERN
 
@@ -106,6 +115,42 @@ _RESOURCE_RULES: list[dict[str, Any]] = [
 ]
 
 
+def _created_path(ep: Endpoint) -> str:
+    """The path template of what ``ep`` creates: up to ``{param}`` when the route names it
+    itself (an upsert by PUT), else the route's path plus ``/{param}``."""
+    assert ep.creates is not None
+    path = _PATH_PARAM.sub(r"{\1}", ep.path)
+    mark = "{" + ep.creates[0] + "}"
+    if mark in path:
+        return path[: path.index(mark) + len(mark)]
+    return f"{path}/{mark}"
+
+
+def _derived_links(endpoints: Sequence[Endpoint]) -> dict[str, list[Link]]:
+    """operationId -> the links of its success answer: its own ``links``, then one to every
+    other operation under the path it creates.  A target's path parameters come from the
+    creating request (same name) or its ``creates`` expression; one that neither gives
+    (a job name) is left to the client."""
+    out: dict[str, list[Link]] = {ep.operation_id: list(ep.links) for ep in endpoints}
+    for ep in endpoints:
+        if ep.creates is None:
+            continue
+        param, value = ep.creates
+        created = _created_path(ep)
+        own = set(_PATH_PARAM.findall(ep.path))
+        for target in endpoints:
+            path = _PATH_PARAM.sub(r"{\1}", target.path)
+            if target is ep or not (path == created or path.startswith(created + "/")):
+                continue
+            params = {
+                p: value if p == param else f"$request.path.{p}"
+                for p in _PATH_PARAM.findall(target.path)
+                if p == param or p in own
+            }
+            out[ep.operation_id].append(Link(target.operation_id, params))
+    return out
+
+
 def _collect_types(endpoints: Sequence[Endpoint]) -> list[Any]:
     types: list[Any] = [ErrorBody]
     types.extend(t for ep in endpoints for t in (ep.body, ep.response) if t is not None)
@@ -133,6 +178,7 @@ def build_document(
             "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
         }
     error_ref = schema_of[id(ErrorBody)]
+    links = _derived_links(endpoints)
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         path = _PATH_PARAM.sub(r"{\1}", ep.path)
@@ -181,6 +227,11 @@ def build_document(
             ok["content"] = {"application/json": {"schema": schema_of[id(ep.response)]}}
         if ep.response_headers:
             ok["headers"] = {k: {"schema": v} for k, v in ep.response_headers.items()}
+        if links[ep.operation_id]:
+            ok["links"] = {
+                link.operation_id: {"operationId": link.operation_id, "parameters": link.parameters}
+                for link in links[ep.operation_id]
+            }
         responses[str(ep.status)] = ok
         for status, text in ep.extra_responses.items():
             responses[str(status)] = {"description": text, "content": ok.get("content", {})}
