@@ -29,7 +29,10 @@ from gateway.mgmt.common import Endpoint, ErrorBody, Link
 from gateway.rules.identity import IDENTITY_TYPES
 from gateway.services.content import CONTENT_ID_PATTERN
 
-__all__ = ["build_document"]
+__all__ = ["PEM_CERTIFICATE_CHAIN", "PEM_PRIVATE_KEY", "build_document"]
+
+PEM_CERTIFICATE_CHAIN = "x-pem-certificate-chain"  # a certificate, then its intermediates
+PEM_PRIVATE_KEY = "x-pem-private-key"  # the key of the chain's first certificate
 
 REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
@@ -65,6 +68,16 @@ _REFINEMENTS: dict[str, dict[str, dict[str, Any]]] = {
     "Limits": {"max_payload": {"minimum": 64, "maximum": 64 * 1_048_576}},
     # Python's \s also matches \x1c-\x1f and \x85, ECMA-262's does not: name them.
     "Resource": {"alias": {"pattern": r"^[^.$/+#\s\x1c-\x1f\x85]{1,64}$"}},
+    # Every identity, whatever the connector's format (gateway/_pure/identity.py): printable
+    # ASCII without / + # (they would break MQTT topics); the format narrows it further.
+    "DeviceAdd": {"identity": {"pattern": '^[!"$-*,-.0-~]{1,128}$'}},
+    # PEM text is checked by parsing it (a key of another certificate, an expired one:
+    # 400), which no JSON schema can say; the formats name what the text must be, and a
+    # client or fuzzer that knows them (tests/e2e/schemathesis_hooks.py) sends real ones.
+    "PkiSettings": {
+        "server_cert": {"format": PEM_CERTIFICATE_CHAIN},
+        "server_key": {"format": PEM_PRIVATE_KEY},
+    },
 }
 # PkiSettings.validate: a CA when enabled; the server certificate and key go together.
 _PKI_RULES: list[dict[str, Any]] = [
@@ -80,8 +93,12 @@ _PKI_RULES: list[dict[str, Any]] = [
             {"properties": {"server_cert": {"type": "null"}, "server_key": {"type": "null"}}},
             {
                 "properties": {
-                    "server_cert": {"type": "string", "minLength": 1},
-                    "server_key": {"type": "string", "minLength": 1},
+                    "server_cert": {
+                        "type": "string",
+                        "minLength": 1,
+                        "format": PEM_CERTIFICATE_CHAIN,
+                    },
+                    "server_key": {"type": "string", "minLength": 1, "format": PEM_PRIVATE_KEY},
                 },
                 "required": ["server_cert", "server_key"],
             },

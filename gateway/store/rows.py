@@ -152,7 +152,7 @@ class StateRow(msgspec.Struct, frozen=True, gc=False):
 
 class EventQuery(msgspec.Struct, frozen=True):
     """Events of one connector: with ``seq > after`` oldest first, or, when ``before`` is
-    set, with ``seq < before`` newest first.  The filters narrow either direction: an
+    set, with ``after < seq < before`` newest first.  The filters narrow either direction: an
     identity, event types (any of them), a peer address, a time range (µs, inclusive)."""
 
     connector_id: str
