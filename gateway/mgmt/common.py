@@ -18,11 +18,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
+from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -326,14 +329,31 @@ def is_loopback(request: Request) -> bool:
 # -- dispatch ---------------------------------------------------------------------------
 
 
-def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handler:
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+def make_dispatcher(
+    endpoints: Sequence[Endpoint], tokens: AdminTokens, times: Histogram | None = None
+) -> Handler:
     """One Starlette handler for every method of one path: method routing with a 405 in
-    the error shape (and an ``Allow`` header), auth, and the error boundary."""
+    the error shape (and an ``Allow`` header), auth, and the error boundary.  ``times``
+    observes each request's duration by method, route template and status (``/metrics``);
+    a streamed answer counts until its response object exists, not to its end."""
     by_method = {e.method: e for e in endpoints}
     allow = ", ".join(sorted(by_method))
     known = {e.method: frozenset(q.name for q in e.query) for e in endpoints}
+    route = _CONVERTER.sub(r"{\1}", endpoints[0].path)  # the template the OpenAPI shows
 
     async def dispatch(request: Request) -> Response:
+        if times is None:
+            return await routed(request)
+        t0 = time.perf_counter()
+        response = await routed(request)
+        method = request.method if request.method in by_method else "other"
+        times.labels(method, route, str(response.status_code)).observe(time.perf_counter() - t0)
+        return response
+
+    async def routed(request: Request) -> Response:
         ep = by_method.get(request.method)
         if ep is None and request.method == "HEAD":
             ep = by_method.get("GET")
