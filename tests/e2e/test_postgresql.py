@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import psycopg
+import pytest
 import trio
 
 from gateway.clock import now_us
@@ -26,13 +27,16 @@ def _activate(http: httpx.Client, identity: str) -> str:
     return r.text
 
 
-def test_serve_on_postgresql_end_to_end(tmp_path: Path, pg: PgDatabases) -> None:
-    """A device activates and writes through a gateway on PostgreSQL; the write is in the
-    database when the 204 arrives, and reads come back from it.  The gateway survives a
-    PostgreSQL restart: a write while it is down is refused (not acknowledged), the next
-    one after it is back succeeds without restarting the gateway."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_postgresql_end_to_end(tmp_path: Path, pg: PgDatabases, workers: int) -> None:
+    """A device activates and writes through a gateway on PostgreSQL (one process, and a
+    node whose workers read from PostgreSQL and write through the store owner); the write
+    is in the database when the 204 arrives, and reads come back from it.  The gateway
+    survives a PostgreSQL restart: a write while it is down is refused (not acknowledged),
+    the next one after it is back succeeds without restarting the gateway."""
     url = pg.new()
-    with gateway_process(tmp_path / "data", extra=["--store", url]) as (_proc, gw):
+    data = tmp_path / "data"
+    with gateway_process(data, extra=["--store", url], workers=workers) as (_proc, gw):
         http = httpx.Client(
             base_url=f"http://127.0.0.1:{gw.ports['dev_http']}",
             headers={"Host": gw.devmode_fqdn()},
