@@ -66,7 +66,7 @@ from typing import Any
 import psycopg
 import trio
 
-from gateway.errors import GatewayError, StoreFailed
+from gateway.errors import BadRequest, GatewayError, StoreFailed
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
 from gateway.store.postgresql.migrations import migrate
 from gateway.store.postgresql.ops import Delta, Tx, apply_ops
@@ -380,6 +380,11 @@ class PgWriter:
             self._seq = saved
             if isinstance(exc, GatewayError):
                 sub.error = exc
+            elif isinstance(exc, psycopg.errors.DataError):
+                # A value PostgreSQL cannot hold (a NUL in text, a number past bigint):
+                # bad input, refused with nothing changed, not a store failure a client
+                # would retry forever.
+                sub.error = BadRequest(f"a value the database cannot store: {exc}")
             else:
                 log.error(
                     "store submission (%s) failed",
