@@ -47,6 +47,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_host: str = "127.0.0.1"
     api_port: int = 9080
     synchronous: str = "FULL"  # SQLite: FULL survives power loss; NORMAL for benchmarks
+    store: str = ""  # "" = SQLite in the data directory; postgresql://… (gateway/store/factory.py)
     handshake_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0  # MQTT: CONNECT must arrive this soon after TLS
     http_fast_path: bool = True  # HTTP/1.1 devices on the llhttp fast path (false: hypercorn)
@@ -164,6 +165,11 @@ def load_config(
         config = msgspec.convert(values, GatewayConfig)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid configuration: {exc}") from exc
+    if config.store and not config.store.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"store must be empty (SQLite in the data directory) or a postgresql:// URL, "
+            f"not {config.store!r}"
+        )
     try:
         proxy_listeners(config)
     except ValueError as exc:
