@@ -310,7 +310,7 @@ async def test_a_connection_reset_is_a_lost_connection_on_both_sides(tmp_path: P
         await worker.aclose()
         # the hub still serves
         client = NodeClient(address + "-hub", 1)
-        store = RemoteStore(db, client, on_failure=lambda ops, err: None)
+        store = RemoteStore(read_side("", tmp_path), client, on_failure=lambda ops, err: None)
         await nursery.start(client.run, Inbox())
         await store.write([CreateConnector("c", "C", "", b"{}", 1, [Resource("data_out")])])
         store.close()
