@@ -173,12 +173,22 @@ def device_add(
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="check every row, write nothing")
 @click.option("--partial", is_flag=True, help="write the good rows even if some are refused")
+@click.option(
+    "--import-id",
+    metavar="ID",
+    help="name this import so that running the same command again (after a lost answer or "
+    "a crash) creates each device exactly once and shows the first run's report",
+)
 @command_options
-def device_import(run: Run, cid: str, csv_file: str, dry_run: bool, partial: bool) -> None:
+def device_import(
+    run: Run, cid: str, csv_file: str, dry_run: bool, partial: bool, import_id: str | None
+) -> None:
     """Whitelist many devices from a CSV file: header ID[,Certificate][,tag:<name>...].
 
     By default one bad row refuses the whole file (nothing is written); the answer lists
-    every bad row by line.
+    every bad row by line.  With --import-id the command can be re-run safely: the gateway
+    records the import with its devices in one transaction and answers a repeat with the
+    recorded report.
     """
     size = os.path.getsize(csv_file)
     rows = _data_rows(csv_file)
@@ -201,7 +211,11 @@ def device_import(run: Run, cid: str, csv_file: str, dry_run: bool, partial: boo
             fh,
             size=size,
             content_type="text/csv",
-            params={"dry_run": str(dry_run).lower(), "all_or_nothing": str(not partial).lower()},
+            params={
+                "dry_run": str(dry_run).lower(),
+                "all_or_nothing": str(not partial).lower(),
+                **({"import_id": import_id} if import_id else {}),
+            },
             progress=step,
         )
     total, created, errors = report["total"], report["created"], report["errors"]
@@ -212,6 +226,11 @@ def device_import(run: Run, cid: str, csv_file: str, dry_run: bool, partial: boo
             run.out.line(
                 f"checked {total:,} rows: {total - len(errors):,} fine, {len(errors):,} refused "
                 "(dry run: nothing written)"
+            )
+        elif report.get("replayed"):
+            run.out.line(
+                f"import {import_id} was already done: it created {created:,} of {total:,} "
+                "devices (nothing written now)"
             )
         elif created or not errors:
             run.out.line(f"created {created:,} of {total:,} devices")

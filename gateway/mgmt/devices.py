@@ -3,6 +3,7 @@ credentials reset, delete) and their state (reported and set values)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -43,6 +44,7 @@ __all__ = [
     "endpoints",
 ]
 
+IMPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_CSV_BYTES = 64 * 1_048_576  # 10,000 rows with PEM certificates fit with room to spare
 
 
@@ -203,6 +205,9 @@ def endpoints(services: Services) -> list[Endpoint]:
         reg.require(cid)
         dry_run = q_bool(request, "dry_run", False)
         all_or_nothing = q_bool(request, "all_or_nothing", True)
+        import_id = q_str(request, "import_id", max_length=128)
+        if import_id is not None and not IMPORT_ID.fullmatch(import_id):
+            raise BadRequest("import_id: 1-128 letters, digits and . _ : -")
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         raw = await read_body_limited(request, MAX_CSV_BYTES)
         if ctype == "multipart/form-data":
@@ -216,7 +221,9 @@ def endpoints(services: Services) -> list[Endpoint]:
             raise BadRequest(
                 f"send text/csv or multipart/form-data (field 'identities'), not {ctype!r}"
             )
-        report = await devs.import_csv(cid, text, dry_run=dry_run, all_or_nothing=all_or_nothing)
+        report = await devs.import_csv(
+            cid, text, dry_run=dry_run, all_or_nothing=all_or_nothing, import_id=import_id
+        )
         return json_response(report)
 
     async def get_device(request: Request) -> Response:
@@ -329,9 +336,18 @@ def endpoints(services: Services) -> list[Endpoint]:
             query=(
                 QueryParam("dry_run", bool_q, "validate only [false]"),
                 QueryParam("all_or_nothing", bool_q, "any row error writes nothing [true]"),
+                QueryParam(
+                    "import_id",
+                    {"type": "string", "pattern": IMPORT_ID.pattern, "maxLength": 128},
+                    "makes the import safe to re-run: the same id and file again answer "
+                    "the recorded report without writing",
+                ),
             ),
-            errors=(400, 404, 413),
-            description="Rows with errors are reported by line in the answer.",
+            errors=(400, 404, 409, 413),
+            description="Rows with errors are reported by line in the answer.  With an "
+            "import_id the import is recorded with its devices in one transaction: re-run "
+            "after a lost answer or a crash, it creates each device exactly once and answers "
+            "the same report (replayed: true); the id with another file is refused 409.",
         ),
         Endpoint(
             "GET", one, get_device, "Show a device", t, "getDevice", response=Device, errors=(404,)

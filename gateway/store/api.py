@@ -256,7 +256,14 @@ class ImportDevices(_Op, frozen=True, gc=False):
     """Bulk whitelist (docs/protocol.md §8) of rows the services have checked.  Rows whose
     identity exists are reported, not written.  Nothing is written when ``dry_run``, or when
     ``all_or_nothing`` and there is any row error (``row_errors``: the services found some;
-    or an identity exists).  Result: :class:`ImportOutcome`."""
+    or an identity exists).  Result: :class:`ImportOutcome`.
+
+    With an ``import_id`` the import is idempotent (docs/decisions.md "A CSV import can be
+    re-run after a crash"): its outcome is recorded in the same transaction as its devices,
+    so a second import with the same id and the same ``digest`` (of the CSV text) writes
+    nothing and returns the recorded outcome (``replayed``); with another digest it is
+    refused ``Conflict``.  An import that wrote nothing (dry run, all-or-nothing refusal)
+    records nothing."""
 
     connector_id: str
     rows: list[ImportRow]
@@ -264,6 +271,8 @@ class ImportDevices(_Op, frozen=True, gc=False):
     dry_run: bool = False
     all_or_nothing: bool = True
     row_errors: bool = False
+    import_id: str | None = None
+    digest: str = ""
 
 
 class UpdateDevice(_Op, frozen=True, gc=False):

@@ -241,10 +241,12 @@ class ImportRow(msgspec.Struct, frozen=True):
 
 class ImportOutcome(msgspec.Struct, frozen=True, tag=True):
     """The result of :class:`~gateway.store.api.ImportDevices`: devices created, and the
-    identities of the rows that already existed (row errors for the report)."""
+    identities of the rows that already existed (row errors for the report); ``replayed``:
+    the outcome recorded by an earlier import with the same id (nothing written now)."""
 
     created: int
     existing: list[str]
+    replayed: bool = False
 
 
 class StoreStats(msgspec.Struct):

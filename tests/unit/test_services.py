@@ -8,7 +8,7 @@ import sqlite3
 import msgspec
 import pytest
 
-from gateway.errors import AlreadyExists, BadRequest, InvalidValue, NotFound, Refused
+from gateway.errors import AlreadyExists, BadRequest, Conflict, InvalidValue, NotFound, Refused
 from gateway.model import CertClaim
 from gateway.services.bundle import Services
 from gateway.services.connectors import (
@@ -248,6 +248,32 @@ async def test_csv_import_all_or_nothing(services: Services) -> None:
     assert len(items) == 333
     with pytest.raises(BadRequest):
         await services.devices.import_csv(cid, "identity\nx\n")
+
+
+async def test_csv_import_with_an_id_runs_once(services: Services) -> None:
+    """docs/decisions.md "A CSV import can be re-run after a crash": the same id and file
+    again answer the first report without writing; the id with another file is refused."""
+    cid = await _connector(services)
+    await services.devices.add(cid, "exists")
+    rows = "ID\nexists\n" + "".join(f"r{i}\n" for i in range(300)) + "bad id!\n"
+    first = await services.devices.import_csv(cid, rows, all_or_nothing=False, import_id="a-1")
+    assert (first.created, first.replayed, first.import_id) == (300, False, "a-1")
+    assert [(e.line, e.identity) for e in first.errors] == [(2, "exists"), (303, "bad id!")]
+    again = await services.devices.import_csv(cid, rows, all_or_nothing=False, import_id="a-1")
+    assert again.replayed
+    assert (again.total, again.created, again.errors) == (first.total, 300, first.errors)
+    assert _count(services, "devices") == 301
+    with pytest.raises(Conflict):
+        await services.devices.import_csv(cid, rows + "r999\n", import_id="a-1")
+    # a dry run or a refused all-or-nothing import records nothing: the id stays free
+    dry = await services.devices.import_csv(cid, "ID\nz1\n", dry_run=True, import_id="b")
+    refused = await services.devices.import_csv(cid, "ID\nz1\nexists\n", import_id="b")
+    assert (dry.created, refused.created, refused.replayed) == (0, 0, False)
+    done = await services.devices.import_csv(cid, "ID\nz1\n", import_id="b")
+    assert (done.created, done.replayed) == (1, False)
+    # without an id a repeat is a new import: every row now exists
+    plain = await services.devices.import_csv(cid, "ID\nz1\n")
+    assert (plain.created, [e.error for e in plain.errors]) == (0, ["already exists"])
 
 
 async def test_state_pending_and_ack(services: Services) -> None:

@@ -57,11 +57,23 @@ class DeviceService(DeviceRegistry):
         self.passwords = passwords
 
     async def import_csv(
-        self, cid: str, text: str, *, dry_run: bool = False, all_or_nothing: bool = True
+        self,
+        cid: str,
+        text: str,
+        *,
+        dry_run: bool = False,
+        all_or_nothing: bool = True,
+        import_id: str | None = None,
     ) -> ImportReport:
         """Bulk whitelist from CSV (:func:`gateway.services.devices.importer.import_csv`)."""
         return await importer.import_csv(
-            self.store, self.registry, cid, text, dry_run=dry_run, all_or_nothing=all_or_nothing
+            self.store,
+            self.registry,
+            cid,
+            text,
+            dry_run=dry_run,
+            all_or_nothing=all_or_nothing,
+            import_id=import_id,
         )
 
     async def activate(

@@ -4,11 +4,18 @@ Header ``ID`` [``,Certificate``] [``,tag:<name>``...], one identity per line.  E
 checked here (identity format, duplicates in the file, certificate, tag sizes); the store's
 ``ImportDevices`` handler then reports the identities that already exist and writes the
 rest in one transaction, or nothing when ``all_or_nothing`` and any row has an error.
+
+An import given an ``import_id`` can be re-run after a crash (docs/decisions.md "A CSV import
+can be re-run after a crash"): one transaction writes its devices and records its outcome
+under the id, so the re-run either finds nothing (the crash came before the commit) and
+imports, or finds the record and answers it again (``replayed``) without writing: each
+device is created exactly once, and the report is the same both times.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 
 from gateway.clock import now_us
@@ -30,9 +37,11 @@ async def import_csv(
     *,
     dry_run: bool = False,
     all_or_nothing: bool = True,
+    import_id: str | None = None,
 ) -> ImportReport:
     """Import ``text``; rows with errors are reported by line.  Raises ``BadRequest`` when
-    the CSV itself is unusable (nothing is written then)."""
+    the CSV itself is unusable (nothing is written then), ``Conflict`` when ``import_id``
+    was used for another text."""
     connector = registry.require(cid)
     fmt = connector.settings.identity_format
     try:
@@ -100,6 +109,8 @@ async def import_csv(
                 dry_run=dry_run,
                 all_or_nothing=all_or_nothing,
                 row_errors=bool(errors),
+                import_id=import_id,
+                digest=hashlib.sha256(text.encode("utf-8")).hexdigest() if import_id else "",
             )
         ]
     )
@@ -112,4 +123,6 @@ async def import_csv(
         created=outcome.created,
         errors=errors,
         dry_run=dry_run,
+        import_id=import_id,
+        replayed=outcome.replayed,
     )

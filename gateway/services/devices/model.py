@@ -65,10 +65,15 @@ class ImportRowError(msgspec.Struct, frozen=True):
 
 
 class ImportReport(msgspec.Struct, frozen=True):
+    """The answer to an import; ``replayed``: an import with this ``import_id`` had already
+    been committed, and this is its report again (nothing was written now)."""
+
     total: int
     created: int
     errors: list[ImportRowError]
     dry_run: bool
+    import_id: str | None = None
+    replayed: bool = False
 
 
 def device_view(row: DeviceRow) -> Device:

@@ -188,12 +188,28 @@ _V102_EVENTS_BY_IDENTITY = """
             WHERE identity IS NOT NULL;
 """
 
+# Imports with an id (docs/decisions.md "A CSV import can be re-run after a crash"): the
+# outcome of each, written in the transaction that created its devices, so a re-run of the
+# same import after a crash returns it instead of importing again.
+_V103_IMPORTS = """
+        CREATE TABLE imports (
+            connector_id TEXT NOT NULL,
+            import_id    TEXT NOT NULL,
+            digest       TEXT NOT NULL,           -- sha256 of the CSV text
+            created      INTEGER NOT NULL,        -- devices the import created
+            existing     BLOB NOT NULL,           -- msgspec JSON: identities that existed
+            finished     INTEGER NOT NULL,        -- µs
+            PRIMARY KEY (connector_id, import_id)
+        ) WITHOUT ROWID;
+"""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _V1_CORE),
     Migration(100, "integrations", _V100_INTEGRATIONS),
     Migration(101, "current connection of a device", _V101_CURRENT_CONNECTION),
     Migration(102, "events by identity", _V102_EVENTS_BY_IDENTITY),
+    Migration(103, "imports", _V103_IMPORTS),
 )
 
 
