@@ -106,13 +106,20 @@ class _Started:
 
 
 async def _device(
-    d: _Device, port: int, period: float, stop: trio.Event, started: _Started
+    d: _Device,
+    port: int,
+    period: float,
+    stop: trio.Event,
+    started: _Started,
+    local: str | None = None,
 ) -> None:
+    """One device's QoS 1 loop; ``d.acked`` is its ledger of acknowledged writes.  ``local``:
+    the source address (127.0.0.x) to connect from (bench/chaos.py spreads its devices)."""
     n = 0
     delay = 0.05
     while not stop.is_set():
         try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
         except OSError:
             await trio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 1.0)
