@@ -331,7 +331,13 @@ async def test_device_commands_one_at_a_time(run: Cli) -> None:
 async def test_bulk_edits_from_stdin_with_progress(run: Cli, tmp_path: Path) -> None:
     csv = tmp_path / "ids.csv"
     csv.write_text("ID\n" + "".join(f"b{i:03}\n" for i in range(300)))
-    await run("device", "import", CID, str(csv))
+    first = await run("device", "import", CID, str(csv), "--import-id", "batch-b")
+    assert first.stdout == "created 300 of 300 devices\n"
+    # the same command again (as after a lost answer): the first run's report, nothing new
+    again = await run("device", "import", CID, str(csv), "--import-id", "batch-b")
+    assert again.stdout == (
+        "import batch-b was already done: it created 300 of 300 devices (nothing written now)\n"
+    )
     ids = (await run("device", "list", CID, "--ids", "--prefix", "b")).stdout
     r = await run("device", "lock", CID, "-", input=ids)
     assert r.stdout == "locked 300 of 300 devices\n"
