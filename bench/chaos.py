@@ -107,6 +107,7 @@ class ChaosReport:
     rows: int
     kills_planned: int
     seconds: float
+    workers: int = 0  # what --workers auto chose
     kills: list[KillRecord] = field(default_factory=list)
     acked_mqtt: int = 0
     acked_http: int = 0
@@ -121,6 +122,7 @@ class ChaosReport:
     import_duplicates: int = 0
     import_records: int = 0
     import_s: float = 0.0  # first send → the answer that completed it
+    import_last_s: float = 0.0  # the attempt that was answered: send → answer
     elapsed_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -373,6 +375,7 @@ class _Import:
     in_flight: bool = False
     report: dict[str, Any] | None = None
     started: float = 0.0
+    last_sent: float = 0.0
     finished: float = 0.0
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -390,6 +393,7 @@ async def _importer(api: str, headers: dict[str, str], imp: _Import, log: Any) -
         while True:
             imp.attempts += 1
             imp.in_flight = True
+            imp.last_sent = time.monotonic()
             try:
                 r = await c.post(
                     f"/connectors/{CONNECTOR}/devices/import",
@@ -499,6 +503,7 @@ def run_chaos(
         await node.start()
         headers = {"Authorization": f"Bearer {(data / 'admin.token').read_text().strip()}"}
         assert node.info is not None
+        report.workers = node.info.workers
         host = f"{CONNECTOR}.devmode-m2.{node.info.base_domain}"
         await _provision(api, headers, mqtt_fleet + http_fleet)
         log(f"chaos: {devices} MQTT + {n_http} HTTP devices provisioned; load starts")
@@ -595,6 +600,7 @@ def run_chaos(
         report.import_errors = len(imp.report["errors"])
         report.import_replayed = bool(imp.report.get("replayed"))
         report.import_s = round(imp.finished - imp.started, 2)
+        report.import_last_s = round(imp.finished - imp.last_sent, 2)
     _devices_back(report.kills, kill_times, mqtt_fleet)
     report.elapsed_s = round(time.monotonic() - t_begin, 1)
     return report
@@ -672,9 +678,14 @@ def render(report: ChaosReport, console: Console) -> None:
         ),
         ("import: created / row errors", f"{report.import_created:,} / {report.import_errors}"),
         (
+            "import: first send → completed / the answered attempt",
+            f"{report.import_s:.1f} s / {report.import_last_s:.1f} s",
+        ),
+        (
             "import: identities in the database / duplicates / records",
             f"{report.import_devices:,} / {report.import_duplicates} / {report.import_records}",
         ),
+        ("workers (--workers auto)", str(report.workers)),
         ("elapsed", f"{report.elapsed_s:.0f} s"),
         ("result", "[green]ok[/]" if report.ok else f"[red]FAILED[/] {report.problems}"),
     ]
