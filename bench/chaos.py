@@ -33,7 +33,8 @@ the first three kills cover the three kinds.  After each kill, once the node ans
 
 At the end the node is stopped with SIGTERM and the checks run once more on the closed
 database, plus: the import completed (its answer ``created`` = ``--rows`` with no row
-error, or a replay of it), each of its identities exists exactly once, one import record.
+error, or a replay of it), sent once more it answers the same report as a replay, each of
+its identities exists exactly once, one import record.
 A rich table per kill and a JSON report (``--json``).  Only 127.0.0.x; every wait is under
 a deadline; the kill phase ends after ``--seconds`` plus a grace even if kills remain.
 The quick version is tests/node/test_chaos_mixed.py.
@@ -121,6 +122,7 @@ class ChaosReport:
     import_devices: int = 0
     import_duplicates: int = 0
     import_records: int = 0
+    import_resend_replayed: bool = False  # sent again once answered: the same report, replayed
     import_s: float = 0.0  # first send → the answer that completed it
     import_last_s: float = 0.0  # the attempt that was answered: send → answer
     elapsed_s: float = 0.0
@@ -143,6 +145,7 @@ class ChaosReport:
             and self.import_created == self.rows
             and self.import_errors == 0
             and self.import_records == 1
+            and self.import_resend_replayed
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -374,6 +377,7 @@ class _Import:
     attempts: int = 0
     in_flight: bool = False
     report: dict[str, Any] | None = None
+    resent: dict[str, Any] | None = None  # the answer to sending it once more, done
     started: float = 0.0
     last_sent: float = 0.0
     finished: float = 0.0
@@ -416,6 +420,23 @@ async def _importer(api: str, headers: dict[str, str], imp: _Import, log: Any) -
                 f"chaos: import answered on attempt {imp.attempts}: created {rep['created']}, "
                 f"{len(rep['errors'])} row errors, replayed {rep.get('replayed')}"
             )
+            # a client that lost this answer would send the import again: it must answer
+            # the same report without writing (docs/decisions.md "A CSV import can be re-run
+            # after a crash")
+            while True:
+                try:
+                    again = await c.post(
+                        f"/connectors/{CONNECTOR}/devices/import",
+                        params={"import_id": imp.import_id},
+                        content=body,
+                        headers={"Content-Type": "text/csv"},
+                    )
+                except httpx.HTTPError:
+                    await _api_up(api, headers, RECOVER_TIMEOUT_S)
+                    continue
+                ok = again.status_code == 200
+                imp.resent = again.json() if ok else {"status": again.status_code}
+                break
             imp.done.set()
             return
 
@@ -601,6 +622,11 @@ def run_chaos(
         report.import_replayed = bool(imp.report.get("replayed"))
         report.import_s = round(imp.finished - imp.started, 2)
         report.import_last_s = round(imp.finished - imp.last_sent, 2)
+    if imp.report is not None and imp.resent is not None:
+        first, again = imp.report, imp.resent
+        report.import_resend_replayed = bool(again.get("replayed")) and all(
+            again.get(k) == first[k] for k in ("total", "created", "errors")
+        )
     _devices_back(report.kills, kill_times, mqtt_fleet)
     report.elapsed_s = round(time.monotonic() - t_begin, 1)
     return report
@@ -677,6 +703,10 @@ def render(report: ChaosReport, console: Console) -> None:
             f"{report.import_attempts} / {'yes' if report.import_replayed else 'no'}",
         ),
         ("import: created / row errors", f"{report.import_created:,} / {report.import_errors}"),
+        (
+            "import sent again once answered: the same report, replayed",
+            "yes" if report.import_resend_replayed else "no",
+        ),
         (
             "import: first send → completed / the answered attempt",
             f"{report.import_s:.1f} s / {report.import_last_s:.1f} s",
