@@ -274,6 +274,10 @@ async def test_csv_import_with_an_id_runs_once(services: Services) -> None:
     # without an id a repeat is a new import: every row now exists
     plain = await services.devices.import_csv(cid, "ID\nz1\n")
     assert (plain.created, [e.error for e in plain.errors]) == (0, ["already exists"])
+    # the records go with their connector
+    assert _count(services, "imports") == 2
+    await services.connectors.delete(cid)
+    assert _count(services, "imports") == 0
 
 
 async def test_state_pending_and_ack(services: Services) -> None:

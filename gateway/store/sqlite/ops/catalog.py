@@ -89,6 +89,7 @@ def delete_connector(tx: Tx, op: DeleteConnector) -> None:
         "DELETE FROM events WHERE connector_id = ?", (cid,)
     ).rowcount
     cur.execute("DELETE FROM content WHERE connector_id = ?", (cid,))
+    cur.execute("DELETE FROM imports WHERE connector_id = ?", (cid,))
     cur.execute("DELETE FROM connectors WHERE id = ?", (cid,))
 
 
