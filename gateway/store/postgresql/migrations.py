@@ -203,12 +203,27 @@ _V102_EVENTS_BY_IDENTITY = """
             WHERE identity IS NOT NULL;
 """
 
+# Imports with an id (docs/decisions.md "A CSV import can be re-run after a crash"), as in
+# the SQLite schema: each one's outcome, written with its devices.
+_V103_IMPORTS = """
+        CREATE TABLE imports (
+            connector_id TEXT NOT NULL,
+            import_id    TEXT NOT NULL,
+            digest       TEXT NOT NULL,           -- sha256 of the CSV text
+            created      BIGINT NOT NULL,         -- devices the import created
+            existing     BYTEA NOT NULL,          -- msgspec JSON: identities that existed
+            finished     BIGINT NOT NULL,         -- µs
+            PRIMARY KEY (connector_id, import_id)
+        );
+"""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _V1_CORE),
     Migration(100, "integrations", _V100_INTEGRATIONS),
     Migration(101, "current connection of a device", _V101_CURRENT_CONNECTION),
     Migration(102, "events by identity", _V102_EVENTS_BY_IDENTITY),
+    Migration(103, "imports", _V103_IMPORTS),
 )
 
 

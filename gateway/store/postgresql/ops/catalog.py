@@ -92,6 +92,7 @@ def delete_connector(tx: Tx, op: DeleteConnector) -> None:
         "DELETE FROM events WHERE connector_id = %s", (cid,)
     ).rowcount
     cur.execute("DELETE FROM content WHERE connector_id = %s", (cid,))
+    cur.execute("DELETE FROM imports WHERE connector_id = %s", (cid,))
     cur.execute("DELETE FROM connectors WHERE id = %s", (cid,))
 
 

@@ -6,7 +6,9 @@ second sees the first's result."""
 
 from __future__ import annotations
 
-from gateway.errors import AlreadyExists, BadRequest, ConnAckCode, NotFound, Refused
+import msgspec
+
+from gateway.errors import AlreadyExists, BadRequest, Conflict, ConnAckCode, NotFound, Refused
 from gateway.store.api import (
     ActivateDevice,
     AppendEvent,
@@ -108,8 +110,30 @@ def create_device(tx: Tx, op: CreateDevice) -> int:
     return did
 
 
+def _recorded_import(tx: Tx, op: ImportDevices) -> ImportOutcome | None:
+    """The outcome of an earlier import with ``op.import_id`` (the SQLite handler's twin);
+    refuses ``Conflict`` when that import was of another CSV text."""
+    row = tx.cur.execute(
+        "SELECT digest, created, existing FROM imports WHERE connector_id = %s AND import_id = %s",
+        (op.connector_id, op.import_id),
+    ).fetchone()
+    if row is None:
+        return None
+    digest, created, existing = row
+    if digest != op.digest:
+        raise Conflict(
+            f"import id {op.import_id!r} was used for another CSV file; "
+            "re-run an import with its own file, or choose a new id"
+        )
+    return ImportOutcome(int(created), msgspec.json.decode(bytes(existing), type=list[str]), True)
+
+
 def import_devices(tx: Tx, op: ImportDevices) -> ImportOutcome:
     cid = op.connector_id
+    if op.import_id is not None and not op.dry_run:
+        recorded = _recorded_import(tx, op)
+        if recorded is not None:
+            return recorded
     idents = [r.identity for r in op.rows]
     existing = {
         r[0]
@@ -144,6 +168,14 @@ def import_devices(tx: Tx, op: ImportDevices) -> ImportOutcome:
         _give_initial(tx, did, op.created, initial)
         n += 1
     tx.delta.devices += n
+    if op.import_id is not None:
+        # two nodes racing with one id: the second insert fails and its savepoint rolls
+        # back with its devices (the client sends it again and gets the replay)
+        tx.cur.execute(
+            "INSERT INTO imports (connector_id, import_id, digest, created, existing, finished) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (cid, op.import_id, op.digest, n, msgspec.json.encode(found), op.created),
+        )
     return ImportOutcome(n, found)
 
 
