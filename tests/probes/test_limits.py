@@ -1,4 +1,4 @@
-"""Quick version of ``scripts/probe limits`` (docs/reliability.md section 10): a gateway with
+"""Quick version of ``scripts/probe limits`` (docs/reliability.md section 11): a gateway with
 few handshake slots (16, 4 per address, one worker, 2 s deadline) so that 100 silent
 sockets of one address would hold every slot without the per-address limit; the other
 attacks with the shipped limits."""

@@ -1,4 +1,4 @@
-"""The "limits" probe: the attacks of docs/reliability.md section 10, against the limits
+"""The "limits" probe: the attacks of docs/reliability.md section 11, against the limits
 of gateway/services/limits.py and gateway/frontdoor/limits.py, with the gateway's own
 settings (the shipped defaults on a fresh gateway).
 
