@@ -3,7 +3,7 @@
 The listener hands every accepted TCP stream to :meth:`FrontDoor.run_connection`, which
 
 1. waits for its address's turn (``max_handshakes_per_ip``, :mod:`gateway.frontdoor.limits`:
-   one host's silent sockets cannot take every slot) and then for a handshake slot
+   one host's silent sockets cannot take the last slots) and then for a handshake slot
    (``max_handshakes_in_flight``) — the admission control that keeps a reconnect storm from
    putting thousands of RSA/ECDSA operations and callbacks in front of the one device whose
    handshake could finish now; both waits count against the handshake deadline, so a client
@@ -180,7 +180,9 @@ class FrontDoor:
         self.debug_log = debug_log
         self.handshake_timeout_s = handshake_timeout_s
         self.handshake_slots = trio.CapacityLimiter(max_handshakes_in_flight)
-        self.ip_handshakes = HandshakesPerIp(max_handshakes_per_ip)
+        self.ip_handshakes = HandshakesPerIp(
+            max_handshakes_per_ip, lambda: self.handshake_slots.available_tokens
+        )
         self.admission = admission
         self.dev_default_connector = dev_default_connector
         self._clock = clock

@@ -3,12 +3,15 @@
 **Handshakes per address.**  The process admits ``max_handshakes_in_flight`` TLS handshakes
 at once (gateway/frontdoor/connection.py).  Without more, one host opening hundreds of
 silent sockets holds those slots until each socket's handshake deadline, and every other
-device waits behind it.  :class:`HandshakesPerIp` gives each address (:func:`ip_key`: an
-IPv6 /64 counts as one) at most ``per_ip`` of them: that address's further connections
-wait for one of its own handshakes to end, without taking a process slot, against the same
-handshake deadline; one cut while still waiting is refused with reason ``ip_handshakes``.
-A device behind a NAT shared by thousands still gets ``per_ip`` handshakes at a time,
-which on two cores is more than the CPU can run anyway (docs/decisions.md "Limits").
+device waits behind it.  :class:`HandshakesPerIp` guarantees each address (:func:`ip_key`:
+an IPv6 /64 counts as one) ``per_ip`` of them: an address may start a handshake when
+fewer than ``per_ip`` of its own are in flight, or, beyond that, while more than
+``per_ip`` process slots are free (*borrowing*: an uncontended door serves one busy
+address at full speed, a NAT's reconnect storm included).  Otherwise the connection waits
+for one of its address's own handshakes to end, without taking a process slot, against
+the same handshake deadline; one cut while still waiting is refused with reason
+``ip_handshakes``.  So one address can never take the last ``per_ip`` slots, and a device
+of another address finds one (docs/decisions.md "Limits").
 
 State: one entry per address with a connection in the handshake stage (a count and a
 semaphore), dropped when its last such connection moves on, so it is bounded by the
@@ -21,6 +24,7 @@ process's connection slots; O(1) per connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -50,12 +54,13 @@ class HandshakeTurn:
     """``async with gate.turn(ip) as turn``: wait for this address's turn; ``turn.got``
     tells, after a cancellation, whether the wait was over."""
 
-    __slots__ = ("_gate", "_key", "_slot", "got")
+    __slots__ = ("_gate", "_held", "_key", "_slot", "got")
 
     def __init__(self, gate: HandshakesPerIp, key: str) -> None:
         self._gate = gate
         self._key = key
         self._slot: _Slot | None = None
+        self._held = False  # one of the address's own turns (not a borrowed slot)
         self.got = False
 
     async def __aenter__(self) -> HandshakeTurn:
@@ -68,17 +73,26 @@ class HandshakeTurn:
             slot = gate._slots[self._key] = _Slot(gate.per_ip)
         slot.users += 1
         self._slot = slot
-        try:
-            await slot.semaphore.acquire()
-        except BaseException:
-            self._leave()
-            raise
+        semaphore = slot.semaphore
+        if semaphore.value == 0 and gate.free() > gate.per_ip:
+            # Borrowed: the door is not contended.  No checkpoint here: the caller takes
+            # the process slot next without yielding (CapacityLimiter.acquire takes a free
+            # token before its checkpoint), so no other connection can borrow the same one.
+            pass
+        else:
+            try:
+                await semaphore.acquire()
+            except BaseException:
+                self._leave()
+                raise
+            self._held = True
         self.got = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._slot is not None:
-            self._slot.semaphore.release()
+            if self._held:
+                self._slot.semaphore.release()
             self._leave()
 
     def _leave(self) -> None:
@@ -90,12 +104,14 @@ class HandshakeTurn:
 
 
 class HandshakesPerIp:
-    """At most ``per_ip`` handshakes of one address in flight (0: no limit)."""
+    """``per_ip`` handshakes of each address, more only while more than ``per_ip`` of the
+    process's slots are ``free()`` (see the module docstring; 0: no limit)."""
 
-    __slots__ = ("_slots", "per_ip")
+    __slots__ = ("_slots", "free", "per_ip")
 
-    def __init__(self, per_ip: int) -> None:
+    def __init__(self, per_ip: int, free: Callable[[], float]) -> None:
         self.per_ip = per_ip
+        self.free = free
         self._slots: dict[str, _Slot] = {}
 
     def turn(self, ip: str) -> HandshakeTurn:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+import trio
+import trio.testing
 
 from gateway.errors import BadRequest, RateLimited
+from gateway.frontdoor.limits import HandshakesPerIp
 from gateway.metrics import Metrics
 from gateway.services.connectors import ConnectorSettings
 from gateway.services.limits import (
@@ -199,3 +202,43 @@ def test_defaults_validate_and_off_is_allowed() -> None:
     check_limits(off)
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
         msgspec.convert({"connections_per_ip": {"rate": 1, "burst": 1, "x": 1}}, Limits)
+
+
+async def test_handshake_gate_guarantees_per_ip_and_lends_while_slots_are_free() -> None:
+    free = [100.0]
+    gate = HandshakesPerIp(2, lambda: free[0])
+    entered: list[int] = []
+
+    async def one(i: int, done: trio.Event) -> None:
+        async with gate.turn("10.0.0.1"):
+            entered.append(i)
+            await done.wait()
+
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for i in range(5):  # 2 own turns, 3 borrowed: 100 slots are free
+            nursery.start_soon(one, i, done)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(entered) == [0, 1, 2, 3, 4]
+        free[0] = 2  # the door is contended now: no more borrowing
+        nursery.start_soon(one, 5, done)
+        async with gate.turn("10.0.0.2") as other:  # another address has its own turns
+            assert other.got
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(entered) == [0, 1, 2, 3, 4]  # the 6th waits for one of its address's turns
+        assert len(gate) == 1
+        done.set()
+    assert sorted(entered) == [0, 1, 2, 3, 4, 5]
+    assert len(gate) == 0  # nothing kept once the address has no handshake in flight
+
+
+async def test_handshake_gate_forgets_a_cancelled_waiter() -> None:
+    gate = HandshakesPerIp(1, lambda: 0.0)
+    async with gate.turn("10.0.0.1"):
+        waiting = gate.turn("10.0.0.1")
+        with trio.CancelScope() as scope:
+            scope.cancel()  # as the handshake deadline does
+            async with waiting:
+                raise AssertionError("no second turn while the first is held")
+        assert not waiting.got
+    assert len(gate) == 0

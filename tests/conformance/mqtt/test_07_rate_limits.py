@@ -181,5 +181,13 @@ async def test_a_value_above_max_payload_is_dropped_and_acknowledged(gw, device,
         batch = '[{"timestamp": 1, "values": {"data_in": "%s"}}]' % ("y" * 101)
         await c.send(gen_publish("$resource.batch", batch, qos=1, mid=3))
         await c.expect(gen_puback(3))
-    await debug_log.wait_for("write_rejected", "too_large")
+    first = await debug_log.wait_for("write_rejected", "too_large")
+    assert first.detail is not None
+    assert first.detail.startswith("$resource/data_in:")
+    with trio.fail_after(5):  # the batch's value is over the limit too
+        while not any(
+            r.reason == "too_large" and (r.detail or "").startswith("$resource.batch:")
+            for r in debug_log.seen
+        ):
+            debug_log.seen.append(await debug_log.sub.receive.receive())
     assert (await gw.services.state.get("demo", device[0]))["data_in"].reported == "small"
