@@ -569,10 +569,10 @@ def gateway_command() -> list[str]:
 # "Limits"; the limits have their own figures in docs/reliability.md).
 _NO_RATE_LIMITS = {
     "limits": {
-        "connections_per_ip": {"rate": 0, "burst": 0},
-        "connections": {"rate": 0, "burst": 0},
-        "publishes": {"rate": 0, "burst": 0},
-        "publish_bytes": {"rate": 0, "burst": 0},
+        "connections_per_ip": {"rate": 0, "burst": 1},
+        "connections": {"rate": 0, "burst": 1},
+        "publishes": {"rate": 0, "burst": 1},
+        "publish_bytes": {"rate": 0, "burst": 1},
         "flapping": {"max_connects": 0},
     }
 }

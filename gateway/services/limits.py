@@ -91,7 +91,8 @@ K = TypeVar("K", bound=Hashable)
 
 
 class Rate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved; rate 0 is off."""
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` (1 or more) saved;
+    rate 0 is off."""
 
     rate: float
     burst: float
@@ -151,36 +152,38 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True):
 def _check_rate(name: str, r: Rate) -> None:
     if not (0 <= r.rate <= MAX_RATE and math.isfinite(r.rate)):
         raise BadRequest(f"limits.{name}.rate must be between 0 (off) and {MAX_RATE:g} per second")
-    if r.on and not (1 <= r.burst <= MAX_RATE):
+    if not 1 <= r.burst <= MAX_RATE:
         raise BadRequest(f"limits.{name}.burst must be between 1 and {MAX_RATE:g}")
 
 
 def check_limits(s: Limits) -> None:
-    """Raise ``BadRequest`` naming the first setting out of range (nothing is changed)."""
+    """Raise ``BadRequest`` naming the first setting out of range (nothing is changed).
+    Every rule is a range of one field, so the OpenAPI document states them all
+    (gateway/mgmt/openapi.py); a ``backoff_s`` above ``max_backoff_s`` simply backs off
+    ``max_backoff_s``."""
     if not 64 <= s.max_payload <= 64 * 1_048_576:
         raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
     _check_rate("connections_per_ip", s.connections_per_ip)
     _check_rate("connections", s.connections)
     _check_rate("publishes", s.publishes)
     _check_rate("publish_bytes", s.publish_bytes)
-    if s.publish_bytes.on and s.publish_bytes.burst < 65_536:
-        raise BadRequest("limits.publish_bytes.burst must be at least 65536 (one read)")
     for name, b in (
         ("auth_failures_per_ip", s.auth_failures_per_ip),
         ("activation_failures_per_ip", s.activation_failures_per_ip),
     ):
         if not 0 <= b.burst <= MAX_RATE:
             raise BadRequest(f"limits.{name}.burst must be between 0 (off) and {MAX_RATE:g}")
-        if b.on and not 0 < b.rate <= MAX_RATE:
+        if not 0 < b.rate <= MAX_RATE:
             raise BadRequest(f"limits.{name}.rate must be above 0 (failures forgiven per second)")
-        if b.on and not 0 < b.backoff_s <= b.max_backoff_s <= MAX_SECONDS:
+        if not (0 < b.backoff_s <= MAX_SECONDS and 0 < b.max_backoff_s <= MAX_SECONDS):
             raise BadRequest(
-                f"limits.{name}: 0 < backoff_s <= max_backoff_s <= {MAX_SECONDS:g} seconds"
+                f"limits.{name}.backoff_s and max_backoff_s must be above 0 and at most "
+                f"{MAX_SECONDS:g} seconds"
             )
     f = s.flapping
     if not 0 <= f.max_connects <= 1_000_000:
         raise BadRequest("limits.flapping.max_connects must be between 0 (off) and 1000000")
-    if f.on and not (0 < f.window_s <= MAX_SECONDS and 0 < f.ban_s <= MAX_SECONDS):
+    if not (0 < f.window_s <= MAX_SECONDS and 0 < f.ban_s <= MAX_SECONDS):
         raise BadRequest(
             f"limits.flapping.window_s and ban_s must be above 0 and at most {MAX_SECONDS:g}"
         )

@@ -41,7 +41,7 @@ def test_token_bucket_burst_then_rate() -> None:
 
 def test_rate_zero_is_off_and_a_cost_above_the_burst_asks_for_the_burst() -> None:
     table: RateTable[str] = RateTable(16)
-    assert all(table.take("a", Rate(0, 0), 0.0) == 0.0 for _ in range(1000))
+    assert all(table.take("a", Rate(0, 1), 0.0) == 0.0 for _ in range(1000))
     assert len(table) == 0  # nothing kept for a limit that is off
     assert table.take("a", Rate(1, 10), 0.0, cost=1e9) == 0.0  # a whole full bucket
     assert table.take("a", Rate(1, 10), 0.0, cost=1) == pytest.approx(1.0)
@@ -167,10 +167,10 @@ def test_activation_failures_ignore_already_provisioned() -> None:
     [
         ({"connections_per_ip": {"rate": -1, "burst": 1}}, "limits.connections_per_ip.rate"),
         ({"connections": {"rate": 5, "burst": 0}}, "limits.connections.burst"),
-        ({"publish_bytes": {"rate": 10, "burst": 100}}, "limits.publish_bytes.burst"),
+        ({"publish_bytes": {"rate": 10, "burst": 0.5}}, "limits.publish_bytes.burst"),
         ({"auth_failures_per_ip": {"burst": 5, "rate": 0}}, "limits.auth_failures_per_ip.rate"),
         (
-            {"activation_failures_per_ip": {"backoff_s": 10, "max_backoff_s": 5}},
+            {"activation_failures_per_ip": {"backoff_s": 0, "max_backoff_s": 5}},
             "limits.activation_failures_per_ip",
         ),
         ({"flapping": {"max_connects": 5, "window_s": 0}}, "limits.flapping.window_s"),
@@ -188,10 +188,10 @@ def test_defaults_validate_and_off_is_allowed() -> None:
     check_limits(Limits())
     off = msgspec.convert(
         {
-            "connections_per_ip": {"rate": 0, "burst": 0},
-            "connections": {"rate": 0, "burst": 0},
-            "publishes": {"rate": 0, "burst": 0},
-            "publish_bytes": {"rate": 0, "burst": 0},
+            "connections_per_ip": {"rate": 0, "burst": 1},
+            "connections": {"rate": 0, "burst": 1},
+            "publishes": {"rate": 0, "burst": 1},
+            "publish_bytes": {"rate": 0, "burst": 1},
             "auth_failures_per_ip": {"burst": 0},
             "activation_failures_per_ip": {"burst": 0},
             "flapping": {"max_connects": 0},

@@ -130,7 +130,7 @@ async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
     # "Limits"), which is not what this test is about.
     r = await api.patch(
         "/api/v1/connectors/demo/settings",
-        json={"limits": {"publishes": {"rate": 0, "burst": 0}}},
+        json={"limits": {"publishes": {"rate": 0, "burst": 1}}},
         headers={"Authorization": f"Bearer {gw.admin_token}"},
     )
     assert r.status_code == 200, r.text
