@@ -62,7 +62,7 @@ async def limited(gw: TestGateway, limit: str) -> int:
     line = f'gateway_limited_total{{connector="demo",limit="{limit}"}} '
     for row in text.splitlines():
         if row.startswith(line):
-            return int(row[len(line) :])
+            return int(float(row[len(line) :]))
     return 0
 
 
