@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -562,6 +563,32 @@ def gateway_command() -> list[str]:
     return [str(exe)]
 
 
+# The benchmarks measure the engine against peers that have no such policy: one address
+# opening 40,000 connections and devices publishing as fast as they are acknowledged are
+# the load itself, so the demo connector's rate limits are turned off (docs/decisions.md
+# "Limits"; the limits have their own figures in docs/reliability.md).
+_NO_RATE_LIMITS = {
+    "limits": {
+        "connections_per_ip": {"rate": 0, "burst": 1},
+        "connections": {"rate": 0, "burst": 1},
+        "publishes": {"rate": 0, "burst": 1},
+        "publish_bytes": {"rate": 0, "burst": 1},
+        "flapping": {"max_connects": 0},
+    }
+}
+
+
+def _limits_off(api_port: int, connector: str, token: str) -> None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}/api/v1/connectors/{connector}/settings",
+        data=json.dumps(_NO_RATE_LIMITS).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read()
+
+
 @contextlib.contextmanager
 def gateway(
     workdir: Path, *, pure_python: bool = False, workers: int | None = 1
@@ -627,6 +654,7 @@ def gateway(
             "data": str(data),
         }
         ports = {k: int(v) for k, v in info.get("ports", {}).items()}
+        _limits_off(ports["api"], extra["connector"], extra["admin_token"])
         yield Server("gateway", int(info.get("pid", proc.pid)), ports, proc, extra)
     finally:
         _stop(proc)

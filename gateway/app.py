@@ -277,6 +277,7 @@ def front_door_config(
         handshake_timeout_s=config.handshake_timeout_s,
         max_connections=min(config.max_connections, fd_capacity()),
         max_handshakes_in_flight=config.max_handshakes,
+        max_handshakes_per_ip=config.max_handshakes_per_ip,
         dev_default_connector=config.dev_connector if config.dev else None,
         connection_prefix=connection_prefix,
         proxy={Transport(name): policy for name in proxy_listeners(config)},
@@ -328,6 +329,7 @@ async def serve_devices(
         contexts=tls,
         metrics=services.metrics,
         sockets=sockets.device if sockets is not None else None,
+        admission=services.limits,
         task_status=task_status,
     )
 

@@ -56,6 +56,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     http_keep_alive_s: float = 120.0  # an idle keep-alive connection closes after this
     max_connections: int = 40_000  # the node's design capacity (docs/decisions.md)
     max_handshakes: int = 512  # per process
+    max_handshakes_per_ip: int = 64  # of those, one address or IPv6 /64 (0: no limit)
     workers: int = 0  # device-serving processes; 0 = auto (resolve_workers)
     event_retention_count: int = 1_000_000
     event_retention_days: float = 30.0

@@ -38,6 +38,7 @@ __all__ = [
     "NotFound",
     "PacketTooLarge",
     "ProtocolViolation",
+    "RateLimited",
     "Refused",
     "RequestTimeout",
     "StorageFull",
@@ -219,6 +220,26 @@ class Refused(GatewayError):
         self.connack = connack
 
 
+class RateLimited(Refused):
+    """A limit of the connector said "not now" (docs/decisions.md "Limits"): a flapping
+    ban, an address backed off after failed authentications or activations, a device
+    over its publish rate.  Answered ``429`` with ``Retry-After: retry_after_s`` over HTTP
+    and CONNACK 3 (server unavailable: clients retry later, where 4 would make
+    murano-client give up) over MQTT."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        retry_after_s: float,
+        http_status: int = 429,
+        connack: ConnAckCode = ConnAckCode.SERVER_UNAVAILABLE,
+    ) -> None:
+        super().__init__(message, reason=reason, http_status=http_status, connack=connack)
+        self.retry_after_s = retry_after_s
+
+
 class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
     """A :class:`GatewayError` as plain data, to cross a process boundary."""
 
@@ -228,6 +249,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, gc=False):
     http_status: int
     reason: str | None = None  # Refused and ProtocolViolation
     connack: int | None = None  # Refused
+    retry_after_s: float | None = None  # RateLimited
 
 
 _CLASSES: dict[str, type[GatewayError]] = {
@@ -251,6 +273,7 @@ _CLASSES: dict[str, type[GatewayError]] = {
         StoreFailed,
         StorageFull,
         Refused,
+        RateLimited,
     )
 }
 
@@ -274,7 +297,13 @@ def error_info(exc: GatewayError) -> ErrorInfo:
     cls = next(c for c in type(exc).__mro__ if _CLASSES.get(c.__name__) is c)
     if isinstance(exc, Refused):
         return ErrorInfo(
-            cls.__name__, exc.message, exc.code, exc.http_status, exc.reason, int(exc.connack)
+            cls.__name__,
+            exc.message,
+            exc.code,
+            exc.http_status,
+            exc.reason,
+            int(exc.connack),
+            exc.retry_after_s if isinstance(exc, RateLimited) and cls is RateLimited else None,
         )
     reason = exc.reason if isinstance(exc, ProtocolViolation) else None
     return ErrorInfo(cls.__name__, exc.message, exc.code, exc.http_status, reason)
@@ -284,6 +313,14 @@ def rebuild_error(info: ErrorInfo) -> GatewayError:
     """The error :func:`error_info` described: same class (or its nearest base of this
     module), message, HTTP status, and for :class:`Refused` the reason and CONNACK code."""
     cls = _CLASSES.get(info.cls, GatewayError)
+    if cls is RateLimited:
+        return RateLimited(
+            info.message,
+            reason=info.reason or "refused",
+            retry_after_s=info.retry_after_s or 0.0,
+            http_status=info.http_status,
+            connack=ConnAckCode(info.connack or ConnAckCode.SERVER_UNAVAILABLE),
+        )
     if cls is Refused:
         return Refused(
             info.message,

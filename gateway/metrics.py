@@ -72,6 +72,7 @@ class Metrics:
         "connections",
         "connector_refused",
         "handshakes",
+        "limited",
         "packets",
         "password_cache",
         "password_cache_entries",
@@ -91,6 +92,9 @@ class Metrics:
         # and the proofs held (a gauge with no labels): gateway/services/devices/passwords.py
         self.password_cache: defaultdict[Labels, int] = defaultdict(int)
         self.password_cache_entries: defaultdict[Labels, int] = defaultdict(int)
+        # connections, requests and reads refused or throttled by a limit (per connector;
+        # connector "" before the TLS handshake named one): gateway/services/limits.py
+        self.limited: defaultdict[Labels, int] = defaultdict(int)
 
     def connection_opened(self, protocol: str, connector_id: str | None) -> Labels:
         """Count an open connection; returns the key to pass to :meth:`connection_closed`."""
@@ -132,10 +136,14 @@ class Metrics:
         connection gauge is left alone: its label sets go when they are back to zero, and
         a deleted connector's sessions are being closed.  O(label sets); called per scrape
         and per snapshot, off the hot path."""
-        for family in (self.writes, self.connector_refused):
+        for family in (self.writes, self.connector_refused, self.limited):
             gone = [k for k in family if (c := dict(k).get("connector")) and c not in live]
             for k in gone:
                 del family[k]
+
+    def limit(self, connector_id: str | None, limit: str) -> None:
+        """A limit refused or throttled something (its name: docs/protocol.md §12 item 24)."""
+        self.limited[_labels(connector=connector_id, limit=limit)] += 1
 
     def connector_counts(self, connector_id: str) -> ConnectorCounts:
         """This connector's share of the counters: open connections and values written by
@@ -192,6 +200,11 @@ FAMILIES: dict[str, tuple[str, Literal["counter", "gauge"], str]] = {
         "gateway_password_cache_entries",
         "gauge",
         "Verified-password proofs held in memory.",
+    ),
+    "limited": (
+        "gateway_limited_total",
+        "counter",
+        "Connections, requests and reads refused or throttled by a limit, by connector and limit.",
     ),
 }
 """Each :class:`Metrics` family by attribute: its metric name, type and help line."""

@@ -2,16 +2,20 @@
 
 The listener hands every accepted TCP stream to :meth:`FrontDoor.run_connection`, which
 
-1. waits for a handshake slot (``max_handshakes_in_flight``) — the admission control that
-   keeps a reconnect storm from putting thousands of RSA/ECDSA operations and callbacks in
-   front of the one device whose handshake could finish now; the wait counts against the
-   handshake deadline, so a client queued too long is dropped like a slow one;
+1. waits for its address's turn (``max_handshakes_per_ip``, :mod:`gateway.frontdoor.limits`:
+   one host's silent sockets cannot take the last slots) and then for a handshake slot
+   (``max_handshakes_in_flight``) — the admission control that keeps a reconnect storm from
+   putting thousands of RSA/ECDSA operations and callbacks in front of the one device whose
+   handshake could finish now; both waits count against the handshake deadline, so a client
+   queued too long is dropped like a slow one (``ip_handshakes`` when it never got its turn);
 2. runs the handshake on a :class:`~gateway.tls.stream.TLSStream`; SNI selected the
    connector inside it (:mod:`gateway.tls.contexts`);
 3. turns the client certificate (if any) into a :class:`~gateway.model.CertClaim`;
-4. picks the protocol: the MQTT-only port always speaks MQTT; on the multi-protocol port
+4. asks the connector's limits (``admission``: connection rate per address and per
+   connector) whether the connection may go on, before any protocol byte is read;
+5. picks the protocol: the MQTT-only port always speaks MQTT; on the multi-protocol port
    ALPN decides, and without ALPN the first byte does (:mod:`gateway.frontdoor.sniff`);
-5. calls the injected handler with the stream and a :class:`~gateway.model.ConnectionInfo`,
+6. calls the injected handler with the stream and a :class:`~gateway.model.ConnectionInfo`,
    and closes the stream when the handler returns.
 
 Before all of this, :class:`~gateway.frontdoor.peer.PeerResolver` decides the connection's
@@ -48,6 +52,7 @@ import trio
 
 from gateway.clock import now_us
 from gateway.errors import Refused
+from gateway.frontdoor.limits import IP_HANDSHAKES, Admission, HandshakesPerIp
 from gateway.frontdoor.peer import PeerGone, PeerRefusal, PeerResolver, ProxyPolicy
 from gateway.frontdoor.sniff import ReplayStream, Route, classify_first_byte
 from gateway.metrics import Metrics
@@ -162,6 +167,8 @@ class FrontDoor:
         metrics: Metrics | None = None,
         connection_prefix: str = "",
         proxy: Mapping[Transport, ProxyPolicy] | None = None,
+        max_handshakes_per_ip: int = 0,
+        admission: Admission | None = None,
     ) -> None:
         self.contexts = contexts
         self.peers = PeerResolver(proxy or {}, timeout_s=handshake_timeout_s)
@@ -173,6 +180,10 @@ class FrontDoor:
         self.debug_log = debug_log
         self.handshake_timeout_s = handshake_timeout_s
         self.handshake_slots = trio.CapacityLimiter(max_handshakes_in_flight)
+        self.ip_handshakes = HandshakesPerIp(
+            max_handshakes_per_ip, lambda: self.handshake_slots.available_tokens
+        )
+        self.admission = admission
         self.dev_default_connector = dev_default_connector
         self._clock = clock
         self.draining = False
@@ -217,6 +228,14 @@ class FrontDoor:
                     transport=transport,
                 )
                 handler = self.handlers.serve_http if is_http else self.handlers.serve_mqtt
+                if info.connector_id is not None and self.admission is not None:
+                    refused = self.admission.admit(info.connector_id, peer.ip)
+                    if refused is not None:
+                        self._refused(
+                            "tls", _Refusal(*refused), peer, connection_id, cid=info.connector_id
+                        )
+                        await trio.aclose_forcefully(stream)
+                        return
                 if resolved.initial:
                     stream = ReplayStream(stream, resolved.initial)
                 await self._serve(handler, stream, info)
@@ -237,7 +256,11 @@ class FrontDoor:
         state: HandshakeState = conn.get_app_data()
         tls = TLSStream(tcp, conn, initial=initial)
         try:
-            stream, route, claim = await self._open(tls, state, transport)
+            stream, route, claim = await self._open(tls, state, transport, peer.ip)
+            if state.connector is not None and self.admission is not None:
+                refused = self.admission.admit(state.connector.connector_id, peer.ip)
+                if refused is not None:
+                    raise _Refusal(*refused)
         except _Refusal as refusal:
             self._refused("tls", refusal, peer, connection_id, state)
             with trio.move_on_after(CLOSE_TIMEOUT_S):
@@ -257,12 +280,13 @@ class FrontDoor:
         await self._serve(handler, stream, info)
 
     async def _open(
-        self, tls: TLSStream, state: HandshakeState, transport: Transport
+        self, tls: TLSStream, state: HandshakeState, transport: Transport, peer_ip: str
     ) -> tuple[trio.abc.Stream, Route, CertClaim | None]:
         """Handshake, certificate claim and protocol choice; raises _Refusal."""
         deadline = trio.current_time() + self.handshake_timeout_s
+        turn = self.ip_handshakes.turn(peer_ip)
         with trio.move_on_at(deadline):
-            async with self.handshake_slots:
+            async with turn, self.handshake_slots:
                 try:
                     await tls.do_handshake()
                 except trio.BrokenResourceError as exc:
@@ -271,6 +295,14 @@ class FrontDoor:
                     raise _Refusal(
                         state.reason or "ssl_closed", str(cause) or "handshake failed"
                     ) from exc
+        if not turn.got:
+            self.metrics.handshake("timeout")
+            self.metrics.limit(None, IP_HANDSHAKES)
+            raise _Refusal(
+                IP_HANDSHAKES,
+                f"{self.ip_handshakes.per_ip} handshakes of this address in flight for "
+                f"{self.handshake_timeout_s} s",
+            )
         if not tls.handshake_done:
             self.metrics.handshake("timeout")
             raise _Refusal("idle_timeout", f"no TLS handshake within {self.handshake_timeout_s} s")
@@ -340,8 +372,11 @@ class FrontDoor:
         peer: PeerAddress,
         connection_id: str,
         state: HandshakeState | None = None,
+        *,
+        cid: str | None = None,
     ) -> None:
-        """One debug record and one ``refused`` count (``layer``: ``tls`` or ``proxy``)."""
+        """One debug record and one ``refused`` count (``layer``: ``tls`` or ``proxy``);
+        the connector is the handshake's, or ``cid`` (a plain port's)."""
         logger.debug(
             "refused %s from %s: %s (%s)", connection_id, peer.ip, refusal.reason, refusal.detail
         )
@@ -351,7 +386,7 @@ class FrontDoor:
         record = LogRecord(
             kind="debug",
             timestamp=self._clock(),
-            connector_id=connector.connector_id if connector else None,
+            connector_id=connector.connector_id if connector else cid,
             ip=peer.ip,
             connection_id=connection_id,
             event=REFUSED_EVENT,

@@ -34,6 +34,7 @@ import trio
 
 from gateway.frontdoor.bind import listen_hosts
 from gateway.frontdoor.connection import DebugLog, FrontDoor, Handlers
+from gateway.frontdoor.limits import Admission
 from gateway.frontdoor.peer import ProxyPolicy
 from gateway.metrics import Metrics
 from gateway.model import Transport
@@ -70,6 +71,7 @@ class FrontDoorConfig(msgspec.Struct, frozen=True):
     handshake_timeout_s: float = 10.0
     max_connections: int = 19000  # live connections (each holds a descriptor)
     max_handshakes_in_flight: int = 512
+    max_handshakes_per_ip: int = 64  # of those, one address (gateway/frontdoor/limits.py); 0: off
     dev_default_connector: str | None = None
     shutdown_grace_s: float = 5.0
     backlog: int = 4096
@@ -158,6 +160,7 @@ async def serve_device_listeners(
     contexts: ServerContexts | None = None,
     metrics: Metrics | None = None,
     sockets: Mapping[Transport, Sequence[socket.socket]] | None = None,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[dict[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the configured device listeners and serve until cancelled.
@@ -168,7 +171,9 @@ async def serve_device_listeners(
     ``sockets`` are listening sockets bound beforehand (by ``gateway serve``, which keeps
     them open across worker restarts, docs/architecture.md "The node"): each is served
     through a duplicate, so closing ours never closes the port; the config's ports are then
-    not bound again.  Returns (after the shutdown grace period) only when cancelled.
+    not bound again.  ``admission`` (the connectors' limits) decides whether a connection
+    whose connector is known may go on.  Returns (after the shutdown grace period) only
+    when cancelled.
     """
     if contexts is None:
         contexts = ServerContexts(
@@ -186,6 +191,8 @@ async def serve_device_listeners(
         metrics=metrics,
         connection_prefix=config.connection_prefix,
         proxy=config.proxy,
+        max_handshakes_per_ip=config.max_handshakes_per_ip,
+        admission=admission,
     )
     slots = trio.CapacityLimiter(config.max_connections)
     opened: list[tuple[Transport, trio.SocketListener]] = []

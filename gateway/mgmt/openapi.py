@@ -65,7 +65,23 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
 _REFINEMENTS: dict[str, dict[str, dict[str, Any]]] = {
     "IdentityFormat": {"type": {"enum": list(IDENTITY_TYPES)}},
     "IdentityFormatOptions": {"length": {"minimum": 0, "maximum": 128}},
-    "Limits": {"max_payload": {"minimum": 64, "maximum": 64 * 1_048_576}},
+    # gateway/services/limits.py check_limits: every rule a range of one field
+    "Limits": {
+        "max_payload": {"minimum": 64, "maximum": 64 * 1_048_576},
+        "upload_quota": {"minimum": 0, "maximum": 1 << 40},
+    },
+    "Rate": {"rate": {"minimum": 0, "maximum": 1e9}, "burst": {"minimum": 1, "maximum": 1e9}},
+    "Backoff": {
+        "burst": {"minimum": 0, "maximum": 1e9},
+        "rate": {"exclusiveMinimum": 0, "maximum": 1e9},
+        "backoff_s": {"exclusiveMinimum": 0, "maximum": 604_800},
+        "max_backoff_s": {"exclusiveMinimum": 0, "maximum": 604_800},
+    },
+    "Flapping": {
+        "max_connects": {"minimum": 0, "maximum": 1_000_000},
+        "window_s": {"exclusiveMinimum": 0, "maximum": 604_800},
+        "ban_s": {"exclusiveMinimum": 0, "maximum": 604_800},
+    },
     # Python's \s also matches \x1c-\x1f and \x85, ECMA-262's does not: name them.
     "Resource": {"alias": {"pattern": r"^[^.$/+#\s\x1c-\x1f\x85]{1,64}$"}},
     # Every identity, whatever the connector's format (gateway/_pure/identity.py): printable

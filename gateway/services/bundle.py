@@ -22,6 +22,7 @@ from gateway.services.control import ControlHub
 from gateway.services.devices import DeviceService, PasswordCache
 from gateway.services.events import CommitSignals, EventLog
 from gateway.services.integrations import IntegrationService
+from gateway.services.limits import DeviceLimits, Limits
 from gateway.services.logs import LogHub
 from gateway.services.refusals import REFUSAL_EVENTS, RefusalEvents
 from gateway.services.secretbox import SecretBox
@@ -127,7 +128,12 @@ class Services:
             box=box,
         )
         self.refusals = RefusalEvents()
+        self.limits = DeviceLimits(self._limits_of, metrics)
         self.started = time.time()
+
+    def _limits_of(self, cid: str) -> Limits | None:
+        connector = self.registry.get(cid)
+        return connector.settings.limits if connector is not None else None
 
     def debug(self, rec: LogRecord) -> None:
         """A debug-log record (Trio thread).  A refusal of a known connector is also

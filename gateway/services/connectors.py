@@ -28,6 +28,7 @@ from gateway.clock import now_us
 from gateway.errors import AlreadyExists, BadRequest, NotFound, StorageFull
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
 from gateway.rules.identity import IDENTITY_TYPES, validate_identity
+from gateway.services.limits import DEFAULT_MAX_PAYLOAD, Limits, check_limits
 from gateway.services.secretbox import SecretBox
 from gateway.store.api import (
     ConnectorRow,
@@ -43,10 +44,12 @@ from gateway.tls.contexts import check_server_credentials
 from gateway.tls.policy import DefaultPolicy, TlsPolicy
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD",
     "Connector",
     "ConnectorService",
     "ConnectorSettings",
     "IdentityFormat",
+    "Limits",
     "Registry",
     "Resource",
 ]
@@ -55,7 +58,6 @@ log = logging.getLogger(__name__)
 
 CONNECTOR_ID_RE = re.compile(r"^[a-z0-9]{4,32}$")
 ALIAS_RE = re.compile(r"^[^.$/+#\s]{1,64}$")
-DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes per resource value (docs/protocol.md §3.1)
 
 
 class ProtocolSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -119,11 +121,6 @@ class PkiSettings(msgspec.Struct, forbid_unknown_fields=True):
     server_key: str | None = None  # PEM; write-only through the API
 
 
-class Limits(msgspec.Struct, forbid_unknown_fields=True):
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    max_packet_size: int = DEFAULT_MAX_PAYLOAD + 4096
-
-
 class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
     """The settings object of docs/protocol.md §6.4, minus ``resources`` (their own routes)."""
 
@@ -148,8 +145,7 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise BadRequest("pki.enabled requires pki.client_ca (PEM)")
         if bool(self.pki.server_cert) != bool(self.pki.server_key):
             raise BadRequest("pki.server_cert and pki.server_key go together")
-        if not 64 <= self.limits.max_payload <= 64 * 1_048_576:
-            raise BadRequest("limits.max_payload must be between 64 bytes and 64 MiB")
+        check_limits(self.limits)
 
     def check_server_credentials(self, previous: ConnectorSettings | None) -> None:
         """Refuse (``BadRequest``) a new ``pki.server_cert``/``server_key`` pair that could

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
 from pathlib import Path
 
 import msgspec
@@ -95,8 +95,11 @@ class ContentService:
         description: str = "",
         tags: dict[str, str] | None = None,
         event: AppendEvent | None = None,
+        max_size: int | None = None,
     ) -> ContentInfo:
-        """Stream ``chunks`` into the store; replaces an item with the same id."""
+        """Stream ``chunks`` into the store; replaces an item with the same id.  Above
+        ``max_size`` bytes (default: the service's) raises ``TooLarge``, nothing stored."""
+        limit = self.max_size if max_size is None else min(max_size, self.max_size)
         self.registry.require(cid)
         self.check_id(content_id)
         if len(content_type) > 200 or "\n" in content_type or "," in content_type:
@@ -114,12 +117,17 @@ class ContentService:
         size = 0
         try:
             async with await trio.open_file(fd, "wb") as fh:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > self.max_size:
-                        raise TooLarge(f"content larger than {self.max_size} bytes")
-                    digest.update(chunk)
-                    await fh.write(chunk)
+                it = aiter(chunks)
+                try:
+                    async for chunk in it:
+                        size += len(chunk)
+                        if size > limit:
+                            raise TooLarge(f"content larger than {limit} bytes")
+                        digest.update(chunk)
+                        await fh.write(chunk)
+                finally:
+                    if isinstance(it, AsyncGenerator):  # left early: finalize it here
+                        await it.aclose()
                 await fh.flush()
                 await trio.to_thread.run_sync(os.fsync, fh.fileno())
             sha = digest.hexdigest()

@@ -62,10 +62,16 @@ def client_context(
 
 
 async def open_tls_client(
-    port: int, server_name: str, ctx: ssl.SSLContext, *, host: str = "127.0.0.1"
+    port: int,
+    server_name: str,
+    ctx: ssl.SSLContext,
+    *,
+    host: str = "127.0.0.1",
+    local_address: str | None = None,
 ) -> trio.SSLStream[trio.SocketStream]:
-    """Connect and complete the handshake; raises ``trio.BrokenResourceError`` if refused."""
-    tcp = await trio.open_tcp_stream(host, port)
+    """Connect (from ``local_address``, e.g. another 127.0.0.x) and complete the
+    handshake; raises ``trio.BrokenResourceError`` if refused."""
+    tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
     stream = trio.SSLStream(tcp, ctx, server_hostname=server_name)
     try:
         await stream.do_handshake()

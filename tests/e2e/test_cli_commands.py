@@ -226,7 +226,11 @@ async def test_connector_commands(run: Cli) -> None:
     shown = await run.table("connector", "settings", "fleet1")
     assert fields(shown)["limits.max_payload"] == "128"
     r = await run("connector", "settings", "fleet1", "--set", "limits.nope=1", code=2)
-    assert "limits has no setting 'nope' (known: max_packet_size, max_payload)" in r.stderr
+    assert (
+        "limits has no setting 'nope' (known: activation_failures_per_ip, auth_failures_per_ip, "
+        "connections, connections_per_ip, flapping, max_packet_size, max_payload, "
+        "publish_bytes, publishes, upload_quota)"
+    ) in r.stderr
     r = await run("connector", "settings", "fleet1", "--set", "limits.max_payload=lots", code=2)
     assert r.stderr == "error: limits.max_payload is an integer, not 'lots'\n"
     assert (await run("connector", "delete", "fleet1")).stdout == "deleted connector fleet1\n"

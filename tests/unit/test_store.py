@@ -365,6 +365,8 @@ def test_errors_cross_a_process_boundary(cls: type[GatewayError]) -> None:
         exc: GatewayError = Refused(
             "locked", reason="locked", http_status=403, connack=errors.ConnAckCode.NOT_AUTHORIZED
         )
+    elif cls is errors.RateLimited:
+        exc = errors.RateLimited("banned", reason="flapping", retry_after_s=2.5)
     else:
         exc = cls("what happened")
     info = msgspec.msgpack.decode(
@@ -376,6 +378,9 @@ def test_errors_cross_a_process_boundary(cls: type[GatewayError]) -> None:
     if isinstance(exc, Refused):
         assert isinstance(back, Refused)
         assert (back.reason, back.connack) == (exc.reason, exc.connack)
+    if isinstance(exc, errors.RateLimited):
+        assert isinstance(back, errors.RateLimited)
+        assert back.retry_after_s == exc.retry_after_s
 
 
 def test_an_error_class_defined_elsewhere_travels_as_its_base() -> None:

@@ -17,6 +17,11 @@ switched off) calls :meth:`DeviceApp.__call__`, the ASGI adapter, with an
 3. The operation: write / read / hybrid / long-poll (``/onep:v1/stack/alias``), record,
    activation, content (``gateway.device.http.content``), ``/timestamp``, ``/ip``.
 
+Limits (docs/decisions.md "Limits", ``services.limits``): an address backed off after
+failed authentications or activations is refused ``429`` with ``Retry-After`` before any
+lookup; a device's writes above its publish rate (requests or bytes per second) are
+refused ``429`` with ``Retry-After``, nothing stored.
+
 Pipelined plain writes can be staged (:meth:`DeviceApp.stage_write`) and committed together
 (:meth:`DeviceApp.commit_writes`): one store submission for the burst, each answered in
 order after the commit.
@@ -39,6 +44,7 @@ import binascii
 import email.utils
 import ipaddress
 import logging
+import math
 import re
 import time
 
@@ -72,6 +78,7 @@ from gateway.errors import (
     HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
+    RateLimited,
     Refused,
     RequestTimeout,
     StorageFull,
@@ -285,6 +292,7 @@ class DeviceApp:
             pairs = parse_form(body)
             if not pairs:
                 raise BadRequest("a write needs a body <alias>=<value>[&...]")
+            self.services.limits.http_publish(cid, auth.device_id, len(body))
             ts = now_us()
             points = self._write_points(cid, pairs, max_payload, ts)
         except GatewayError as exc:
@@ -428,6 +436,9 @@ class DeviceApp:
             headers = (TEXT_CT, (b"allow", exc.allow.encode("ascii")))
         elif isinstance(exc, RequestTimeout):
             headers = (TEXT_CT, _CLOSE)  # the rest of the body may still come: end here
+        elif isinstance(exc, RateLimited):
+            retry = b"%d" % max(1, math.ceil(exc.retry_after_s))
+            headers = (TEXT_CT, (b"retry-after", retry))
         if close and _CLOSE not in headers:
             headers = (*headers, _CLOSE)
         await respond(send, status, exc.message.encode("utf-8", "replace"), headers)
@@ -468,6 +479,18 @@ class DeviceApp:
         return cid
 
     async def authenticate(self, req: Request, cid: str) -> DeviceAuth:
+        """The request's device (see the module docstring); refused at once while the
+        address is backed off, and a failure counts against the address."""
+        limits = self.services.limits
+        ip = req.conn.info.peer_ip or None
+        limits.check_auth(cid, ip)
+        try:
+            return await self._authenticate(req, cid)
+        except Refused as exc:
+            limits.auth_failed(cid, ip, exc.reason)
+            raise
+
+    async def _authenticate(self, req: Request, cid: str) -> DeviceAuth:
         devices = self.services.devices
         token = req.header(b"x-exosite-cik")
         if token is not None:
@@ -528,6 +551,7 @@ class DeviceApp:
         ``204`` after commit (or the read's answer)."""
         pairs, max_payload = await self._read_form(req, cid, receive)
         if pairs:
+            self.services.limits.http_publish(cid, auth.device_id, _form_bytes(pairs))
             ts = now_us()
             points = self._write_points(cid, pairs, max_payload, ts)
             state = self.services.state
@@ -670,6 +694,7 @@ class DeviceApp:
             values.append((alias, value, ts))
         if not values:
             raise BadRequest("a record needs at least one <timestamp>=<value> point")
+        self.services.limits.http_publish(cid, auth.device_id, _form_bytes(pairs))
         state = self.services.state
         points = state.points_for(cid, values, replay_check=True)
         await state.submit_write(auth, points, req.conn.meta, timestamp=now).wait()
@@ -696,13 +721,19 @@ class DeviceApp:
             raise BadRequest("activation needs id=<identity> (or sn=<identity>)")
         ident[0] = identity
         conn = req.conn
-        token = await self.services.devices.activate(
-            cid,
-            identity,
-            ip=conn.info.peer_ip or None,
-            meta=conn.meta,
-            password=form.get("password"),
-        )
+        ip = conn.info.peer_ip or None
+        limits = self.services.limits
+        limits.check_activation(cid, ip)
+        try:
+            token = await self.services.devices.activate(
+                cid, identity, ip=ip, meta=conn.meta, password=form.get("password")
+            )
+        except GatewayError as exc:
+            if exc.http_status < 500:  # the device's fault, not the disk's
+                limits.activation_failed(
+                    cid, ip, exc.reason if isinstance(exc, Refused) else exc.code
+                )
+            raise
         if token is None:
             await respond_empty(send, 204)
         else:
@@ -722,6 +753,11 @@ class DeviceApp:
         port = server[1]
         text = ",".join(str(b) for b in (*addr.packed, port >> 8, port & 0xFF))
         await respond(send, 200, text.encode("ascii"), (TEXT_CT,))
+
+
+def _form_bytes(pairs: list[tuple[str, str]]) -> int:
+    """What a write costs of the device's byte budget: its names and values."""
+    return sum(len(k) + len(v) for k, v in pairs)
 
 
 def _check_alias(alias: str) -> None:

@@ -4,7 +4,10 @@ optional device upload (§12 item 18, not a Murano endpoint).
 Downloads stream the blob from disk in ``CHUNK`` pieces (never loaded whole), so a device
 fetching a 100 MB firmware costs one 64 KiB buffer.  Device uploads land under
 ``device2/<identity>/<name>``; those items are private to their device: other devices
-neither list nor download them.
+neither list nor download them.  A device's uploads together may hold at most the
+connector's ``limits.upload_quota`` bytes (an upload replacing one of its items counts
+instead of it): above it the upload is refused ``413`` (reason ``upload_quota``), checked
+on ``Content-Length`` before the body is read and on the bytes as they stream in.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from gateway.device.http.asgi import (
     respond_empty,
 )
 from gateway.device.http.forms import parse_form
-from gateway.errors import BadRequest, NotFound, TooLarge
+from gateway.errors import BadRequest, NotFound, Refused, TooLarge
 from gateway.services.bundle import Services
 from gateway.services.content import ContentInfo
 from gateway.services.devices import DeviceAuth
@@ -151,6 +154,9 @@ async def upload(
         raise TooLarge(
             f"upload of {declared} bytes is above the limit of {services.content.max_size}"
         )
+    allowed = await _quota_left(services, cid, auth, content_id)
+    if declared is not None and declared > allowed:
+        raise _over_quota(services, cid, declared, allowed)
     ctype = req.header(b"content-type") or "application/octet-stream"
     ts = now_us()
     event = AppendEvent(
@@ -161,5 +167,31 @@ async def upload(
         ts,
         payload=[{"id": content_id, "type": ctype}],
     )
-    await services.content.put(cid, content_id, iter_body(receive), content_type=ctype, event=event)
+    try:
+        await services.content.put(
+            cid, content_id, iter_body(receive), content_type=ctype, event=event, max_size=allowed
+        )
+    except TooLarge:
+        if allowed >= services.content.max_size:
+            raise
+        raise _over_quota(services, cid, None, allowed) from None
     await respond_empty(send, 204)
+
+
+async def _quota_left(services: Services, cid: str, auth: DeviceAuth, content_id: str) -> int:
+    """Bytes the device may still upload into ``content_id`` (its other items count)."""
+    connector = services.registry.get(cid)
+    quota = connector.settings.limits.upload_quota if connector is not None else 0
+    prefix = f"{DEVICE_PREFIX}{auth.identity}/"
+    used = sum(i.length for i in await services.content.list(cid, prefix) if i.id != content_id)
+    return max(0, quota - used)
+
+
+def _over_quota(services: Services, cid: str, size: int | None, allowed: int) -> Refused:
+    services.limits.upload_refused(cid)
+    what = "this upload" if size is None else f"an upload of {size} bytes"
+    return Refused(
+        f"{what} is above the device's upload quota ({allowed} bytes left)",
+        reason="upload_quota",
+        http_status=413,
+    )

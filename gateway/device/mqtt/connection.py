@@ -27,6 +27,14 @@ A client may pipeline packets behind its CONNECT (docs/decisions.md, "MQTT befor
 the session holds them until the CONNECT is decided, and the reader then handles them in the
 same read, after the CONNACK.
 
+Limits (docs/decisions.md "Limits"): an authenticated session has its device's publish
+budget (:class:`~gateway.services.limits.PublishBudget`); a read that overdraws it is
+handled as usual, and the reader then waits out the debt before reading again — the socket
+read is throttled, TCP pushes back on the client, nothing is refused or dropped.  A CONNECT
+from an address backed off after failed authentications, or of an identity banned for
+flapping, is refused with CONNACK 3 before any lookup; a value above the connector's
+``limits.max_payload`` is dropped like a format mismatch (``too_large``).
+
 Memory is bounded per connection: the ack queue holds at most ``MAX_INFLIGHT_READS``
 uncommitted reads (the reader blocks when it is full: TCP backpressure reaches the client),
 the reader also stops while more than ``MAX_BUFFERED_OUT`` bytes wait to be sent, and a
@@ -63,6 +71,7 @@ from gateway.errors import (
     ConnAckCode,
     GatewayError,
     NotFound,
+    RateLimited,
     Refused,
     StorageFull,
     debug_reason,
@@ -74,6 +83,7 @@ from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 from gateway.mqtt.packets import Connect, Publish, Subscribe
 from gateway.mqtt.session import Closed, Event, Session, SessionState
 from gateway.rules.dispatch import (
+    MAX_VALUE_BYTES,
     CustomPublish,
     ProvisionRequest,
     Rejection,
@@ -84,6 +94,7 @@ from gateway.services.bundle import Services
 from gateway.services.connectors import Connector
 from gateway.services.control import Push
 from gateway.services.devices import DeviceAuth, not_authenticated
+from gateway.services.limits import PublishBudget
 from gateway.store.api import AppendEvent, DataIn, EventMeta, Op, Ticket
 
 __all__ = [
@@ -102,6 +113,7 @@ MAX_INFLIGHT_READS = 16  # reads whose writes await their commit, per connection
 MAX_BUFFERED_OUT = 256 * 1024  # stop reading while this much output waits to be sent
 MAX_PUSH_BUFFER = 4 * 1024 * 1024  # a client that does not read its pushes is dropped here
 DRAIN_TIMEOUT_S = 5.0  # after the end: how long in-flight PUBACKs may take to go out
+THROTTLE_GRACE_S = 5.0  # after a throttled read, the next may take this long at least
 
 _PROTOCOL = Protocol.MQTT.value
 _METRICS_PROTOCOL = "mqtt"  # the metrics label (events carry Protocol.MQTT's value)
@@ -170,10 +182,12 @@ class _Connection:
         "_ack_send",
         "_acker_done",
         "_acks_idle",
+        "_budget",
         "_counted_in",
         "_counted_out",
         "_draining",
         "_handling",
+        "_max_payload",
         "_metrics",
         "_nursery",
         "_queued",
@@ -204,6 +218,8 @@ class _Connection:
         max_packet = (
             connector.settings.limits.max_packet_size if connector else DEFAULT_MAX_PACKET_SIZE
         )
+        self._max_payload = connector.settings.limits.max_payload if connector else MAX_VALUE_BYTES
+        self._budget: PublishBudget | None = None  # the device's, once authenticated
         self.session = Session(
             now=trio.current_time(),
             max_packet_size=max_packet,
@@ -273,9 +289,10 @@ class _Connection:
         receive = self.stream.receive_some if draining is None else draining.stream.receive_some
         scope = self._reader_scope
         data: bytes | bytearray = b""
+        not_before = 0.0  # after a throttled read: the idle deadline starts again
         with scope:
             while session.state is not SessionState.CLOSED:
-                scope.deadline = session.deadline
+                scope.deadline = max(session.deadline, not_before)
                 while session.bytes_to_send > MAX_BUFFERED_OUT and not output.broken:
                     await output.wait_progress()
                 self._reading = True
@@ -302,12 +319,45 @@ class _Connection:
                 finally:
                     self._handling = False
                 await output.flush()
+                if self._budget is not None:
+                    not_before = await self._throttle(events)
         if scope.cancel_called and session.state is not SessionState.CLOSED:
             if self._draining:
                 session.receive_data(b"", trio.current_time())  # drained: as at EOF
             elif not self._stopped:
                 limit = session.deadline - trio.current_time()
                 self.close("idle_timeout", f"no packet before the deadline ({limit:+.1f} s)")
+
+    async def _throttle(self, events: list[Event]) -> float:
+        """Charge this read's publishes to the device's budget and wait out any debt
+        before the next read (docs/decisions.md "Limits").  The wait is interruptible like
+        a read (a close or a drain ends it).  Returns the earliest idle deadline of the next
+        read (0.0: the session's): the client was not idle while we were not reading."""
+        budget = self._budget
+        assert budget is not None
+        msgs = nbytes = 0
+        for event in events:
+            if type(event) is Publish:
+                assert isinstance(event, Publish)
+                msgs += 1
+                nbytes += len(event.payload)
+        if not msgs:
+            return 0.0
+        wait, limit = budget.charge(msgs, nbytes, trio.current_time())
+        if not wait:
+            budget.throttling = False
+            return 0.0
+        assert self.cid is not None
+        self.services.limits.throttled(self.cid, limit)
+        if not budget.throttling:  # one record per episode, not one per read
+            budget.throttling = True
+            self._debug("throttled", limit, f"reading paused {wait:.3f} s ({msgs} publishes)")
+        self._reading = True
+        try:
+            await trio.sleep(wait)
+        finally:
+            self._reading = False
+        return trio.current_time() + THROTTLE_GRACE_S
 
     def drain(self) -> None:
         """The gateway shuts down: end the read as at EOF (in-flight acks still drain)."""
@@ -417,13 +467,27 @@ class _Connection:
             )
             return
         devices = self.services.devices
+        limits = self.services.limits
+        ip = self.info.peer_ip
         try:
             if self.info.cert is not None:
-                auth = await devices.authenticate_certificate(
-                    connector.id, self.info.cert, ip=self.info.peer_ip, meta=self.meta
-                )
+                limits.check_auth(connector.id, ip)
+                try:
+                    auth = await devices.authenticate_certificate(
+                        connector.id, self.info.cert, ip=ip, meta=self.meta
+                    )
+                except Refused as exc:
+                    limits.auth_failed(connector.id, ip, exc.reason)
+                    raise
+                limits.connected(connector.id, auth.identity)
             elif packet.password is not None:
-                auth = await self._authenticate_secret(connector.id, packet)
+                limits.check_auth(connector.id, ip)
+                try:
+                    auth = await self._authenticate_secret(connector.id, packet)
+                except Refused as exc:
+                    limits.auth_failed(connector.id, ip, exc.reason)
+                    raise
+                limits.connected(connector.id, auth.identity)
             else:
                 _check_anonymous(connector)
                 self.session.accept()
@@ -471,6 +535,7 @@ class _Connection:
             (auth.connector_id, auth.identity), self.info.connection_id, self
         )
         self.attached = True
+        self._budget = self.services.limits.publish_budget(auth.connector_id)
         self.services.devices.connected(auth, self.meta)
         self._debug("connect", None, f"client id {self.client_id!r}")
         self.push(await self.services.state.pending(auth.device_id))
@@ -509,6 +574,8 @@ class _Connection:
             self._debug("write_rejected", "bad_request", f"{packet.topic}: {exc.message}")
             return None
         if result is None:
+            if self._max_payload < MAX_VALUE_BYTES and not self._fits(points, had, packet.topic):
+                return None
             if had == 0 and points:
                 batch.data_at = len(batch.ops)
             for rej in rejected:
@@ -533,6 +600,25 @@ class _Connection:
             return None
         assert isinstance(result, ProvisionRequest)
         return result
+
+    def _fits(self, points: list[PointWrite], had: int, topic: str) -> bool:
+        """The values this publish added (``points[had:]``) are within the connector's
+        ``limits.max_payload``; else drop them all, log ``too_large`` (still acknowledged,
+        like a format mismatch: docs/protocol.md §12 item 13)."""
+        limit = self._max_payload
+        for p in points[had:]:
+            v = p.value
+            if len(v) > limit or (4 * len(v) > limit and len(v.encode("utf-8")) > limit):
+                del points[had:]
+                assert self.cid is not None
+                self._metrics.refuse(_METRICS_PROTOCOL, "too_large")
+                self._debug(
+                    "write_rejected",
+                    "too_large",
+                    f"{topic}: value of {p.alias!r} above the limit of {limit} bytes",
+                )
+                return False
+        return True
 
     async def _unbound_publish(self, packet: Publish, now: int) -> None:
         """A PUBLISH on a provisioning-only (anonymous) connection: only ``$provision/``."""
@@ -582,7 +668,9 @@ class _Connection:
         devices = self.services.devices
         connector = self.services.registry.get(self.cid)
         password: str | None = None
+        limits = self.services.limits
         try:
+            limits.check_activation(self.cid, self.info.peer_ip)
             if connector is not None and connector.settings.provisioning.auth_type == _PASSWORD:
                 password = packet.payload.decode("utf-8")
             token = await devices.activate(
@@ -590,11 +678,14 @@ class _Connection:
             )
             device_id = await devices.device_id(self.cid, req.identity)
         except UnicodeDecodeError:
+            limits.activation_failed(self.cid, self.info.peer_ip, "bad_password")
             self._metrics.refuse(_METRICS_PROTOCOL, "bad_password")
             self.close("bad_password", "the provisioning password is not UTF-8")
             return
         except GatewayError as exc:
             reason = debug_reason(exc)
+            if exc.http_status < 500 and not isinstance(exc, RateLimited):
+                limits.activation_failed(self.cid, self.info.peer_ip, reason)
             self._metrics.refuse(_METRICS_PROTOCOL, reason)
             self.close(reason, f"$provision/{req.identity}: {exc.message}")
             return

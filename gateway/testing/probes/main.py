@@ -26,6 +26,7 @@ import trio
 
 from gateway.testing.probes import catalogue, checks, diskfull, http_cases, leaks, mqtt_cases
 from gateway.testing.probes.flood import handshake_flood
+from gateway.testing.probes.limits import check_limits
 from gateway.testing.probes.target import (
     Canary,
     Target,
@@ -37,7 +38,7 @@ from gateway.testing.probes.target import (
 
 __all__ = ["main"]
 
-PROBES = ("mqtt", "http", "idle", "tokens", "auth", "tls", "flood", "leaks", "diskfull")
+PROBES = ("mqtt", "http", "idle", "tokens", "auth", "tls", "flood", "leaks", "diskfull", "limits")
 DEFAULT_HANDSHAKE_S = 10.0
 DEFAULT_CONNECT_S = 5.0
 
@@ -173,6 +174,33 @@ async def _run(
             for f in found.findings:
                 _print(f"  FAIL {f}")
             ok &= found.ok
+        if "limits" in wanted:
+            lim = await check_limits(
+                target,
+                client,
+                silent=args.silent,
+                wrong=200 if args.quick else 2000,
+                wrong_mqtt=150 if args.quick else 300,
+                activations=200 if args.quick else 1000,
+            )
+            results["limits"] = lim
+            _print(
+                f"limits: {lim.silent} silent sockets from one address; {lim.device_writes} "
+                f"HTTPS writes from another: p50 {lim.device_p50_ms} ms, max "
+                f"{lim.device_max_ms} ms, {lim.device_failed} failed"
+            )
+            _print(
+                f"limits: wrong tokens over HTTPS {lim.wrong_http} ({lim.wrong_http_per_s}/s), "
+                f"over MQTT (CONNACK) {lim.wrong_mqtt}; canary served after: {lim.canary_after}"
+            )
+            _print(
+                f"limits: activations of identities nobody listed {lim.activations}; a "
+                f"chunked upload answered {lim.upload_answer!r} after {lim.upload_sent_mib} MiB, "
+                f"{lim.upload_stored} stored"
+            )
+            for p in lim.problems:
+                _print(f"  FAIL {p}")
+            ok &= lim.ok
         if not target.alive():
             _print("FAIL the gateway process is gone")
             ok = False
@@ -219,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=5000,
         help="devices the leak scan provisions over HTTP (plus 2 over MQTT)",
+    )
+    parser.add_argument(
+        "--silent", type=int, default=2000, help="silent sockets of the limits probe"
     )
     parser.add_argument(
         "--handshake-s",

@@ -16,6 +16,8 @@ exits; a tail's SSE stream lives exactly as long as its ``async with``.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -283,10 +285,14 @@ class Canary:
     attack: one QoS 1 PUBLISH answered by its PUBACK, one HTTP write answered ``204``.
 
     It connects from :data:`CANARY_SOURCE`, over the plain dev ports when they exist and
-    over TLS otherwise.
+    over TLS otherwise.  Over MQTT it takes :data:`MQTT_IDENTITIES` identities in turn
+    (``probe-canary``, ``probe-canary-1``...; tokens derived from the first): one identity
+    reconnecting after every case would be banned as flapping (docs/decisions.md "Limits").
     """
 
     IDENTITY = "probe-canary"
+    MQTT_IDENTITIES = 16
+    _turns = itertools.count(1)  # shared: every case makes its own Canary
 
     def __init__(self, target: Target, token: str) -> None:
         self.target = target
@@ -295,16 +301,25 @@ class Canary:
         self._mid = 0
 
     @classmethod
+    def devices(cls, token: str) -> list[tuple[str, str]]:
+        """(identity, token) of every canary identity."""
+        return [(cls.IDENTITY, token)] + [
+            (f"{cls.IDENTITY}-{i}", hashlib.sha1(f"{token}/{i}".encode()).hexdigest())
+            for i in range(1, cls.MQTT_IDENTITIES)
+        ]
+
+    @classmethod
     async def create(cls, target: Target, client: httpx.AsyncClient) -> Canary:
         """(Re)create the canary device with a new token."""
         token = secrets.token_hex(20)
         cid = target.connector
-        await client.delete(f"/api/v1/connectors/{cid}/devices/{cls.IDENTITY}")
-        resp = await client.post(
-            f"/api/v1/connectors/{cid}/devices",
-            json={"identity": cls.IDENTITY, "auth": {"type": "token", "key": token}},
-        )
-        resp.raise_for_status()
+        for identity, key in cls.devices(token):
+            await client.delete(f"/api/v1/connectors/{cid}/devices/{identity}")
+            resp = await client.post(
+                f"/api/v1/connectors/{cid}/devices",
+                json={"identity": identity, "auth": {"type": "token", "key": key}},
+            )
+            resp.raise_for_status()
         return cls(target, token)
 
     @classmethod
@@ -314,12 +329,13 @@ class Canary:
         cid = target.connector
         headers = {"Authorization": f"Bearer {target.admin_token}"}
         with httpx.Client(base_url=target.api, headers=headers, timeout=30) as client:
-            client.delete(f"/api/v1/connectors/{cid}/devices/{cls.IDENTITY}")
-            resp = client.post(
-                f"/api/v1/connectors/{cid}/devices",
-                json={"identity": cls.IDENTITY, "auth": {"type": "token", "key": token}},
-            )
-            resp.raise_for_status()
+            for identity, key in cls.devices(token):
+                client.delete(f"/api/v1/connectors/{cid}/devices/{identity}")
+                resp = client.post(
+                    f"/api/v1/connectors/{cid}/devices",
+                    json={"identity": identity, "auth": {"type": "token", "key": key}},
+                )
+                resp.raise_for_status()
         return cls(target, token)
 
     async def check(self, protocols: tuple[str, ...] = ("mqtt", "http")) -> None:
@@ -334,10 +350,11 @@ class Canary:
     async def check_mqtt(self) -> None:
         t = self.target
         self._mid = self._mid % 65535 + 1
+        _, token = self.devices(self.token)[next(Canary._turns) % self.MQTT_IDENTITIES]
         stream = await self._open("dev_mqtt", "mqtt_tls", alpn="mqtt")
         async with stream:
             await stream.send_all(
-                mb.gen_connect("canary", username="", password=self.token)
+                mb.gen_connect("canary", username="", password=token)
                 + mb.gen_publish("$resource/data_in", b"canary", qos=1, mid=self._mid)
             )
             want = mb.gen_connack(0) + mb.gen_puback(self._mid)

@@ -124,8 +124,17 @@ class Healthy:
 async def test_stalled_subscriber_is_dropped_others_and_devices_unaffected(
     gw: TestGateway,
 ) -> None:
-    token = await activate(gw, "slow-log-dev")
     api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.ports['api']}")
+    # The device is a firehose on purpose (up to 40,000 publishes as fast as they are
+    # acknowledged): the connector's publish limit would throttle it (docs/decisions.md
+    # "Limits"), which is not what this test is about.
+    r = await api.patch(
+        "/api/v1/connectors/demo/settings",
+        json={"limits": {"publishes": {"rate": 0, "burst": 1}}},
+        headers={"Authorization": f"Bearer {gw.admin_token}"},
+    )
+    assert r.status_code == 200, r.text
+    token = await activate(gw, "slow-log-dev")
     dropped_before = await scrape(api, "gateway_log_dropped_subscribers_total")
     healthy = Healthy()
     async with trio.open_nursery() as nursery:
