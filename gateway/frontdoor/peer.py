@@ -14,8 +14,9 @@ runs (docs/decisions.md "Addresses and the PROXY protocol"):
     addresses are the connection's (the proxy's own address is kept in ``proxy``); a
     ``LOCAL``/``UNKNOWN`` header keeps the socket's; no header is refused
     (``proxy_missing``) when the policy requires one, else the socket's addresses stand; a
-    proxy that closes before sending a byte (a TCP health check) is closed quietly
-    (:class:`PeerGone`, no debug record);
+    proxy that closes before sending a byte, or right after a ``LOCAL`` or ``UNKNOWN``
+    header (its health checks), is closed quietly (:class:`PeerGone`, no debug record), as
+    is a connection reset before its address could be read;
   - from any other source: a PROXY header (even its first bytes) is refused
     (``proxy_untrusted``): a device must not choose the address it is judged by;
   - a malformed, truncated or oversized header is refused (``bad_proxy_header``), and no
@@ -136,6 +137,8 @@ class PeerResolver:
         policy = self.policies.get(transport)
         if policy is None:
             return Resolved(own)
+        if not own.ip and getattr(stream, "socket", None) is not None:
+            raise PeerGone  # reset before we asked (a proxy's health check): nobody to judge
         trusted = own.ip in self._trusted[transport]
         reader = ProxyHeaderReader()
         event: ProxyEvent = NEED_DATA
@@ -171,6 +174,15 @@ class PeerResolver:
                     "proxy_missing", f"no PROXY header from the trusted proxy {own.ip}", own
                 )
             return Resolved(own, initial)
+        if event.source_ip is None and not initial:
+            # LOCAL or UNKNOWN: likely the proxy's own health check, a header then EOF
+            with trio.move_on_after(self.timeout_s):
+                try:
+                    initial = bytes(await stream.receive_some(_READ))
+                except trio.BrokenResourceError:
+                    initial = b""
+                if not initial:
+                    raise PeerGone
         if event.source_ip is None:  # LOCAL, UNKNOWN, UNIX, UDP: the socket's addresses
             return Resolved(own, initial)
         return Resolved(
