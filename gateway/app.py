@@ -44,11 +44,11 @@ import trio
 from gateway.bus.api import Bus, LocalBus
 from gateway.bus.cluster import ClusterBus
 from gateway.clock import now_us
-from gateway.config import OFF, GatewayConfig, fd_capacity
+from gateway.config import OFF, GatewayConfig, fd_capacity, proxy_listeners, split_list
 from gateway.datadir import secure_data_dir
 from gateway.frontdoor.bind import BoundSockets
 from gateway.metrics import Metrics
-from gateway.model import LogRecord
+from gateway.model import LogRecord, Transport
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
 from gateway.services.control import ControlHub
@@ -259,7 +259,9 @@ def front_door_config(
     ids start with ``connection_prefix`` (a worker's own, so that its devices can be taken
     offline if it dies)."""
     from gateway.frontdoor.listeners import FrontDoorConfig
+    from gateway.frontdoor.peer import ProxyPolicy
 
+    policy = ProxyPolicy(tuple(split_list(config.proxy_trusted)), required=config.proxy_required)
     return FrontDoorConfig(
         host=config.host,
         tls_port=_port(config.tls_port),
@@ -273,6 +275,7 @@ def front_door_config(
         max_handshakes_in_flight=config.max_handshakes,
         dev_default_connector=config.dev_connector if config.dev else None,
         connection_prefix=connection_prefix,
+        proxy={Transport(name): policy for name in proxy_listeners(config)},
     )
 
 

@@ -15,7 +15,20 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["FD_RESERVE", "GatewayConfig", "fd_capacity", "load_config", "resolve_workers"]
+from gateway.addresses import NetworkSet
+
+__all__ = [
+    "FD_RESERVE",
+    "LISTENERS",
+    "GatewayConfig",
+    "fd_capacity",
+    "load_config",
+    "proxy_listeners",
+    "resolve_workers",
+    "split_list",
+]
+
+LISTENERS = ("tls", "mqtt_tls", "dev_http", "dev_mqtt")  # the device listeners' names
 
 OFF = -1
 FD_RESERVE = 500  # descriptors a process keeps for itself: store, bus, listeners, logs
@@ -24,7 +37,7 @@ FD_RESERVE = 500  # descriptors a process keeps for itself: store, bus, listener
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     data: str = "./var"
     base_domain: str = "localhost"
-    host: str = "0.0.0.0"  # device listeners
+    host: str = "0.0.0.0"  # device listeners: addresses, comma-separated; "::" dual-stack
     tls_port: int = 8443  # HTTP/1.1, h2 and MQTT by ALPN (Murano's 443)
     mqtt_tls_port: int = 8883
     dev: bool = False  # turns on the plain ports below with the demo connector
@@ -47,6 +60,12 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     event_retention_days: float = 30.0
     demo_connector: bool = True  # create the demo connector on first start
     log_level: str = "INFO"
+    # PROXY protocol (docs/decisions.md "Addresses and the PROXY protocol"): the device
+    # listeners that read a header first (tls, mqtt_tls, dev_http, dev_mqtt, or all), the
+    # proxies allowed to send one (addresses or CIDRs), and whether they must
+    proxy_protocol: str = ""
+    proxy_trusted: str = ""
+    proxy_required: bool = True
     bus: str = ""  # "": the node's own bus; nats://host:port: a node of a cluster
     node_name: str = ""  # unique in a cluster; "": the host name and the data directory
 
@@ -70,6 +89,36 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     @property
     def data_dir(self) -> Path:
         return Path(self.data)
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated setting as its items (blanks dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def proxy_listeners(config: GatewayConfig) -> list[str]:
+    """The listeners of ``proxy_protocol`` (``all`` expanded), checked with the trusted
+    proxies: raises ``ValueError`` with one line fit for the operator."""
+    names = split_list(config.proxy_protocol)
+    if names == ["all"]:
+        names = list(LISTENERS)
+    unknown = [n for n in names if n not in LISTENERS]
+    if unknown:
+        raise ValueError(
+            f"proxy_protocol: {', '.join(unknown)} is no listener "
+            f"(use {', '.join(LISTENERS)} or all)"
+        )
+    trusted = split_list(config.proxy_trusted)
+    try:
+        NetworkSet(trusted)
+    except ValueError as exc:
+        raise ValueError(f"proxy_trusted: {exc}") from None
+    if names and not trusted:
+        raise ValueError(
+            "proxy_protocol needs proxy_trusted: the addresses or networks of the proxies "
+            "allowed to send a PROXY header"
+        )
+    return names
 
 
 def fd_capacity() -> int:
@@ -130,6 +179,11 @@ def load_config(
     values.update(overrides)
     values["data"] = str(data)
     try:
-        return msgspec.convert(values, GatewayConfig)
+        config = msgspec.convert(values, GatewayConfig)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid configuration: {exc}") from exc
+    try:
+        proxy_listeners(config)
+    except ValueError as exc:
+        raise ValueError(f"invalid configuration: {exc}") from None
+    return config

@@ -27,6 +27,7 @@ __all__ = [
     "ConnectionInfo",
     "CustomPublish",
     "LogRecord",
+    "PeerAddress",
     "PointWrite",
     "Protocol",
     "ProvisionRequest",
@@ -68,13 +69,31 @@ class CertClaim(msgspec.Struct, frozen=True, gc=False):
     pem: str = ""
 
 
+class PeerAddress(msgspec.Struct, frozen=True, gc=False):
+    """Where a device connection comes from and where it arrived: the one place a
+    connection's addresses live (the front door resolves it before anything else, and
+    every address-based feature — events, live logs, the IP whitelist, ``/ip`` — reads it).
+
+    Without a proxy these are the socket's two ends.  Through a trusted proxy speaking the
+    PROXY protocol (:mod:`gateway.frontdoor.proxy`) ``ip``/``port`` are the device's and
+    ``server_ip``/``server_port`` the address the device connected to, as the header says;
+    ``proxy`` is then the proxy's own address (the socket's peer), kept for the debug log.
+    Addresses are normalised (:func:`gateway.addresses.normalize_ip`); ``""`` when unknown.
+    """
+
+    ip: str
+    port: int = 0
+    server_ip: str = ""
+    server_port: int = 0
+    proxy: str | None = None
+
+
 class ConnectionInfo(msgspec.Struct, frozen=True, gc=False):
     """Per-connection facts, one Struct instead of nine positional arguments."""
 
     connection_id: str
     connector_id: str | None  # None: not known yet (plain HTTP before the Host header)
-    peer_ip: str
-    peer_port: int
+    peer: PeerAddress
     transport: Transport
     alpn: str | None = None
     server_name: str | None = None
@@ -83,6 +102,15 @@ class ConnectionInfo(msgspec.Struct, frozen=True, gc=False):
     @property
     def tls(self) -> bool:
         return self.transport in (Transport.TLS, Transport.MQTT_TLS)
+
+    @property
+    def peer_ip(self) -> str:
+        """The device's address (``peer.ip``)."""
+        return self.peer.ip
+
+    @property
+    def peer_port(self) -> int:
+        return self.peer.port
 
 
 class LogRecord(msgspec.Struct, frozen=True, gc=False):
@@ -100,6 +128,7 @@ class LogRecord(msgspec.Struct, frozen=True, gc=False):
     event: str = ""
     reason: str | None = None
     detail: str | None = None
+    proxy: str | None = None  # the proxy's address when the connection came through one
 
 
 # -- resource-write dispatch (docs/protocol.md §3.2, §3.3, §4) --------------------------------

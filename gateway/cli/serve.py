@@ -51,7 +51,10 @@ def _workers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     help="turn on plain HTTP (8080) and MQTT (1883) for the demo connector",
 )
 @click.option("--base-domain", help="connector FQDNs are <id>.m2.<base-domain> [localhost]")
-@click.option("--host", help="address of the device listeners [0.0.0.0]")
+@click.option(
+    "--host",
+    help="addresses of the device listeners, comma-separated; :: for IPv6 and IPv4 [0.0.0.0]",
+)
 @click.option("--tls-port", type=int, help="multi-protocol TLS port [8443]; -1 off, 0 any")
 @click.option("--mqtt-tls-port", type=int, help="MQTT-only TLS port [8883]")
 @click.option("--dev-http-port", type=int, help="dev mode plain HTTP port [8080]")
@@ -83,6 +86,22 @@ def _workers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     "JetStream (docs/scale.md) [the node's own]",
 )
 @click.option("--node-name", help="this node's name in a cluster [host name and data dir]")
+@click.option(
+    "--proxy-protocol",
+    metavar="LISTENERS",
+    help="listeners that read a PROXY protocol v1/v2 header first: tls, mqtt_tls, dev_http, "
+    "dev_mqtt (comma-separated) or all [none]",
+)
+@click.option(
+    "--proxy-trusted",
+    metavar="CIDRS",
+    help="addresses or networks of the proxies allowed to send a PROXY header, comma-separated",
+)
+@click.option(
+    "--proxy-required/--proxy-optional",
+    default=None,
+    help="a connection from a trusted proxy without a PROXY header is refused [required]",
+)
 @click.pass_context
 def serve(ctx: click.Context, /, **flags: Any) -> None:
     """Run the gateway on its embedded defaults (SQLite, development CA, demo connector)."""

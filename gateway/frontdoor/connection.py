@@ -14,12 +14,19 @@ The listener hands every accepted TCP stream to :meth:`FrontDoor.run_connection`
 5. calls the injected handler with the stream and a :class:`~gateway.model.ConnectionInfo`,
    and closes the stream when the handler returns.
 
+Before all of this, :class:`~gateway.frontdoor.peer.PeerResolver` decides the connection's
+address (:class:`~gateway.model.PeerAddress`: the socket's, or a trusted proxy's PROXY
+header's) — the one place it is decided; every later step and the handler read
+``ConnectionInfo.peer``.
+
 Every refusal before a handler runs writes one debug ``LogRecord`` keyed by peer IP, with a
 reason from docs/protocol.md §12 item 24 (``no_sni``, ``unknown_connector``, ``idle_timeout``,
-``ssl_closed``, ``expired``, ``untrusted_certificate``, ``bad_certificate``).
+``ssl_closed``, ``expired``, ``untrusted_certificate``, ``bad_certificate``; before TLS on a
+PROXY protocol listener ``proxy_untrusted``, ``proxy_missing``, ``bad_proxy_header``).
 
 Metrics (``/metrics``, :class:`gateway.metrics.Metrics`): handshakes by outcome (``ok``,
-``failed``, ``timeout``), refusals by reason (``protocol="tls"``), and the open-connection
+``failed``, ``timeout``), refusals by reason (``protocol="tls"``; ``"proxy"`` for those
+decided before TLS by the PROXY protocol), and the open-connection
 gauge by protocol and connector while a handler runs.
 
 Draining: when the gateway shuts down, :meth:`FrontDoor.start_draining` makes every pending
@@ -33,7 +40,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import msgspec
@@ -41,9 +48,10 @@ import trio
 
 from gateway.clock import now_us
 from gateway.errors import Refused
+from gateway.frontdoor.peer import PeerGone, PeerRefusal, PeerResolver, ProxyPolicy
 from gateway.frontdoor.sniff import ReplayStream, Route, classify_first_byte
 from gateway.metrics import Metrics
-from gateway.model import CertClaim, ConnectionInfo, LogRecord, Transport
+from gateway.model import CertClaim, ConnectionInfo, LogRecord, PeerAddress, Transport
 from gateway.tls.contexts import ALPN_H2, ALPN_HTTP11, ALPN_MQTT, HandshakeState, ServerContexts
 from gateway.tls.identity import claim_certificate
 from gateway.tls.stream import MAX_RECV, TLSStream
@@ -131,22 +139,14 @@ class DrainingStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
-def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return "", 0
-    try:
-        addr = sock.getpeername()
-    except OSError:
-        return "", 0
-    return str(addr[0]), int(addr[1])
-
-
 class FrontDoor:
     """Shared state of a gateway's device listeners: contexts, handlers, limits, log sink.
 
     ``debug_log`` must not block (it is called from connection tasks).  ``clock`` returns
-    wall time in µs for log timestamps (injectable for tests).
+    wall time in µs for log timestamps (injectable for tests).  ``proxy`` names the
+    listeners that read a PROXY protocol header and their policy (:mod:`gateway.frontdoor.peer`;
+    ``ValueError`` for a trusted entry that does not parse); the header must arrive within
+    ``handshake_timeout_s``.
     """
 
     def __init__(
@@ -161,8 +161,10 @@ class FrontDoor:
         clock: Callable[[], int] = now_us,
         metrics: Metrics | None = None,
         connection_prefix: str = "",
+        proxy: Mapping[Transport, ProxyPolicy] | None = None,
     ) -> None:
         self.contexts = contexts
+        self.peers = PeerResolver(proxy or {}, timeout_s=handshake_timeout_s)
         # a node's worker prefixes its connection ids, so the store owner can take its
         # devices offline if it dies (docs/architecture.md "The node")
         self.connection_prefix = connection_prefix
@@ -192,22 +194,34 @@ class FrontDoor:
         """Serve one accepted connection to its end.  Never raises for peer misbehaviour;
         handler bugs are logged (one connection must not take the listener down)."""
         self.active += 1
-        peer_ip, peer_port = _peer(stream)
         connection_id = self.connection_prefix + uuid.uuid4().hex
         try:
+            try:
+                resolved = await self.peers.resolve(stream, transport)
+            except PeerRefusal as refusal:
+                self._refused(
+                    "proxy", _Refusal(refusal.reason, refusal.detail), refusal.peer, connection_id
+                )
+                await trio.aclose_forcefully(stream)
+                return
+            except PeerGone:
+                await trio.aclose_forcefully(stream)
+                return
+            peer = resolved.peer
             if transport is Transport.DEV_HTTP or transport is Transport.DEV_MQTT:
                 is_http = transport is Transport.DEV_HTTP
                 info = ConnectionInfo(
                     connection_id=connection_id,
                     connector_id=None if is_http else self.dev_default_connector,
-                    peer_ip=peer_ip,
-                    peer_port=peer_port,
+                    peer=peer,
                     transport=transport,
                 )
                 handler = self.handlers.serve_http if is_http else self.handlers.serve_mqtt
+                if resolved.initial:
+                    stream = ReplayStream(stream, resolved.initial)
                 await self._serve(handler, stream, info)
             else:
-                await self._serve_tls(stream, transport, connection_id, peer_ip, peer_port)
+                await self._serve_tls(stream, transport, connection_id, peer, resolved.initial)
         finally:
             self.active -= 1
 
@@ -216,16 +230,16 @@ class FrontDoor:
         tcp: trio.abc.Stream,
         transport: Transport,
         connection_id: str,
-        peer_ip: str,
-        peer_port: int,
+        peer: PeerAddress,
+        initial: bytes,
     ) -> None:
         conn = self.contexts.new_connection(transport)
         state: HandshakeState = conn.get_app_data()
-        tls = TLSStream(tcp, conn)
+        tls = TLSStream(tcp, conn, initial=initial)
         try:
             stream, route, claim = await self._open(tls, state, transport)
         except _Refusal as refusal:
-            self._refused(refusal, peer_ip, connection_id, state)
+            self._refused("tls", refusal, peer, connection_id, state)
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await tls.aclose()  # sends the pending fatal alert, if any
             return
@@ -233,8 +247,7 @@ class FrontDoor:
         info = ConnectionInfo(
             connection_id=connection_id,
             connector_id=state.connector.connector_id,
-            peer_ip=peer_ip,
-            peer_port=peer_port,
+            peer=peer,
             transport=transport,
             alpn=tls.alpn,
             server_name=state.server_name,
@@ -321,23 +334,32 @@ class FrontDoor:
                 await stream.aclose()
 
     def _refused(
-        self, refusal: _Refusal, peer_ip: str, connection_id: str, state: HandshakeState
+        self,
+        layer: str,
+        refusal: _Refusal,
+        peer: PeerAddress,
+        connection_id: str,
+        state: HandshakeState | None = None,
     ) -> None:
+        """One debug record and one ``refused`` count (``layer``: ``tls`` or ``proxy``)."""
         logger.debug(
-            "refused %s from %s: %s (%s)", connection_id, peer_ip, refusal.reason, refusal.detail
+            "refused %s from %s: %s (%s)", connection_id, peer.ip, refusal.reason, refusal.detail
         )
-        self.metrics.refuse("tls", refusal.reason)
+        self.metrics.refuse(layer, refusal.reason)
+        connector = state.connector if state is not None else None
+        server_name = state.server_name if state is not None else None
         record = LogRecord(
             kind="debug",
             timestamp=self._clock(),
-            connector_id=state.connector.connector_id if state.connector else None,
-            ip=peer_ip,
+            connector_id=connector.connector_id if connector else None,
+            ip=peer.ip,
             connection_id=connection_id,
             event=REFUSED_EVENT,
             reason=refusal.reason,
             detail=refusal.detail
-            if state.server_name is None
-            else f"{refusal.detail} (SNI {state.server_name})",
+            if server_name is None
+            else f"{refusal.detail} (SNI {server_name})",
+            proxy=peer.proxy,
         )
         try:
             self.debug_log(record)

@@ -32,7 +32,9 @@ from pathlib import Path
 import msgspec
 import trio
 
+from gateway.frontdoor.bind import listen_hosts
 from gateway.frontdoor.connection import DebugLog, FrontDoor, Handlers
+from gateway.frontdoor.peer import ProxyPolicy
 from gateway.metrics import Metrics
 from gateway.model import Transport
 from gateway.tls.contexts import ConnectorDirectory, ServerContexts
@@ -53,7 +55,10 @@ ACCEPT_BACKOFF_S = 0.1  # pause before accepting again after a capacity error
 
 class FrontDoorConfig(msgspec.Struct, frozen=True):
     """Device listener settings.  A port of ``None`` turns that listener off; ``0`` binds an
-    ephemeral port (tests), reported through ``task_status.started``."""
+    ephemeral port (tests), reported through ``task_status.started``.  ``host`` is one
+    address or several, comma-separated (:func:`gateway.frontdoor.bind.listen_hosts`: IPv4,
+    IPv6, ``::`` dual-stack).  ``proxy`` lists the listeners that read a PROXY protocol
+    header first, with who may send it (:mod:`gateway.frontdoor.peer`)."""
 
     host: str = "0.0.0.0"
     tls_port: int | None = 8443  # multi-protocol TLS: ALPN / first-byte switch
@@ -69,6 +74,7 @@ class FrontDoorConfig(msgspec.Struct, frozen=True):
     shutdown_grace_s: float = 5.0
     backlog: int = 4096
     connection_prefix: str = ""  # prepended to connection ids (a node's worker: its own)
+    proxy: dict[Transport, ProxyPolicy] = msgspec.field(default_factory=dict)
 
     def ports(self) -> dict[Transport, int]:
         """The configured listeners, by transport."""
@@ -179,6 +185,7 @@ async def serve_device_listeners(
         dev_default_connector=config.dev_default_connector,
         metrics=metrics,
         connection_prefix=config.connection_prefix,
+        proxy=config.proxy,
     )
     slots = trio.CapacityLimiter(config.max_connections)
     opened: list[tuple[Transport, trio.SocketListener]] = []
@@ -190,10 +197,9 @@ async def serve_device_listeners(
                     opened.append((transport, trio.SocketListener(dup)))
         else:
             for transport, port in config.ports().items():
-                listeners = await trio.open_tcp_listeners(
-                    port, host=config.host, backlog=config.backlog
-                )
-                opened.extend((transport, listener) for listener in listeners)
+                for sock in listen_hosts(config.host, port, config.backlog, transport.value):
+                    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                    opened.append((transport, listener))
         bound: dict[str, int] = {}
         for transport, listener in opened:
             bound.setdefault(transport.value, listener.socket.getsockname()[1])

@@ -26,6 +26,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.addresses import normalize_ip
 from gateway.clock import now_us
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, TooLarge, Unauthorized
 from gateway.services.credentials import hash_token
@@ -184,6 +185,19 @@ def q_str(request: Request, name: str, *, max_length: int = 1024) -> str | None:
     if value is not None and len(value) > max_length:
         raise BadRequest(f"{name} is longer than {max_length} characters")
     return value
+
+
+def q_ip(request: Request, name: str = "ip") -> str | None:
+    """An IP address parameter in the form the gateway records it (IPv6 compressed, an
+    IPv4-mapped IPv6 address as IPv4: :func:`gateway.addresses.normalize_ip`), so a filter
+    matches however the operator spelled the address."""
+    raw = q_str(request, name, max_length=64)
+    if raw is None:
+        return None
+    try:
+        return normalize_ip(raw.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an IPv4 or IPv6 address, not {raw[:64]!r}") from None
 
 
 def q_int(request: Request, name: str, default: int, *, lo: int, hi: int) -> int:

@@ -4,7 +4,6 @@ tokens."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 import msgspec
@@ -22,6 +21,7 @@ from gateway.mgmt.common import (
     json_response,
     q_float,
     q_int,
+    q_ip,
     q_str,
 )
 from gateway.mgmt.sse import DEFAULT_HEARTBEAT_S, LogStream
@@ -61,7 +61,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
         filt = EventFilter(
             identity=q_str(request, "identity", max_length=MAX_IDENTITY_LENGTH),
             types=tuple(query.getlist("type")),
-            ip=q_str(request, "ip", max_length=64),
+            ip=q_ip(request),
             since=None if since < 0 else since,
             until=None if until < 0 else until,
         )
@@ -94,12 +94,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
         kind = q_str(request, "kind")
         if kind is not None and kind not in KINDS:
             raise BadRequest("kind must be events or debug")
-        ip = q_str(request, "ip", max_length=64)
-        if ip is not None:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise BadRequest("ip must be an IPv4 or IPv6 address") from None
+        ip = q_ip(request)
         filt = LogFilter(
             cid,
             kinds=(kind,) if kind else KINDS,

@@ -13,7 +13,7 @@ the handshakes.  Keys that an older release stored in clear are sealed at start
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import logging
 import re
 import secrets
@@ -23,6 +23,7 @@ from typing import Literal
 
 import msgspec
 
+from gateway.addresses import NetworkSet
 from gateway.clock import now_us
 from gateway.errors import BadRequest, NotFound
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
@@ -80,19 +81,27 @@ class IdentityFormat(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class IpWhitelisting(msgspec.Struct, forbid_unknown_fields=True):
+    """Provisioning only from these addresses (docs/protocol.md §6.4): IPv4 or IPv6
+    addresses and CIDR networks; an IPv4-mapped IPv6 address or network is compared as the
+    IPv4 one it carries (:mod:`gateway.addresses`)."""
+
     enabled: bool = False
     allowed: list[str] = msgspec.field(default_factory=list)  # IPs or CIDR networks
 
     def permits(self, ip: str | None) -> bool:
         if not self.enabled:
             return True
-        if ip is None:
-            return False
         try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+            nets = _networks(tuple(self.allowed))
+        except ValueError:  # stored before validation existed: refuse, never widen
             return False
-        return any(addr in ipaddress.ip_network(net, strict=False) for net in self.allowed)
+        return ip is not None and ip in nets
+
+
+@functools.lru_cache(maxsize=256)
+def _networks(allowed: tuple[str, ...]) -> NetworkSet:
+    """The parsed whitelist (settings change rarely; activations read them often)."""
+    return NetworkSet(allowed)
 
 
 class ProvisioningSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,11 +140,10 @@ class ConnectorSettings(msgspec.Struct, forbid_unknown_fields=True):
             raise BadRequest(f"identity_format.type must be one of {', '.join(IDENTITY_TYPES)}")
         if fmt.options.length < 0 or fmt.options.length > 128:
             raise BadRequest("identity_format.options.length must be 0..128")
-        for net in self.provisioning.ip_whitelisting.allowed:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as exc:
-                raise BadRequest(f"provisioning.ip_whitelisting.allowed: {net!r}: {exc}") from exc
+        try:
+            NetworkSet(self.provisioning.ip_whitelisting.allowed)
+        except ValueError as exc:
+            raise BadRequest(f"provisioning.ip_whitelisting.allowed: {exc}") from None
         if self.pki.enabled and not self.pki.client_ca:
             raise BadRequest("pki.enabled requires pki.client_ca (PEM)")
         if bool(self.pki.server_cert) != bool(self.pki.server_key):

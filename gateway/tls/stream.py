@@ -119,7 +119,9 @@ class TLSStream(trio.abc.Stream):
 
     ``connection`` must have been created with ``SSL.Connection(context, None)`` and set to
     accept (server) or connect (client) state.  Call :meth:`do_handshake` first (send and
-    receive do it implicitly otherwise).
+    receive do it implicitly otherwise).  ``initial`` is ciphertext already read from
+    ``transport`` (the front door reads a connection's first bytes itself: a PROXY header,
+    a health check's silence); it is fed to OpenSSL before anything is received.
     """
 
     # slotted: tens of thousands live at once (their memory is per idle device)
@@ -143,10 +145,17 @@ class TLSStream(trio.abc.Stream):
     )
 
     def __init__(
-        self, transport: trio.abc.Stream, connection: SSL.Connection, *, server_side: bool = True
+        self,
+        transport: trio.abc.Stream,
+        connection: SSL.Connection,
+        *,
+        server_side: bool = True,
+        initial: bytes = b"",
     ) -> None:
         self.transport_stream = transport
         self.connection = connection
+        if initial:
+            connection.bio_write(initial)
         self._records: Records = records_for(connection)
         self._bios_grown = False  # a BIO held more than _BIO_KEEP bytes: renew once empty
         self._server_side = server_side

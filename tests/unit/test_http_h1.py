@@ -16,7 +16,7 @@ import trio.testing
 from gateway.device.http.app import DeviceApp
 from gateway.device.http.asgi import HttpConnection
 from gateway.device.http.h1 import H1Limits, HttpDate, serve_h1
-from gateway.model import ConnectionInfo, LogRecord, Transport
+from gateway.model import ConnectionInfo, LogRecord, PeerAddress, Transport
 from gateway.services.bundle import Services
 from gateway.services.connectors import Resource
 from gateway.services.events import EventFilter
@@ -48,8 +48,7 @@ async def connection(
     info = ConnectionInfo(
         connection_id="c1",
         connector_id="demo",
-        peer_ip="127.0.0.1",
-        peer_port=5000,
+        peer=PeerAddress("127.0.0.1", 5000),
         transport=Transport.TLS,
     )
     sink = records if records is not None else []
@@ -59,7 +58,7 @@ async def connection(
         async def run() -> None:
             await serve_h1(
                 server,
-                HttpConnection(info, None),
+                HttpConnection(info),
                 app=app,
                 limits=limits,
                 fallback=_no_fallback,

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from gateway.device.mqtt.connection import make_mqtt_server
-from gateway.model import ConnectionInfo, LogRecord, Transport
+from gateway.model import ConnectionInfo, LogRecord, PeerAddress, Transport
 from gateway.mqtt.session import IDLE_TIMEOUT_S
 from gateway.services.bundle import Services
 from gateway.services.connectors import Resource
@@ -76,8 +76,7 @@ def connect(services: Services, nursery: trio.Nursery) -> Callable[[], Awaitable
         info = ConnectionInfo(
             connection_id=secrets.token_hex(4),
             connector_id=CID,
-            peer_ip="127.0.0.9",
-            peer_port=1,
+            peer=PeerAddress("127.0.0.9", 1),
             transport=Transport.DEV_MQTT,
         )
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import ipaddress
 import logging
 import re
 import time
@@ -637,13 +638,18 @@ class DeviceApp:
             await respond(send, 200, token.encode("ascii"), (TEXT_CT,))
 
     async def ip(self, req: Request, send: Send) -> None:
-        """Legacy ``/ip`` (§2.9): the server address and port as six decimal bytes."""
+        """Legacy ``/ip`` (§2.9): the address the device connected to and its port as
+        decimal bytes, the address's then the port's (six for IPv4, eighteen for IPv6:
+        docs/decisions.md "Addresses and the PROXY protocol")."""
         server = req.conn.server
-        parts = server[0].split(".") if server else []
-        if server is None or len(parts) != 4:
-            raise NotFound("no IPv4 server address for this connection")
+        try:
+            addr = ipaddress.ip_address(server[0]) if server else None
+        except ValueError:
+            addr = None
+        if server is None or addr is None:
+            raise NotFound("no IP server address for this connection")
         port = server[1]
-        text = ",".join([*parts, str(port >> 8), str(port & 0xFF)])
+        text = ",".join(str(b) for b in (*addr.packed, port >> 8, port & 0xFF))
         await respond(send, 200, text.encode("ascii"), (TEXT_CT,))
 
 

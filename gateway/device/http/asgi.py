@@ -79,9 +79,14 @@ class HttpConnection:
 
     __slots__ = ("_polls", "closed", "info", "meta", "route", "server")
 
-    def __init__(self, info: ConnectionInfo, server: tuple[str, int] | None) -> None:
+    def __init__(self, info: ConnectionInfo) -> None:
         self.info = info
-        self.server = server
+        # the address the device connected to (a trusted proxy's, from its PROXY header):
+        # ASGI's "server" and the legacy /ip answer
+        peer = info.peer
+        self.server: tuple[str, int] | None = (
+            (peer.server_ip, peer.server_port) if peer.server_ip else None
+        )
         self.meta = EventMeta(
             connection_id=info.connection_id, ip=info.peer_ip or None, protocol=Protocol.HTTP.value
         )

@@ -45,7 +45,7 @@ from hypercorn.typing import ASGIFramework, ConnectionState
 from gateway.device.http.app import DeviceApp
 from gateway.device.http.asgi import STATE_KEY, HttpConnection
 
-__all__ = ["KEEP_ALIVE_S", "MAX_HEAD_BYTES", "HypercornHTTP", "hypercorn_config", "server_address"]
+__all__ = ["KEEP_ALIVE_S", "MAX_HEAD_BYTES", "HypercornHTTP", "hypercorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +66,6 @@ def hypercorn_config(*, keep_alive_s: float = KEEP_ALIVE_S) -> Config:
     cfg.h11_max_incomplete_size = MAX_HEAD_BYTES
     cfg.read_timeout = None
     return cfg
-
-
-def server_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    """The local address under the front door's wrappers (``/ip`` reports it)."""
-    layer: Any = stream
-    for _ in range(8):
-        sock = getattr(layer, "socket", None)
-        if sock is not None:
-            try:
-                addr = sock.getsockname()
-            except OSError:
-                return None
-            return str(addr[0]), int(addr[1])
-        layer = getattr(layer, "stream", None) or getattr(layer, "transport_stream", None)
-        if layer is None:
-            return None
-    return None
 
 
 class _DeviceHTTPServer(TCPServer):

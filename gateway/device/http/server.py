@@ -14,7 +14,7 @@ import trio
 from gateway.device.http.app import DeviceApp
 from gateway.device.http.asgi import HttpConnection
 from gateway.device.http.h1 import H1Limits, HttpDate, serve_h1
-from gateway.device.http.hypercorn_server import HypercornHTTP, server_address
+from gateway.device.http.hypercorn_server import HypercornHTTP
 from gateway.frontdoor.connection import ServeFn
 from gateway.model import ConnectionInfo
 from gateway.services.bundle import Services
@@ -34,7 +34,7 @@ def make_http_server(
     debug = services.debug
 
     async def serve(stream: trio.abc.Stream, info: ConnectionInfo) -> None:
-        conn = HttpConnection(info, server_address(stream))
+        conn = HttpConnection(info)
         if not fast_path or info.alpn == "h2":
             await hypercorn.serve(stream, conn)
             return
