@@ -65,7 +65,6 @@ __all__ = [
 DEFAULT_DIR = "./var/cluster"
 _FIELDS = set(GatewayConfig.__struct_fields__)
 _HAS_STORE = "store" in _FIELDS  # TEMPORARY until the store and address work merge
-_HAS_PROXY = "proxy_trusted" in _FIELDS
 DEBIAN_PACKAGES = ("postgresql", "nats-server", "haproxy")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 40.0
@@ -412,7 +411,7 @@ def haproxy_config(
             "    http-check send meth GET uri /api/v1/health",
             "    http-check expect status 200",
             "    default-server inter 1s fastinter 500ms fall 2 rise 2 "
-            "on-marked-down shutdown-sessions" + (" send-proxy-v2" if _HAS_PROXY else ""),
+            "on-marked-down shutdown-sessions send-proxy-v2",
         ]
         for node in nodes:
             out.append(
@@ -482,11 +481,10 @@ def node_args(
         str(ports["api"]),
         "--workers",
         str(workers),
-        *(
-            ["--proxy-protocol", "tls,mqtt_tls", "--proxy-trusted", trusted_proxy]
-            if _HAS_PROXY
-            else []
-        ),
+        "--proxy-protocol",
+        "tls,mqtt_tls",
+        "--proxy-trusted",
+        trusted_proxy,
         *extra,
     ]
 
