@@ -30,6 +30,7 @@ from pathlib import Path
 
 import trio
 
+from bench import report
 from bench.chaos_cluster import _Device, _device, provision
 from gateway.testing import cluster
 from gateway.testing.node import tree_pids
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args(argv)
     rows = []
+    t_start = time.time()
+    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     for n in [int(x) for x in args.nodes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
             root = Path(tmp) / "cluster"
@@ -126,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         row["nodes"] = n
         rows.append(row)
         print(json.dumps(row), flush=True)
+    doc = {
+        "command": "scripts/bench-cluster " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
+        "loadavg": loadavg,
+        "workers": args.workers,
+        "devices": args.devices,
+        "seconds": args.seconds,
+        "rows": rows,
+    }
+    out = Path(__file__).parent / "results_cluster.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    report.splice_cluster(Path(__file__).parent / "RESULTS.md", doc)
     return 0
 
 
