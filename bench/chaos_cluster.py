@@ -73,6 +73,7 @@ class ClusterChaosResult:
     events_read: int
     cursor_ok: bool
     acked_while_down: int  # PostgreSQL gone: must be 0
+    acked_after: int  # after the fault: the load resumed by itself
     worst_back_s: float
     not_back: int
     elapsed_s: float
@@ -86,7 +87,7 @@ class ClusterChaosResult:
             and self.cursor_ok
             and self.acked_while_down == 0
             and self.not_back == 0
-            and self.acked > 0
+            and self.acked_after > 0
         )
 
     def summary(self) -> str:
@@ -94,7 +95,7 @@ class ClusterChaosResult:
             f"{self.fault}: {self.devices} devices, {self.acked} writes acknowledged "
             f"({self.rate:.0f}/s), {self.lost} lost; {self.events_read} events read by cursor, "
             f"{'ordered' if self.cursor_ok else 'NOT ORDERED'}; {self.acked_while_down} acked "
-            f"while the store was gone; slowest reconnection {self.worst_back_s:.2f} s "
+            f"while the store was gone, {self.acked_after} after the fault; slowest reconnection {self.worst_back_s:.2f} s "
             f"({self.not_back} not back in time); {self.elapsed_s:.0f} s {self.detail}"
         )
 
@@ -234,12 +235,13 @@ def run_cluster_chaos(
     fleet = [_Device(f"{prefix}{i:05d}", os.urandom(20).hex()) for i in range(devices)]
     ctx = ssl.create_default_context(cafile=info.ca)
     down: list[tuple[float, float]] = []  # (store gone, store back)
+    fault_start = 0.0
     fault_end = 0.0
     victim = ""
     t0 = time.monotonic()
 
     async def main() -> None:
-        nonlocal fault_end, victim
+        nonlocal fault_start, fault_end, victim
         await provision(api, headers, fleet)
         log(f"chaos: {devices} devices provisioned; load starts")
         stop = trio.Event()
@@ -248,6 +250,7 @@ def run_cluster_chaos(
                 nursery.start_soon(_device, d, info, ctx, 1.0 / rate, stop)
             await trio.sleep(before_s)
             online = sum(d.connected for d in fleet)
+            fault_start = time.monotonic()
             if fault == "kill-node":
                 node = random.choice(info.nodes)
                 victim = node.name
@@ -279,11 +282,12 @@ def run_cluster_chaos(
     # an ack "while down": sent after the store was gone (a margin for acks in flight) and
     # before it was started again
     while_down = sum(1 for d in fleet for t in d.ack_times for g, b in down if g + 0.2 < t < b)
+    after = sum(1 for d in fleet for t in d.ack_times if t > fault_end)
     worst = 0.0
     not_back = 0
     if fault != "none":
         for d in fleet:
-            broken = [b for b in d.breaks if b >= fault_end - outage_s - 1]
+            broken = [b for b in d.breaks if b >= fault_start]
             if not broken:
                 continue
             back = next((c for c in d.connects if c > broken[0]), None)
@@ -299,6 +303,7 @@ def run_cluster_chaos(
         len(events),
         ordered,
         while_down,
+        after,
         worst,
         not_back,
         elapsed,
