@@ -95,7 +95,8 @@ class ClusterChaosResult:
             f"{self.fault}: {self.devices} devices, {self.acked} writes acknowledged "
             f"({self.rate:.0f}/s), {self.lost} lost; {self.events_read} events read by cursor, "
             f"{'ordered' if self.cursor_ok else 'NOT ORDERED'}; {self.acked_while_down} acked "
-            f"while the store was gone, {self.acked_after} after the fault; slowest reconnection {self.worst_back_s:.2f} s "
+            f"while the store was gone, {self.acked_after} after the fault; slowest "
+            f"reconnection {self.worst_back_s:.2f} s "
             f"({self.not_back} not back in time); {self.elapsed_s:.0f} s {self.detail}"
         )
 
