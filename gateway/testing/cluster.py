@@ -163,6 +163,9 @@ def ensure_packages() -> None:
 # -- processes ------------------------------------------------------------------------------
 
 
+_CHILDREN: list[subprocess.Popen[bytes]] = []  # what this process started (kept referenced)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -194,6 +197,7 @@ def _spawn(
             env=env,
             **kwargs,  # type: ignore[call-overload]
         )
+    _CHILDREN.append(proc)  # never collected while running (Popen would warn)
     started = _Proc(name, proc.pid, program, list(args), str(log))
     deadline = time.monotonic() + 2.0
     while not _alive(started) and proc.poll() is None and time.monotonic() < deadline:
@@ -208,8 +212,9 @@ def _alive(p: _Proc) -> bool:
     except OSError:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(p.pid, os.WNOHANG)
+        for child in _CHILDREN:  # ours: reap it (its Popen learns the exit status)
+            if child.pid == p.pid:
+                child.poll()
         return False
     return p.program.encode() in cmdline
 

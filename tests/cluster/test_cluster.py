@@ -238,13 +238,22 @@ def test_gdc_mqtt_activate_publish_subscribe_ack(
 
     # subscribe through HAProxy (any node); the value is set through each other node in turn
     cmd = [str(VENV / "gdc"), "-H", f"mqtt://{HOST}", "-P", str(port), "-E", gw_cluster.info.ca]
-    sub = subprocess.Popen(
+    with subprocess.Popen(
         [*cmd, "-k", token, "mqtt", "subscribe", "--disconnect-after", "20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-    )
+    ) as sub:
+        _subscribe_and_set(gw_cluster, identity, sub)
+    _gdc(gw_cluster, tmp_path, port, "publish", "$resource/data_out", "reboot", token=token)
+    st = _state(gw_cluster, identity, "node-1")["data_out"]
+    assert st["reported"] == "reboot"
+    assert not st["pending"]
+
+
+def _subscribe_and_set(gw_cluster: Cluster, identity: str, sub: subprocess.Popen[bytes]) -> None:
+    """Once ``gdc mqtt subscribe`` is online, set a value through another node; its line."""
     try:
         wait_for(
             lambda: gw_cluster.holder(identity) is not None and _online(gw_cluster, identity),
@@ -263,10 +272,6 @@ def test_gdc_mqtt_activate_publish_subscribe_ack(
         sub.send_signal(signal.SIGINT)
         sub.wait(10)
     assert re.fullmatch(r"data_out\.\d+=reboot", line), line
-    _gdc(gw_cluster, tmp_path, port, "publish", "$resource/data_out", "reboot", token=token)
-    st = _state(gw_cluster, identity, "node-1")["data_out"]
-    assert st["reported"] == "reboot"
-    assert not st["pending"]
 
 
 def _online(c: Cluster, identity: str) -> bool:
@@ -345,49 +350,54 @@ def test_exoedge_style_library_over_mqtt(gw_cluster: Cluster, tmp_path: Path) ->
     identity = "exoedge-1"
     script = tmp_path / "client.py"
     script.write_text(LIBRARY_CLIENT)
-    proc = subprocess.Popen(
-        [
-            str(VENV / "python"),
-            str(script),
-            f"mqtt://{HOST}",
-            str(gw_cluster.info.haproxy.mqtt_tls_port),
-            gw_cluster.info.ca,
-            identity,
-        ],
+    args = [
+        str(VENV / "python"),
+        str(script),
+        f"mqtt://{HOST}",
+        str(gw_cluster.info.haproxy.mqtt_tls_port),
+        gw_cluster.info.ca,
+        identity,
+    ]
+    with subprocess.Popen(
+        args,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"},
-    )
+    ) as proc:
+        try:
+            _watch_ack_tell(gw_cluster, identity, proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _watch_ack_tell(gw_cluster: Cluster, identity: str, proc: subprocess.Popen[bytes]) -> None:
     assert proc.stdout is not None
     assert proc.stdin is not None
-    try:
-        token = json.loads(proc.stdout.readline())["token"]
-        assert TOKEN_RE.fullmatch(token), token
-        assert json.loads(proc.stdout.readline()) == {"connected": True}
-        wait_for(lambda: _online(gw_cluster, identity), 15, "online")
-        holder = gw_cluster.holder(identity)
-        setter = next(n for n in gw_cluster.names if n != holder)
-        config = '{"channels": {"001": {"protocol_config": {"sample_rate": 1000}}}}'
-        r = gw_cluster.api(setter).patch(
-            f"/connectors/demo/devices/{identity}/state", json={"config_io": config}
-        )
-        assert r.status_code == 200, r.text
-        got = json.loads(proc.stdout.readline())
-        assert got == {"resource": "config_io", "payload": config, "ack": True}
-        st = _state(gw_cluster, identity, setter)["config_io"]
-        assert not st["pending"]
-        assert st["reported"] == config
-        assert json.loads(proc.stdout.readline()) == {"tell": True}
-        assert _state(gw_cluster, identity, "node-1")["data_in"]["reported"] == '{"001": 7}'
-        proc.stdin.write(b"stop\n")
-        proc.stdin.flush()
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    token = json.loads(proc.stdout.readline())["token"]
+    assert TOKEN_RE.fullmatch(token), token
+    assert json.loads(proc.stdout.readline()) == {"connected": True}
+    wait_for(lambda: _online(gw_cluster, identity), 15, "online")
+    holder = gw_cluster.holder(identity)
+    setter = next(n for n in gw_cluster.names if n != holder)
+    config = '{"channels": {"001": {"protocol_config": {"sample_rate": 1000}}}}'
+    r = gw_cluster.api(setter).patch(
+        f"/connectors/demo/devices/{identity}/state", json={"config_io": config}
+    )
+    assert r.status_code == 200, r.text
+    got = json.loads(proc.stdout.readline())
+    assert got == {"resource": "config_io", "payload": config, "ack": True}
+    st = _state(gw_cluster, identity, setter)["config_io"]
+    assert not st["pending"]
+    assert st["reported"] == config
+    assert json.loads(proc.stdout.readline()) == {"tell": True}
+    assert _state(gw_cluster, identity, "node-1")["data_in"]["reported"] == '{"001": 7}'
+    proc.stdin.write(b"stop\n")
+    proc.stdin.flush()
+    assert proc.wait(15) == 0
 
 
 def test_paho_qos0_qos1_and_push(gw_cluster: Cluster) -> None:
