@@ -56,7 +56,7 @@ from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
 from gateway.store.api import CommittedEvent, DropConnections, ResetOnline
-from gateway.store.sqlite import open_store
+from gateway.store.factory import open_store
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
 
@@ -162,10 +162,10 @@ def _port(value: int, enabled: bool = True) -> int | None:
 
 @asynccontextmanager
 async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
-    """The store (``DIR/gateway.db``) and every service over it, wired together, for the
-    duration of the block; connectors loaded.  Closing waits until every submission made
-    inside has been committed and acknowledged.  (Tests build their services with this
-    too, so they run the same wiring as the gateway.)"""
+    """The store (``DIR/gateway.db``, or the ``store`` URL's database) and every service
+    over it, wired together, for the duration of the block; connectors loaded.  Closing
+    waits until every submission made inside has been committed and acknowledged.  (Tests
+    build their services with this too, so they run the same wiring as the gateway.)"""
     async with open_services_on(config, LocalBus()) as services:
         yield services
 
@@ -187,7 +187,8 @@ async def open_services_on(
         bus.publish_events(events)
 
     async with open_store(
-        config.data_dir / "gateway.db",
+        config.store,
+        data_dir=config.data_dir,
         synchronous=config.synchronous,
         on_events=on_events,
         on_failure=logs.store_failed,

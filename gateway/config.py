@@ -47,6 +47,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_host: str = "127.0.0.1"
     api_port: int = 9080
     synchronous: str = "FULL"  # SQLite: FULL survives power loss; NORMAL for benchmarks
+    store: str = ""  # "" = SQLite in the data directory; postgresql://… (gateway/store/factory.py)
     handshake_timeout_s: float = 10.0
     connect_timeout_s: float = 5.0  # MQTT: CONNECT must arrive this soon after TLS
     http_fast_path: bool = True  # HTTP/1.1 devices on the llhttp fast path (false: hypercorn)
@@ -186,4 +187,9 @@ def load_config(
         proxy_listeners(config)
     except ValueError as exc:
         raise ValueError(f"invalid configuration: {exc}") from None
+    if config.store and not config.store.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"store must be empty (SQLite in the data directory) or a postgresql:// URL, "
+            f"not {config.store!r}"
+        )
     return config

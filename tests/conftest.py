@@ -1,32 +1,92 @@
-"""Shared fixtures: a real SQLite store in tmp_path, services over it; one development PKI
-per test session and a whole gateway using it (``gw``)."""
+"""Shared fixtures: a real store (SQLite in tmp_path, and PostgreSQL: every test using
+``store`` or ``services`` runs against both backends), services over it; one development
+PKI per test session and a whole gateway using it (``gw``).
+
+PostgreSQL: one throwaway cluster per session (``gateway/testing/postgres.py``), started by
+the first test that needs it, and one database per test copied from a migrated template.
+"""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.app import open_services
 from gateway.config import GatewayConfig
 from gateway.services.bundle import Services
-from gateway.store.sqlite import SqliteStore, open_store
+from gateway.store.factory import open_store
 from gateway.testing.hosts import HostMap, mapped_hosts
+from gateway.testing.postgres import PgCluster, pg_bin_dir
 from gateway.testing.server import TestGateway, open_test_gateway
 from gateway.tls.pki import ensure_dev_pki
 
 
+class PgDatabases:
+    """The session's PostgreSQL cluster and a fresh database per call of :meth:`new`."""
+
+    TEMPLATE = "gw_template"
+
+    def __init__(self, cluster: PgCluster) -> None:
+        import psycopg
+
+        from gateway.store.postgresql.migrations import migrate
+
+        self.cluster = cluster
+        self._n = itertools.count(1)
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.TEMPLATE}")
+        with psycopg.connect(cluster.url(self.TEMPLATE), autocommit=True) as conn:
+            migrate(conn)
+
+    def new(self) -> str:
+        """A ``postgresql://`` URL of a new, migrated, empty database."""
+        import psycopg
+
+        name = f"t{next(self._n)}"
+        with psycopg.connect(self.cluster.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {self.TEMPLATE}")
+        return self.cluster.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgDatabases]:
+    """The session's PostgreSQL (skips the test when the server binaries are missing)."""
+    if pg_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries missing (scripts/bootstrap --system)")
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield PgDatabases(cluster)
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The ``store`` setting of one backend: "" (SQLite in the data directory) or the URL
+    of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    databases: PgDatabases = request.getfixturevalue("pg")
+    return databases.new()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with open_store(tmp_path / "gateway.db", synchronous="NORMAL") as s:
+async def store(tmp_path: Path, store_url: str) -> AsyncIterator[Any]:
+    """A :class:`~gateway.store.api.Store` of each backend (typed ``Any``: tests reach the
+    backend's own attributes, such as ``path`` or ``url``, for their oracles)."""
+    async with open_store(store_url, data_dir=tmp_path, synchronous="NORMAL") as s:
         yield s
 
 
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    config = GatewayConfig(data=str(tmp_path), synchronous="NORMAL")
+async def services(tmp_path: Path, store_url: str) -> AsyncIterator[Services]:
+    config = GatewayConfig(data=str(tmp_path), synchronous="NORMAL", store=store_url)
     async with open_services(config) as svc:
         yield svc
 

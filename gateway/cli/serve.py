@@ -67,6 +67,12 @@ def _workers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     help="SQLite durability: FULL (power-loss safe, default) or NORMAL",
 )
 @click.option(
+    "--store",
+    metavar="URL",
+    help="postgresql://user@host/db for the PostgreSQL store (several nodes may share it) "
+    "[SQLite in the data directory]",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 )
 @click.option(

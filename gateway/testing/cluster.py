@@ -48,8 +48,6 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from gateway.config import GatewayConfig
-
 __all__ = [
     "ClusterInfo",
     "HaproxyInfo",
@@ -63,8 +61,6 @@ __all__ = [
 ]
 
 DEFAULT_DIR = "./var/cluster"
-_FIELDS = set(GatewayConfig.__struct_fields__)
-_HAS_STORE = "store" in _FIELDS  # TEMPORARY until the store and address work merge
 DEBIAN_PACKAGES = ("postgresql", "nats-server", "haproxy")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 40.0
@@ -473,7 +469,8 @@ def node_args(
         str(data),
         "--node-name",
         name,
-        *(["--store", store] if _HAS_STORE else []),
+        "--store",
+        store,
         "--bus",
         bus,
         "--host",

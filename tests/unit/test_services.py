@@ -44,10 +44,18 @@ async def _connector(services: Services, **prov: object) -> str:
 
 
 def _count(services: Services, table: str) -> int:
-    """Rows of ``table`` straight from the database file (the tests' oracle)."""
+    """Rows of ``table`` straight from the database (the tests' oracle), of either backend."""
+    sql = f"SELECT count(*) FROM {table}"
+    if services.config.store:
+        import psycopg
+
+        with psycopg.connect(services.config.store) as pg:
+            row = pg.execute(sql).fetchone()
+            assert row is not None
+            return int(row[0])
     conn = sqlite3.connect(services.config.data_dir / "gateway.db")
     try:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
 

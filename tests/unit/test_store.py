@@ -293,7 +293,7 @@ async def test_retention_trims_and_moves_the_counter(tmp_path: Path) -> None:
     # closed: the writer has run its last trim, so counters and file are final
     assert [seq for (seq,) in sqlite3.connect(path).execute("SELECT seq FROM events")] == [6, 7, 8]
     st = s.writer.stats
-    assert (st.devices, st.event_log_size, st.pending_values) == db_counts(path)
+    assert (st.devices, st.event_log_size, st.pending_values) == db_counts(s)
     assert st.events == 8
 
 

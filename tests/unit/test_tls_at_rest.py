@@ -34,7 +34,14 @@ def key_body(key_pem: str) -> bytes:
     return "".join(key_pem.strip().splitlines()[1:-1]).encode()[:40]
 
 
-def database_bytes(data: Path) -> bytes:
+def database_bytes(data: Path, store: str = "") -> bytes:
+    """What the database holds: SQLite's files (and WAL), or PostgreSQL's stored connector
+    settings (the only place a connector's key could be)."""
+    if store:
+        import psycopg
+
+        with psycopg.connect(store) as pg:
+            return b"".join(bytes(r[0]) for r in pg.execute("SELECT settings FROM connectors"))
     return b"".join(p.read_bytes() for p in sorted(data.glob("gateway.db*")))
 
 
@@ -48,13 +55,13 @@ async def test_server_keys_are_sealed_in_the_database(
     chain, key = issue_server_cert(pki.ca_pem, pki.ca_key_pem, ["acme.m2.localhost"])
     await services.connectors.create(name="a", connector_id="acme", settings=with_pki(chain, key))
     assert services.registry.require("acme").settings.pki.server_key == key
-    raw = database_bytes(tmp_path)
+    raw = database_bytes(tmp_path, services.config.store)
     assert key_body(key) not in raw
     assert key_body(chain) in raw  # the certificate is public and stays readable
     # a new certificate and key through update: sealed again, with a fresh nonce
     chain2, key2 = issue_server_cert(pki.ca_pem, pki.ca_key_pem, ["acme.m2.localhost"])
     await services.connectors.update("acme", settings=with_pki(chain2, key2))
-    assert key_body(key2) not in database_bytes(tmp_path)
+    assert key_body(key2) not in database_bytes(tmp_path, services.config.store)
     # another service over the same store and key file opens it
     again = ConnectorService(
         services.store, Registry("localhost"), box=SecretBox.from_data_dir(tmp_path)
@@ -122,7 +129,7 @@ async def test_an_expired_certificate_does_not_block_other_edits(
     stored = msgspec.json.encode(with_pki(chain, key))  # in clear, unchecked
     await services.store.write([UpdateConnector("acme", "a", "", stored, now_us())])
     await services.connectors.load()
-    assert key_body(key) in database_bytes(tmp_path)
+    assert key_body(key) in database_bytes(tmp_path, services.config.store)
     await services.connectors.update("acme", name="renamed")
     assert services.registry.require("acme").name == "renamed"
     assert services.registry.require("acme").settings.pki.server_key == key

@@ -1,0 +1,175 @@
+"""Handlers of the cloud-to-cloud integration ops on PostgreSQL (mirroring
+``gateway/store/sqlite/ops/integrations.py``).  Secret configuration values arrive
+encrypted; the store never sees them in clear."""
+
+from __future__ import annotations
+
+import msgspec
+
+from gateway.errors import AlreadyExists, NotFound
+from gateway.store.api import (
+    CreateIntegration,
+    DeleteIntegration,
+    FinishRun,
+    IntegrationRecord,
+    MarkVanished,
+    RecordHealth,
+    StartRun,
+    UpdateIntegration,
+    UpsertAsset,
+)
+from gateway.store.postgresql.ops._tx import Tx
+
+__all__ = [
+    "create_integration",
+    "delete_integration",
+    "finish_run",
+    "mark_vanished",
+    "record_health",
+    "start_run",
+    "update_integration",
+    "upsert_asset",
+]
+
+
+def _blobs(rec: IntegrationRecord) -> tuple[bytes, bytes, bytes]:
+    return (
+        msgspec.json.encode(rec.config),
+        msgspec.json.encode(rec.secrets),
+        msgspec.json.encode(rec.settings),
+    )
+
+
+def create_integration(tx: Tx, op: CreateIntegration) -> None:
+    rec = op.record
+    config, secrets, settings = _blobs(rec)
+    row = tx.one(
+        "INSERT INTO integrations (connector_id, name, document, doc_version, api_version, "
+        "allow_http, config, secrets, settings, created, updated) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+        "RETURNING 1",
+        (
+            rec.connector_id,
+            rec.name,
+            rec.document,
+            rec.doc_version,
+            rec.api_version,
+            int(rec.allow_http),
+            config,
+            secrets,
+            settings,
+            rec.created,
+            rec.updated,
+        ),
+    )
+    if row is None:
+        raise AlreadyExists(f"integration {rec.name!r} already exists")
+
+
+def update_integration(tx: Tx, op: UpdateIntegration) -> None:
+    rec = op.record
+    config, secrets, settings = _blobs(rec)
+    tx.cur.execute(
+        "UPDATE integrations SET document = %s, doc_version = %s, api_version = %s, "
+        "allow_http = %s, config = %s, secrets = %s, settings = %s, updated = %s "
+        "WHERE connector_id = %s AND name = %s",
+        (
+            rec.document,
+            rec.doc_version,
+            rec.api_version,
+            int(rec.allow_http),
+            config,
+            secrets,
+            settings,
+            rec.updated,
+            rec.connector_id,
+            rec.name,
+        ),
+    )
+    if tx.cur.rowcount == 0:
+        raise NotFound(f"integration {rec.name!r} not found")
+
+
+def delete_integration(tx: Tx, op: DeleteIntegration) -> None:
+    cur, key = tx.cur, (op.connector_id, op.name)
+    cur.execute("DELETE FROM integrations WHERE connector_id = %s AND name = %s", key)
+    if cur.rowcount == 0:
+        raise NotFound(f"integration {op.name!r} not found")
+    cur.execute("DELETE FROM integration_health WHERE connector_id = %s AND name = %s", key)
+    cur.execute("DELETE FROM integration_runs WHERE connector_id = %s AND name = %s", key)
+    cur.execute("DELETE FROM integration_assets WHERE connector_id = %s AND name = %s", key)
+
+
+def record_health(tx: Tx, op: RecordHealth) -> bool:
+    cur, cid, name = tx.cur, op.connector_id, op.name
+    last = tx.one(
+        "SELECT healthy FROM integration_health WHERE connector_id = %s AND name = %s "
+        "ORDER BY ts DESC LIMIT 1",
+        (cid, name),
+    )
+    changed = last is None or bool(last[0]) != op.healthy
+    cur.execute(
+        "INSERT INTO integration_health VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (connector_id, name, ts) DO UPDATE SET healthy = excluded.healthy, "
+        "status_code = excluded.status_code, latency_ms = excluded.latency_ms, "
+        "detail = excluded.detail, changed = excluded.changed",
+        (
+            cid,
+            name,
+            op.timestamp,
+            int(op.healthy),
+            op.status_code,
+            op.latency_ms,
+            op.detail,
+            int(changed),
+        ),
+    )
+    cur.execute(
+        "DELETE FROM integration_health WHERE connector_id = %s AND name = %s AND ts <= ("
+        "SELECT ts FROM integration_health WHERE connector_id = %s AND name = %s "
+        "ORDER BY ts DESC LIMIT 1 OFFSET %s)",
+        (cid, name, cid, name, op.history),
+    )
+    if changed:
+        tx.emit(op.on_change)
+    return changed
+
+
+def start_run(tx: Tx, op: StartRun) -> int:
+    row = tx.one(
+        "INSERT INTO integration_runs (connector_id, name, job, report) "
+        "VALUES (%s, %s, %s, %s) RETURNING id",
+        (op.connector_id, op.name, op.job, msgspec.json.encode(op.report)),
+    )
+    assert row is not None
+    run_id = int(row[0])
+    tx.cur.execute(
+        "DELETE FROM integration_runs WHERE connector_id = %s AND name = %s AND job = %s "
+        "AND id <= %s",
+        (op.connector_id, op.name, op.job, run_id - op.history),
+    )
+    return run_id
+
+
+def finish_run(tx: Tx, op: FinishRun) -> None:
+    tx.cur.execute(
+        "UPDATE integration_runs SET report = %s WHERE id = %s",
+        (msgspec.json.encode(op.report), op.run_id),
+    )
+
+
+def upsert_asset(tx: Tx, op: UpsertAsset) -> None:
+    tx.cur.execute(
+        "INSERT INTO integration_assets VALUES (%s, %s, %s, %s, %s, %s, 0) "
+        "ON CONFLICT (connector_id, name, asset_id) DO UPDATE SET identity = excluded.identity, "
+        "last_seen = excluded.last_seen, vanished = 0",
+        (op.connector_id, op.name, op.asset_id, op.identity, op.timestamp, op.timestamp),
+    )
+
+
+def mark_vanished(tx: Tx, op: MarkVanished) -> None:
+    tx.cur.execute(
+        "UPDATE integration_assets SET vanished = 1 WHERE connector_id = %s AND name = %s "
+        "AND asset_id = ANY(%s)",
+        (op.connector_id, op.name, list(op.asset_ids)),
+    )
