@@ -6,7 +6,8 @@ runs against a cluster that ``scripts/cluster up`` started (``--dir``, default
 devices through node 1's management API and runs one Trio task per device that connects to
 HAProxy's MQTT/TLS port (SNI ``demo.m2.localhost``, the cluster's CA), publishes numbered
 values at QoS 1 (one in flight, ``--rate`` per device per second) and reconnects after a
-break (jittered back-off, 50 ms to 1 s).  After ``--before`` seconds it injects the fault:
+break (jittered back-off, 50 ms to 1 s).  Once every device is connected (at most 120 s)
+and ``--before`` seconds more, it injects the fault:
 
 * ``kill-node``: SIGKILL to a random node's supervisor (the whole node dies; HAProxy's
   health check takes it out, its devices reconnect through HAProxy to the others);
@@ -225,6 +226,7 @@ def run_cluster_chaos(
     outage_s: float = 3.0,
     after_s: float = 12.0,
     max_back_s: float = 10.0,
+    connect_timeout_s: float = 120.0,
     prefix: str = "chaos",
     log: Callable[[str], None] = print,
 ) -> ClusterChaosResult:
@@ -249,6 +251,11 @@ def run_cluster_chaos(
         async with trio.open_nursery() as nursery:
             for d in fleet:
                 nursery.start_soon(_device, d, info, ctx, 1.0 / rate, stop)
+            # every device connected first (bounded), then the load runs a while
+            with trio.move_on_after(connect_timeout_s):
+                while sum(d.connected for d in fleet) < devices:  # noqa: ASYNC110 (a count)
+                    await trio.sleep(0.2)
+            log(f"chaos: {sum(d.connected for d in fleet)} of {devices} devices connected")
             await trio.sleep(before_s)
             online = sum(d.connected for d in fleet)
             fault_start = time.monotonic()
