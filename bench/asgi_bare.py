@@ -1,7 +1,7 @@
 """The bare ASGI app the HTTP scenarios compare the gateway's device API against.
 
 It reads the request body (as the gateway must) and answers ``204 No Content``: the cost of
-hypercorn's trio worker alone, with no routing, auth or storage.
+hypercorn's (or uvicorn's) own cost alone, with no routing, auth or storage.
 """
 
 from __future__ import annotations

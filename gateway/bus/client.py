@@ -6,8 +6,8 @@ Theory of operation
 with back-off when it breaks (the owner was killed and is being restarted).  It is the
 worker's :class:`~gateway.bus.api.Bus` and carries the worker's writes:
 
-* :class:`RemoteStore` reads SQLite directly (WAL: a worker sees every commit the moment it
-  is made, :class:`~gateway.store.sqlite.SqliteReads`) and sends each submission as one
+* :class:`RemoteStore` reads through the store's read side (SQLite directly, WAL: a worker
+  sees every commit the moment it is made; or a PostgreSQL pool) and sends each submission as one
   ``Submit`` frame.  Many submissions are in flight at once (pipelined), so the owner's
   group commit spans every worker.  A ticket resolves when the owner's ``Committed`` frame
   arrives, which the owner sends only after COMMIT: an acknowledgement still means durable
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import msgspec
 import trio
@@ -47,8 +46,27 @@ from gateway.bus.frames import (
 from gateway.bus.link import Link, connect_unix
 from gateway.errors import GatewayError, StoreFailed, rebuild_error
 from gateway.model import LogRecord
-from gateway.store.api import CommittedEvent, Op, OpResult
-from gateway.store.sqlite import SqliteReader, SqliteReads
+from gateway.store.api import (
+    AdminToken,
+    AssetRow,
+    CommittedEvent,
+    ConnectorRow,
+    ContentRow,
+    DeviceCounts,
+    DeviceQuery,
+    DeviceRow,
+    EventQuery,
+    HealthRow,
+    IntegrationRecord,
+    Op,
+    OpResult,
+    Page,
+    RunRow,
+    StateRow,
+    StoreStats,
+    TokenMatch,
+)
+from gateway.store.factory import ReadSide
 
 __all__ = ["RECONNECT_MAX_S", "NodeClient", "RemoteStore"]
 
@@ -241,14 +259,14 @@ class NodeClient:
             t.fail(err)
 
 
-class RemoteStore(SqliteReads):
-    """:class:`gateway.store.api.Store` for a worker: reads from the SQLite file (WAL),
+class RemoteStore:
+    """:class:`gateway.store.api.Store` for a worker: reads from the store's read side (the
+    SQLite file through WAL, or PostgreSQL: ``gateway/store/factory.py`` ``read_side``),
     writes through :class:`NodeClient` to the store owner.  ``on_failure`` gets detached
     submissions' failures, in this process (see ``gateway/store/api.py``)."""
 
-    def __init__(self, path: Path, client: NodeClient, *, on_failure: OnFailure) -> None:
-        self.path = path
-        self.reader = SqliteReader(path)
+    def __init__(self, reads: ReadSide, client: NodeClient, *, on_failure: OnFailure) -> None:
+        self.reads = reads
         self.client = client
         self.on_failure = on_failure
 
@@ -259,4 +277,69 @@ class RemoteStore(SqliteReads):
         return await self.submit(ops).wait()
 
     def close(self) -> None:
-        self.reader.close()
+        self.reads.close()
+
+    # -- reads: the read side's ------------------------------------------------------------
+
+    async def stats(self) -> StoreStats:
+        return await self.reads.stats()
+
+    async def connectors(self) -> list[ConnectorRow]:
+        return await self.reads.connectors()
+
+    async def device(self, connector_id: str, identity: str) -> DeviceRow | None:
+        return await self.reads.device(connector_id, identity)
+
+    async def device_by_token_hash(self, connector_id: str, token_hash: str) -> TokenMatch | None:
+        return await self.reads.device_by_token_hash(connector_id, token_hash)
+
+    async def list_devices(self, query: DeviceQuery) -> Page:
+        return await self.reads.list_devices(query)
+
+    async def device_counts(self, connector_id: str) -> DeviceCounts:
+        return await self.reads.device_counts(connector_id)
+
+    async def state(self, device_id: int, aliases: Sequence[str] | None = None) -> list[StateRow]:
+        return await self.reads.state(device_id, aliases)
+
+    async def pending(self, device_id: int, since: int = 0) -> list[StateRow]:
+        return await self.reads.pending(device_id, since)
+
+    async def events(self, query: EventQuery) -> list[CommittedEvent]:
+        return await self.reads.events(query)
+
+    async def last_seq(self, connector_id: str) -> int:
+        return await self.reads.last_seq(connector_id)
+
+    async def content(self, connector_id: str, content_id: str) -> ContentRow | None:
+        return await self.reads.content(connector_id, content_id)
+
+    async def content_list(self, connector_id: str, prefix: str = "") -> list[ContentRow]:
+        return await self.reads.content_list(connector_id, prefix)
+
+    async def admin_token_known(self, token_hash: str) -> bool:
+        return await self.reads.admin_token_known(token_hash)
+
+    async def admin_tokens(self) -> list[AdminToken]:
+        return await self.reads.admin_tokens()
+
+    async def integration(self, connector_id: str, name: str) -> IntegrationRecord | None:
+        return await self.reads.integration(connector_id, name)
+
+    async def integrations(self, connector_id: str | None = None) -> list[IntegrationRecord]:
+        return await self.reads.integrations(connector_id)
+
+    async def integration_health(
+        self, connector_id: str, name: str, *, limit: int = 50, changes_only: bool = False
+    ) -> list[HealthRow]:
+        return await self.reads.integration_health(
+            connector_id, name, limit=limit, changes_only=changes_only
+        )
+
+    async def integration_runs(
+        self, connector_id: str, name: str, job: str | None = None, *, limit: int = 20
+    ) -> list[RunRow]:
+        return await self.reads.integration_runs(connector_id, name, job, limit=limit)
+
+    async def integration_assets(self, connector_id: str, name: str) -> list[AssetRow]:
+        return await self.reads.integration_assets(connector_id, name)

@@ -4,9 +4,9 @@ A worker is today's gateway minus the management API: the front door on the list
 sockets ``gateway serve`` bound (the kernel hands each new connection to whichever worker
 accepts first; a worker whose connection slots are full stops accepting and the others take
 the connections), the MQTT and HTTP device paths, and the services over a
-:class:`~gateway.bus.client.RemoteStore`: reads straight from SQLite (WAL), writes to the
-store owner over the bus.  Committed events from the owner drive pushes and kicks here
-(:class:`_Inbox`).
+:class:`~gateway.bus.client.RemoteStore`: reads straight from the store (SQLite's WAL, or a
+PostgreSQL pool), writes to the store owner over the bus.  Committed events from the owner
+drive pushes and kicks here (:class:`_Inbox`).
 
 Readiness: connected to the owner, registry loaded and listeners serving, it writes a line
 to ``ready_fd``.  SIGTERM drains it: accepting stops, sessions finish their in-flight
@@ -38,6 +38,7 @@ from gateway.services.control import ControlHub
 from gateway.services.events import CommitSignals
 from gateway.services.logs import LogHub
 from gateway.store.api import CommittedEvent
+from gateway.store.factory import read_side
 from gateway.tls.contexts import ServerContexts
 
 __all__ = ["worker_main"]
@@ -81,7 +82,8 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
     registry = Registry(config.base_domain)
     logs = LogHub(bus=client)
     signals = CommitSignals()
-    store = RemoteStore(config.data_dir / "gateway.db", client, on_failure=logs.store_failed)
+    reads = read_side(config.store, config.data_dir)
+    store = RemoteStore(reads, client, on_failure=logs.store_failed)
     services = Services(
         config,
         store,

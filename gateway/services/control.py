@@ -154,6 +154,12 @@ class ControlHub:
             wake = self._waiters[key] = Wakeup()
         return wake
 
+    def long_polls(self, key: DeviceKey) -> int:
+        """How many long-polls of the device wait for its next change on this process (what
+        a test waits for before setting a value, instead of sleeping)."""
+        wake = self._waiters.get(key)
+        return 0 if wake is None else wake.statistics().tasks_waiting
+
     def kick(self, key: DeviceKey, reason: str) -> None:
         """End the device's MQTT session and long-polls on this process."""
         session = self._sessions.get(key)

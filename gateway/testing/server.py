@@ -68,6 +68,18 @@ class TestGateway:
     def ca(self) -> str:
         return self.info.ca
 
+    async def long_poll_waiting(
+        self, identity: str, cid: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        """Return once a long-poll of ``identity`` waits in this process's control hub: a
+        value set afterwards must wake it (the wake-up path, not the at-once answer)."""
+        connector = cid or self.info.demo_connector
+        assert connector is not None, "no connector given and no demo connector"
+        key = (connector, identity)
+        with trio.fail_after(timeout_s):
+            while not self.services.control.long_polls(key):  # noqa: ASYNC110 - no event to await
+                await trio.sleep(0.005)
+
     def fqdn(self, cid: str | None = None) -> str:
         return f"{cid or self.info.demo_connector}.m2.{self.info.base_domain}"
 

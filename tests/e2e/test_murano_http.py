@@ -82,7 +82,7 @@ async def test_gdc_http_commands(gw: TestGateway, tmp_path: Path) -> None:
     assert out.startswith("[304]")
 
     async def set_later() -> None:
-        await trio.sleep(1.0)
+        await gw.long_poll_waiting("gdc-dev-1", "demo")
         await gw.services.state.set_values("demo", "gdc-dev-1", {"config_io": '{"x": 1}'})
 
     async with trio.open_nursery() as nursery:
@@ -138,7 +138,7 @@ async def test_murano_client_watch_and_ack(gw: TestGateway, tmp_path: Path) -> N
     script.write_text(WATCHER)
 
     async def set_later() -> None:
-        await trio.sleep(2.0)
+        await gw.long_poll_waiting("watcher-1", "demo", timeout_s=30)
         await gw.services.state.set_values(
             "demo", "watcher-1", {"config_io": '{"channels": {"001": {"a": 1}}}'}
         )

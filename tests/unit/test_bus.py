@@ -40,6 +40,7 @@ from gateway.store.api import (
     Op,
     PointWrite,
 )
+from gateway.store.factory import read_side
 from gateway.store.sqlite import open_store
 
 META = EventMeta("conn-1", "10.0.0.1", "murano:v1/mqtt")
@@ -205,7 +206,9 @@ async def test_the_node_bus_end_to_end(tmp_path: Path) -> None:
 
         await nursery.start(owner_task)
         client = NodeClient(address, 1)
-        store = RemoteStore(db, client, on_failure=lambda ops, err: failures.append((ops, err)))
+        store = RemoteStore(
+            read_side("", tmp_path), client, on_failure=lambda ops, err: failures.append((ops, err))
+        )
         inbox = Inbox()
         await nursery.start(client.run, inbox)
         # writes are committed by the owner; reads come straight from the file (WAL)

@@ -43,7 +43,7 @@ from gateway.store.postgresql.reader import PgReader
 from gateway.store.postgresql.writer import PgWriter
 from gateway.store.sqlite.writer import OnEvents, OnFailure
 
-__all__ = ["PgReads", "PgStore", "open_store"]
+__all__ = ["PgReadSide", "PgReads", "PgStore", "open_store"]
 
 
 class PgReads:
@@ -119,6 +119,18 @@ class PgReads:
 
     async def integration_assets(self, connector_id: str, name: str) -> list[AssetRow]:
         return await trio.to_thread.run_sync(self.reader.integration_assets, connector_id, name)
+
+
+class PgReadSide(PgReads):
+    """The read half alone (``gateway/store/factory.py`` ``read_side``): its pool opens in
+    the background; ``close()`` blocks until it has closed."""
+
+    def __init__(self, url: str) -> None:
+        self.reader = PgReader(url)
+        self.reader.pool.open(wait=False)
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 class PgStore(PgReads):

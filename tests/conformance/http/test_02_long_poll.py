@@ -49,7 +49,7 @@ async def test_wakes_on_set_and_times_out_with_304(gw: TestGateway) -> None:
     assert r.body == b""
 
     async def later() -> None:
-        await trio.sleep(0.3)
+        await gw.long_poll_waiting("p-2", "demo")
         await gw.services.state.set_values("demo", "p-2", {"config_io": '{"c": 1}'})
 
     async with trio.open_nursery() as nursery:
