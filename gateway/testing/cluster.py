@@ -551,7 +551,7 @@ def up(
     tls_port: int = 8443,
     mqtt_tls_port: int = 8883,
     api_port_base: int = 9081,
-    workers: int = 1,
+    workers: int = 2,
     base_domain: str = "localhost",
     node_extra: Sequence[str] = (),
 ) -> ClusterInfo:
@@ -758,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", default=DEFAULT_DIR, help=f"where everything lives [{DEFAULT_DIR}]"
     )
     parser.add_argument("--nodes", type=int, default=3, help="gateway nodes [3]")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes per node [1]")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per node [2]")
     parser.add_argument("--host", default="127.0.0.1", help="HAProxy's address [127.0.0.1]")
     parser.add_argument("--tls-port", type=int, default=8443, help="HAProxy's TLS port [8443]")
     parser.add_argument("--mqtt-tls-port", type=int, default=8883, help="MQTT/TLS port [8883]")

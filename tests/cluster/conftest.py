@@ -154,7 +154,7 @@ def gw_cluster(tmp_path_factory: pytest.TempPathFactory, hosts: HostMap) -> Iter
         tls_port=cluster.free_port(),
         mqtt_tls_port=cluster.free_port(),
         api_port_base=0,
-        workers=1,
+        workers=2,
     )
     c = Cluster(root, info)
     try:
