@@ -150,7 +150,10 @@ def cluster_section(doc: dict[str, Any] | None) -> list[str]:
         " capacity: the rate is not expected to grow with the nodes here (each node adds its"
         " fixed costs and its NATS fan-out to the same cores).  What carries to a real cluster,"
         " where each node has its own cores, is the CPU per write of each part"
-        " (docs/scale.md).",
+        " (docs/scale.md).  Sum the `cores` columns: far below the machine's 2 cores, the run"
+        " was bound by latency (one write in flight per device, every process waiting its turn"
+        " for a core the machine's other work holds: see the load average), not by the"
+        " cluster's own CPU.",
         "",
         "| nodes | writes/s | nodes µs/write | PostgreSQL µs/write | NATS µs/write |"
         " HAProxy µs/write | generator µs/write | nodes cores | PostgreSQL cores |",
