@@ -160,9 +160,10 @@ class ClusterBus:
         self.url = url
         self.node = node
         self.local = local
-        self._out: deque[tuple[str, bytes] | Sequence[CommittedEvent]] = deque()
+        # what waits for the NATS thread (it pops, this side appends: deque ops are atomic)
+        self.outgoing: deque[tuple[str, bytes] | Sequence[CommittedEvent]] = deque()
         self._thread: _NatsThread | None = None
-        self._run_id = secrets.token_hex(4)  # message ids: a retry is dropped, not a restart
+        self.run_id = secrets.token_hex(4)  # message ids: a retry is dropped, not a restart
         self._local_logs = False
         self._remote_logs: dict[str, float] = {}  # node → when its interest expires
         self._changed = trio.Event()
@@ -207,7 +208,7 @@ class ClusterBus:
     # -- to the NATS thread ------------------------------------------------------------
 
     def _post(self, item: tuple[str, bytes] | Sequence[CommittedEvent]) -> None:
-        out = self._out
+        out = self.outgoing
         out.append(item)
         if len(out) > MAX_QUEUED:
             out.popleft()
@@ -401,7 +402,7 @@ class _NatsThread(threading.Thread):
                 if await self._stopped(RECONNECT_WAIT_S):
                     return
             self._to_trio(_Up(first=True))
-            await self._publish_loop(js)
+            await self._publish_loop(nc, js)
         finally:
             try:
                 await asyncio.wait_for(nc.close(), 2.0)
@@ -474,9 +475,9 @@ class _NatsThread(threading.Thread):
     def _take(self) -> list[tuple[str, bytes, str | None]]:
         """Everything queued, as (subject, data, message id): events coalesced into one
         message per connector (split under :data:`MAX_MESSAGE_BYTES`), in order."""
-        out = self.bus._out
+        out = self.bus.outgoing
         node = self.bus.node
-        run_id = self.bus._run_id
+        run_id = self.bus.run_id
         by_connector: dict[str, list[CommittedEvent]] = {}
         control: list[tuple[str, bytes, str | None]] = []
         while True:
@@ -496,13 +497,12 @@ class _NatsThread(threading.Thread):
                 msgs.append((events_subject(cid), _encoder.encode(Published(node, chunk)), msg_id))
         return control + msgs
 
-    async def _publish_loop(self, js: Any) -> None:
+    async def _publish_loop(self, nc: Any, js: Any) -> None:
         assert self._wake is not None
         assert self._halt is not None
         wake, stop = self._wake, self._halt
-        nc = js._nc
         while True:
-            if not self.bus._out:
+            if not self.bus.outgoing:
                 if stop.is_set():
                     return
                 waiter = asyncio.ensure_future(wake.wait())

@@ -557,7 +557,8 @@ def up(
 ) -> ClusterInfo:
     """Start the cluster in ``root`` (see the module docstring); returns cluster.json."""
     root = root.absolute()
-    if _load_state(root) is not None and any(_alive(p) for p in _load_state(root).procs):  # type: ignore[union-attr]
+    previous = _load_state(root)
+    if previous is not None and any(_alive(p) for p in previous.procs):
         raise SystemExit(f"cluster: already up in {root} (scripts/cluster down first)")
     ensure_packages()
     root.mkdir(parents=True, exist_ok=True)
