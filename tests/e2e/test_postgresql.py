@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from gateway.clock import now_us
-from gateway.errors import StoreFailed
+from gateway.errors import BadRequest, StoreFailed
 from gateway.store.api import AppendEvent, EventMeta, EventQuery
 from gateway.store.postgresql import open_store
 from gateway.testing.server import TestGateway, gateway_process
@@ -207,3 +207,16 @@ async def test_two_nodes_number_one_log_in_commit_order(pg: PgDatabases) -> None
         mine = sorted(seq for c, seq in acked if c == cid)
         assert mine == list(range(1, 241)), cid  # 4 writers x 60, unique, no gap
         assert seen[cid] == mine, cid  # the poller missed none and saw them in order
+
+
+async def test_a_value_postgresql_cannot_hold_is_bad_input(pg: PgDatabases) -> None:
+    """A NUL character in an event's text is refused as BadRequest (a client must not
+    retry it as a store failure); the other submissions of the same commit land."""
+    async with open_store(pg.new()) as store:
+        ok = store.submit([AppendEvent("c", "publish", None, EventMeta(), 1, {"n": 1})])
+        bad = store.submit([AppendEvent("c", "publish", "nul\x00here", EventMeta(), 2)])
+        (seq,) = await ok.wait()
+        with pytest.raises(BadRequest, match="cannot store"):
+            await bad.wait()
+        events = await store.events(EventQuery("c"))
+        assert [(e.seq, e.payload) for e in events] == [(seq, {"n": 1})]

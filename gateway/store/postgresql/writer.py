@@ -8,9 +8,10 @@ The same pipeline as the SQLite writer (``gateway/store/sqlite/writer.py``), on 
 1. :meth:`PgWriter.submit` queues a submission and returns a :class:`_Ticket`; nothing
    blocks the Trio thread.
 2. The writer thread takes the first submission and drains whatever else is queued (up to
-   ``max_batch``): the group.  One transaction, a ``SAVEPOINT`` per submission (a refused or
-   failing one rolls back alone), one ``COMMIT`` — a commit's round trip and WAL flush are
-   shared by the whole group, so batches grow with load by themselves.
+   ``max_batch``): the group.  One transaction, each submission atomic (a refused or
+   failing one rolls back alone: "Savepoints only when needed" below), one ``COMMIT`` — a
+   commit's round trip and WAL flush are shared by the whole group, so batches grow with
+   load by themselves.
 3. Only after ``COMMIT`` returns is the group handed back to the Trio thread with one
    ``TrioToken.run_sync_soon``: tickets resolve, then ``on_events`` gets the committed events.
 
@@ -39,6 +40,16 @@ that still happens (an op touching a connector it does not name, such as
 nothing was acknowledged.  A submission rolled back to its savepoint gives its numbers back
 (the in-memory counters are restored with it).
 
+Savepoints only when needed
+---------------------------
+A group is first run with no savepoints at all.  Almost every submission succeeds, and a
+savepoint costs two round trips (``SAVEPOINT``, ``RELEASE``) and a subtransaction; past 64
+subtransactions that wrote, a transaction's snapshot overflows and every other session
+reading the database slows down (``pg_subtrans`` lookups).  If any submission fails (a
+refusal, a bad value), the whole transaction is rolled back and the group is run again with
+a ``SAVEPOINT`` per submission, so the failing one rolls back alone and the others commit:
+the result is the same as with savepoints from the start, and the rare failure pays twice.
+
 PostgreSQL going away
 ---------------------
 Any error of the connection itself fails the whole group with
@@ -66,7 +77,7 @@ from typing import Any
 import psycopg
 import trio
 
-from gateway.errors import GatewayError, StoreFailed
+from gateway.errors import BadRequest, GatewayError, StoreFailed
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
 from gateway.store.postgresql.migrations import migrate
 from gateway.store.postgresql.ops import Delta, Tx, apply_ops
@@ -133,6 +144,10 @@ class _Submission:
 
 class _GroupAborted(Exception):
     """The connection failed inside a submission: the whole group's transaction is gone."""
+
+
+class _NeedSavepoints(Exception):
+    """A submission failed in a group run without savepoints: run it again with them."""
 
 
 class PgWriter:
@@ -252,18 +267,28 @@ class PgWriter:
     def _commit_group(self, group: list[_Submission]) -> None:
         t0 = time.perf_counter()
         failure: StoreFailed | None = None
-        for attempt in (1, 2):
+        savepoints = False  # first without: see "Savepoints only when needed" above
+        deadlock_retries = 1
+        while True:
             failure = None
             try:
-                self._transaction(group)
+                self._transaction(group, savepoints)
                 break
+            except _NeedSavepoints:
+                self._rollback()
+                for sub in group:
+                    sub.reset()
+                savepoints = True
             except _RETRY_ON as exc:
                 self._rollback()
                 for sub in group:
                     sub.reset()
                 failure = StoreFailed(f"the commit failed: {exc!r}")
-                if attempt == 1:
-                    log.info("store: group of %d retried after %s", len(group), exc)
+                if not deadlock_retries:
+                    log.error("store: group of %d failed after a retry: %s", len(group), exc)
+                    break
+                deadlock_retries -= 1
+                log.info("store: group of %d retried after %s", len(group), exc)
             except Exception as exc:  # the connection or the commit failed: nobody is acked
                 cause = exc.__cause__ if isinstance(exc, _GroupAborted) else exc
                 if not self._down:  # once per outage, not once per refused group
@@ -305,14 +330,17 @@ class PgWriter:
         except trio.RunFinishedError:
             log.warning("trio run finished before %d submissions were acknowledged", len(group))
 
-    def _transaction(self, group: list[_Submission]) -> None:
+    def _transaction(self, group: list[_Submission], savepoints: bool) -> None:
         conn = self._connection()
         self._seq = {}
         with conn.cursor() as cur:
             cur.execute("BEGIN")
             self._lock_counters(cur, group)
             for sub in group:
-                self._apply_submission(cur, sub)
+                if savepoints:
+                    self._apply_submission(cur, sub)
+                else:
+                    self._apply_plain(cur, sub)
             if self._seq:
                 cur.executemany(
                     "UPDATE event_seq SET seq = %s WHERE connector_id = %s",
@@ -360,6 +388,21 @@ class PgWriter:
         self._seq[connector_id] = seq
         return seq
 
+    def _apply_plain(self, cur: Cursor, sub: _Submission) -> None:
+        """A submission without a savepoint: any failure voids the whole transaction, and
+        the group is run again with savepoints (:class:`_NeedSavepoints`)."""
+        tx = Tx(cur, self._next_seq)
+        try:
+            sub.result = apply_ops(tx, sub.ops)
+        except Exception as exc:
+            if isinstance(exc, _RETRY_ON):
+                raise
+            if isinstance(exc, psycopg.OperationalError) or cur.connection.broken:
+                raise _GroupAborted() from exc
+            raise _NeedSavepoints() from exc
+        sub.events = tx.events
+        sub.delta = tx.delta
+
     def _apply_submission(self, cur: Cursor, sub: _Submission) -> None:
         saved = dict(self._seq)
         tx = Tx(cur, self._next_seq)
@@ -380,6 +423,11 @@ class PgWriter:
             self._seq = saved
             if isinstance(exc, GatewayError):
                 sub.error = exc
+            elif isinstance(exc, psycopg.errors.DataError):
+                # A value PostgreSQL cannot hold (a NUL in text, a number past bigint):
+                # bad input, refused with nothing changed, not a store failure a client
+                # would retry forever.
+                sub.error = BadRequest(f"a value the database cannot store: {exc}")
             else:
                 log.error(
                     "store submission (%s) failed",
