@@ -98,8 +98,8 @@ class Metrics:
 
     def refuse(self, protocol: str, reason: str) -> None:
         """A connection, CONNECT or request refused (docs/protocol.md §12 item 24 reasons).
-        ``protocol`` is the layer that refused: ``tls`` (the front door, before any
-        protocol), ``mqtt`` or ``http``."""
+        ``protocol`` is the layer that refused: ``proxy`` (the PROXY protocol header, before
+        TLS), ``tls`` (the front door, before any protocol), ``mqtt`` or ``http``."""
         self.refused[_labels(protocol=protocol, reason=reason)] += 1
 
     def connector_refusal(self, connector_id: str, reason: str) -> None:

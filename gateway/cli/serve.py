@@ -170,8 +170,10 @@ def _serve_one(config: GatewayConfig) -> None:
 
 def _announce(info: RunInfo) -> None:
     """The lines ``gateway serve`` prints once it serves."""
+    from gateway.addresses import format_hostport
+
     p = info.ports
-    api = f"http://{info.api_host}:{p['api']}"
+    api = f"http://{format_hostport(info.api_host, p['api'])}"
     out = [
         f"gateway {__version__} ({info.implementation}) ready; data in {info.data}",
         f"  management API   {api}/api/v1/health",

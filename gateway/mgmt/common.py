@@ -195,7 +195,7 @@ def q_ip(request: Request, name: str = "ip") -> str | None:
     if raw is None:
         return None
     try:
-        return normalize_ip(raw.strip().removeprefix("[").removesuffix("]"))
+        return normalize_ip(raw)
     except ValueError:
         raise BadRequest(f"{name} must be an IPv4 or IPv6 address, not {raw[:64]!r}") from None
 

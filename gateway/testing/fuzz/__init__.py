@@ -24,7 +24,15 @@ from types import ModuleType
 
 __all__ = ["TARGETS", "load"]
 
-TARGETS = ("mqtt_codec", "dispatch", "http_device", "http_assembler", "csv_import", "openapi")
+TARGETS = (
+    "mqtt_codec",
+    "dispatch",
+    "http_device",
+    "http_assembler",
+    "csv_import",
+    "openapi",
+    "proxy_header",
+)
 
 
 def load(name: str) -> ModuleType:

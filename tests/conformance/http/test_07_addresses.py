@@ -24,7 +24,7 @@ from gateway.model import LogRecord
 from gateway.services.connectors import IpWhitelisting
 from gateway.services.logs import LogFilter
 from gateway.testing.server import TestGateway
-from gateway.testing.tlsclient import client_context
+from gateway.testing.tlsclient import client_context, mqtt_connect_bytes
 
 from .conftest import _OPEN, FORM, Client, activate, running_gateway
 
@@ -139,6 +139,23 @@ async def test_ipv6_ip_whitelist_events_and_debug_log(gw6: TestGateway) -> None:
         with trio.fail_after(5):
             rec: LogRecord = await sub.receive.receive()
     assert (rec.ip, rec.reason) == ("::1", "already_provisioned")
+
+
+async def test_ipv6_mqtt_connect_is_logged_by_its_address(gw6: TestGateway) -> None:
+    """MQTT over TLS on ::1: the live debug log filtered on ::1 shows the session's
+    ``connect`` (an anonymous one, for provisioning) with that address."""
+    async with gw6.services.logs.subscribe(LogFilter("demo", ip="::1", kinds=("debug",))) as sub:
+        tcp = await trio.open_tcp_stream("::1", gw6.ports["mqtt_tls"])
+        ctx = client_context(gw6.ca, alpn=["mqtt"])
+        stream = trio.SSLStream(tcp, ctx, server_hostname=gw6.fqdn())
+        async with stream:
+            await stream.send_all(mqtt_connect_bytes("nobody"))
+            with trio.fail_after(5):
+                connack = await stream.receive_some(4)
+                rec: LogRecord = await sub.receive.receive()
+    assert connack[0] == 0x20
+    assert connack == b"\x20\x02\x00\x00"  # accepted: anonymous, for provisioning only
+    assert (rec.ip, rec.event) == ("::1", "connect")
 
 
 async def test_ipv6_plain_dev_port(gw6: TestGateway) -> None:
