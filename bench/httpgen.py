@@ -9,8 +9,9 @@ Both send ``POST /onep:v1/stack/alias`` with a 58-byte form body, one request ou
 per connection (a device waits for each answer), and one identity per connection:
 
 * wrk: ``-t devices -c connections`` with bench/wrk_device.lua, which gives wrk thread i
-  token i, so each device writes over connections/devices keep-alive connections (over TLS
-  at most WRK_MAX_TLS_THREADS devices: see there).
+  token i (the value of ``HttpWrites.header``), so each device writes over
+  connections/devices keep-alive connections (over TLS at most WRK_MAX_TLS_THREADS devices:
+  see there).
 * h2load: one h2load process per device (``-H x-exosite-cik`` is per process), each with
   connections/devices clients and ``-m 1`` (one stream at a time); the processes run at
   once and their counts are summed.
@@ -48,7 +49,9 @@ class GeneratorMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class HttpWrites:
-    """One HTTP write load.  ``tokens``: one per device (empty for peers without auth)."""
+    """One HTTP write load.  ``tokens``: one per device (empty for peers without auth), the
+    value of the ``header`` each device sends (an ``X-Exosite-CIK`` token, or ``Basic …``
+    for an ``Authorization`` with identity and password)."""
 
     port: int
     host: str  # Host header / :authority and TLS SNI; the address is 127.0.0.1 regardless
@@ -57,6 +60,7 @@ class HttpWrites:
     duration: float
     tls: bool = False
     tokens: tuple[str, ...] = ()
+    header: str = "X-Exosite-CIK"
 
     def __post_init__(self) -> None:
         if self.connections < 1 or self.devices < 1 or self.connections % self.devices:
@@ -113,6 +117,7 @@ def wrk_command(load: HttpWrites, token_file: str) -> list[str]:
         "--",
         token_file,
         DEVICE_BODY,
+        load.header,
     ]
 
 
@@ -128,6 +133,8 @@ def shown(cmd: list[str]) -> str:
             arg = "data_in=0123456789…"
         elif arg.lower().startswith("x-exosite-cik:"):
             arg = "x-exosite-cik: TOKEN"
+        elif arg.lower().startswith("authorization:"):
+            arg = "authorization: Basic CREDENTIALS"
         out.append(Path(arg).name if arg.startswith("/usr/") else arg)
     return shlex.join(out)
 
@@ -192,7 +199,7 @@ def h2load_command(load: HttpWrites, token: str, body: str, log: str) -> list[st
         f"--log-file={log}",
     ]
     if token:
-        cmd += ["-H", f"x-exosite-cik: {token}"]
+        cmd += ["-H", f"{load.header.lower()}: {token}"]
     return [*cmd, load.url]
 
 

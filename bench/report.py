@@ -29,6 +29,7 @@ PEER_ORDER = [
     "aedes",
     "hypercorn",
     "uvicorn",
+    "token",
     "gateway",
     "gateway-w1",
     "gateway-w2",
@@ -75,6 +76,10 @@ EXPLAIN = {
     " Host `<cid>.m2.localhost`)." + _HTTP,
     "http2_writes_tls": "h2load, HTTP/2 over TLS 1.3 (ALPN h2), one stream at a time per"
     " connection, one h2load process per device (uvicorn has no HTTP/2)." + _HTTP,
+    "http_auth_tls": "wrk as http_writes_tls, one gateway, the same run: `gateway` rows are"
+    " writes by password devices (HTTP Basic identity:password, scrypt once per device and"
+    " process, then the remembered proof), `token` rows by token devices (X-Exosite-CIK);"
+    " each side warms up one second unrecorded.  The ratio is password/token.",
     "tls_connects": "TLS 1.3 handshake + MQTT CONNECT/CONNACK, 64 in progress;"
     " rate = connections/s.",
     "bench_tls": "bench/bench_tls.py (written by the TLS owner), output tail.",
@@ -258,6 +263,9 @@ TARGETS = [
     Target("http-tls-uvicorn", "HTTP device writes, 32 connections, TLS: >= 0.3x bare"
            " uvicorn+httptools", "http_writes_tls", "rate", 0.3, ">=", peer="uvicorn",
            loads=("32",)),
+    Target("http-password", "HTTP device writes by password devices, 32 connections, TLS:"
+           " >= 0.8x token devices in the same run", "http_auth_tls", "rate", 0.8, ">=",
+           peer="token", loads=("32",)),
     Target("idle-tls", "<= 16 KB resident per idle TLS device, 19,000 held", "idle_memory_tls",
            "bytes_per_conn", 16384.0, "<=", loads=("19000",), unit=" B"),
     Target("idle-plain", "<= 4 KB resident per idle plain device, 19,000 held", "idle_memory",
@@ -421,6 +429,7 @@ RATE_UNIT = {
     "http_writes": "req/s",
     "http_writes_tls": "req/s",
     "http2_writes_tls": "req/s",
+    "http_auth_tls": "req/s",
     "http_writes_legacy": "req/s",
     "http_writes_tls_legacy": "req/s",
     "tls_connects": "conn/s",

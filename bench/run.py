@@ -99,6 +99,7 @@ QUICK = [  # the batched-record MQTT scenarios and the full-size loads are left 
     "http_writes",
     "http_writes_tls",
     "http2_writes_tls",
+    "http_auth_tls",
     "tls_connects",
     "idle_memory",
     "idle_memory_tls",

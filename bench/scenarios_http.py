@@ -1,5 +1,8 @@
 """HTTP device-write scenarios: wrk (HTTP/1.1, plain and TLS) and h2load (HTTP/2 over TLS).
 
+``http_auth_tls`` compares the gateway with itself: writes by password devices against
+writes by token devices in the same run (:func:`http_auth`).
+
 Targets side by side in one run: nginx ``return 204`` (the generator's own ceiling: a C
 server with no work), the bare hypercorn app, the bare uvicorn+httptools app and the gateway
 (dev plain port / device TLS port, every answer a 204 after the commit).  The generators and
@@ -9,10 +12,12 @@ server CPU (cores) and server CPU per request (µs, the whole process tree from 
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
 from bench import gwclient, peers
@@ -111,10 +116,92 @@ def http_writes(ctx: Ctx, *, tls: bool, h2: bool = False) -> list[Row]:
     return rows
 
 
+AUTH_PASSWORD = "correct-horse-battery-staple-"  # + the device index: 20+ characters
+
+
+def _password_devices(srv: Server, devices: int) -> tuple[str, ...]:
+    """``devices`` password devices added through the management API; their ``Authorization``
+    values (HTTP Basic identity:password)."""
+    cid = srv.extra["connector"]
+    values = []
+    for i in range(devices):
+        identity, password = f"pw{i:07d}", f"{AUTH_PASSWORD}{i}"
+        gwclient.api(
+            srv,
+            "POST",
+            f"/connectors/{cid}/devices",
+            {"identity": identity, "auth": {"type": "password", "key": password}},
+        )
+        values.append("Basic " + base64.b64encode(f"{identity}:{password}".encode()).decode())
+    return tuple(values)
+
+
+def http_auth(ctx: Ctx) -> list[Row]:
+    """HTTP writes over TLS by password devices (HTTP Basic) against token devices
+    (X-Exosite-CIK), one gateway, the same run: each repeat runs the token side then the
+    password side.  Before measuring, each side runs one second unrecorded, so every
+    password device has paid its one scrypt (gateway/services/devices/passwords.py) and the
+    rows compare the steady state.  Target: password >= 0.8x token."""
+    name = "http_auth_tls"
+    conns, devices = (4, 2) if ctx.smoke else HTTPS_LOADS[0]
+    loadavg = Path("/proc/loadavg").read_text().split(" ", 1)[0]
+    rows: list[Row] = []
+    try:
+        with peers.gateway(ctx.work / name / "gateway") as srv:
+            port, host, tokens = _endpoint("gateway", srv, True, devices)
+            sides = {
+                "token": HttpWrites(
+                    port=port,
+                    host=host,
+                    connections=conns,
+                    devices=devices,
+                    duration=ctx.duration,
+                    tls=True,
+                    tokens=tuple(tokens[:devices]),
+                ),
+                "gateway": HttpWrites(
+                    port=port,
+                    host=host,
+                    connections=conns,
+                    devices=devices,
+                    duration=ctx.duration,
+                    tls=True,
+                    tokens=_password_devices(srv, devices),
+                    header="Authorization",
+                ),
+            }
+            for load in sides.values():  # warm-up, not recorded
+                run_wrk(replace(load, duration=1.0))
+            runs: dict[str, list[tuple[LoadResult, float]]] = {k: [] for k in sides}
+            cmds: dict[str, str] = {}
+            for _ in range(ctx.repeats):
+                for side, load in sides.items():
+                    res, cores, cmds[side] = _measured(srv, run_wrk, load)
+                    log.info("%s %s c=%d: %.0f req/s %s", name, side, conns, res.rate, res.errors)
+                    runs[side].append((res, cores))
+            for side, what in (("token", "token devices"), ("gateway", "password devices")):
+                got = _rows_from_runs(name, side, str(conns), runs[side], latency=True)
+                got[0].note = "; ".join(
+                    x
+                    for x in (
+                        f"{devices} {what}",
+                        f"`{cmds[side]}`",
+                        f"1-minute load average {loadavg} at the start (shared machine)",
+                        got[0].note,
+                    )
+                    if x
+                )
+                rows += got
+    except (PeerUnavailable, GeneratorMissing) as exc:
+        rows += _skip(name, "gateway", [str(conns)], str(exc))
+    return rows
+
+
 HTTP_SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
     "http_writes": lambda c: http_writes(c, tls=False),
     "http_writes_tls": lambda c: http_writes(c, tls=True),
     "http2_writes_tls": lambda c: http_writes(c, tls=True, h2=True),
+    "http_auth_tls": http_auth,
 }
 
 __all__ = ["HTTP_SCENARIOS"]

@@ -1,8 +1,9 @@
 -- wrk script for device writes (bench/httpgen.py runs it): one identity per wrk thread.
 --
---   wrk -t T -c C -d D -s bench/wrk_device.lua URL -- TOKENS BODY
+--   wrk -t T -c C -d D -s bench/wrk_device.lua URL -- TOKENS BODY [HEADER]
 --
--- TOKENS is a file with one X-Exosite-CIK token per line, or "" for peers that take none.
+-- TOKENS is a file with one X-Exosite-CIK token per line, or "" for peers that take none;
+-- with HEADER (e.g. Authorization) each line is that header's value instead (Basic …).
 -- Thread i (1-based) puts token i on every request of each of its C/T connections, so each
 -- connection keeps one identity for its life, and T devices write over C connections.  BODY
 -- is the form body of `POST <URL path>` (Content-Length set by wrk.format).  The URL's host
@@ -30,6 +31,10 @@ function init(args)
       end
     end
   end
+  local header = args[3]
+  if header == nil or header == "" then
+    header = "X-Exosite-CIK"
+  end
   wrk.method = "POST"
   wrk.body = args[2] or ""
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
@@ -37,7 +42,7 @@ function init(args)
     if index > #tokens then
       error("wrk thread " .. index .. " has no token (" .. #tokens .. " tokens)")
     end
-    wrk.headers["X-Exosite-CIK"] = tokens[index]
+    wrk.headers[header] = tokens[index]
   end
 end
 

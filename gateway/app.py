@@ -52,6 +52,7 @@ from gateway.model import LogRecord, Transport
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
 from gateway.services.control import ControlHub
+from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
@@ -180,7 +181,9 @@ async def open_services_on(
     logs = LogHub(bus=bus)
     signals = CommitSignals()
     control = ControlHub(registry)
-    fanout = committed_fanout(signals, logs, control)
+    metrics = Metrics()
+    passwords = PasswordCache(config.password_cache_entries, metrics)
+    fanout = committed_fanout(signals, logs, control, passwords)
 
     def on_events(events: Sequence[CommittedEvent]) -> None:
         fanout(events)
@@ -202,7 +205,8 @@ async def open_services_on(
             logs=logs,
             control=control,
             signals=signals,
-            metrics=Metrics(),
+            passwords=passwords,
+            metrics=metrics,
             bus=bus,
             process=process,
         )
@@ -433,7 +437,12 @@ class ClusterFanout:
     def __init__(self, services: Services, local: Bus) -> None:
         self.services = services
         self.local = local
-        self._fanout = committed_fanout(services.events.signals, services.logs, services.control)
+        self._fanout = committed_fanout(
+            services.events.signals,
+            services.logs,
+            services.control,
+            services.devices.passwords,
+        )
 
     def events(self, events: Sequence[CommittedEvent]) -> None:
         self._fanout(events)

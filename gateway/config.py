@@ -59,6 +59,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 0  # device-serving processes; 0 = auto (resolve_workers)
     event_retention_count: int = 1_000_000
     event_retention_days: float = 30.0
+    password_cache_entries: int = 65_536  # verified-password proofs per process; 0 = off
     demo_connector: bool = True  # create the demo connector on first start
     log_level: str = "INFO"
     # PROXY protocol (docs/decisions.md "Addresses and the PROXY protocol"): the device

@@ -64,7 +64,16 @@ class Metrics:
     and suit the colder paths (handshakes, refusals, connection open/close).
     """
 
-    __slots__ = ("connections", "connector_refused", "handshakes", "packets", "refused", "writes")
+    __slots__ = (
+        "connections",
+        "connector_refused",
+        "handshakes",
+        "packets",
+        "password_cache",
+        "password_cache_entries",
+        "refused",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.connections: defaultdict[Labels, int] = defaultdict(int)
@@ -74,6 +83,10 @@ class Metrics:
         self.refused: defaultdict[Labels, int] = defaultdict(int)
         # refusals attributed to a connector, by reason (the console's live counters)
         self.connector_refused: defaultdict[Labels, int] = defaultdict(int)
+        # password checks answered by a remembered proof (``hit``) or by scrypt (``miss``),
+        # and the proofs held (a gauge with no labels): gateway/services/devices/passwords.py
+        self.password_cache: defaultdict[Labels, int] = defaultdict(int)
+        self.password_cache_entries: defaultdict[Labels, int] = defaultdict(int)
 
     def connection_opened(self, protocol: str, connector_id: str | None) -> Labels:
         """Count an open connection; returns the key to pass to :meth:`connection_closed`."""
@@ -206,6 +219,18 @@ def _families(w: _Writer, m: Metrics) -> None:
         "counter",
         "Refusals attributed to a connector, by reason.",
         sorted(m.connector_refused.items()),
+    )
+    w.family(
+        "gateway_password_cache_total",
+        "counter",
+        "Device password checks: hit = a remembered proof, miss = scrypt.",
+        sorted(m.password_cache.items()),
+    )
+    w.family(
+        "gateway_password_cache_entries",
+        "gauge",
+        "Verified-password proofs held in memory.",
+        sorted(m.password_cache_entries.items()),
     )
 
 

@@ -90,7 +90,7 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-GAUGE_FAMILIES = frozenset({"connections"})
+GAUGE_FAMILIES = frozenset({"connections", "password_cache_entries"})
 """The :class:`~gateway.metrics.Metrics` families that are gauges (not kept for the dead)."""
 
 

@@ -6,7 +6,8 @@ accepts first; a worker whose connection slots are full stops accepting and the 
 the connections), the MQTT and HTTP device paths, and the services over a
 :class:`~gateway.bus.client.RemoteStore`: reads straight from the store (SQLite's WAL, or a
 PostgreSQL pool), writes to the store owner over the bus.  Committed events from the owner
-drive pushes and kicks here (:class:`_Inbox`).
+drive pushes and kicks here, and drop the password proofs of devices locked, deleted or
+revoked (:class:`_Inbox`).
 
 Readiness: connected to the owner, registry loaded and listeners serving, it writes a line
 to ``ready_fd``.  SIGTERM drains it: accepting stops, sessions finish their in-flight
@@ -35,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.services.bundle import Services
 from gateway.services.connectors import Registry
 from gateway.services.control import ControlHub
+from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.logs import LogHub
 from gateway.store.api import CommittedEvent
@@ -57,6 +59,7 @@ class _Inbox:
     def events(self, events: Sequence[CommittedEvent]) -> None:
         self.signals.on_commit(events)
         self.services.control.on_events(events)
+        self.services.devices.passwords.on_events(events)
 
     async def registry_changed(self, connector_id: str | None) -> None:
         await self.services.connectors.reload(connector_id)
@@ -84,6 +87,7 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
     signals = CommitSignals()
     reads = read_side(config.store, config.data_dir)
     store = RemoteStore(reads, client, on_failure=logs.store_failed)
+    metrics = Metrics()
     services = Services(
         config,
         store,
@@ -91,7 +95,8 @@ async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, read
         logs=logs,
         control=ControlHub(registry),
         signals=signals,
-        metrics=Metrics(),
+        passwords=PasswordCache(config.password_cache_entries, metrics),
+        metrics=metrics,
         bus=client,
         process=f"worker-{index}",
     )

@@ -19,7 +19,7 @@ from gateway.model import LogRecord
 from gateway.services.connectors import ConnectorService, Registry
 from gateway.services.content import ContentService
 from gateway.services.control import ControlHub
-from gateway.services.devices import DeviceService
+from gateway.services.devices import DeviceService, PasswordCache
 from gateway.services.events import CommitSignals, EventLog
 from gateway.services.integrations import IntegrationService
 from gateway.services.logs import LogHub
@@ -33,16 +33,18 @@ __all__ = ["Directory", "Services", "committed_fanout"]
 
 
 def committed_fanout(
-    signals: CommitSignals, logs: LogHub, control: ControlHub
+    signals: CommitSignals, logs: LogHub, control: ControlHub, passwords: PasswordCache
 ) -> Callable[[Sequence[CommittedEvent]], None]:
     """What committed events do in this process (Trio thread, after each commit, or as the
     bus delivers them in a worker): wake the event-log long-polls of the connectors
-    concerned, feed the live logs, push set values and kick sessions (``control.py``)."""
+    concerned, feed the live logs, push set values and kick sessions (``control.py``), drop
+    the password proofs of devices locked, deleted or revoked (``devices/passwords.py``)."""
 
     def on_events(events: Sequence[CommittedEvent]) -> None:
         signals.on_commit(events)
         logs.publish_events(events)
         control.on_events(events)
+        passwords.on_events(events)
 
     return on_events
 
@@ -80,9 +82,10 @@ class Directory:
 
 class Services:
     """Every domain service over one store.  ``registry``, ``logs``, ``control``,
-    ``signals``, ``metrics`` and ``bus`` are the composition root's (the store's callbacks,
-    or the bus's deliveries, already point at the hubs).  ``process`` names this process in
-    metrics snapshots (``gateway`` alone, ``store`` or ``worker-N`` in a node)."""
+    ``signals``, ``passwords``, ``metrics`` and ``bus`` are the composition root's (the
+    store's callbacks, or the bus's deliveries, already point at the hubs).  ``process``
+    names this process in metrics snapshots (``gateway`` alone, ``store`` or ``worker-N``
+    in a node)."""
 
     def __init__(
         self,
@@ -93,6 +96,7 @@ class Services:
         logs: LogHub,
         control: ControlHub,
         signals: CommitSignals,
+        passwords: PasswordCache,
         metrics: Metrics,
         bus: Bus,
         process: str = "gateway",
@@ -110,7 +114,7 @@ class Services:
         self.connectors = ConnectorService(
             store, self.registry, box=box, on_change=bus.publish_registry
         )
-        self.devices = DeviceService(store, self.registry)
+        self.devices = DeviceService(store, self.registry, passwords)
         self.state = StateService(store, self.registry)
         self.events = EventLog(store, self.registry, signals)
         self.content = ContentService(store, self.registry, config.data_dir / "content")

@@ -266,6 +266,22 @@ def test_http_scenarios_smoke(tmp_path: Path, scenario: str) -> None:
     assert "TOKEN" in rows[("gateway", "4", "rate")].note
 
 
+@pytest.mark.slow
+def test_http_auth_scenario_smoke(tmp_path: Path) -> None:
+    """Password and token devices of one gateway at 4 connections / 2 devices: both sides
+    answer only 2xx (a refused Basic credential would show as non-2xx errors)."""
+    if not HAVE_HTTP_TOOLS:
+        pytest.skip("wrk, h2load, nginx not installed (scripts/bootstrap --system)")
+    ctx = Ctx(work=tmp_path, quick=True, repeats=1, duration=1.0, smoke=True)
+    rows = _by(HTTP_SCENARIOS["http_auth_tls"](ctx))
+    for side, what in (("token", "2 token devices"), ("gateway", "2 password devices")):
+        rate = rows[(side, "4", "rate")]
+        assert (rate.value or 0) > 0, rate.note
+        assert "errors" not in rate.note, rate.note
+        assert what in rate.note
+    assert "TOKENS 'data_in=0123456789…' Authorization`" in rows[("gateway", "4", "rate")].note
+
+
 def test_record_framing_never_reports_batched_as_per_record() -> None:
     """Without the generator's per-record knob the per-record scenarios skip with the reason;
     with it, each framing sets it explicitly."""

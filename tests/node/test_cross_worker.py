@@ -269,3 +269,73 @@ def test_run_json_lists_the_processes(node: Node) -> None:
     assert roles == [("store", 0), ("worker", 1), ("worker", 2)]
     assert info.info.pid == node.proc.pid
     assert info.info.workers == 2
+
+
+def _password_cache(node: Node) -> tuple[float, float]:
+    """(hits, proofs held) summed over the node's processes, from ``/metrics``."""
+    text = httpx.get(f"http://127.0.0.1:{node.gw.ports['api']}/metrics", timeout=10).text
+    hits = _metric(text, 'gateway_password_cache_total{outcome="hit"}')
+    return hits, _metric(text, "gateway_password_cache_entries")
+
+
+def test_password_reset_and_lock_reach_every_worker(node: Node) -> None:
+    """Each worker remembers the proof of a password device; a reset, then a lock, through
+    the management API refuse the next request on each worker's open keep-alive connection,
+    and the committed events drop both workers' proofs."""
+    import base64
+
+    identity, one = "xw-pw", "/connectors/demo/devices/xw-pw"
+
+    def add(password: str) -> dict[str, str]:
+        r = node.api.post(
+            "/connectors/demo/devices",
+            json={"identity": identity, "auth": {"type": "password", "key": password}},
+        )
+        assert r.status_code == 201, r.text
+        basic = base64.b64encode(f"{identity}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {basic}"}
+
+    def write(https: httpx.Client, headers: dict[str, str]) -> int:
+        return https.post(
+            "/onep:v1/stack/alias", content=b"data_in=pw", headers=headers
+        ).status_code
+
+    def connect_both(headers: dict[str, str]) -> list[httpx.Client]:
+        """A keep-alive connection to each worker, each with a scrypt check then a hit."""
+        clients = []
+        for index in (1, 2):
+            https = node.https()
+            clients.append(https)
+            with pinned_to(node.gw.info, index):
+                assert write(https, headers) == 204  # scrypt, on the only running worker
+            assert _tls_peers(node, index)
+            assert write(https, headers) == 204  # the proof, on the same connection
+        return clients
+
+    auth = add("correct-horse-battery-staple")
+    hits0, held0 = _password_cache(node)
+    assert held0 == 0
+    clients = connect_both(auth)
+    try:
+        hits, held = _password_cache(node)
+        assert (hits - hits0, held) == (2, 2)  # one proof per worker, one hit each
+        r = node.api.patch(one, json={"reprovision": True})
+        assert r.status_code == 200, r.text
+        for https in clients:
+            assert write(https, auth) == 401
+        wait_for(lambda: _password_cache(node)[1] == 0, 10, "both workers dropping the proof")
+        for https in clients:
+            https.close()
+
+        assert node.api.delete(one).status_code == 204
+        auth = add("another-long-device-password")
+        clients = connect_both(auth)
+        assert _password_cache(node)[1] == 2
+        r = node.api.patch(one, json={"locked": True})
+        assert r.status_code == 200, r.text
+        for https in clients:
+            assert write(https, auth) == 403
+        wait_for(lambda: _password_cache(node)[1] == 0, 10, "both workers dropping the proof")
+    finally:
+        for https in clients:
+            https.close()

@@ -95,6 +95,7 @@ BODY_OVERHEAD = 64 * 1024  # bytes of names/keys allowed on top of the value bud
 MAX_ALIAS_LENGTH = 256
 MAX_HEADER_BYTES = 16 * 1024  # the sum of header names and values (431 above)
 BODY_TIMEOUT_S = 30.0  # a request body must make progress this often (408), docs/decisions.md
+DROP_BODY_CAP = 256 * 1024  # unread body bytes dropped before a refusal keeps the connection
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _METRICS_PROTOCOL = "http"  # the metrics label (the events' protocol is Protocol.HTTP's)
 _REQUESTS_IN = packet_key(_METRICS_PROTOCOL, "in")
@@ -137,6 +138,55 @@ def parse_record_ts(key: str) -> int:
     if _DIGITS.fullmatch(whole) and (not frac or _DIGITS.fullmatch(frac)):
         return int(whole) * 1_000_000 + int((frac + "000000")[:6])
     raise BadRequest(f"record timestamp {key!r} is not unix seconds")
+
+
+class _TrackedBody:
+    """The request's ``receive``, remembering whether the body was read to its end.
+
+    A refusal often comes before the body is read (a wrong token, an unknown alias on the
+    path).  Answering then and closing silently breaks a client that reuses the connection
+    (it sees the connection end instead of its next answer), and keeping the connection
+    with the body unread would parse the body as the next request.  So before a refusal
+    the rest of a small body is read and dropped (``drop``), under the body deadline, and
+    the connection carries on as h11 does; a larger rest is not read for nothing: the
+    refusal says ``Connection: close`` instead (docs/decisions.md "HTTP device API")."""
+
+    __slots__ = ("_receive", "_req", "done")
+
+    def __init__(self, req: Request, receive: Receive) -> None:
+        self._receive = receive
+        self._req = req
+        length = req.content_length()
+        self.done = not length and b"transfer-encoding" not in req.headers
+
+    async def __call__(self) -> Message:
+        msg = await self._receive()
+        if msg["type"] != "http.request" or not msg.get("more_body", False):
+            self.done = True
+        return msg
+
+    async def drop(self, cap: int) -> bool:
+        """Read and drop the rest of the body, at most ``cap`` bytes of it.  True when the
+        body ended (the connection can carry the next request)."""
+        if self.done:
+            return True
+        length = self._req.content_length()
+        if length is not None and length > cap:
+            return False
+        dropped = 0
+        while dropped <= cap:
+            try:
+                msg = await self._receive()
+            except GatewayError:  # the body stalled (408 territory): end the connection
+                return False
+            if msg["type"] != "http.request":  # the client went away
+                self.done = True
+                return False
+            dropped += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                self.done = True
+                return True
+        return False
 
 
 class StagedWrite:
@@ -198,12 +248,14 @@ class DeviceApp:
         cid: str | None = req.conn.info.connector_id
         packets = self.metrics.packets
         packets[_REQUESTS_IN] += 1
+        body = _TrackedBody(req, receive)
         try:
             _check_head(req)
             cid = self.route(req)
-            await self.dispatch(req, cid, receive, send, ident)
+            await self.dispatch(req, cid, body, send, ident)
         except GatewayError as exc:
-            await self.refuse(req, cid, ident[0], exc, send)
+            whole = isinstance(exc, RequestTimeout) or await body.drop(DROP_BODY_CAP)
+            await self.refuse(req, cid, ident[0], exc, send, close=not whole)
         except ClientGone:
             return
         packets[_ANSWERS_OUT] += 1
@@ -331,9 +383,18 @@ class DeviceApp:
             raise NotFound(f"no such endpoint: {method} {path}")
 
     async def refuse(
-        self, req: Request, cid: str | None, identity: str | None, exc: GatewayError, send: Send
+        self,
+        req: Request,
+        cid: str | None,
+        identity: str | None,
+        exc: GatewayError,
+        send: Send,
+        *,
+        close: bool = False,
     ) -> None:
-        """The one place an error becomes an HTTP answer, plus its debug-log record."""
+        """The one place an error becomes an HTTP answer, plus its debug-log record.
+        ``close``: the request's body was not read to its end, so the connection cannot
+        carry another request; the answer says ``Connection: close`` (RFC 9112 §9.6)."""
         status = status_of(exc)
         reason = exc.reason if isinstance(exc, Refused) else exc.code
         self.metrics.refuse(_METRICS_PROTOCOL, reason)
@@ -359,6 +420,8 @@ class DeviceApp:
             headers = (TEXT_CT, (b"allow", exc.allow.encode("ascii")))
         elif isinstance(exc, RequestTimeout):
             headers = (TEXT_CT, _CLOSE)  # the rest of the body may still come: end here
+        if close and _CLOSE not in headers:
+            headers = (*headers, _CLOSE)
         await respond(send, status, exc.message.encode("utf-8", "replace"), headers)
 
     # -- routing and authentication ----------------------------------------------------------

@@ -4,12 +4,14 @@ connection bookkeeping), bulk CSV import (``importer.py``), provisioning
 
 :class:`DeviceService` is the one object the protocol layers and the management API hold
 (``services.devices``): the registry's methods plus the other modules' operations bound to
-the same store and connector registry.
+the same store and connector registry, and the process's verified-password proofs
+(``passwords.py``).
 """
 
 from __future__ import annotations
 
 from gateway.model import CertClaim
+from gateway.services.connectors import Registry
 from gateway.services.devices import auth, importer, provisioning
 from gateway.services.devices.model import (
     MAX_TAG_LENGTH,
@@ -24,8 +26,9 @@ from gateway.services.devices.model import (
     TagRef,
     not_authenticated,
 )
+from gateway.services.devices.passwords import PasswordCache
 from gateway.services.devices.registry import STATUSES, DeviceRegistry
-from gateway.store.api import EventMeta
+from gateway.store.api import EventMeta, Store
 
 __all__ = [
     "MAX_TAGS_PER_DEVICE",
@@ -38,6 +41,7 @@ __all__ = [
     "DeviceService",
     "ImportReport",
     "ImportRowError",
+    "PasswordCache",
     "Tag",
     "TagRef",
     "not_authenticated",
@@ -45,7 +49,12 @@ __all__ = [
 
 
 class DeviceService(DeviceRegistry):
-    """Everything about device identities (see the package docstring)."""
+    """Everything about device identities (see the package docstring).  ``passwords`` is
+    the composition root's: the committed events that invalidate it are fed to it there."""
+
+    def __init__(self, store: Store, registry: Registry, passwords: PasswordCache) -> None:
+        super().__init__(store, registry)
+        self.passwords = passwords
 
     async def import_csv(
         self, cid: str, text: str, *, dry_run: bool = False, all_or_nothing: bool = True
@@ -76,7 +85,7 @@ class DeviceService(DeviceRegistry):
         return await auth.authenticate_token(self.store, cid, token)
 
     async def authenticate_password(self, cid: str, identity: str, password: str) -> DeviceAuth:
-        return await auth.authenticate_password(self.store, cid, identity, password)
+        return await auth.authenticate_password(self.store, self.passwords, cid, identity, password)
 
     async def authenticate_certificate(
         self, cid: str, claim: CertClaim, *, ip: str | None, meta: EventMeta

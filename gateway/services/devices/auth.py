@@ -2,7 +2,8 @@
 certificate (pinned, or verified against the connector's CA).
 
 A token lookup is one indexed read of the SHA-256 (every HTTP request does one); a password
-is verified with scrypt off the Trio thread.
+is verified with scrypt off the Trio thread once, and then by the proof remembered in
+``passwords.py`` (bound to the stored hash, which a credential reset changes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from gateway.model import CertClaim
 from gateway.services.connectors import Registry
 from gateway.services.credentials import hash_token, verify_password
 from gateway.services.devices.model import DeviceAuth, locked_refusal, not_authenticated
+from gateway.services.devices.passwords import PasswordCache
 from gateway.services.devices.provisioning import provision_certificate
 from gateway.store.api import EventMeta, Store
 
@@ -30,13 +32,27 @@ async def authenticate_token(store: Store, cid: str, token: str) -> DeviceAuth:
     return DeviceAuth(cid, match.device_id, match.identity)
 
 
-async def authenticate_password(store: Store, cid: str, identity: str, password: str) -> DeviceAuth:
-    """Identity and password → device, or ``Refused`` as :func:`authenticate_token`."""
+async def authenticate_password(
+    store: Store, passwords: PasswordCache, cid: str, identity: str, password: str
+) -> DeviceAuth:
+    """Identity and password → device, or ``Refused`` as :func:`authenticate_token`.
+
+    The row is read on every call, so a lock, a delete or a credential reset committed
+    before the call refuses it whatever ``passwords`` remembers; a remembered proof is
+    bound to the hash read here.  A password no proof matches pays scrypt (a wrong one
+    every time: there is no negative cache)."""
     row = await store.device(cid, identity)
     if row is None or row.auth_type != "password" or not row.cred_hash:
         raise not_authenticated("unknown identity or not a password device")
-    if not await verify_password(password, row.cred_hash):
-        raise not_authenticated("wrong password")
+    proof = passwords.proof(cid, identity, row.cred_hash, password)
+    if not passwords.admits(cid, identity, proof):
+        if not await verify_password(password, row.cred_hash):
+            raise not_authenticated("wrong password")
+        if row.locked:  # not remembered: the lock's event may already have come
+            raise locked_refusal()
+        # A reset committed during the scrypt leaves this proof bound to the old hash: it
+        # can never match the new one, and the LRU bound ages it out.
+        passwords.remember(cid, identity, proof)
     if row.locked:
         raise locked_refusal()
     return DeviceAuth(cid, row.id, identity)

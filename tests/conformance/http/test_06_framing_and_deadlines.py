@@ -292,3 +292,53 @@ async def test_deeply_nested_json_value_is_text_to_the_device_api(fast_gw: TestG
         state = await api.get("/connectors/demo/devices/deep-1/state")
         assert state.status_code == 200
         assert state.json()["data_in"]["reported"] == deep
+
+
+# -- an answer before the body ----------------------------------------------------------------
+
+
+async def _read_answer(stream: trio.SocketStream, buf: bytearray) -> bytes:
+    """One whole answer (head + content-length body) from ``stream``; the rest stays in
+    ``buf``."""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in buf:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed before an answer: {bytes(buf)!r}"
+            buf += chunk
+        end = buf.index(b"\r\n\r\n") + 4
+        m = re.search(rb"content-length: (\d+)", bytes(buf[:end]), re.I)
+        total = end + (int(m.group(1)) if m else 0)
+        while len(buf) < total:
+            chunk = await stream.receive_some(65536)
+            assert chunk
+            buf += chunk
+    answer = bytes(buf[:total])
+    del buf[:total]
+    return _DATE.sub(b"", answer)
+
+
+@pytest.mark.parametrize("rest", [20, 2_000_000], ids=["small", "large"])
+async def test_refusal_before_the_body_keeps_or_says_close(any_gw: TestGateway, rest: int) -> None:
+    """A refusal decided before the body is read (a wrong token), the body sent after the
+    head as httpx does.  A small body is read and dropped and the connection carries the
+    next request, as h11 does; a body too large to read for nothing is refused at once
+    with ``Connection: close`` — never a silent close after a keep-alive answer, which a
+    client reusing the connection sees as a lost answer (RFC 9112 §9.6)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", any_gw.ports["dev_http"])
+    buf = bytearray()
+    async with stream:
+        await stream.send_all(
+            head(any_gw, "POST", ALIAS, "X-Exosite-CIK: " + "0" * 40, f"Content-Length: {rest}")
+        )
+        if rest > 20:
+            first = await _read_answer(stream, buf)  # answered without waiting for the body
+            assert first.startswith(b"HTTP/1.1 401"), first
+            assert b"connection: close" in first.lower()
+            return
+        await stream.send_all(b"a=" + b"1" * (rest - 2))
+        await stream.send_all(head(any_gw, "GET", "/timestamp"))
+        first = await _read_answer(stream, buf)
+        assert first.startswith(b"HTTP/1.1 401"), first
+        assert b"connection: close" not in first.lower()
+        second = await _read_answer(stream, buf)
+        assert second.startswith(b"HTTP/1.1 200"), second
