@@ -149,6 +149,33 @@ def test_lock_on_one_node_ends_sessions_on_the_others(gw_cluster: Cluster) -> No
     mqtt.c.loop_stop()
 
 
+def test_event_log_long_poll_on_one_node_wakes_for_a_write_on_another(
+    gw_cluster: Cluster,
+) -> None:
+    """``GET …/events?after=N&wait=S`` on node-1 returns when a device connected to node-2
+    writes (the event committed by node-2 reaches node-1 over NATS)."""
+    token = gw_cluster.device("x-evpoll")
+    mqtt = Mqtt(gw_cluster, token)
+    with gw_cluster.only("node-2", "mqtt_tls"):
+        mqtt.connect()
+    wait_for(lambda: gw_cluster.holder("x-evpoll") == "node-2", 10, "connect on node-2")
+    r = gw_cluster.api("node-1").get("/connectors/demo/events", params={"after": -1})
+    cursor = int(r.json()["next"])
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    t0 = time.monotonic()
+    poll = pool.submit(
+        gw_cluster.api("node-1").get,
+        "/connectors/demo/events",
+        params={"after": cursor, "wait": 20},
+    )
+    assert mqtt.publish("wake-the-poll")
+    items = poll.result(20).json()["items"]
+    pool.shutdown()
+    assert time.monotonic() - t0 < 15  # woken, not timed out
+    assert any(e["identity"] == "x-evpoll" and e["type"] == "data_in" for e in items), items
+    mqtt.stop()
+
+
 def test_live_log_of_one_node_shows_another_nodes_records(gw_cluster: Cluster) -> None:
     """A refused CONNECT on node-3 (a debug record of one of its workers) reaches a live-log
     subscriber of node-1."""
