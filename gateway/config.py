@@ -184,13 +184,13 @@ def load_config(
         config = msgspec.convert(values, GatewayConfig)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid configuration: {exc}") from exc
-    try:
-        proxy_listeners(config)
-    except ValueError as exc:
-        raise ValueError(f"invalid configuration: {exc}") from None
     if config.store and not config.store.startswith(("postgresql://", "postgres://")):
         raise ValueError(
             f"store must be empty (SQLite in the data directory) or a postgresql:// URL, "
             f"not {config.store!r}"
         )
+    try:
+        proxy_listeners(config)
+    except ValueError as exc:
+        raise ValueError(f"invalid configuration: {exc}") from None
     return config

@@ -1,37 +1,41 @@
-"""Process metrics in the Prometheus text exposition format (``GET /metrics``).
+"""The counters and gauges behind ``GET /metrics``, as plain data.
 
 :class:`Metrics` is a bag of plain counters and gauges that the protocol layers increment
 in the Trio thread (no locks: every update is a single dict operation on the event loop).
 The composition root creates one instance and hands it to the front door and the services
-(``services.metrics``).  :func:`render` writes those families followed by single-value
-:class:`Sample` s that the caller gathers from elsewhere (the store's counters, MQTT
-sessions, live-log subscribers...: :meth:`gateway.services.bundle.Services.samples`).
+(``services.metrics``).  In a node every process has its own, and the management process
+sums them from the bus's snapshots (gateway/bus/api.py); the exposition text is written by
+``prometheus_client`` over that sum (gateway/mgmt/exporter.py), not by this module.
 
-This module is a leaf: it imports nothing of the gateway, so every layer may use it.
+This module is a leaf: it imports nothing of the gateway (nor prometheus_client), so every
+layer may use it, the store's writer thread included (:data:`COMMIT_SECONDS_BOUNDS`).
 
-Counters never go down; a label set appears the first time it is incremented.  Label
-values are escaped as the exposition format requires (backslash, quote, newline).
+Counters never go down; a label set appears the first time it is incremented.  A label set
+of a connector that no longer exists is dropped (:meth:`Metrics.retain_connectors`), and a
+connection gauge's label set goes when it is back to zero, so a node that creates and
+deletes connectors all day does not grow a series per connector it ever had.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Sequence
 from typing import Literal, NamedTuple
 
 __all__ = [
-    "CONTENT_TYPE",
+    "BATCH_SIZE_BOUNDS",
+    "COMMIT_SECONDS_BOUNDS",
+    "FAMILIES",
     "ConnectorCounts",
+    "Histogram",
+    "Labels",
     "Metrics",
     "Sample",
+    "bucket_index",
     "packet_key",
-    "render",
-    "render_counters",
-    "render_family",
     "write_key",
 ]
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -95,7 +99,11 @@ class Metrics:
         return key
 
     def connection_closed(self, key: Labels) -> None:
-        self.connections[key] -= 1
+        n = self.connections[key] - 1
+        if n:
+            self.connections[key] = n
+        else:  # back to zero: the label set goes (a deleted connector leaves nothing)
+            del self.connections[key]
 
     def handshake(self, outcome: str) -> None:
         """A TLS handshake finished: ``ok``, ``failed`` or ``timeout``."""
@@ -118,6 +126,16 @@ class Metrics:
     def connector_refusal(self, connector_id: str, reason: str) -> None:
         """A refusal whose connector is known (from its debug-log record)."""
         self.connector_refused[_labels(connector=connector_id, reason=reason)] += 1
+
+    def retain_connectors(self, live: Collection[str]) -> None:
+        """Drop the counters' label sets of connectors not in ``live`` (deleted ones).  The
+        connection gauge is left alone: its label sets go when they are back to zero, and
+        a deleted connector's sessions are being closed.  O(label sets); called per scrape
+        and per snapshot, off the hot path."""
+        for family in (self.writes, self.connector_refused):
+            gone = [k for k in family if (c := dict(k).get("connector")) and c not in live]
+            for k in gone:
+                del family[k]
 
     def connector_counts(self, connector_id: str) -> ConnectorCounts:
         """This connector's share of the counters: open connections and values written by
@@ -154,109 +172,50 @@ class Sample(NamedTuple):
     value: float
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _fmt_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
-
-
-def _fmt_value(v: float) -> str:
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, int):
-        return str(v)
-    return repr(float(v))
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{name}{_fmt_labels(labels)} {_fmt_value(value)}")
-
-    def one(self, name: str, kind: str, help_text: str, value: float) -> None:
-        self.family(name, kind, help_text, [((), value)])
-
-
-def _families(w: _Writer, m: Metrics) -> None:
-    w.family(
-        "gateway_connections",
-        "gauge",
-        "Open device connections.",
-        sorted(m.connections.items()),
-    )
-    w.family(
-        "gateway_handshakes_total",
-        "counter",
-        "TLS handshakes by outcome.",
-        sorted(m.handshakes.items()),
-    )
-    w.family(
-        "gateway_packets_total",
-        "counter",
-        "Device packets/requests.",
-        sorted(m.packets.items()),
-    )
-    w.family(
-        "gateway_writes_total",
-        "counter",
-        "Resource values written by devices.",
-        sorted(m.writes.items()),
-    )
-    w.family("gateway_refused_total", "counter", "Refusals by reason.", sorted(m.refused.items()))
-    w.family(
+FAMILIES: dict[str, tuple[str, Literal["counter", "gauge"], str]] = {
+    "connections": ("gateway_connections", "gauge", "Open device connections."),
+    "handshakes": ("gateway_handshakes_total", "counter", "TLS handshakes by outcome."),
+    "packets": ("gateway_packets_total", "counter", "Device packets/requests."),
+    "writes": ("gateway_writes_total", "counter", "Resource values written by devices."),
+    "refused": ("gateway_refused_total", "counter", "Refusals by reason."),
+    "connector_refused": (
         "gateway_connector_refused_total",
         "counter",
         "Refusals attributed to a connector, by reason.",
-        sorted(m.connector_refused.items()),
-    )
-    w.family(
+    ),
+    "password_cache": (
         "gateway_password_cache_total",
         "counter",
         "Device password checks: hit = a remembered proof, miss = scrypt.",
-        sorted(m.password_cache.items()),
-    )
-    w.family(
+    ),
+    "password_cache_entries": (
         "gateway_password_cache_entries",
         "gauge",
         "Verified-password proofs held in memory.",
-        sorted(m.password_cache_entries.items()),
-    )
+    ),
+}
+"""Each :class:`Metrics` family by attribute: its metric name, type and help line."""
+
+# Upper bounds (le) of the store's commit histograms: a commit takes from ~100 µs (one
+# small submission, synchronous=NORMAL) to a second or more (a large import, a slow disk);
+# a group holds 1 to MAX_BATCH submissions.
+COMMIT_SECONDS_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_SIZE_BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
 
-def render_counters(m: Metrics) -> str:
-    """The exposition text of ``m``'s families alone (what :func:`render` starts with)."""
-    w = _Writer()
-    _families(w, m)
-    return "\n".join(w.lines) + "\n"
+def bucket_index(bounds: Sequence[float], value: float) -> int:
+    """The bucket of ``value``: the first bound at or above it, ``len(bounds)`` for +Inf
+    (counts are kept per bucket, cumulated only when exported)."""
+    return bisect_left(bounds, value)
 
 
-def render_family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
-) -> str:
-    """One family computed at scrape time by a layer this module does not import (the TLS
-    certificates' expiry), in the same exposition format as :func:`render`."""
-    w = _Writer()
-    w.family(name, kind, help_text, [(_labels(**labels), value) for labels, value in samples])
-    return "\n".join(w.lines) + "\n"
+class Histogram(NamedTuple):
+    """A histogram kept outside prometheus_client (the store's writer thread keeps plain
+    per-bucket counts): ``counts[i]`` observations in bucket ``i`` of ``bounds`` (one more
+    for +Inf), their sum."""
 
-
-def render(m: Metrics, samples: Iterable[Sample]) -> str:
-    """The whole exposition text: ``m``'s families, then ``samples``.  Reads counters
-    without locking: they are ints written by the Trio thread (or monotonic counters of the
-    store's writer thread), so a torn read can only be slightly stale."""
-    w = _Writer()
-    _families(w, m)
-    for s in samples:
-        w.one(s.name, s.kind, s.help, s.value)
-    return "\n".join(w.lines) + "\n"
+    name: str
+    help: str
+    bounds: Sequence[float]
+    counts: Sequence[int]
+    sum: float

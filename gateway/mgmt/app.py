@@ -20,6 +20,7 @@ from collections import defaultdict
 
 import msgspec
 import trio
+from prometheus_client import Histogram as PromHistogram
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway._impl import implementation
-from gateway.metrics import CONTENT_TYPE, Sample, render
+from gateway.metrics import Sample
 from gateway.mgmt import connectors as mgmt_connectors
 from gateway.mgmt import content as mgmt_content
 from gateway.mgmt import devices as mgmt_devices
@@ -46,6 +47,13 @@ from gateway.mgmt.common import (
     make_dispatcher,
 )
 from gateway.mgmt.console import console_routes
+from gateway.mgmt.exporter import (
+    CONTENT_TYPE,
+    NodeCollector,
+    exposition,
+    request_histogram,
+    store_histograms,
+)
 from gateway.mgmt.openapi import build_document
 from gateway.services.bundle import Services
 from gateway.tls.contexts import ServerContexts
@@ -99,11 +107,16 @@ async def _process_samples(services: Services) -> list[Sample]:
 
 
 def endpoints(
-    services: Services, tokens: AdminTokens, tls: ServerContexts | None = None
+    services: Services,
+    tokens: AdminTokens,
+    tls: ServerContexts | None = None,
+    request_times: PromHistogram | None = None,
 ) -> list[Endpoint]:
     """Every route of the API (the OpenAPI document describes exactly these).  The TLS
     routes and the certificate expiry metric exist when ``tls`` (the device ports'
-    contexts) is given."""
+    contexts) is given; ``request_times`` (the dispatchers' histogram) is exported with
+    ``/metrics``."""
+    request_times = request_times if request_times is not None else request_histogram()
 
     async def health(request: Request) -> Response:
         impl = implementation()
@@ -113,10 +126,14 @@ def endpoints(
         if not is_loopback(request):
             await tokens.check(request)
         families, samples = await services.node_metrics()  # every process of the node
-        text = render(families, [*samples, *await _process_samples(services)])
-        if tls is not None:
-            text += mgmt_tls.certificate_expiry(services, tls)
-        return Response(text, media_type=CONTENT_TYPE)
+        node = NodeCollector(
+            families,
+            [*samples, *await _process_samples(services)],
+            store_histograms(await services.store.stats()),
+            [mgmt_tls.certificate_expiry(services, tls)] if tls is not None else [],
+            connectors=frozenset(c.id for c in services.registry.all()),
+        )
+        return Response(exposition(node, request_times), media_type=CONTENT_TYPE)
 
     eps = [
         Endpoint(
@@ -209,13 +226,15 @@ def create_app(
     (``DIR/admin.token``), accepted beside the extra tokens the store keeps; ``tls`` (the
     device ports' contexts) adds the certificate routes and the expiry metric."""
     tokens = AdminTokens(services.store, admin_token)
+    request_times = request_histogram()
     grouped: defaultdict[str, list[Endpoint]] = defaultdict(list)
-    for ep in endpoints(services, tokens, tls):
+    for ep in endpoints(services, tokens, tls, request_times):
         grouped[ep.path].append(ep)
     # Fixed paths before templated ones so ".../devices/import" is not read as an identity.
     order = sorted(grouped, key=lambda p: ("{" in p, p))
     routes: list[BaseRoute] = [
-        Route(path, make_dispatcher(grouped[path], tokens), methods=ALL_METHODS) for path in order
+        Route(path, make_dispatcher(grouped[path], tokens, request_times), methods=ALL_METHODS)
+        for path in order
     ]
     routes += console_routes()
     return _NoLifespan(Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))

@@ -18,11 +18,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
+from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,6 +41,7 @@ __all__ = [
     "Endpoint",
     "ErrorBody",
     "Handler",
+    "Link",
     "QueryParam",
     "decode_body",
     "error_response",
@@ -75,6 +79,16 @@ class QueryParam(msgspec.Struct, frozen=True):
     repeated: bool = False
 
 
+class Link(msgspec.Struct, frozen=True):
+    """An OpenAPI link from a route's success answer to the operation ``operation_id``,
+    with that operation's parameters as runtime expressions (``$request.path.cid``,
+    ``$response.body#/jobs/0/job``).  Links from a creating route to the routes of what it
+    created are derived from :attr:`Endpoint.creates`; these are the others."""
+
+    operation_id: str
+    parameters: dict[str, str]
+
+
 class Endpoint(msgspec.Struct, frozen=True):
     """One route: what the router dispatches and what the OpenAPI document says.
 
@@ -83,6 +97,13 @@ class Endpoint(msgspec.Struct, frozen=True):
     ``response`` is the msgspec type of the JSON success body (None: no body, e.g. 204);
     ``response_media`` overrides it for streamed or non-JSON answers.  ``errors`` lists the
     error statuses the route can answer besides 401 (every authenticated route) and 500.
+
+    ``creates`` says that a success creates something named by a path parameter:
+    ``(parameter, runtime expression of its value)``, e.g. ``("cid", "$response.body#/id")``
+    for ``POST /api/v1/connectors``, or ``("content_id", "$request.path.content_id")`` for
+    an upsert by ``PUT``.  The OpenAPI document links the answer to every route under
+    ``…/{parameter}`` (:mod:`gateway.mgmt.openapi`), so a client or a stateful fuzzer can
+    go from the creation to what it created.  ``links`` adds links of other kinds.
     """
 
     method: str
@@ -103,6 +124,8 @@ class Endpoint(msgspec.Struct, frozen=True):
     errors: tuple[int, ...] = (400, 404)
     auth: bool = True
     description: str = ""
+    creates: tuple[str, str] | None = None
+    links: tuple[Link, ...] = ()
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -306,14 +329,31 @@ def is_loopback(request: Request) -> bool:
 # -- dispatch ---------------------------------------------------------------------------
 
 
-def make_dispatcher(endpoints: Sequence[Endpoint], tokens: AdminTokens) -> Handler:
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+def make_dispatcher(
+    endpoints: Sequence[Endpoint], tokens: AdminTokens, times: Histogram | None = None
+) -> Handler:
     """One Starlette handler for every method of one path: method routing with a 405 in
-    the error shape (and an ``Allow`` header), auth, and the error boundary."""
+    the error shape (and an ``Allow`` header), auth, and the error boundary.  ``times``
+    observes each request's duration by method, route template and status (``/metrics``);
+    a streamed answer counts until its response object exists, not to its end."""
     by_method = {e.method: e for e in endpoints}
     allow = ", ".join(sorted(by_method))
     known = {e.method: frozenset(q.name for q in e.query) for e in endpoints}
+    route = _CONVERTER.sub(r"{\1}", endpoints[0].path)  # the template the OpenAPI shows
 
     async def dispatch(request: Request) -> Response:
+        if times is None:
+            return await routed(request)
+        t0 = time.perf_counter()
+        response = await routed(request)
+        method = request.method if request.method in by_method else "other"
+        times.labels(method, route, str(response.status_code)).observe(time.perf_counter() - t0)
+        return response
+
+    async def routed(request: Request) -> Response:
         ep = by_method.get(request.method)
         if ep is None and request.method == "HEAD":
             ep = by_method.get("GET")

@@ -229,6 +229,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             status=201,
             errors=(400, 409),
             response_headers={"Location": {"type": "string"}},
+            creates=("cid", "$response.body#/id"),
         ),
         Endpoint(
             "GET",
@@ -302,6 +303,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             status=201,
             errors=(400, 404, 409),
             response_headers={"Location": {"type": "string"}},
+            creates=("alias", "$response.body#/alias"),
         ),
         Endpoint(
             "GET",

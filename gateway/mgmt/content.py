@@ -181,6 +181,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             body_media=raw,
             response=ContentInfo,
             status=201,
+            creates=("content_id", "$response.body#/id"),
             query=(
                 QueryParam(
                     "id",
@@ -217,6 +218,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             "putContent",
             body_media=raw,
             response=ContentInfo,
+            creates=("content_id", "$request.path.content_id"),
             query=(desc_q,),
             errors=(400, 404, 413),
         ),

@@ -44,6 +44,28 @@ __all__ = [
 ]
 
 MAX_CSV_BYTES = 64 * 1_048_576  # 10,000 rows with PEM certificates fit with room to spare
+
+
+def _anycase(word: str) -> str:
+    """``word`` (letters, spaces, colons) in any letter case, as a pattern Python and
+    ECMA-262 read alike (the latter has no inline flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# What gateway/services/devices/importer.py takes as a CSV (else 400 before any row): a
+# header whose first column is ID, then Certificate and tag:<name> columns (any case,
+# spaces around; an empty one is skipped).  Rows are free: a bad one is reported by line
+# in the 200 answer, not refused as a whole.  ``[^\S\r\n]``: the spaces str.strip() drops.
+_SP = r"[^\S\r\n]*"
+_COLUMN = "|".join(
+    [
+        _anycase("certificate"),
+        _anycase("ssl client certificate"),
+        _anycase("tag:") + r'[^,\r\n"]*[^,\s"][^,\r\n"]*',
+    ]
+)
+CSV_PATTERN = rf"^{_SP}{_anycase('id')}{_SP}(,{_SP}({_COLUMN})?{_SP})*(\r?\n[\s\S]*)?$"
+
 Identity = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TagName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_LENGTH)]
 TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
@@ -280,6 +302,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             response=Device,
             status=201,
             errors=(400, 404, 409, 413),
+            creates=("identity", "$response.body#/identity"),
         ),
         Endpoint(
             "POST",
@@ -290,11 +313,17 @@ def endpoints(services: Services) -> list[Endpoint]:
             "importDevices",
             response=ImportReport,
             body_media={
-                "text/csv": {"type": "string"},
+                "text/csv": {"type": "string", "pattern": CSV_PATTERN},
                 "multipart/form-data": {
                     "type": "object",
                     "required": ["identities"],
-                    "properties": {"identities": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "identities": {
+                            "type": "string",
+                            "contentMediaType": "text/csv",
+                            "pattern": CSV_PATTERN,
+                        }
+                    },
                 },
             },
             query=(

@@ -66,22 +66,15 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             until=None if until < 0 else until,
         )
         limit = q_int(request, "limit", 100, lo=1, hi=MAX_LIMIT)
+        after = q_int(request, "after", 0, lo=-1, hi=2**62)
+        wait = q_float(request, "wait", 0.0, lo=0.0, hi=MAX_WAIT_S)
         if "before" in query:
-            if "after" in query or "wait" in query:
-                raise BadRequest("before pages backwards: it goes without after and wait")
             before = q_int(request, "before", -1, lo=-1, hi=2**62)
             items, older = await services.events.read_back(
-                cid, before=before, limit=limit, filt=filt
+                cid, before=before, after=after, limit=limit, wait=wait, filt=filt
             )
             return json_response(EventPage(items, older))
-        after = q_int(request, "after", 0, lo=-1, hi=2**62)
-        items = await services.events.read(
-            cid,
-            after=after,
-            limit=limit,
-            wait=q_float(request, "wait", 0.0, lo=0.0, hi=MAX_WAIT_S),
-            filt=filt,
-        )
+        items = await services.events.read(cid, after=after, limit=limit, wait=wait, filt=filt)
         # An empty page keeps the cursor ("from now" resolves to the current end).
         nxt = after if after >= 0 else await services.events.last_seq(cid)
         if items:
@@ -127,15 +120,17 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             "readEvents",
             response=EventPage,
             description="Without before: events with seq > after, oldest first.  With before:"
-            " events with seq < before, newest first (before=-1: from the newest); next is"
-            " then the cursor of the older page, null at the oldest.  Filters combine (all"
+            " events with after < seq < before, newest first (before=-1: from the newest);"
+            " next is then the cursor of the older page, null at the oldest.  Either way an"
+            " empty page waits up to wait seconds for a commit that brings an event.  Filters"
+            " combine (all"
             " must match; several type parameters match any of them).  Unknown parameters"
             " are refused (400).",
             query=(
                 QueryParam(
                     "after",
                     {"type": "integer", "minimum": -1, "maximum": 2**62},
-                    "cursor: events with seq > after; -1 = from now [0]",
+                    "cursor: events with seq > after (with before: the lower end); -1 = now [0]",
                 ),
                 QueryParam(
                     "before",
@@ -176,7 +171,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
                 QueryParam(
                     "wait",
                     {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
-                    "seconds to wait when nothing is there yet [0]; not with before",
+                    "seconds to wait when nothing is there yet [0]",
                 ),
             ),
         ),
@@ -226,6 +221,7 @@ def endpoints(services: Services, tokens: AdminTokens) -> list[Endpoint]:
             response=NewAdminToken,
             status=201,
             errors=(400,),
+            creates=("token_id", "$response.body#/id"),
         ),
         Endpoint(
             "DELETE",

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.mgmt.common import (
     AdminTokens,
     Endpoint,
+    Link,
     QueryParam,
     decode_body,
     json_response,
@@ -220,6 +221,10 @@ def endpoints(services: Services) -> list[Endpoint]:
             )
         )
 
+    # Names no creation gives: an operation and a job, read from an integration's answers.
+    same = {"cid": "$request.path.cid", "name": "$request.path.name"}
+    first_operation = "$response.body#/operations/0/operation_id"
+    first_job = "$response.body#/jobs/0/job"
     invalid_doc = {400: "Document refused (invalid_document: every violation by JSON path)"}
     return [
         Endpoint(
@@ -242,6 +247,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             body=IntegrationAdd,
             response=IntegrationView,
             status=201,
+            creates=("name", "$response.body#/name"),
             errors=(400, 404, 409, 413),
             description=invalid_doc[400],
         ),
@@ -264,6 +270,7 @@ def endpoints(services: Services) -> list[Endpoint]:
             "getIntegration",
             response=IntegrationView,
             errors=(404,),
+            links=(Link("callIntegrationOperation", {**same, "operation": first_operation}),),
         ),
         Endpoint(
             "DELETE",
@@ -358,6 +365,10 @@ def endpoints(services: Services) -> list[Endpoint]:
             "listIntegrationJobs",
             response=JobsView,
             errors=(404,),
+            links=(
+                Link("runIntegrationJob", {**same, "job": first_job}),
+                Link("listIntegrationRuns", {**same, "job": first_job}),
+            ),
         ),
         Endpoint(
             "POST",

@@ -5,6 +5,15 @@ Schemas come from the same msgspec types the handlers decode and encode
 decoder accepts, field for field.  A few service-level rules that the service Structs do
 not carry as constraints (identity format names, length ranges) are added here, in
 :data:`_REFINEMENTS`, so generated clients and fuzzers know them too.
+
+Links (OpenAPI 3 ``links`` on the success response) say how the answer of one operation
+feeds the parameters of others, so a client, and schemathesis' stateful phase, can chain
+them: create a connector, then read, change and delete it, add a device to it, and so on.
+They are derived from each endpoint's ``creates`` (:func:`_derived_links`): the answer of
+a creating route links to every route under the path it created, with the new name from
+the answer and the other path parameters from the request (a device added to connector
+``cid`` is reached under that same ``cid``).  An endpoint's own ``links`` add what no
+creation gives (the name of a job or an operation, read from an integration's answer).
 """
 
 from __future__ import annotations
@@ -16,11 +25,14 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
-from gateway.mgmt.common import Endpoint, ErrorBody
+from gateway.mgmt.common import Endpoint, ErrorBody, Link
 from gateway.rules.identity import IDENTITY_TYPES
 from gateway.services.content import CONTENT_ID_PATTERN
 
-__all__ = ["build_document"]
+__all__ = ["PEM_CERTIFICATE_CHAIN", "PEM_PRIVATE_KEY", "build_document"]
+
+PEM_CERTIFICATE_CHAIN = "x-pem-certificate-chain"  # a certificate, then its intermediates
+PEM_PRIVATE_KEY = "x-pem-private-key"  # the key of the chain's first certificate
 
 REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
@@ -56,6 +68,16 @@ _REFINEMENTS: dict[str, dict[str, dict[str, Any]]] = {
     "Limits": {"max_payload": {"minimum": 64, "maximum": 64 * 1_048_576}},
     # Python's \s also matches \x1c-\x1f and \x85, ECMA-262's does not: name them.
     "Resource": {"alias": {"pattern": r"^[^.$/+#\s\x1c-\x1f\x85]{1,64}$"}},
+    # Every identity, whatever the connector's format (gateway/_pure/identity.py): printable
+    # ASCII without / + # (they would break MQTT topics); the format narrows it further.
+    "DeviceAdd": {"identity": {"pattern": '^[!"$-*,-.0-~]{1,128}$'}},
+    # PEM text is checked by parsing it (a key of another certificate, an expired one:
+    # 400), which no JSON schema can say; the formats name what the text must be, and a
+    # client or fuzzer that knows them (tests/e2e/schemathesis_hooks.py) sends real ones.
+    "PkiSettings": {
+        "server_cert": {"format": PEM_CERTIFICATE_CHAIN},
+        "server_key": {"format": PEM_PRIVATE_KEY},
+    },
 }
 # PkiSettings.validate: a CA when enabled; the server certificate and key go together.
 _PKI_RULES: list[dict[str, Any]] = [
@@ -71,8 +93,12 @@ _PKI_RULES: list[dict[str, Any]] = [
             {"properties": {"server_cert": {"type": "null"}, "server_key": {"type": "null"}}},
             {
                 "properties": {
-                    "server_cert": {"type": "string", "minLength": 1},
-                    "server_key": {"type": "string", "minLength": 1},
+                    "server_cert": {
+                        "type": "string",
+                        "minLength": 1,
+                        "format": PEM_CERTIFICATE_CHAIN,
+                    },
+                    "server_key": {"type": "string", "minLength": 1, "format": PEM_PRIVATE_KEY},
                 },
                 "required": ["server_cert", "server_key"],
             },
@@ -106,6 +132,42 @@ _RESOURCE_RULES: list[dict[str, Any]] = [
 ]
 
 
+def _created_path(ep: Endpoint) -> str:
+    """The path template of what ``ep`` creates: up to ``{param}`` when the route names it
+    itself (an upsert by PUT), else the route's path plus ``/{param}``."""
+    assert ep.creates is not None
+    path = _PATH_PARAM.sub(r"{\1}", ep.path)
+    mark = "{" + ep.creates[0] + "}"
+    if mark in path:
+        return path[: path.index(mark) + len(mark)]
+    return f"{path}/{mark}"
+
+
+def _derived_links(endpoints: Sequence[Endpoint]) -> dict[str, list[Link]]:
+    """operationId -> the links of its success answer: its own ``links``, then one to every
+    other operation under the path it creates.  A target's path parameters come from the
+    creating request (same name) or its ``creates`` expression; one that neither gives
+    (a job name) is left to the client."""
+    out: dict[str, list[Link]] = {ep.operation_id: list(ep.links) for ep in endpoints}
+    for ep in endpoints:
+        if ep.creates is None:
+            continue
+        param, value = ep.creates
+        created = _created_path(ep)
+        own = set(_PATH_PARAM.findall(ep.path))
+        for target in endpoints:
+            path = _PATH_PARAM.sub(r"{\1}", target.path)
+            if target is ep or not (path == created or path.startswith(created + "/")):
+                continue
+            params = {
+                p: value if p == param else f"$request.path.{p}"
+                for p in _PATH_PARAM.findall(target.path)
+                if p == param or p in own
+            }
+            out[ep.operation_id].append(Link(target.operation_id, params))
+    return out
+
+
 def _collect_types(endpoints: Sequence[Endpoint]) -> list[Any]:
     types: list[Any] = [ErrorBody]
     types.extend(t for ep in endpoints for t in (ep.body, ep.response) if t is not None)
@@ -133,6 +195,7 @@ def build_document(
             "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
         }
     error_ref = schema_of[id(ErrorBody)]
+    links = _derived_links(endpoints)
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         path = _PATH_PARAM.sub(r"{\1}", ep.path)
@@ -181,6 +244,11 @@ def build_document(
             ok["content"] = {"application/json": {"schema": schema_of[id(ep.response)]}}
         if ep.response_headers:
             ok["headers"] = {k: {"schema": v} for k, v in ep.response_headers.items()}
+        if links[ep.operation_id]:
+            ok["links"] = {
+                link.operation_id: {"operationId": link.operation_id, "parameters": link.parameters}
+                for link in links[ep.operation_id]
+            }
         responses[str(ep.status)] = ok
         for status, text in ep.extra_responses.items():
             responses[str(status)] = {"description": text, "content": ok.get("content", {})}

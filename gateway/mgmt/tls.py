@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import BadRequest
-from gateway.metrics import render_family
 from gateway.mgmt.common import Endpoint, json_response
+from gateway.mgmt.exporter import Family
 from gateway.services.bundle import Services
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import CertificateInfo, certificate_info
@@ -68,9 +68,9 @@ def served_certificates(services: Services, tls: ServerContexts) -> list[ServedC
     return out
 
 
-def certificate_expiry(services: Services, tls: ServerContexts) -> str:
-    """The expiry gauge's exposition text; ``connector=""`` is the node's certificate."""
-    return render_family(
+def certificate_expiry(services: Services, tls: ServerContexts) -> Family:
+    """The expiry gauge; ``connector=""`` is the node's certificate."""
+    return Family(
         EXPIRY_METRIC,
         "gauge",
         "Earliest notAfter (Unix time) in each served certificate chain; "

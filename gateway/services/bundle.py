@@ -143,7 +143,9 @@ class Services:
         self.logs.publish(rec)
 
     def snapshot(self) -> MetricsSnapshot:
-        """This process's counters for the node's ``/metrics`` (asked over the bus)."""
+        """This process's counters for the node's ``/metrics`` (asked over the bus); a
+        deleted connector's series are dropped first (Metrics.retain_connectors)."""
+        self.metrics.retain_connectors({c.id for c in self.registry.all()})
         return MetricsSnapshot.of(
             self.process,
             self.metrics,
@@ -162,6 +164,7 @@ class Services:
         sessions and live-log records (one process alone: its own, not copied)."""
         peers = await self.bus.peer_metrics()
         if not peers:
+            self.metrics.retain_connectors({c.id for c in self.registry.all()})
             return self.metrics, self.control.session_count, self.logs.published
         total = Metrics()
         mine = self.snapshot()

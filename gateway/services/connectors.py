@@ -25,7 +25,7 @@ import msgspec
 
 from gateway.addresses import NetworkSet
 from gateway.clock import now_us
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import AlreadyExists, BadRequest, NotFound
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
 from gateway.rules.identity import IDENTITY_TYPES, validate_identity
 from gateway.services.secretbox import SecretBox
@@ -402,8 +402,13 @@ class ConnectorService:
         settings.check_server_credentials(None)
         stored = self._stored(cid, settings)
         resources = resources or []
+        seen: set[str] = set()
         for r in resources:
             _check_resource(r)
+            if r.alias in seen:
+                # the same answer as adding an alias that exists (POST …/resources): 409
+                raise AlreadyExists(f"resource {r.alias!r} is given twice")
+            seen.add(r.alias)
         created = now_us()
         await self.store.write(
             [CreateConnector(cid, name, description, stored, created, resources)]

@@ -152,10 +152,7 @@ class EventLog:
         none, wait up to ``wait`` seconds for a commit that brings one.  ``after=-1`` means
         "from now"."""
         self._check(cid, limit, filt)
-        if wait < 0 or wait > MAX_WAIT_S:
-            raise BadRequest(f"wait must be 0..{MAX_WAIT_S:g} seconds")
-        if after < 0:
-            after = await self.last_seq(cid)
+        after = await self._after(cid, after, wait)
         query = EventQuery(
             cid,
             after,
@@ -166,6 +163,17 @@ class EventLog:
             since=filt.since,
             until=filt.until,
         )
+        return await self._read_waiting(query, wait)
+
+    async def _after(self, cid: str, after: int, wait: float) -> int:
+        """``after`` resolved (-1: the current end), once ``wait`` is known to be valid."""
+        if wait < 0 or wait > MAX_WAIT_S:
+            raise BadRequest(f"wait must be 0..{MAX_WAIT_S:g} seconds")
+        return await self.last_seq(cid) if after < 0 else after
+
+    async def _read_waiting(self, query: EventQuery, wait: float) -> list[EventOut]:
+        """``query``'s events; when there are none, wait up to ``wait`` seconds for a
+        commit that brings one (a long-poll)."""
         items = await self._read(query)
         if items or wait == 0:
             return items
@@ -173,7 +181,7 @@ class EventLog:
             while True:
                 # Take the wake-up before reading: a commit landing while the read runs
                 # (a backend may read in a thread) then still wakes this poll.
-                commit = self.signals.next_commit(cid)
+                commit = self.signals.next_commit(query.connector_id)
                 items = await self._read(query)
                 if items:
                     return items
@@ -181,16 +189,28 @@ class EventLog:
         return []
 
     async def read_back(
-        self, cid: str, *, before: int = -1, limit: int = 100, filt: EventFilter = NO_FILTER
+        self,
+        cid: str,
+        *,
+        before: int = -1,
+        after: int = 0,
+        limit: int = 100,
+        wait: float = 0.0,
+        filt: EventFilter = NO_FILTER,
     ) -> tuple[list[EventOut], int | None]:
-        """Events with ``seq < before`` that pass ``filt``, newest first, and the cursor of
-        the next (older) page: the last item's seq, or None when no older event passes.
-        ``before=-1`` starts at the newest event."""
+        """Events with ``after < seq < before`` that pass ``filt``, newest first, and the
+        cursor of the next (older) page: the last item's seq, or None when no older event
+        passes.  ``before=-1`` starts at the newest event; ``after`` bounds the walk from
+        below (0: the oldest; -1: now, so only events still to come).  When there are
+        none, wait up to ``wait`` seconds for a commit that brings one ("the newest refusal
+        of this device, as soon as there is one")."""
         self._check(cid, limit, filt)
         if before < -1:
             raise BadRequest("before must be -1 (the newest) or a sequence number")
+        after = await self._after(cid, after, wait)
         query = EventQuery(
             cid,
+            after=after,
             limit=limit + 1,  # one more tells whether an older page exists
             before=2**62 if before == -1 else before,
             identity=filt.identity,
@@ -199,7 +219,7 @@ class EventLog:
             since=filt.since,
             until=filt.until,
         )
-        items = await self._read(query)
+        items = await self._read_waiting(query, wait)
         if len(items) > limit:
             return items[:limit], items[limit - 1].seq
         return items, None

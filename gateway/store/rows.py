@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS
+
 __all__ = [
     "AdminToken",
     "AssetRow",
@@ -152,7 +154,7 @@ class StateRow(msgspec.Struct, frozen=True, gc=False):
 
 class EventQuery(msgspec.Struct, frozen=True):
     """Events of one connector: with ``seq > after`` oldest first, or, when ``before`` is
-    set, with ``seq < before`` newest first.  The filters narrow either direction: an
+    set, with ``after < seq < before`` newest first.  The filters narrow either direction: an
     identity, event types (any of them), a peer address, a time range (µs, inclusive)."""
 
     connector_id: str
@@ -256,6 +258,15 @@ class StoreStats(msgspec.Struct):
     last_batch: int = 0
     max_batch: int = 0
     commit_seconds_total: float = 0.0
+    # per-bucket counts over gateway.metrics.COMMIT_SECONDS_BOUNDS / BATCH_SIZE_BOUNDS (+Inf
+    # last): the commit latency and group size histograms (their sums: commit_seconds_total
+    # and submissions)
+    commit_seconds_counts: list[int] = msgspec.field(
+        default_factory=lambda: [0] * (len(COMMIT_SECONDS_BOUNDS) + 1)
+    )
+    batch_size_counts: list[int] = msgspec.field(
+        default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1)
+    )
     events: int = 0  # events appended since start
     devices: int = 0
     event_log_size: int = 0

@@ -148,13 +148,15 @@ class _Credentials(msgspec.Struct, frozen=True):
 def _load_credentials(cert_pem: str | bytes, key_pem: str | bytes) -> _Credentials:
     """Parse a PEM chain and its key; ``ValueError`` (one sentence) when either is not
     usable."""
-    raw_cert = cert_pem.encode("ascii") if isinstance(cert_pem, str) else cert_pem
-    raw_key = key_pem.encode("ascii") if isinstance(key_pem, str) else key_pem
+    # PEM is ASCII: a text with anything else is no PEM (and UnicodeEncodeError is a
+    # ValueError whose words must not reach the operator).
     try:
+        raw_cert = cert_pem.encode("ascii") if isinstance(cert_pem, str) else cert_pem
         chain = x509.load_pem_x509_certificates(raw_cert)
     except ValueError:
         raise ValueError("the server certificate is not a PEM certificate chain") from None
     try:
+        raw_key = key_pem.encode("ascii") if isinstance(key_pem, str) else key_pem
         key = serialization.load_pem_private_key(raw_key, password=None)
     except (ValueError, TypeError):
         raise ValueError("the server key is not an unencrypted PEM private key") from None

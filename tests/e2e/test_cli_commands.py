@@ -15,20 +15,25 @@ from __future__ import annotations
 import os
 import pty
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import trio
 from click.testing import CliRunner, Result
 
 from gateway.cli.main import cli
+from gateway.testing.mqtt_bytes import gen_connect
 from gateway.testing.server import TestGateway
 
 CID = "demo"
@@ -508,8 +513,8 @@ async def test_events_page_and_hint(run: Cli) -> None:
     for i in range(4):
         await run("state", "set", CID, "e-1", f"data_out=v{i}")
     page = await run.json("events", CID, "--limit", "3")
-    assert [e["type"] for e in page["items"]] == ["data_out"] * 3
-    assert page["next"] == page["items"][-1]["seq"]
+    assert [e["payload"][0]["values"]["data_out"] for e in page["items"]] == ["v3", "v2", "v1"]
+    assert page["next"] == page["items"][-1]["seq"]  # newest first: next is --before
     r = await run("events", CID, "--limit", "3")
     assert_human(r.stdout)
     assert rows(r.stdout)[0] == [
@@ -522,10 +527,168 @@ async def test_events_page_and_hint(run: Cli) -> None:
         "REASON",
         "PAYLOAD",
     ]
-    assert [row[-1] for row in rows(r.stdout)[1:]] == ["data_out=v0", "data_out=v1", "data_out=v2"]
-    assert f"1 more: --after {page['next']} starts there" in r.stderr
-    rest = await run.json("events", CID, "--after", str(page["next"]))
-    assert len(rest["items"]) == 1
+    assert [row[-1] for row in rows(r.stdout)[1:]] == ["data_out=v3", "data_out=v2", "data_out=v1"]
+    assert f"3 events shown, 1 older: --all lists every one, --before {page['next']}" in r.stderr
+    rest = await run.json("events", CID, "--before", str(page["next"]))
+    assert [e["payload"][0]["values"]["data_out"] for e in rest["items"]] == ["v0"]
+    assert rest["next"] is None
+    # forwards, oldest first, from a cursor
+    fwd = await run.json("events", CID, "--oldest-first", "--limit", "2", "--type", "data_out")
+    assert [e["payload"][0]["values"]["data_out"] for e in fwd["items"]] == ["v0", "v1"]
+    r = await run("events", CID, "--oldest-first", "--limit", "2", "--type", "data_out")
+    assert f"2 events shown, 2 newer: --all lists every one, --after {fwd['next']}" in r.stderr
+    more = await run.json("events", CID, "--after", str(fwd["next"]), "--type", "data_out")
+    assert [e["payload"][0]["values"]["data_out"] for e in more["items"]] == ["v2", "v3"]
+    # --all in both directions, small pages, one JSON document
+    back = await run.json("events", CID, "--all", "--limit", "1", "--type", "data_out")
+    assert [e["seq"] for e in back["items"]] == [e["seq"] for e in [*page["items"], *rest["items"]]]
+    assert back["next"] is None
+    ahead = await run.json("events", CID, "--all", "--oldest-first", "--limit", "3")
+    assert [e["seq"] for e in ahead["items"]][-4:] == [e["seq"] for e in reversed(back["items"])]
+    assert ahead["next"] == back["items"][0]["seq"]  # where --after continues
+    r = await run("events", CID, "--all", "--limit", "1", "--type", "data_out")
+    assert len(rows(r.stdout)) == 5
+    assert "4 events" in r.stderr
+    r = await run("events", CID, "--before", "3", "--oldest-first", code=2)
+    assert "--before pages backwards" in r.stderr
+
+
+# -- the forensic timeline: real refusals, found with the filters ---------------------------
+
+
+async def http_write(gw: TestGateway, token: str, body: str = "data_in=1") -> int:
+    """A device write on the development HTTP port with ``token`` (its status)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(
+            f"http://127.0.0.1:{gw.ports['dev_http']}/onep:v1/stack/alias",
+            content=body,
+            headers={
+                "Host": gw.devmode_fqdn(),
+                "X-Exosite-CIK": token,
+                "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            },
+        )
+    return r.status_code
+
+
+async def mqtt_connect(gw: TestGateway, password: str) -> int:
+    """An MQTT 3.1.1 CONNECT on the development MQTT port (its CONNACK return code)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", gw.ports["dev_mqtt"])
+    async with stream:
+        await stream.send_all(gen_connect("", username="", password=password))
+        ack = b""
+        with trio.fail_after(10):
+            while len(ack) < 4:
+                chunk = await stream.receive_some(4 - len(ack))
+                assert chunk, ack
+                ack += chunk
+    return ack[3]
+
+
+async def committed(gw: TestGateway, after: int, want: set[tuple[str, str | None]]) -> None:
+    """Wait (long-polling the event log) until events of each (type, reason) in ``want``
+    have committed after seq ``after``: refusal events are written from the refusals'
+    debug-log records, a moment after the refused request was answered."""
+    seen: set[tuple[str, str | None]] = set()
+    with trio.fail_after(10):
+        while not want <= seen:
+            items = await gw.services.events.read(CID, after=after, wait=5.0)
+            seen |= {(e.type, e.reason) for e in items}
+            after = items[-1].seq if items else after
+
+
+async def test_events_forensic_timeline_filters(run: Cli) -> None:
+    token = secrets.token_hex(20)
+    start_us = int(time.time() * 1e6)
+    await run("device", "add", CID, "f-1", "--auth-type", "token", "--key", token)
+    mark = run.gw.services.events
+    begin = await mark.last_seq(CID)
+    assert await http_write(run.gw, token) == 204  # a good write: a data_in to filter out
+    assert await http_write(run.gw, "f" * 40) == 401  # a wrong token over HTTP
+    assert await mqtt_connect(run.gw, "0" * 40) != 0  # ... and over MQTT
+    await committed(
+        run.gw,
+        begin,
+        {
+            ("data_in", None),
+            ("write_refused", "not_authenticated"),
+            ("connection_refused", "not_authenticated"),
+        },
+    )
+
+    refused = ("--type", "write_refused", "--type", "connection_refused")
+    page = await run.json("events", CID, *refused)
+    assert [(e["type"], e["reason"], e["ip"]) for e in page["items"]] == [
+        ("connection_refused", "not_authenticated", "127.0.0.1"),
+        ("write_refused", "not_authenticated", "127.0.0.1"),
+    ]  # newest first
+    assert page["items"][0]["protocol"] == "murano:v1/mqtt"
+    assert page["items"][1]["protocol"] == "onep:v1/http"
+    assert page["next"] is None
+    table = await run.table("events", CID, *refused)
+    got = rows(table)
+    assert got[0][:7] == ["SEQ", "TIME", "TYPE", "IDENTITY", "IP", "PROTOCOL", "REASON"]
+    assert [r[2:7] for r in got[1:]] == [
+        ["connection_refused", "-", "127.0.0.1", "murano:v1/mqtt", "not_authenticated"],
+        ["write_refused", "-", "127.0.0.1", "onep:v1/http", "not_authenticated"],
+    ]
+    assert all(LOCAL_TIME.fullmatch(r[1]) for r in got[1:])
+    # one type; the device's own events; an address with nothing
+    only = await run.json("events", CID, "--type", "write_refused")
+    assert [e["type"] for e in only["items"]] == ["write_refused"]
+    mine = await run.json("events", CID, "--identity", "f-1")
+    assert [e["type"] for e in mine["items"]] == ["data_in"]
+    assert rows(await run.table("events", CID, "--identity", "f-1"))[1][2:4] == ["data_in", "f-1"]
+    nobody = await run("events", CID, "--ip", "192.0.2.1")
+    assert (nobody.stdout, nobody.stderr.strip()) == ("", "(none)")
+    assert (await run.json("events", CID, "--ip", "127.0.0.1", *refused))["items"] == page["items"]
+    # time, in the forms a person types: ago, ISO 8601 local, µs
+    assert (await run.json("events", CID, *refused, "--since", "-1h"))["items"] == page["items"]
+    assert (await run.json("events", CID, *refused, "--since", "30m"))["items"] == page["items"]
+    before_start = datetime.fromtimestamp((start_us - 1_000_000) / 1e6).isoformat(sep=" ")
+    assert (await run.json("events", CID, *refused, "--until", before_start))["items"] == []
+    assert (await run.json("events", CID, *refused, "--since", before_start))["items"] == (
+        page["items"]
+    )
+    newest = page["items"][0]["timestamp"]
+    at = await run.json("events", CID, *refused, "--since", str(newest), "--until", str(newest))
+    assert [e["seq"] for e in at["items"]] == [page["items"][0]["seq"]]
+    # paging with the filters kept: one at a time, newest first
+    r = await run("events", CID, *refused, "--limit", "1")
+    hint = re.search(r"1 event shown, 1 older: --all lists every one, --before (\d+)", r.stderr)
+    assert hint, r.stderr
+    older = await run.json("events", CID, *refused, "--before", hint.group(1))
+    assert older["items"] == page["items"][1:]
+    everything = await run.json("events", CID, *refused, "--all", "--limit", "1")
+    assert everything == {"items": page["items"], "next": None}
+    # the gateway's refusals of a query are one line, exit status 1; a bad WHEN is ours (2)
+    r = await run("events", CID, "--type", "write_refusd", code=1)
+    assert "unknown event type 'write_refusd'" in r.stderr
+    r = await run("events", CID, "--since", "soon", code=2)
+    assert "'soon' is no time I know" in r.stderr
+    r = await run("events", CID, "--since", "now", "--until", "-1h", code=1)
+    assert "since must not be after until" in r.stderr
+
+
+async def test_events_follow_keeps_the_filters(run: Cli) -> None:
+    token = secrets.token_hex(20)
+    await run("device", "add", CID, "w-1", "--auth-type", "token", "--key", token)
+    assert await http_write(run.gw, "e" * 40) == 401  # before the follow: its first page
+    follow, out, _ = await start(
+        run.gw, "events", CID, "--follow", "--json", "--type", "write_refused", "--limit", "5"
+    )
+    try:
+        first = msgspec.json.decode(await out.wait_for(lambda s: '"write_refused"' in s))
+        begin = first["seq"]
+        assert await http_write(run.gw, token) == 204  # a data_in the filter keeps out
+        assert await http_write(run.gw, "d" * 40) == 401
+        line = await out.wait_for(lambda s: '"write_refused"' in s and f'"seq":{begin}' not in s)
+        later = msgspec.json.decode(line)
+        assert later["seq"] > begin
+        assert (later["type"], later["reason"]) == ("write_refused", "not_authenticated")
+        assert all('"write_refused"' in s for s in out.seen), out.seen
+    finally:
+        await stop(follow)
 
 
 async def test_tokens_and_status(run: Cli) -> None:

@@ -10,7 +10,8 @@ import tracemalloc
 import pytest
 
 from gateway.errors import Refused
-from gateway.metrics import Metrics, render_counters
+from gateway.metrics import Metrics
+from gateway.mgmt.exporter import NodeCollector, exposition
 from gateway.services.bundle import Services
 from gateway.services.connectors import ConnectorSettings, ProvisioningSettings
 from gateway.services.devices import auth
@@ -64,10 +65,10 @@ def test_hit_miss_and_metrics() -> None:
     assert not cache.admits("c", "other", proof)  # a proof is the device's own
     assert (m.password_cache[HIT], m.password_cache[MISS]) == (1, 3)
     assert m.password_cache_entries[()] == 1
-    text = render_counters(m)
-    assert 'gateway_password_cache_total{outcome="hit"} 1' in text
-    assert 'gateway_password_cache_total{outcome="miss"} 3' in text
-    assert "gateway_password_cache_entries 1" in text
+    text = exposition(NodeCollector(m, [])).decode()
+    assert 'gateway_password_cache_total{outcome="hit"} 1.0' in text
+    assert 'gateway_password_cache_total{outcome="miss"} 3.0' in text
+    assert "gateway_password_cache_entries 1.0" in text
 
 
 def test_bound_evicts_least_recently_used() -> None:

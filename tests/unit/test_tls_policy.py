@@ -265,6 +265,13 @@ def test_server_credentials_are_checked_before_use(pki: TestPKI, tmp_path: Path)
         check_server_credentials("hello", key)
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         check_server_credentials(chain, "hello")
+    # PEM is ASCII: other characters are no PEM, said in the same words (not a codec error)
+    with pytest.raises(
+        ValueError, match=r"^the server certificate is not a PEM certificate chain$"
+    ):
+        check_server_credentials("ïÀãéÞ·", key)
+    with pytest.raises(ValueError, match=r"^the server key is not an unencrypted PEM private key$"):
+        check_server_credentials(chain, key.replace("-----END", "é-----END"))
     expired, expired_key = issue_server_cert(pki.ca_pem, pki.ca_key_pem, ["x.example"], days=0)
     with pytest.raises(ValueError, match="expired on"):
         check_server_credentials(expired, expired_key)

@@ -355,6 +355,9 @@ class SqliteReader:
         else:
             where.append("seq < ?")
             args.append(query.before)
+            if query.after > 0:
+                where.append("seq > ?")
+                args.append(query.after)
             order = "DESC"
         if query.identity is not None:
             where.append("identity = ?")

@@ -161,7 +161,12 @@ class SqliteStore(SqliteReads):
         return await self.writer.submit(ops).wait()
 
     async def stats(self) -> StoreStats:
-        return msgspec.structs.replace(self.writer.stats)
+        st = self.writer.stats
+        return msgspec.structs.replace(
+            st,
+            commit_seconds_counts=list(st.commit_seconds_counts),
+            batch_size_counts=list(st.batch_size_counts),
+        )
 
 
 @contextlib.asynccontextmanager

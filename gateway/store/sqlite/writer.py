@@ -58,6 +58,7 @@ from pathlib import Path
 import trio
 
 from gateway.errors import GatewayError, StoreFailed
+from gateway.metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, bucket_index
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
 from gateway.store.sqlite.migrations import migrate
 from gateway.store.sqlite.ops import Delta, Tx, apply_ops, seed_counts, trim_events
@@ -244,6 +245,8 @@ class SqliteWriter:
         st.last_batch = len(group)
         st.max_batch = max(st.max_batch, len(group))
         st.commit_seconds_total += elapsed
+        st.commit_seconds_counts[bucket_index(COMMIT_SECONDS_BOUNDS, elapsed)] += 1
+        st.batch_size_counts[bucket_index(BATCH_SIZE_BOUNDS, len(group))] += 1
         events: list[CommittedEvent] = []
         total = Delta()
         for sub in group:

@@ -4,6 +4,7 @@ return what the document promises."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import httpx
@@ -79,6 +80,15 @@ def test_connector_lifecycle_and_bad_bodies(api: httpx.Client) -> None:
     assert_error(api.post("/api/v1/connectors", json={"name": "a", "id": "UPPER"}), 400)
     assert_error(api.post("/api/v1/connectors", json=[1, 2]), 400)
     before = api.get("/api/v1/connectors").json()["items"]
+    # one alias twice: refused like adding an alias that exists, nothing created (found by
+    # schemathesis: the store's UNIQUE constraint answered 503 store_failed)
+    twice = [{"alias": "t", "format": "number"}, {"alias": "t", "format": "boolean"}]
+    assert_error(
+        api.post("/api/v1/connectors", json={"name": "a", "id": "twice1", "resources": twice}),
+        409,
+        "already_exists",
+    )
+    assert_error(api.get("/api/v1/connectors/twice1"), 404)
     r = api.post(
         "/api/v1/connectors",
         json={
@@ -341,3 +351,50 @@ def test_openapi_describes_every_route(api: httpx.Client) -> None:
                 if int(status) >= 400:
                     ref = resp["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorBody")
+
+
+def test_openapi_links_reach_what_a_creation_made(api: httpx.Client) -> None:
+    """A creating operation's answer links to the operations under what it created, with
+    the new name from the answer and the other path parameters from the request, so a
+    client (or schemathesis' stateful phase) gets past the 404 of a random name."""
+    paths = api.get("/api/v1/openapi.json").json()["paths"]
+    links = paths["/api/v1/connectors"]["post"]["responses"]["201"]["links"]
+    assert links["getConnector"] == {
+        "operationId": "getConnector",
+        "parameters": {"cid": "$response.body#/id"},
+    }
+    assert {"addDevice", "createResource", "readEvents", "addIntegration"} <= set(links)
+    device = paths["/api/v1/connectors/{cid}/devices"]["post"]["responses"]["201"]["links"]
+    assert device["setState"]["parameters"] == {
+        "cid": "$request.path.cid",
+        "identity": "$response.body#/identity",
+    }
+    put = paths["/api/v1/connectors/{cid}/content/{content_id}"]["put"]["responses"]["200"]
+    assert put["links"]["getContent"]["parameters"]["content_id"] == "$request.path.content_id"
+    jobs = paths["/api/v1/connectors/{cid}/integrations/{name}/jobs"]["get"]["responses"]["200"]
+    assert jobs["links"]["runIntegrationJob"]["parameters"]["job"] == "$response.body#/jobs/0/job"
+    # every link names an operation of the document
+    operation_ids = {op["operationId"] for ops in paths.values() for op in ops.values()}
+    for ops in paths.values():
+        for op in ops.values():
+            for resp in op["responses"].values():
+                for link in resp.get("links", {}).values():
+                    assert link["operationId"] in operation_ids
+
+
+def test_csv_import_schema_says_what_the_importer_takes(api: httpx.Client) -> None:
+    """The text/csv body's pattern admits exactly the headers the importer takes (a
+    schema-valid CSV is never refused as a whole; found by schemathesis: an empty body)."""
+    paths = api.get("/api/v1/openapi.json").json()["paths"]
+    body = paths["/api/v1/connectors/{cid}/devices/import"]["post"]["requestBody"]["content"]
+    pattern = re.compile(body["text/csv"]["schema"]["pattern"])
+    url = "/api/v1/connectors/demo/devices/import"
+    csv = {"content-type": "text/csv"}
+    for text in ("ID", " id ,Certificate,, TAG:site \r\nx1,,a\n", "ID,SSL client certificate"):
+        assert pattern.search(text), text
+        r = api.post(url, params={"dry_run": "true"}, content=text.encode(), headers=csv)
+        assert r.status_code == 200, (text, r.text)
+    for text in ("", "Name", "ID,colour", "ID,tag: ", "\nID"):
+        assert not pattern.search(text), text
+        r = api.post(url, params={"dry_run": "true"}, content=text.encode(), headers=csv)
+        assert_error(r, 400)

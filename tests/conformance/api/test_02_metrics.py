@@ -21,7 +21,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import Metrics, render_counters
+from gateway.bus.api import MetricsSnapshot
+from gateway.metrics import Metrics
+from gateway.mgmt.exporter import NodeCollector, exposition
 from gateway.testing.mqtt_bytes import (
     gen_connack,
     gen_connect,
@@ -46,19 +48,30 @@ def parse_exposition(text: str) -> dict[Sample, float]:
     assert text.endswith("\n")
     helped: set[str] = set()
     typed: set[str] = set()
+    histograms: set[str] = set()
     for line in text.splitlines():
         if line.startswith("# HELP "):
             helped.add(line.split(" ")[2])
         elif line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge"), line
+            assert kind in ("counter", "gauge", "histogram"), line
             typed.add(name)
+            if kind == "histogram":
+                histograms.add(name)
         else:
             m = SAMPLE_LINE.match(line)
             assert m is not None, line
-            assert m.group(1) in helped, line
-            assert m.group(1) in typed, line
+            name = m.group(1)
+            for suffix in ("_bucket", "_count", "_sum"):
+                if name.removesuffix(suffix) in histograms:
+                    name = name.removesuffix(suffix)
+            assert name in helped, line
+            assert name in typed, line
     return samples
+
+
+def render_counters(m: Metrics, connectors: frozenset[str] | None = None) -> str:
+    return exposition(NodeCollector(m, [], connectors=connectors)).decode()
 
 
 def scrape(gw: TestGateway) -> dict[Sample, float]:
@@ -232,4 +245,68 @@ def test_connection_gauge_pairs_open_and_close() -> None:
     assert value(samples, "gateway_connections", protocol="mqtt", connector="demo") == 1
     m.connection_closed(k2)
     samples = parse_exposition(render_counters(m))
-    assert value(samples, "gateway_connections", protocol="mqtt", connector="demo") == 0
+    assert (
+        "gateway_connections",
+        frozenset({("protocol", "mqtt"), ("connector", "demo")}),
+    ) not in (samples)  # back to zero: the label set is gone
+
+
+def test_histograms_and_process_metrics(gw: TestGateway) -> None:
+    """prometheus_client's histograms (commit latency and group size kept by the store's
+    writer, management API request durations) and process metrics are in the text."""
+    activate(gw, "histo-1")  # at least one commit
+    scrape(gw)  # at least one request observed before the next scrape
+    samples = scrape(gw)
+    for name in ("gateway_store_commit_duration_seconds", "gateway_store_batch_size"):
+        count = value(samples, f"{name}_count")
+        assert count >= 1, name
+        assert value(samples, f"{name}_bucket", le="+Inf") == count
+        buckets = sorted(
+            (float(dict(labels)["le"]), v)
+            for (n, labels), v in samples.items()
+            if n == f"{name}_bucket"
+        )
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert value(samples, "gateway_store_commit_duration_seconds_count") == value(
+        samples, "gateway_store_commits_total"
+    )
+    assert value(samples, "gateway_store_batch_size_sum") == value(
+        samples, "gateway_store_submissions_total"
+    )
+    assert (
+        value(
+            samples,
+            "gateway_api_request_duration_seconds_count",
+            method="GET",
+            route="/metrics",
+            status="200",
+        )
+        >= 1
+    )
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_cpu_seconds_total") > 0
+
+
+def test_deleted_connectors_leave_no_series() -> None:
+    """A deleted connector's counters go (in the process and in the node's sum, where a
+    worker's last snapshot may still carry them), and a connection gauge's label set goes
+    when it is back to zero: series do not pile up for every connector ever made."""
+    m = Metrics()
+    m.write("mqtt", "gone", 5)
+    m.write("mqtt", "kept", 2)
+    m.connector_refusal("gone", "not_authenticated")
+    key = m.connection_opened("mqtt", "gone")
+    m.connection_closed(key)
+    assert key not in m.connections
+    worker = Metrics()  # a worker that has not yet heard of the deletion
+    worker.write("http", "gone", 1)
+    total = Metrics()
+    MetricsSnapshot.of("worker-1", worker, mqtt_sessions=0, log_records=0).add_to(total)
+    MetricsSnapshot.of("owner", m, mqtt_sessions=0, log_records=0).add_to(total)
+    text = render_counters(total, connectors=frozenset({"kept"}))
+    assert 'connector="gone"' not in text
+    samples = parse_exposition(text)
+    assert value(samples, "gateway_writes_total", protocol="mqtt", connector="kept") == 2
+    m.retain_connectors({"kept"})
+    assert [dict(k)["connector"] for k in m.writes] == ["kept"]
+    assert not m.connector_refused

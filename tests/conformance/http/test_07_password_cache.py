@@ -29,8 +29,8 @@ def basic(identity: str, password: str) -> tuple[str, str]:
 async def cache_counts(api: httpx.AsyncClient, gw: TestGateway) -> dict[str, int]:
     r = await api.get(f"http://127.0.0.1:{gw.ports['api']}/metrics")
     assert r.status_code == 200
-    found = re.findall(r'^gateway_password_cache_total\{outcome="(\w+)"\} (\d+)$', r.text, re.M)
-    return {k: int(v) for k, v in found}
+    found = re.findall(r'^gateway_password_cache_total\{outcome="(\w+)"\} (\S+)$', r.text, re.M)
+    return {k: int(float(v)) for k, v in found}
 
 
 async def write(c: Client, identity: str, password: str, value: str) -> int:

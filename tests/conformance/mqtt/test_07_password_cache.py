@@ -19,8 +19,8 @@ PW2 = "another-long-device-password"
 async def cache_counts(api: httpx.AsyncClient, gw: TestGateway) -> dict[str, int]:
     r = await api.get(f"http://127.0.0.1:{gw.ports['api']}/metrics")
     assert r.status_code == 200
-    found = re.findall(r'^gateway_password_cache_total\{outcome="(\w+)"\} (\d+)$', r.text, re.M)
-    return {k: int(v) for k, v in found}
+    found = re.findall(r'^gateway_password_cache_total\{outcome="(\w+)"\} (\S+)$', r.text, re.M)
+    return {k: int(float(v)) for k, v in found}
 
 
 async def test_password_connects_hit_the_cache_and_resets_take_effect(gw, mqtt):
