@@ -45,7 +45,8 @@ from gateway.bus.api import Bus, LocalBus
 from gateway.bus.cluster import ClusterBus
 from gateway.clock import now_us
 from gateway.config import OFF, GatewayConfig, fd_capacity, proxy_listeners, split_list
-from gateway.datadir import secure_data_dir
+from gateway.datadir import secure_data_dir, write_file_atomic
+from gateway.errors import StorageFull, is_disk_full
 from gateway.frontdoor.bind import BoundSockets
 from gateway.metrics import Metrics
 from gateway.model import LogRecord, Transport
@@ -118,14 +119,16 @@ class RunInfo(msgspec.Struct):
 
 
 def ensure_admin_token(data_dir: Path) -> tuple[str, bool]:
-    """The admin bearer token (``DIR/admin.token``, mode 0600); created on first start."""
+    """The admin bearer token (``DIR/admin.token``, mode 0600); created on first start,
+    whole or not at all (a full disk raises ``OSError`` and leaves no empty token)."""
     path = data_dir / "admin.token"
     if path.exists():
         return path.read_text().strip(), False
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
+    try:
+        write_file_atomic(path, (token + "\n").encode(), exclusive=True)
+    except FileExistsError:  # another start won the race: its token it is
+        return path.read_text().strip(), False
     return token, True
 
 
@@ -355,12 +358,76 @@ async def serve_management(
     )
 
 
-def write_run_json(data: Path, info: RunInfo) -> None:
-    """``DIR/run.json``, replaced atomically (readers never see half a file)."""
-    run_json = data / "run.json"
-    tmp = run_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(msgspec.to_builtins(info), indent=2))
-    tmp.replace(run_json)
+RUN_JSON_RETRY_S = 5.0  # how often a run.json the full disk refused is tried again
+
+
+def write_run_json(data: Path, info: RunInfo) -> bool:
+    """``DIR/run.json`` replaced whole (readers never see half a file).  False when the
+    disk is full; then no ``run.json`` is left: the one of an earlier run names a process
+    that is gone and ports that are not ours, and the CLI and the probes would talk to
+    nobody.  Its writer tries again every ``RUN_JSON_RETRY_S`` (docs/decisions.md "Disk
+    full"): :func:`publish_run_json` in one process, the supervisor in a node.
+
+    Not fsynced: it describes the running processes only.  Small enough to write on the
+    Trio thread, and writing it there means no write can land after shutdown removed it."""
+    path = data / "run.json"
+    text = json.dumps(msgspec.to_builtins(info), indent=2).encode()
+    try:
+        write_file_atomic(path, text, mode=0o644, sync=False)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def run_json_refused(data: Path, info: RunInfo) -> None:
+    """The warning of a ``run.json`` the full disk refused, naming the ports instead."""
+    log.warning(
+        "%s not written: the disk is full; written once space is back.  Serving on ports %s",
+        data / "run.json",
+        info.ports,
+    )
+
+
+async def publish_run_json(
+    data: Path, info: RunInfo, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Write ``run.json``; on a full disk log a warning with the ports and try again every
+    ``RUN_JSON_RETRY_S`` until it is written.  Started after the first attempt."""
+    if write_run_json(data, info):
+        task_status.started()
+        return
+    run_json_refused(data, info)
+    task_status.started()
+    while True:
+        await trio.sleep(RUN_JSON_RETRY_S)
+        if write_run_json(data, info):
+            log.info("%s written: space is back", data / "run.json")
+            return
+
+
+def cannot_start(exc: BaseException, data_dir: Path) -> str | None:
+    """The one line (no traceback: the remedy is to free space, not to debug) for a start
+    cut short by a full disk: the store's :class:`~gateway.errors.StorageFull` (the
+    database cannot be opened) or the ``OSError`` of a file the start writes (the PKI, the
+    admin token, the secrets key), found in ``exc`` or the groups it holds.  None when
+    ``exc`` is something else (it keeps its traceback)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            line = cannot_start(inner, data_dir)
+            if line is not None:
+                return line
+        return None
+    if isinstance(exc, StorageFull):
+        return f"error: cannot start: {exc.message}"
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        return (
+            f"error: cannot start: the disk holding {data_dir} is full ({exc.strerror}); "
+            "free some space there and start again"
+        )
+    return None
 
 
 def run_info(
@@ -402,15 +469,29 @@ async def prepare(config: GatewayConfig) -> tuple[DevPKI, str]:
 async def start_store_side(services: Services, config: GatewayConfig, *, reset: bool) -> str | None:
     """What the process owning the store does before serving: clear stale ``online``
     flags (``reset``: nobody is connected yet; not when only the store owner restarted
-    while workers hold connections) and create the demo connector.  Returns its id."""
-    if reset and config.clustered:
-        # the other nodes' devices stay online: only this node's connections were lost
-        await services.store.write(
-            [DropConnections(cluster_prefix(config), now_us(), reason="node_restarted")]
-        )
-    elif reset:
-        await services.store.write([ResetOnline()])
-    return await _ensure_demo(services, config)
+    while workers hold connections) and create the demo connector.  Returns its id.  In a
+    cluster only this node's stale sessions go offline (its connection-id prefix): the other
+    nodes' devices stay online.
+
+    On a full disk both are skipped with a warning and the process starts anyway, serving
+    reads and refusing writes until space is back (docs/decisions.md "Disk full")."""
+    if reset:
+        reset_op: ResetOnline | DropConnections = ResetOnline()
+        if config.clustered:
+            reset_op = DropConnections(cluster_prefix(config), now_us(), reason="node_restarted")
+        try:
+            await services.store.write([reset_op])
+        except StorageFull as exc:
+            log.warning(
+                "start: online flags not cleared (%s): devices online at the last stop stay "
+                "marked online until they connect again",
+                exc.message,
+            )
+    try:
+        return await _ensure_demo(services, config)
+    except StorageFull as exc:
+        log.warning("start: demo connector not created or updated: %s", exc.message)
+        return DEMO_CONNECTOR_ID if services.registry.get(DEMO_CONNECTOR_ID) else None
 
 
 def cluster_prefix(config: GatewayConfig) -> str:
@@ -503,7 +584,7 @@ async def run_gateway(
             )
             await nursery.start(serve_integrations, services.integrations)
             info = run_info(config, pki, {"api": api_port, **ports}, demo)
-            write_run_json(data, info)
+            await nursery.start(publish_run_json, data, info)
             task_status.started(Running(info, services, tls))
             try:
                 await trio.sleep_forever()

@@ -17,16 +17,22 @@ Files are tightened, never loosened: a mode stricter than 0600 (0400, say) stays
 public files (``tls/ca.pem``, ``tls/server.pem``, ``run.json``) keep their modes; they are
 unreachable for others inside a 0700 directory anyway, and devices get ``ca.pem`` from the
 operator, not from the gateway's disk.
+
+Every file the gateway creates in it is written whole or not at all
+(:func:`write_file_atomic`): a full disk or a crash halfway leaves the old file (or none)
+and no temporary file, never an empty ``admin.token`` or half a key (docs/decisions.md
+"Disk full").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "secure_data_dir"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "secure_data_dir", "write_file_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +94,41 @@ def secure_data_dir(data: Path) -> list[str]:
             ", ".join(changed),
         )
     return changed
+
+
+def write_file_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = PRIVATE_FILE_MODE,
+    exclusive: bool = False,
+    sync: bool = True,
+) -> None:
+    """Make ``path`` hold ``data``, whole or not at all.
+
+    The bytes go to a temporary file next to ``path`` (created with ``mode`` before any
+    byte lands in it), are fsynced unless ``sync`` is false, and the file then replaces
+    ``path`` by a rename — or, ``exclusive``, becomes it by a hard link, which raises
+    ``FileExistsError`` when ``path`` exists (the first creator wins, as with ``O_EXCL``).
+
+    Errors: ``OSError`` as the system reports it (``ENOSPC`` on a full disk, see
+    :func:`gateway.errors.is_disk_full`).  Whatever happens the temporary file is removed,
+    and ``path`` is either untouched or complete.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a rename

@@ -17,12 +17,14 @@ and :func:`rebuild_error` turns it back into the same class with the same attrib
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from typing import ClassVar
 
 import msgspec
 
 __all__ = [
+    "DISK_FULL_ERRNOS",
     "AlreadyExists",
     "BadRequest",
     "Conflict",
@@ -38,13 +40,20 @@ __all__ = [
     "ProtocolViolation",
     "Refused",
     "RequestTimeout",
+    "StorageFull",
     "StoreFailed",
     "TooLarge",
     "Unauthorized",
     "UnsupportedProtocol",
+    "debug_reason",
     "error_info",
+    "is_disk_full",
     "rebuild_error",
 ]
+
+# The errnos of a write refused for want of space: the filesystem is full, or the user's
+# quota on it is used up.  Both go away by themselves when space is freed.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class ConnAckCode(IntEnum):
@@ -176,6 +185,19 @@ class StoreFailed(GatewayError):
     http_status = 503
 
 
+class StorageFull(StoreFailed):
+    """The filesystem holding the data directory is full: the write was refused and nothing
+    of it was stored.  Not a bug and not the writer's fault: the gateway keeps serving reads,
+    and writes succeed again as soon as space is freed, without a restart (docs/decisions.md
+    "Disk full").  HTTP answers ``507 Insufficient Storage`` (RFC 4918 §11.5); an MQTT
+    connection gets no PUBACK for the writes of that read and ends with the debug reason
+    ``disk_full``, so its client sends them again on its next connection."""
+
+    code = "storage_full"
+    http_status = 507
+    reason: ClassVar[str] = "disk_full"
+
+
 class Refused(GatewayError):
     """Policy said no (unknown connector, locked device, identity outside the format, IP not
     whitelisted).  Changes nothing.  ``reason`` is the debug-log vocabulary of docs/protocol.md
@@ -227,9 +249,23 @@ _CLASSES: dict[str, type[GatewayError]] = {
         HeadersTooLarge,
         RequestTimeout,
         StoreFailed,
+        StorageFull,
         Refused,
     )
 }
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """``exc`` is an ``OSError`` for want of space (``ENOSPC``, ``EDQUOT``)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def debug_reason(exc: GatewayError) -> str:
+    """The reason a refusal's debug-log record carries: a :class:`Refused`'s own reason,
+    ``disk_full`` for :class:`StorageFull`, else the error's code."""
+    if isinstance(exc, Refused | StorageFull):
+        return exc.reason
+    return exc.code
 
 
 def error_info(exc: GatewayError) -> ErrorInfo:

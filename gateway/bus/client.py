@@ -214,10 +214,12 @@ class NodeClient:
                         task_status.started()
                     await self._receive(link, inbox, nursery)
                     nursery.cancel_scope.cancel()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                log.warning("store owner connection lost: %r", exc)
-            except (ValueError, msgspec.DecodeError) as exc:
-                log.error("store owner sent garbage: %r", exc)
+            # except*: the nursery hands a broken stream (ECONNRESET from an owner killed
+            # with bytes it never read, not only an end of stream) over in a group
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+                log.warning("store owner connection lost: %r", group.exceptions[0])
+            except* (ValueError, msgspec.DecodeError) as group:
+                log.error("store owner sent garbage: %r", group.exceptions[0])
             finally:
                 self._lost(link)
 

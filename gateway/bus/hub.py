@@ -182,10 +182,12 @@ class NodeHub:
                         raise ValueError(f"unexpected frame {type(frame).__name__}")
                 acks_send.close()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.warning("worker connection lost: %r", exc)
-        except (ValueError, msgspec.DecodeError) as exc:
-            log.error("worker connection sent garbage, closing it: %r", exc)
+        # except*: the nursery hands a broken stream (ECONNRESET from a worker killed with
+        # bytes it never read, not only an end of stream) over in a group
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            log.warning("worker connection lost: %r", group.exceptions[0])
+        except* (ValueError, msgspec.DecodeError) as group:
+            log.error("worker connection sent garbage, closing it: %r", group.exceptions[0])
         finally:
             if peer is not None:
                 self._peers.discard(peer)

@@ -126,8 +126,10 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from gateway.app import cannot_start
     from gateway.frontdoor.bind import BindError
     from gateway.node.lock import DataDirLocked
+    from gateway.node.supervisor import StartFailed
 
     workers = resolve_workers(config)
     try:
@@ -140,6 +142,15 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
             code = run_node(config, workers, _announce)
     except (DataDirLocked, BindError) as exc:
         click.echo(f"error: {exc}", err=True)
+        ctx.exit(1)
+    except StartFailed as exc:  # the store owner's one line (a full disk)
+        click.echo(str(exc), err=True)
+        ctx.exit(1)
+    except BaseException as exc:  # re-raised unless a full disk cut the start short
+        line = cannot_start(exc, config.data_dir)
+        if line is None:
+            raise
+        click.echo(line, err=True)  # docs/decisions.md "Disk full"
         ctx.exit(1)
     ctx.exit(code)
 

@@ -7,7 +7,12 @@ to.  It sees every commit first-hand, so the live log's ``events`` records, the 
 long-polls and ``/metrics`` (summed over the workers) are served here.
 
 Readiness: once the hub listens and the API serves, it writes one line to ``ready_fd`` (the
-demo connector's id, or nothing) and closes it; the supervisor starts the workers then.
+demo connector's id, or nothing) and closes it; the supervisor starts the workers then.  A
+start cut short by a full disk (the database cannot be opened even with its space reserve)
+writes ``error: cannot start: ...`` there instead and exits 1 without a traceback: the
+supervisor ends a first start with that line, and restarts an owner that had served before
+(docs/decisions.md "Disk full").  On a full disk the owner's start writes are skipped with
+a warning (``gateway/app.py`` ``start_store_side``).
 SIGTERM stops it: the hub and the API close, then the store closes after every queued
 submission has committed.  SIGHUP (forwarded by the supervisor) re-reads the node
 certificate, as every worker does.  SIGINT is ignored (a terminal's ^C reaches every process of the
@@ -24,6 +29,7 @@ from functools import partial
 import trio
 
 from gateway.app import (
+    cannot_start,
     open_services_on,
     prepare,
     reload_server_cert,
@@ -44,17 +50,43 @@ __all__ = ["owner_main"]
 log = logging.getLogger(__name__)
 
 
+class _ReadyPipe:
+    """The readiness pipe to the supervisor: one line, then closed (never written after
+    that: its descriptor number may belong to another file by then)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def send(self, line: str) -> bool:
+        """Write ``line`` and close; False when it was sent already."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return False
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
+        return True
+
+
 def owner_main(config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, reset: bool) -> None:
     """The store owner's process body (after fork).  ``reset``: clear stale ``online``
     flags (the node's first start; not when only the owner restarts)."""
     for socks in sockets.device.values():
         for s in socks:
             s.close()  # workers serve devices; the supervisor keeps the ports open
-    trio.run(partial(_owner, config, sockets, ready_fd, reset=reset))
+    ready = _ReadyPipe(ready_fd)
+    try:
+        trio.run(partial(_owner, config, sockets, ready, reset=reset))
+    except BaseException as exc:
+        line = cannot_start(exc, config.data_dir)
+        if line is None or not ready.send(line):  # not a start cut short by a full disk
+            raise
+        raise SystemExit(1) from None
 
 
 async def _owner(
-    config: GatewayConfig, sockets: BoundSockets, ready_fd: int, *, reset: bool
+    config: GatewayConfig, sockets: BoundSockets, ready: _ReadyPipe, *, reset: bool
 ) -> None:
     pki, token = await prepare(config)
     hub = NodeHub()
@@ -74,8 +106,7 @@ async def _owner(
                     partial(serve_management, sockets=sockets), services, config, token, tls
                 )
                 await nursery.start(serve_integrations, services.integrations)
-                os.write(ready_fd, f"{demo or ''}\n".encode())
-                os.close(ready_fd)
+                ready.send(demo or "")
                 log.info("store owner ready (pid %d)", os.getpid())
                 async for signum in signals:
                     if signum == signal.SIGHUP:  # forwarded by the supervisor

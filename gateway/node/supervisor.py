@@ -30,6 +30,16 @@ loop waits in ``select`` on that pipe and on the children's readiness pipes:
 
 ``run.json`` (``gateway/app.py`` ``RunInfo``) carries the supervisor's pid and lists every
 process with its restarts; it is rewritten whenever a process (re)starts.
+
+Disk full (docs/decisions.md "Disk full"): a ``run.json`` the full disk refuses is not
+left stale (removed), the ports are logged instead, and the loop tries it again every
+``RUN_JSON_RETRY_S`` until it is written.  The store owner opens its database on a full
+disk with its space reserve, so an owner restarted then comes back, serving reads and
+refusing writes.  An owner that still cannot start reports ``error: cannot start: ...`` on
+its readiness pipe: on the node's first start the supervisor stops and
+:func:`run_node` raises :class:`StartFailed` with that line (``gateway serve`` prints it,
+exit status 1); later it is logged and the owner restarted with the usual back-off, until
+space is back.
 """
 
 from __future__ import annotations
@@ -47,7 +57,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.app import ProcessInfo, RunInfo, ensure_admin_token, run_info, write_run_json
+from gateway.app import (
+    RUN_JSON_RETRY_S,
+    ProcessInfo,
+    RunInfo,
+    ensure_admin_token,
+    run_info,
+    run_json_refused,
+    write_run_json,
+)
 from gateway.config import GatewayConfig
 from gateway.frontdoor.bind import BoundSockets, bind_sockets
 from gateway.node.lock import lock_data_dir
@@ -57,6 +75,7 @@ __all__ = [
     "RESTART_FIRST_S",
     "RESTART_MAX_S",
     "STABLE_S",
+    "StartFailed",
     "Supervisor",
     "raise_fd_limit",
     "run_node",
@@ -71,10 +90,17 @@ READY_TIMEOUT_S = 120.0  # a child that is not ready by then is killed (and rest
 WORKER_DRAIN_S = 15.0  # the front door's grace is 5 s; then SIGKILL
 OWNER_STOP_S = 60.0  # the writer commits what is queued
 _PR_SET_PDEATHSIG = 1
+START_ERROR = "error: "  # how a child's readiness line says it cannot start
+
+
+class StartFailed(Exception):
+    """The node's first start ended before it served; ``str()`` is the one line to print
+    (the store owner's, e.g. its database cannot be opened on a full disk)."""
 
 
 class _Child:
     __slots__ = (
+        "failed",
         "failures",
         "index",
         "next_start",
@@ -97,6 +123,7 @@ class _Child:
         self.started_wall = 0.0
         self.restarts = -1  # the first start is not a restart
         self.failures = 0  # quick exits in a row
+        self.failed: str | None = None  # the line of a start that failed (START_ERROR...)
         self.next_start: float | None = time.monotonic()
 
     @property
@@ -160,6 +187,8 @@ class Supervisor:
         self._signals: list[int] = []
         self._stopping = False
         self._first_owner_start = True
+        self._start_failed: str | None = None  # the node cannot start: this line says why
+        self._run_json_retry: float | None = None  # when run.json is tried again (disk full)
 
     @property
     def children(self) -> list[_Child]:
@@ -209,6 +238,7 @@ class Supervisor:
         child.started_wall = time.time()
         child.restarts += 1
         child.next_start = None
+        child.failed = None
         log.info("%s started (pid %d)", child.name, pid)
 
     def _child_setup(self) -> None:
@@ -254,6 +284,8 @@ class Supervisor:
             if os.WIFSIGNALED(status)
             else f"exit status {os.waitstatus_to_exitcode(status)}"
         )
+        if child.ready_fd is not None:
+            self._ready(child)  # a line it wrote before exiting (why it could not start)
         child.pid = 0
         child.ready = False
         if child.ready_fd is not None:
@@ -261,6 +293,9 @@ class Supervisor:
             child.ready_fd = None
         if self._stopping:
             log.info("%s stopped (%s)", child.name, how)
+            return
+        if child.failed is not None and not self.announced:
+            self._start_failed = child.failed  # the first start: give up with its line
             return
         now = time.monotonic()
         if now - child.started < STABLE_S:
@@ -294,6 +329,16 @@ class Supervisor:
             return
         os.close(child.ready_fd)
         child.ready_fd = None
+        line = data.decode(errors="replace").strip()
+        if line.startswith(START_ERROR):  # it exits next: the SIGCHLD path handles that
+            child.failed = line
+            log.log(
+                logging.INFO if not self.announced else logging.ERROR,
+                "%s cannot start: %s",
+                child.name,
+                line.removeprefix(START_ERROR),
+            )
+            return
         child.ready = True
         if child.role == "store":
             self.demo = data.decode().strip() or None
@@ -331,8 +376,19 @@ class Supervisor:
         )
 
     def _publish(self) -> None:
-        if self.announced:
-            write_run_json(self.config.data_dir, self.info())
+        """Write ``run.json`` (once announced); on a full disk warn once with the ports
+        and try again every ``RUN_JSON_RETRY_S`` (see the module docstring)."""
+        if not self.announced:
+            return
+        info = self.info()
+        if write_run_json(self.config.data_dir, info):
+            if self._run_json_retry is not None:
+                log.info("%s written: space is back", self.config.data_dir / "run.json")
+            self._run_json_retry = None
+            return
+        if self._run_json_retry is None:
+            run_json_refused(self.config.data_dir, info)
+        self._run_json_retry = time.monotonic() + RUN_JSON_RETRY_S
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -340,7 +396,13 @@ class Supervisor:
         wake = self._install_signals()
         try:
             while True:
+                if self._start_failed is not None:
+                    self._shutdown(wake)
+                    raise StartFailed(self._start_failed)
                 self._due()
+                retry = self._run_json_retry
+                if retry is not None and retry <= time.monotonic():
+                    self._publish()
                 if not self.announced and all(c.ready for c in self.children):
                     self.announced = True
                     self._publish()
@@ -371,6 +433,8 @@ class Supervisor:
     def _timeout(self) -> float:
         now = time.monotonic()
         starts = [c.next_start - now for c in self.children if c.next_start is not None]
+        if self._run_json_retry is not None:
+            starts.append(self._run_json_retry - now)
         return max(0.0, min([1.0, *starts]))
 
     def _wait(self, wake: int, timeout: float) -> None:
@@ -419,7 +483,9 @@ def _prepare_files(config: GatewayConfig) -> DevPKI:
 def run_node(config: GatewayConfig, workers: int, on_ready: Callable[[RunInfo], None]) -> int:
     """Run a node of ``workers`` workers until SIGTERM/SIGINT; the exit status.  Raises
     :class:`~gateway.node.lock.DataDirLocked` and :class:`~gateway.frontdoor.bind.BindError`
-    before anything starts."""
+    before anything starts, ``OSError`` when the development PKI or the admin token cannot
+    be written (``ENOSPC`` on a full disk), and :class:`StartFailed` when the store owner
+    cannot start (its one line)."""
     data = Path(config.data)
     lock_fd = lock_data_dir(data)
     try:

@@ -25,7 +25,7 @@ import msgspec
 
 from gateway.addresses import NetworkSet
 from gateway.clock import now_us
-from gateway.errors import AlreadyExists, BadRequest, NotFound
+from gateway.errors import AlreadyExists, BadRequest, NotFound, StorageFull
 from gateway.rules.dispatch import ResourceSpec, ResourceTable
 from gateway.rules.identity import IDENTITY_TYPES, validate_identity
 from gateway.services.secretbox import SecretBox
@@ -334,11 +334,17 @@ class ConnectorService:
     async def seal_stored_keys(self) -> list[str]:
         """Rewrite the settings of connectors whose server key :meth:`load` found in clear
         (the upgrade from release 0.1.0), sealed.  Returns their ids."""
-        sealed, self._clear_keys = self._clear_keys, []
-        for cid in sealed:
+        pending, self._clear_keys = self._clear_keys, []
+        sealed = []
+        for cid in pending:
             connector = self.registry.get(cid)
             if connector is not None:
-                await self.update(cid, settings=connector.settings)
+                try:
+                    await self.update(cid, settings=connector.settings)
+                except StorageFull:  # the next start finds the key in clear and tries again
+                    log.warning("connector %s: server key not sealed yet: the disk is full", cid)
+                    continue
+                sealed.append(cid)
                 log.info("connector %s: server key sealed at rest", cid)
         return sealed
 

@@ -4,6 +4,10 @@ Blobs are content-addressed (``DIR/content/<sha256>``): an upload streams into a
 file while hashing, is fsynced and renamed into place, and only then is the metadata
 committed — so a listed item always has its bytes, and identical files are stored once.  A
 blob is removed when the last item referencing it goes.
+
+On a full disk an upload fails with :class:`~gateway.errors.StorageFull` (HTTP 507) and
+leaves nothing behind: the temporary file is removed, and so is a blob this upload put in
+place when its metadata then could not be committed.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ import msgspec
 import trio
 
 from gateway.clock import now_us
-from gateway.errors import BadRequest, NotFound, TooLarge
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    is_disk_full,
+)
 from gateway.services.connectors import Registry
 from gateway.store.api import AppendEvent, ContentRow, DeleteContent, PutContent, Store
 
@@ -92,7 +103,12 @@ class ContentService:
             raise BadRequest("invalid content type")
         if len(description) > 1000 or "\n" in description:
             raise BadRequest("description must be one line of at most 1000 characters")
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise _storage_full(exc) from None
+            raise
         tmp = Path(tmp_name)
         digest = hashlib.sha256()
         size = 0
@@ -107,27 +123,30 @@ class ContentService:
                 await fh.flush()
                 await trio.to_thread.run_sync(os.fsync, fh.fileno())
             sha = digest.hexdigest()
-            await trio.to_thread.run_sync(os.replace, tmp, self.root / sha)
+            blob = trio.Path(self.root / sha)
+            new_blob = not await blob.exists()
+            await trio.to_thread.run_sync(os.replace, tmp, blob)
+        except OSError as exc:
+            with trio.CancelScope(shield=True):
+                await trio.Path(tmp).unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise _storage_full(exc) from None
+            raise
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.Path(tmp).unlink(missing_ok=True)
             raise
         ts = now_us()
-        (orphan,) = await self.store.write(
-            [
-                PutContent(
-                    cid,
-                    content_id,
-                    sha,
-                    size,
-                    content_type,
-                    description,
-                    tags or {},
-                    ts,
-                    event,
-                )
-            ]
+        op = PutContent(
+            cid, content_id, sha, size, content_type, description, tags or {}, ts, event
         )
+        try:
+            (orphan,) = await self.store.write([op])
+        except GatewayError:
+            if new_blob:  # no item refers to it (an identical upload racing this one aside)
+                with trio.CancelScope(shield=True):
+                    await blob.unlink(missing_ok=True)
+            raise
         if isinstance(orphan, str):
             (self.root / orphan).unlink(missing_ok=True)
         return ContentInfo(content_id, content_type, size, sha, description, ts, tags or {})
@@ -137,6 +156,10 @@ class ContentService:
         (orphan,) = await self.store.write([DeleteContent(cid, content_id)])
         if isinstance(orphan, str):
             (self.root / orphan).unlink(missing_ok=True)
+
+
+def _storage_full(exc: OSError) -> StorageFull:
+    return StorageFull(f"the gateway's disk is full: the upload was not stored ({exc.strerror})")
 
 
 def _info(row: ContentRow) -> ContentInfo:

@@ -23,7 +23,7 @@ import trio
 
 from gateway.bus.api import Bus, LocalBus
 from gateway.clock import now_us
-from gateway.errors import GatewayError, Refused
+from gateway.errors import GatewayError, StorageFull, debug_reason
 from gateway.model import LogRecord
 from gateway.store.api import CommittedEvent, EventMeta, Op
 
@@ -156,8 +156,10 @@ class LogHub:
         published as a ``store_write_failed`` debug record of the device's connector, so the
         operator watching the live log sees it (docs/decisions.md)."""
         names = ", ".join(type(op).__name__ for op in ops)
-        reason = error.reason if isinstance(error, Refused) else error.code
-        log.warning("store submission (%s) failed: %s: %s", names, reason, error.message)
+        reason = debug_reason(error)
+        # a full disk refuses every write; the store logged that once (docs/decisions.md)
+        level = logging.DEBUG if isinstance(error, StorageFull) else logging.WARNING
+        log.log(level, "store submission (%s) failed: %s: %s", names, reason, error.message)
         first = ops[0] if ops else None
         meta = getattr(first, "meta", None)
         meta = meta if isinstance(meta, EventMeta) else EventMeta()

@@ -25,6 +25,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.datadir import write_file_atomic
+
 __all__ = ["KEY_FILE", "LEGACY_KEY_FILE", "SecretBox"]
 
 KEY_FILE = "secrets.key"
@@ -68,13 +70,11 @@ class SecretBox:
             data_dir.mkdir(parents=True, exist_ok=True)
             key = secrets.token_bytes(KEY_BYTES)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                # whole or not at all, fsynced: a key lost in a crash would orphan every
+                # secret, and an empty one left by a full disk would stop every start
+                write_file_atomic(path, base64.b64encode(key) + b"\n", exclusive=True)
             except FileExistsError:  # another process won the race: use its key
                 return cls.from_data_dir(data_dir)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(base64.b64encode(key) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())  # a key lost in a crash would orphan every secret
             return cls(key)
         return cls(base64.b64decode(raw.strip()))
 

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.datadir import write_file_atomic
+
 __all__ = [
     "CA_VALIDITY_DAYS",
     "SERVER_VALIDITY_DAYS",
@@ -297,15 +299,9 @@ def issue_server_cert(
 
 
 def _write(path: Path, text: str, *, private: bool) -> None:
-    """Atomic write; private files are created 0600 before any byte lands in them."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        os.write(fd, text.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Whole or not at all; private files are created 0600 before any byte lands in them.
+    A full disk raises ``OSError`` (``ENOSPC``) and leaves no temporary file."""
+    write_file_atomic(path, text.encode("ascii"), mode=0o600 if private else 0o644)
 
 
 def _operator_certificate(leaf: x509.Certificate) -> bool:

@@ -25,8 +25,17 @@ from gateway.bus.frames import (
     encode,
 )
 from gateway.bus.hub import NodeHub, hub_address
-from gateway.bus.link import listen_unix
-from gateway.errors import AlreadyExists, GatewayError, Refused, StoreFailed, error_info
+from gateway.bus.link import connect_unix, listen_unix
+from gateway.errors import (
+    AlreadyExists,
+    GatewayError,
+    Refused,
+    StorageFull,
+    StoreFailed,
+    debug_reason,
+    error_info,
+    rebuild_error,
+)
 from gateway.metrics import Metrics
 from gateway.services.connectors import Connector, ConnectorSettings, Registry, Resource
 from gateway.services.control import ControlHub, Push
@@ -63,6 +72,24 @@ def test_frames_survive_any_split() -> None:
         got += reader.feed(bytes(out[i : i + 1]))
     assert got == frames
     assert FrameReader().feed(bytes(out)) == frames
+
+
+def test_a_full_disk_crosses_the_bus_as_storage_full() -> None:
+    """A worker's write refused by the owner's full disk is StorageFull on the worker's
+    side too: HTTP 507, MQTT debug reason disk_full (docs/decisions.md "Disk full")."""
+    out = bytearray()
+    encode(Failed(3, error_info(StorageFull("the gateway's disk is full"))), out)
+    (frame,) = FrameReader().feed(bytes(out))
+    assert isinstance(frame, Failed)
+    err = rebuild_error(frame.error)
+    assert type(err) is StorageFull
+    assert (err.message, err.http_status, err.code) == (
+        "the gateway's disk is full",
+        507,
+        "storage_full",
+    )
+    assert debug_reason(err) == "disk_full"
+    assert isinstance(err, StoreFailed)
 
 
 def test_an_oversized_or_garbage_frame_is_refused() -> None:
@@ -249,3 +276,42 @@ async def test_the_node_bus_end_to_end(tmp_path: Path) -> None:
         store.close()
         nursery.cancel_scope.cancel()
     assert hub_address("/a") != hub_address("/b")
+
+
+async def test_a_connection_reset_is_a_lost_connection_on_both_sides(tmp_path: Path) -> None:
+    """A peer killed with bytes it never read makes the kernel answer ECONNRESET instead of
+    an end of stream: the worker's client reconnects and the owner's hub keeps serving (a
+    killed store owner must not take a worker with it, nor a killed worker the owner)."""
+    address = f"\0gateway-test-reset-{os.getpid()}-{tmp_path.name}"
+    listener = await listen_unix(address)
+    client = NodeClient(address, 1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run, Inbox())
+        # an "owner" that accepts, lets the Hello arrive unread, and closes: a reset
+        first = await listener.accept()
+        await trio.lowlevel.wait_readable(first.socket)
+        await first.aclose()
+        with trio.fail_after(5):
+            again = await listener.accept()  # the client is still running: it reconnects
+        await again.aclose()
+        nursery.cancel_scope.cancel()
+    await listener.aclose()
+
+    hub = NodeHub()
+    db = tmp_path / "gateway.db"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_serve_hub, hub, address + "-hub", db)
+        # a "worker" that says Hello, leaves the hub's answer unread, and closes: a reset
+        worker = await connect_unix(address + "-hub")
+        out = bytearray()
+        encode(Hello(7, 4242), out)
+        await worker.send_all(bytes(out))
+        await trio.lowlevel.wait_readable(worker.socket)
+        await worker.aclose()
+        # the hub still serves
+        client = NodeClient(address + "-hub", 1)
+        store = RemoteStore(read_side("", tmp_path), client, on_failure=lambda ops, err: None)
+        await nursery.start(client.run, Inbox())
+        await store.write([CreateConnector("c", "C", "", b"{}", 1, [Resource("data_out")])])
+        store.close()
+        nursery.cancel_scope.cancel()

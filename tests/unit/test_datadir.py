@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.datadir import secure_data_dir
+from gateway.datadir import secure_data_dir, write_file_atomic
 
 
 def mode(path: Path) -> int:
@@ -89,3 +89,21 @@ def test_sqlite_gives_its_wal_the_database_mode(tmp_path: Path) -> None:
         conn.close()
     finally:
         os.umask(old)
+
+
+def test_files_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """write_file_atomic: a rename replaces, ``exclusive`` never does, and a failure leaves
+    the old file and no temporary file (a full disk fails the same way, at the write)."""
+    path = tmp_path / "admin.token"
+    write_file_atomic(path, b"first\n", exclusive=True)
+    assert path.read_bytes() == b"first\n"
+    assert mode(path) == 0o600
+    with pytest.raises(FileExistsError):
+        write_file_atomic(path, b"second\n", exclusive=True)
+    assert path.read_bytes() == b"first\n"
+    write_file_atomic(path, b"third\n", mode=0o644, sync=False)
+    assert (path.read_bytes(), mode(path)) == (b"third\n", 0o644)
+    (tmp_path / "a-directory").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_file_atomic(tmp_path / "a-directory", b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "admin.token"]

@@ -7,6 +7,7 @@ Per-op handler and read tests are in ``test_store_ops.py``.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -384,3 +385,27 @@ def test_an_error_class_defined_elsewhere_travels_as_its_base() -> None:
     back = errors.rebuild_error(errors.error_info(Gone("no such thing")))
     assert type(back) is NotFound
     assert back.message == "no such thing"
+
+
+def test_sqlite_full_counts_as_storage_full(tmp_path: Path) -> None:
+    """The writer's classifier on real SQLite errors: SQLITE_FULL (here from a page limit,
+    what a full disk reports for a write) is a full disk; a constraint failure is not."""
+    from gateway.store.sqlite.writer import storage_full
+
+    db = tmp_path / "full.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE t (x TEXT UNIQUE)")
+        conn.execute("INSERT INTO t VALUES ('a')")
+        with pytest.raises(sqlite3.IntegrityError) as constraint:
+            conn.execute("INSERT INTO t VALUES ('a')")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(sqlite3.OperationalError) as full:
+            conn.execute("INSERT INTO t VALUES (?)", ("x" * 100_000,))
+    finally:
+        conn.close()
+    assert storage_full(full.value, db)
+    assert not storage_full(constraint.value, db)
+    assert storage_full(OSError(errno.ENOSPC, "No space left on device"), db)
+    assert not storage_full(OSError(errno.EACCES, "Permission denied"), db)

@@ -74,7 +74,9 @@ from gateway.errors import (
     NotFound,
     Refused,
     RequestTimeout,
+    StorageFull,
     TooLarge,
+    debug_reason,
 )
 from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import LogRecord, Protocol
@@ -300,7 +302,8 @@ class DeviceApp:
         first caller of the round waits one scheduling step for the others, then submits
         for all.  If that submission fails, each write is submitted alone so every request
         gets its own outcome (docs/architecture.md principle 2: no 204 without a commit,
-        no refusal of a write that was not at fault)."""
+        no refusal of a write that was not at fault) — except when the disk is full: then
+        every write of the round is answered ``507`` at once."""
         if not staged:
             return
         store = self.services.store
@@ -319,6 +322,11 @@ class DeviceApp:
         assert current.ticket is not None
         try:
             await current.ticket.wait()
+        except StorageFull as exc:  # no write is at fault, and alone none would fit either
+            for s in staged:
+                await self.refuse(s.req, s.op.connector_id, s.op.identity, exc, s.send)
+                self.metrics.packets[_ANSWERS_OUT] += 1
+            return
         except Exception:  # one write at fault (or an unrelated one of the round): alone now
             for s in staged:
                 try:
@@ -396,7 +404,7 @@ class DeviceApp:
         ``close``: the request's body was not read to its end, so the connection cannot
         carry another request; the answer says ``Connection: close`` (RFC 9112 §9.6)."""
         status = status_of(exc)
-        reason = exc.reason if isinstance(exc, Refused) else exc.code
+        reason = debug_reason(exc)
         self.metrics.refuse(_METRICS_PROTOCOL, reason)
         info = req.conn.info
         self.services.debug(

@@ -35,7 +35,10 @@ client that lets more than ``MAX_PUSH_BUFFER`` bytes of pushes pile up is droppe
 
 Resource handling: the handler never closes the stream (the front door does, after it
 returns).  Errors: a :class:`~gateway.errors.ProtocolViolation` ends only its own connection,
-with one debug-log entry; refusals answer the CONNECT with their CONNACK code.  Whatever
+with one debug-log entry; refusals answer the CONNECT with their CONNACK code.  A read
+whose writes did not commit gets no PUBACK, and its connection ends (reason ``disk_full``
+when the disk is full, else ``internal_error``) so that the client sends its
+unacknowledged QoS 1 messages again on its next connection (MQTT 3.1.1 §4.4).  Whatever
 ends a connection, :meth:`_Connection.finish` detaches it from the control hub, records the
 ``disconnect`` (when it was authenticated) and logs the reason.
 
@@ -55,7 +58,15 @@ import trio
 
 from gateway.clock import now_us
 from gateway.device.mqtt.output import Output
-from gateway.errors import BadRequest, ConnAckCode, GatewayError, NotFound, Refused
+from gateway.errors import (
+    BadRequest,
+    ConnAckCode,
+    GatewayError,
+    NotFound,
+    Refused,
+    StorageFull,
+    debug_reason,
+)
 from gateway.frontdoor.connection import DrainingStream
 from gateway.metrics import Labels, packet_key, write_key
 from gateway.model import ConnectionInfo, LogRecord, PointWrite, Protocol
@@ -583,7 +594,7 @@ class _Connection:
             self.close("bad_password", "the provisioning password is not UTF-8")
             return
         except GatewayError as exc:
-            reason = exc.reason if isinstance(exc, Refused) else exc.code
+            reason = debug_reason(exc)
             self._metrics.refuse(_METRICS_PROTOCOL, reason)
             self.close(reason, f"$provision/{req.identity}: {exc.message}")
             return
@@ -636,9 +647,10 @@ class _Connection:
                         await output.flush()
                     try:
                         await ticket.wait()
-                    except Refused as exc:
+                    except (Refused, StorageFull) as exc:
                         # The device was locked, deleted or revoked while this read was on
-                        # its way (the store refuses its writes): nothing stored, end.
+                        # its way (the store refuses its writes), or the disk is full (the
+                        # store logged that once): nothing stored, end.
                         failed = True
                         self.close(exc.reason, f"write refused: {exc.message}")
                     except Exception as exc:

@@ -5,6 +5,6 @@
 from __future__ import annotations
 
 from gateway.store.sqlite.reader import SqliteReader
-from gateway.store.sqlite.store import SqliteReads, SqliteStore, open_store
+from gateway.store.sqlite.store import SqliteReads, SqliteStore, integrity_check, open_store
 
-__all__ = ["SqliteReader", "SqliteReads", "SqliteStore", "open_store"]
+__all__ = ["SqliteReader", "SqliteReads", "SqliteStore", "integrity_check", "open_store"]

@@ -44,9 +44,9 @@ from gateway.store.api import (
     TokenMatch,
 )
 from gateway.store.sqlite.reader import SqliteReader
-from gateway.store.sqlite.writer import OnEvents, OnFailure, SqliteWriter
+from gateway.store.sqlite.writer import OnEvents, OnFailure, SqliteWriter, connect
 
-__all__ = ["SqliteReads", "SqliteStore", "open_store"]
+__all__ = ["SqliteReads", "SqliteStore", "integrity_check", "open_store"]
 
 
 class SqliteReads:
@@ -191,3 +191,15 @@ async def open_store(
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
+
+
+def integrity_check(path: Path) -> str:
+    """``PRAGMA integrity_check`` of the database at ``path`` of a stopped gateway (``ok``
+    when intact; the probes and the operator's checks).  Blocking.  The connection may
+    write: the last one to close checkpoints the WAL and removes the ``-wal`` and ``-shm``,
+    as the gateway's clean stop does."""
+    conn = connect(path)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()

@@ -30,6 +30,24 @@ it is; anything else (an ``sqlite3.Error``, a bug) is logged here with its trace
 reaches the ticket as :class:`~gateway.errors.StoreFailed`, so every ticket error belongs to
 the one error tree and can cross a process boundary.
 
+Disk full: when a commit fails because the filesystem is full (``SQLITE_FULL``, or an
+``SQLITE_IOERR`` while less than ``LOW_SPACE_BYTES`` are free: SQLite reports a shared-memory
+or truncate failure that way), the group is rolled back and every ticket of it gets
+:class:`~gateway.errors.StorageFull`; nothing of it was stored, and the WAL keeps the
+database intact (a commit that did not finish writing its frames is ignored on the next
+read).  The writer keeps running and tries every later group as usual: the next commit is
+the only reliable test of whether one fits (free space as ``statvfs`` reports it misses
+quotas and root's reserved blocks, and a commit may fit in WAL space already allocated),
+and it is cheap — a refused commit never reaches its fsync.  So writes resume with the
+first commit after space is freed, with no probe interval (docs/decisions.md "Disk full").
+The transition is logged once each way, not once per refused group.
+
+A database whose last connection closed cleanly has no ``-shm`` file, and SQLite cannot
+open it without writing one (32 KiB): on a full disk even reads would fail.  So the writer
+keeps a space reserve next to the database (``gateway.db-reserve``, ``RESERVE_BYTES`` of
+zeros), releases it when opening fails for want of space and opens again, and makes it
+anew when space is back.
+
 Event sequence numbers are allocated by the writer (the only writer), per connector, in
 commit order, so a reader polling ``seq > cursor`` never sees a later number before an
 earlier one.  Numbers taken by a rolled-back submission (or a failed commit) are simply not
@@ -48,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -57,23 +76,61 @@ from pathlib import Path
 
 import trio
 
-from gateway.errors import GatewayError, StoreFailed
+from gateway.errors import GatewayError, StorageFull, StoreFailed, is_disk_full
 from gateway.metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, bucket_index
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
 from gateway.store.sqlite.migrations import migrate
 from gateway.store.sqlite.ops import Delta, Tx, apply_ops, seed_counts, trim_events
 
-__all__ = ["MAX_BATCH", "TRIM_INTERVAL_S", "SqliteWriter", "connect"]
+__all__ = [
+    "LOW_SPACE_BYTES",
+    "MAX_BATCH",
+    "RESERVE_BYTES",
+    "TRIM_INTERVAL_S",
+    "SqliteWriter",
+    "connect",
+    "storage_full",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # submissions per commit; bounds the latency of the first one in a group
 TRIM_INTERVAL_S = 30.0  # how often the writer applies event-log retention
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA", "OFF")
+# An SQLITE_IOERR with less than this free on the database's filesystem counts as disk full.
+LOW_SPACE_BYTES = 1024 * 1024
+# The space reserve: what opening a cleanly closed WAL database on a full disk needs, one
+# 32 KiB region of SQLite's shared-memory WAL index, with room for the filesystem's own
+# allocations (ext4 with 1 KiB blocks needs more than the 32 KiB; docs/decisions.md).
+RESERVE_BYTES = 256 * 1024
+RESERVE_CHUNK = 64 * 1024
+SQLITE_IOERR = 10  # primary result codes (sqlite3.h); extended codes keep them in the low byte
+SQLITE_FULL = 13
 _STOP = object()
 
 OnEvents = Callable[[list[CommittedEvent]], None]
 OnFailure = Callable[[Sequence[Op], GatewayError], None]
+
+
+def storage_full(exc: BaseException, path: Path) -> bool:
+    """``exc`` (from writing the database at ``path``) means the filesystem is full: an
+    ``OSError`` ``ENOSPC``/``EDQUOT``, ``SQLITE_FULL``, or any ``SQLITE_IOERR`` while less
+    than ``LOW_SPACE_BYTES`` are free there (SQLite maps ``ENOSPC`` to ``SQLITE_FULL`` only
+    for plain writes; growing the ``-shm`` or truncating reports an I/O error)."""
+    if is_disk_full(exc):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    if not isinstance(code, int):
+        return False
+    if code & 0xFF == SQLITE_FULL:
+        return True
+    if code & 0xFF != SQLITE_IOERR:
+        return False
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -151,24 +208,93 @@ class SqliteWriter:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._last_trim = time.monotonic()
+        self.reserve_path = path.with_name(path.name + "-reserve")
+        self._full_since: float | None = None  # monotonic time of the first refused commit
+        self._full_refused = 0  # submissions refused since then
 
     # -- lifecycle -------------------------------------------------------------------
 
     def open(self) -> None:
         """Create, configure and migrate the database; seed the counters.  Blocking: run it
-        in a worker thread."""
+        in a worker thread.
+
+        Raises :class:`~gateway.errors.StorageFull` when the disk is too full to open the
+        database even after the space reserve was released (see the module docstring)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.path)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA foreign_keys = OFF")
-        # Deleted and rewritten rows leave no old bytes in their page (an older release's
-        # clear server key, a deleted device's token hash); FAST costs no extra I/O.
-        conn.execute("PRAGMA secure_delete = FAST")
-        migrate(conn)
-        st = self.stats
-        st.devices, st.event_log_size, st.pending_values = seed_counts(conn)
+        try:
+            conn = self._open_connection()
+        except (sqlite3.Error, OSError) as exc:
+            if not storage_full(exc, self.path):
+                raise
+            if not self._release_reserve():
+                raise self._cannot_open(exc) from exc
+            log.warning(
+                "store: the disk holding %s is full; released the space reserve so that the "
+                "database opens (writes are refused until space is freed)",
+                self.path.parent,
+            )
+            try:
+                conn = self._open_connection()
+            except (sqlite3.Error, OSError) as again:
+                if storage_full(again, self.path):
+                    raise self._cannot_open(again) from again
+                raise
         self._conn = conn
+        self._keep_reserve()
+
+    def _open_connection(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            # Deleted and rewritten rows leave no old bytes in their page (an older
+            # release's clear server key, a deleted device's token hash); FAST costs no I/O.
+            conn.execute("PRAGMA secure_delete = FAST")
+            migrate(conn)
+            st = self.stats
+            st.devices, st.event_log_size, st.pending_values = seed_counts(conn)
+        except BaseException:
+            conn.close()  # a migration cut short rolls back with it
+            raise
+        return conn
+
+    def _cannot_open(self, exc: BaseException) -> StorageFull:
+        return StorageFull(
+            f"cannot open the database {self.path}: the disk holding it is full ({exc}); "
+            "free some space there and start again"
+        )
+
+    def _release_reserve(self) -> bool:
+        """Delete the space reserve; False when there was none."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _keep_reserve(self) -> None:
+        """Grow the space reserve to ``RESERVE_BYTES``, or as far as the disk allows: on a
+        full disk it takes what is left (a start that needed the reserve takes back the
+        space the ``-shm`` did not use, so writes are refused at once) and grows again
+        when space is back (the writer calls this then, and at each trim).  Random bytes,
+        not zeros: a compressing filesystem would store zeros in no space at all.  Not
+        fsynced: a reserve cut short by a crash is found short and grown."""
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                log.warning("store: cannot make the space reserve %s: %s", self.reserve_path, exc)
+            return
+        try:
+            size = os.fstat(fd).st_size
+            while size < RESERVE_BYTES:
+                size += os.write(fd, os.urandom(min(RESERVE_CHUNK, RESERVE_BYTES - size)))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                log.warning("store: cannot grow the space reserve %s: %s", self.reserve_path, exc)
+        finally:
+            os.close(fd)
 
     def start(self) -> None:
         """Start the writer thread; call from the Trio thread after :meth:`open`."""
@@ -221,7 +347,10 @@ class SqliteWriter:
                 group.append(nxt)
             self._commit_group(conn, group)
             if time.monotonic() - self._last_trim >= self.trim_interval_s:
-                self._trim(conn)
+                self._last_trim = time.monotonic()
+                if self._full_since is None:  # deleting needs WAL space too
+                    self._trim(conn)
+                    self._keep_reserve()
         conn.close()
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Submission]) -> None:
@@ -234,10 +363,17 @@ class SqliteWriter:
                 self._apply_submission(cur, sub)
             conn.execute("COMMIT")
         except Exception as exc:  # the commit itself failed: nobody is acknowledged
-            log.exception("store commit of %d submissions failed", len(group))
-            failure = StoreFailed(f"the commit failed: {exc!r}")
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if storage_full(exc, self.path):
+                failure = self._refused_full(exc, len(group))
+            else:
+                log.exception("store commit of %d submissions failed", len(group))
+                failure = StoreFailed(f"the commit failed: {exc!r}")
+        else:
+            if self._full_since is not None:
+                self._space_back()
         elapsed = time.perf_counter() - t0
         st = self.stats
         st.commits += 1
@@ -270,6 +406,30 @@ class SqliteWriter:
         except trio.RunFinishedError:
             log.warning("trio run finished before %d submissions were acknowledged", len(group))
 
+    def _refused_full(self, exc: Exception, submissions: int) -> StorageFull:
+        """A group refused for want of space; logs the first of a run of them."""
+        if self._full_since is None:
+            self._full_since = time.monotonic()
+            self._full_refused = 0
+            log.error(
+                "store: the disk holding %s is full (%s): writes are refused (HTTP 507, MQTT "
+                "without PUBACK) until space is freed; reads go on",
+                self.path.parent,
+                exc,
+            )
+        self._full_refused += submissions
+        return StorageFull("the gateway's disk is full: nothing was stored")
+
+    def _space_back(self) -> None:
+        assert self._full_since is not None
+        log.warning(
+            "store: space is back, writes resume; %d submissions were refused in %.1f s",
+            self._full_refused,
+            time.monotonic() - self._full_since,
+        )
+        self._full_since = None
+        self._keep_reserve()
+
     def _apply_submission(self, cur: sqlite3.Cursor, sub: _Submission) -> None:
         cur.execute("SAVEPOINT sub")
         tx = Tx(cur, self._next_seq)
@@ -277,6 +437,10 @@ class SqliteWriter:
             sub.result = apply_ops(tx, sub.ops)
             cur.execute("RELEASE sub")
         except Exception as exc:
+            if not cur.connection.in_transaction or storage_full(exc, self.path):
+                # SQLite rolled the whole transaction back (it may on SQLITE_FULL or an I/O
+                # error), or the disk is full and the commit cannot succeed: fail the group
+                raise
             cur.execute("ROLLBACK TO sub")
             cur.execute("RELEASE sub")
             if isinstance(exc, GatewayError):
@@ -326,7 +490,6 @@ class SqliteWriter:
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Event-log retention (age and count per connector), done by the writer so it
         never races a write."""
-        self._last_trim = time.monotonic()
         cutoff = int((time.time() - self.event_retention_age_s) * 1_000_000)
         try:
             deleted = trim_events(
@@ -335,7 +498,10 @@ class SqliteWriter:
                 last_seqs=dict(self._seq),
                 keep=self.event_retention_count,
             )
-        except sqlite3.Error:
-            log.exception("event-log trimming failed")
+        except sqlite3.Error as exc:
+            if storage_full(exc, self.path):
+                log.warning("event-log trimming skipped: the disk is full (%s)", exc)
+            else:
+                log.exception("event-log trimming failed")
             return
         self.stats.event_log_size -= deleted

@@ -4,7 +4,9 @@ By default a fresh gateway is started in a temporary directory with its shipped 
 (SQLite ``synchronous=FULL``, the 10 s TLS handshake and 5 s MQTT CONNECT deadlines), the
 dev ports on, and its log at DEBUG level, so that the leak scan reads every log line.
 ``--data DIR`` probes a gateway that is already running on ``DIR`` instead (the log file is
-then not scanned).  ``--quick`` shortens what takes long (a 5 s flood, 200 devices).
+then not scanned).  ``--quick`` shortens what takes long (a 5 s flood, 200 devices).  The
+``diskfull`` probe always runs gateways of its own, on a small filesystem it mounts (root
+only; skipped with the reason otherwise).
 
 Exit status: 0 when every probe held (catalogue cases marked ``pending``/``known`` may fail:
 they are listed), 1 otherwise.  ``--json FILE`` writes every result.
@@ -22,7 +24,7 @@ from typing import Any
 import msgspec
 import trio
 
-from gateway.testing.probes import catalogue, checks, http_cases, leaks, mqtt_cases
+from gateway.testing.probes import catalogue, checks, diskfull, http_cases, leaks, mqtt_cases
 from gateway.testing.probes.flood import handshake_flood
 from gateway.testing.probes.target import (
     Canary,
@@ -35,7 +37,7 @@ from gateway.testing.probes.target import (
 
 __all__ = ["main"]
 
-PROBES = ("mqtt", "http", "idle", "tokens", "auth", "tls", "flood", "leaks")
+PROBES = ("mqtt", "http", "idle", "tokens", "auth", "tls", "flood", "leaks", "diskfull")
 DEFAULT_HANDSHAKE_S = 10.0
 DEFAULT_CONNECT_S = 5.0
 
@@ -177,6 +179,23 @@ async def _run(
     return ok
 
 
+def _disk_full(workdir: Path, results: dict[str, Any]) -> bool:
+    """The disk-full probe (its own gateways on its own small filesystem), against the
+    default node (``--workers auto``) and one process (``--workers 1``)."""
+    reason = diskfull.mount_unavailable()
+    if reason is not None:
+        _print(f"disk full: skipped ({reason})")
+        return True
+    ok = True
+    for workers in ("auto", "1"):
+        res = trio.run(diskfull.probe_disk_full, workdir, workers)
+        results[f"diskfull-{workers}"] = res
+        for line in diskfull.summary(res):
+            _print(line)
+        ok &= res.ok
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/probe", description="Run the reliability probes and print their figures."
@@ -219,15 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         args.devices = min(args.devices, 200)
     results: dict[str, Any] = {}
     workdir = Path(tempfile.mkdtemp(prefix="gateway-probe-"))
+    wanted = args.probes or list(PROBES)
+    args.probes = [p for p in wanted if p != "diskfull"]
+    ok = True
     try:
-        if args.data is not None:
+        if args.data is not None and args.probes:
             ok = trio.run(_run, args, find_gateway(args.data), workdir, results)
-        else:
+        elif args.probes:
             with spawn_gateway(workdir / "data") as (_, target):
                 _print(
                     f"fresh gateway: pid {target.pid}, ports {target.ports}, log {target.log_file}"
                 )
                 ok = trio.run(_run, args, target, workdir, results)
+        if "diskfull" in wanted:
+            ok &= _disk_full(workdir, results)
     finally:
         if args.json is not None:
             args.json.write_bytes(msgspec.json.format(msgspec.json.encode(results)))
