@@ -133,6 +133,63 @@ NODE_SCALING = [
     " MiB per process.",
     "",
 ]
+CLUSTER_HEADING = "## Cluster: 1, 2 and 3 nodes on this machine"
+
+
+def cluster_section(doc: dict[str, Any] | None) -> list[str]:
+    """The cluster figures (bench/cluster_scaling.py writes ``bench/results_cluster.json``)."""
+    if not doc:
+        return []
+    lines = [
+        CLUSTER_HEADING,
+        "",
+        f"`{doc['command']}` at {doc['when']}, load average before {doc['loadavg']}: each row"
+        " a fresh cluster (gateway/testing/cluster.py: PostgreSQL, NATS JetStream, HAProxy"
+        f" with PROXY v2, nodes of {doc['workers']} worker(s)), {doc['devices']} devices"
+        " writing through HAProxy's MQTT/TLS port at QoS 1 (one write in flight each, no"
+        f" pause), measured over {doc['seconds']} s.  `µs/write` is the CPU each part spent"
+        " per acknowledged write (/proc utime+stime of its processes).",
+        "",
+        "**One machine:** PostgreSQL, NATS, HAProxy, every node and the generator share the"
+        " same 2 cores, so adding nodes here adds processes competing for those cores, not"
+        " capacity: the rate is not expected to grow with the nodes here (each node adds its"
+        " fixed costs and its NATS fan-out to the same cores).  What carries to a real cluster,"
+        " where each node has its own cores, is the CPU per write of each part"
+        " (docs/scale.md).  Sum the `cores` columns: far below the machine's 2 cores, the run"
+        " was bound by latency (one write in flight per device, every process waiting its turn"
+        " for a core the machine's other work holds: see the load average), not by the"
+        " cluster's own CPU.",
+        "",
+        "| nodes | writes/s | nodes µs/write | PostgreSQL µs/write | NATS µs/write |"
+        " HAProxy µs/write | generator µs/write | nodes cores | PostgreSQL cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['nodes']} | {r['writes_per_s']:,.0f} | {r['nodes_us_per_write']:,.0f} |"
+        f" {r['postgresql_us_per_write']:,.0f} | {r['nats_us_per_write']:,.0f} |"
+        f" {r['haproxy_us_per_write']:,.0f} | {r['generator_us_per_write']:,.0f} |"
+        f" {r['nodes_cores']:.2f} | {r['postgresql_cores']:.2f} |"
+        for r in doc["rows"]
+    ]
+    return [*lines, ""]
+
+
+def splice_cluster(md: Path, doc: dict[str, Any]) -> None:
+    """Put the cluster section into an existing RESULTS.md (replacing an older one, else
+    after the node section) without rendering the rest again."""
+    text = md.read_text()
+    section = "\n".join(cluster_section(doc))
+    if CLUSTER_HEADING in text:
+        start = text.index(CLUSTER_HEADING)
+        end = text.find("\n## ", start + 1)
+        rest = text[end + 1 :] if end >= 0 else ""
+    else:
+        node = text.index(NODE_SCALING[0])
+        start = text.index("\n## ", node + 1) + 1
+        rest = text[start:]
+    md.write_text(text[:start] + section + "\n" + rest)
+
+
 _RETIRED_WHY = (
     " Measured before the device-scale suite, with a generator the suite no longer uses; kept"
     " for history until its successor is run, and never used for a target."
@@ -593,6 +650,11 @@ def write(results: dict[str, Any], out: Path) -> None:
         ]
     lines += targets(results["rows"])
     lines += NODE_SCALING
+    cluster_json = out.parent / "results_cluster.json"
+    if cluster_json.exists():
+        import json
+
+        lines += cluster_section(json.loads(cluster_json.read_text()))
     current = [s for s in EXPLAIN if s in by_scen]
     others = sorted(s for s in by_scen if s not in EXPLAIN and s not in RETIRED)
     for scen in [*current, *others, *retired]:

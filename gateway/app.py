@@ -42,12 +42,14 @@ import msgspec
 import trio
 
 from gateway.bus.api import Bus, LocalBus
+from gateway.bus.cluster import ClusterBus
+from gateway.clock import now_us
 from gateway.config import OFF, GatewayConfig, fd_capacity, proxy_listeners, split_list
 from gateway.datadir import secure_data_dir, write_file_atomic
 from gateway.errors import StorageFull, is_disk_full
 from gateway.frontdoor.bind import BoundSockets
 from gateway.metrics import Metrics
-from gateway.model import Transport
+from gateway.model import LogRecord, Transport
 from gateway.services.bundle import Services, committed_fanout
 from gateway.services.connectors import ConnectorSettings, ProtocolSettings, Registry, Resource
 from gateway.services.control import ControlHub
@@ -55,7 +57,7 @@ from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
 from gateway.services.logs import LogHub
-from gateway.store.api import CommittedEvent, ResetOnline
+from gateway.store.api import CommittedEvent, DropConnections, ResetOnline
 from gateway.store.factory import open_store
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_RESOURCES",
+    "ClusterFanout",
     "ProcessInfo",
     "RunInfo",
     "Running",
@@ -72,6 +75,7 @@ __all__ = [
     "open_services",
     "run_gateway",
     "serve",
+    "with_cluster",
 ]
 
 log = logging.getLogger(__name__)
@@ -467,13 +471,18 @@ async def prepare(config: GatewayConfig) -> tuple[DevPKI, str]:
 async def start_store_side(services: Services, config: GatewayConfig, *, reset: bool) -> str | None:
     """What the process owning the store does before serving: clear stale ``online``
     flags (``reset``: nobody is connected yet; not when only the store owner restarted
-    while workers hold connections) and create the demo connector.  Returns its id.
+    while workers hold connections) and create the demo connector.  Returns its id.  In a
+    cluster only this node's stale sessions go offline (its connection-id prefix): the other
+    nodes' devices stay online.
 
     On a full disk both are skipped with a warning and the process starts anyway, serving
     reads and refusing writes until space is back (docs/decisions.md "Disk full")."""
     if reset:
+        reset_op: ResetOnline | DropConnections = ResetOnline()
+        if config.clustered:
+            reset_op = DropConnections(cluster_prefix(config), now_us(), reason="node_restarted")
         try:
-            await services.store.write([ResetOnline()])
+            await services.store.write([reset_op])
         except StorageFull as exc:
             log.warning(
                 "start: online flags not cleared (%s): devices online at the last stop stay "
@@ -487,6 +496,68 @@ async def start_store_side(services: Services, config: GatewayConfig, *, reset: 
         return DEMO_CONNECTOR_ID if services.registry.get(DEMO_CONNECTOR_ID) else None
 
 
+def cluster_prefix(config: GatewayConfig) -> str:
+    """Where this process's connection ids start in a cluster (``""`` outside one): the
+    node's name, so that a restarted node takes its own stale sessions offline alone."""
+    return f"{config.node}." if config.clustered else ""
+
+
+def with_cluster(config: GatewayConfig, local: Bus) -> Bus:
+    """The bus of the process that owns the store: ``local`` (the node's own), wrapped in a
+    :class:`~gateway.bus.cluster.ClusterBus` when the node is part of a cluster."""
+    if not config.clustered:
+        return local
+    return ClusterBus(config.bus, config.node, local)
+
+
+class ClusterFanout:
+    """What the other nodes' messages do in the process that owns the store
+    (:class:`gateway.bus.cluster.ClusterInbox`): their committed events are fanned out as
+    this node's own (long-poll wake-ups, live logs, pushes and kicks here) and sent on to
+    the node's workers through ``local``; registry changes are re-read here and told to the
+    workers; debug records reach this node's live-log subscribers."""
+
+    def __init__(self, services: Services, local: Bus) -> None:
+        self.services = services
+        self.local = local
+        self._fanout = committed_fanout(
+            services.events.signals,
+            services.logs,
+            services.control,
+            services.devices.passwords,
+        )
+
+    def events(self, events: Sequence[CommittedEvent]) -> None:
+        self._fanout(events)
+        self.local.publish_events(events)
+
+    async def registry_changed(self, connector_id: str | None) -> None:
+        before = {c.id for c in self.services.registry.all()}
+        await self.services.connectors.reload(connector_id)
+        if connector_id is not None:
+            self.local.publish_registry(connector_id)
+            return
+        for cid in sorted(before | {c.id for c in self.services.registry.all()}):
+            self.local.publish_registry(cid)
+
+    def log(self, record: LogRecord) -> None:
+        self.services.logs.deliver(record)
+
+
+async def run_cluster_bus(
+    services: Services,
+    local: Bus,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the cluster bus of ``services`` (if it has one) until cancelled."""
+    bus = services.bus
+    if isinstance(bus, ClusterBus):
+        await bus.run(ClusterFanout(services, local), task_status=task_status)
+    else:
+        task_status.started()
+
+
 async def run_gateway(
     config: GatewayConfig,
     *,
@@ -497,15 +568,21 @@ async def run_gateway(
     cancelled; on ``sockets`` when ``gateway serve`` bound them."""
     pki, token = await prepare(config)
     data = config.data_dir
-    async with open_services(config) as services:
+    local = LocalBus()
+    async with open_services_on(config, with_cluster(config, local)) as services:
         demo = await start_store_side(services, config, reset=True)
         tls = await server_contexts(services, pki)
         async with trio.open_nursery() as nursery:
+            await nursery.start(run_cluster_bus, services, local)
             api_port = await nursery.start(
                 partial(serve_management, sockets=sockets), services, config, token, tls
             )
             ports: dict[str, int] = await nursery.start(
-                partial(serve_devices, sockets=sockets), services, config, pki, tls
+                partial(serve_devices, sockets=sockets, connection_prefix=cluster_prefix(config)),
+                services,
+                config,
+                pki,
+                tls,
             )
             await nursery.start(serve_integrations, services.integrations)
             info = run_info(config, pki, {"api": api_port, **ports}, demo)

@@ -69,6 +69,25 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     proxy_protocol: str = ""
     proxy_trusted: str = ""
     proxy_required: bool = True
+    bus: str = ""  # "": the node's own bus; nats://host:port: a node of a cluster
+    node_name: str = ""  # unique in a cluster; "": the host name and the data directory
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.bus)
+
+    @property
+    def node(self) -> str:
+        """This node's name in a cluster (a NATS subject token: letters, digits, - and _)."""
+        if self.node_name:
+            return self.node_name
+        import hashlib
+        import re
+        import socket
+
+        host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+        digest = hashlib.sha256(os.path.abspath(self.data).encode()).hexdigest()[:6]
+        return f"{host}-{digest}"
 
     @property
     def data_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,12 @@ def _workers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
     help="device connections the node is sized for [40000]",
 )
 @click.option(
+    "--bus",
+    help="nats://HOST:PORT: run as a node of a cluster, telling the other nodes over NATS "
+    "JetStream (docs/scale.md) [the node's own]",
+)
+@click.option("--node-name", help="this node's name in a cluster [host name and data dir]")
+@click.option(
     "--proxy-protocol",
     metavar="LISTENERS",
     help="listeners that read a PROXY protocol v1/v2 header first: tls, mqtt_tls, dev_http, "
@@ -112,6 +119,10 @@ def serve(ctx: click.Context, /, **flags: Any) -> None:
         config = load_config(flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if config.bus and not config.bus.startswith(("nats://", "tls://")):
+        raise click.UsageError(f"--bus {config.bus}: expected nats://HOST:PORT")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", config.node):
+        raise click.UsageError("--node-name: 1 to 64 letters, digits, '-' or '_'")
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

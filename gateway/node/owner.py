@@ -33,9 +33,11 @@ from gateway.app import (
     open_services_on,
     prepare,
     reload_server_cert,
+    run_cluster_bus,
     serve_management,
     server_contexts,
     start_store_side,
+    with_cluster,
 )
 from gateway.bus.hub import NodeHub, hub_address
 from gateway.bus.link import listen_unix
@@ -89,13 +91,17 @@ async def _owner(
     pki, token = await prepare(config)
     hub = NodeHub()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-        async with open_services_on(config, hub, process="store") as services:
+        bus = with_cluster(config, hub)  # the hub, or the hub inside the cluster's bus
+        async with open_services_on(config, bus, process="store") as services:
             demo = await start_store_side(services, config, reset=reset)
             # the certificates the management API lists and reloads (the workers serve)
             tls = await server_contexts(services, pki)
             listener = await listen_unix(hub_address(config.data))
             async with trio.open_nursery() as nursery:
-                await nursery.start(hub.serve, listener, services.store, services.logs.deliver)
+                await nursery.start(run_cluster_bus, services, hub)
+                # workers' debug records: to the subscribers here, and on to the cluster's
+                # while another node wants them (LogHub.publish)
+                await nursery.start(hub.serve, listener, services.store, services.logs.publish)
                 await nursery.start(
                     partial(serve_management, sockets=sockets), services, config, token, tls
                 )

@@ -26,7 +26,7 @@ from functools import partial
 
 import trio
 
-from gateway.app import prepare, reload_server_cert, serve_devices, server_contexts
+from gateway.app import cluster_prefix, prepare, reload_server_cert, serve_devices, server_contexts
 from gateway.bus.api import MetricsSnapshot
 from gateway.bus.client import NodeClient, RemoteStore
 from gateway.bus.hub import hub_address
@@ -80,7 +80,7 @@ def worker_main(config: GatewayConfig, index: int, sockets: BoundSockets, ready_
 async def _worker(config: GatewayConfig, index: int, sockets: BoundSockets, ready_fd: int) -> None:
     pki, _token = await prepare(config)
     # this incarnation's connection ids: the owner takes its devices offline if it dies
-    prefix = f"w{index}.{os.getpid():x}-"
+    prefix = f"{cluster_prefix(config)}w{index}.{os.getpid():x}-"
     client = NodeClient(hub_address(config.data), index, prefix)
     registry = Registry(config.base_domain)
     logs = LogHub(bus=client)
