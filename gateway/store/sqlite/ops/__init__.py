@@ -7,42 +7,10 @@ Every SQL statement of the write side is in this package.  A handler raises a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from gateway.store.api import (
-    ActivateDevice,
-    AppendEvent,
-    CreateAdminToken,
-    CreateConnector,
-    CreateDevice,
-    CreateIntegration,
-    DataIn,
-    DeleteConnector,
-    DeleteContent,
-    DeleteDevice,
-    DeleteIntegration,
-    DeleteResource,
-    DeviceConnected,
-    DeviceDisconnected,
-    DropConnections,
-    FinishRun,
-    ImportDevices,
-    MarkVanished,
-    Op,
-    OpResult,
-    PutContent,
-    PutResource,
-    RecordHealth,
-    ResetOnline,
-    RevokeAdminToken,
-    SetValues,
-    StartRun,
-    UpdateConnector,
-    UpdateDevice,
-    UpdateIntegration,
-    UpsertAsset,
-)
+from gateway.store.api import Op, OpResult
+from gateway.store.ops_table import Handler, handlers_of, run_ops
 from gateway.store.sqlite.ops import catalog, data, devices, integrations
 from gateway.store.sqlite.ops._tx import Delta, Tx
 
@@ -51,84 +19,9 @@ __all__ = ["HANDLERS", "Delta", "Tx", "apply_ops", "seed_counts", "trim_events"]
 seed_counts = data.seed_counts
 trim_events = data.trim_events
 
-Handler = Callable[[Tx, Any], OpResult]
-
-HANDLERS: Mapping[type, Handler] = {
-    DataIn: data.data_in,
-    AppendEvent: data.append_event,
-    DeviceConnected: data.device_connected,
-    DeviceDisconnected: data.device_disconnected,
-    ResetOnline: data.reset_online,
-    DropConnections: data.drop_connections,
-    SetValues: data.set_values,
-    CreateDevice: devices.create_device,
-    ImportDevices: devices.import_devices,
-    UpdateDevice: devices.update_device,
-    DeleteDevice: devices.delete_device,
-    ActivateDevice: devices.activate_device,
-    CreateConnector: catalog.create_connector,
-    UpdateConnector: catalog.update_connector,
-    DeleteConnector: catalog.delete_connector,
-    PutResource: catalog.put_resource,
-    DeleteResource: catalog.delete_resource,
-    PutContent: catalog.put_content,
-    DeleteContent: catalog.delete_content,
-    CreateAdminToken: catalog.create_admin_token,
-    RevokeAdminToken: catalog.revoke_admin_token,
-    CreateIntegration: integrations.create_integration,
-    UpdateIntegration: integrations.update_integration,
-    DeleteIntegration: integrations.delete_integration,
-    RecordHealth: integrations.record_health,
-    StartRun: integrations.start_run,
-    FinishRun: integrations.finish_run,
-    UpsertAsset: integrations.upsert_asset,
-    MarkVanished: integrations.mark_vanished,
-}
-
-
-def _has_replay(op: DataIn) -> bool:
-    return any(p.replay_check for p in op.points)
+HANDLERS: Mapping[type, Handler] = handlers_of(catalog, data, devices, integrations)
 
 
 def apply_ops(tx: Tx, ops: Sequence[Op]) -> list[OpResult]:
-    """Apply one submission's ops in order; returns their results.
-
-    A run of "now" writes of one device (the publishes of one MQTT read) is coalesced: one
-    state upsert per alias and one ``data_in`` event whose payload keeps every write, instead
-    of three statements per publish (docs/decisions.md, "Performance").  Each op of the run
-    still gets its own result (its number of points).
-    """
-    results: list[OpResult] = []
-    i, n = 0, len(ops)
-    while i < n:
-        op = ops[i]
-        i += 1
-        if type(op) is DataIn:
-            j = i
-            if not _has_replay(op):
-                while j < n:
-                    nxt = ops[j]
-                    if type(nxt) is not DataIn or nxt.device_id != op.device_id or _has_replay(nxt):
-                        break
-                    j += 1
-            if j == i:
-                results.append(data.data_in(tx, op))
-                continue
-            run: list[DataIn] = [op, *(o for o in ops[i:j] if type(o) is DataIn)]
-            merged = DataIn(
-                op.connector_id,
-                op.device_id,
-                op.identity,
-                [p for o in run for p in o.points],
-                op.meta,
-                op.timestamp,
-            )
-            data.data_in(tx, merged)
-            results.extend(len(o.points) for o in run)
-            i = j
-            continue
-        handler = HANDLERS.get(type(op))
-        if handler is None:
-            raise TypeError(f"unknown store operation {type(op).__name__}")
-        results.append(handler(tx, op))
-    return results
+    """Apply one submission's ops in order (see :func:`gateway.store.ops_table.run_ops`)."""
+    return run_ops(HANDLERS, data.data_in, tx, ops)
