@@ -71,6 +71,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     proxy_required: bool = True
     bus: str = ""  # "": the node's own bus; nats://host:port: a node of a cluster
     node_name: str = ""  # unique in a cluster; "": the host name and the data directory
+    node_lost_after_s: float = 15.0  # a cluster node silent this long is declared lost
 
     @property
     def clustered(self) -> bool:
@@ -189,6 +190,10 @@ def load_config(
         raise ValueError(
             f"store must be empty (SQLite in the data directory) or a postgresql:// URL, "
             f"not {config.store!r}"
+        )
+    if not config.node_lost_after_s >= 1.0:
+        raise ValueError(
+            f"node_lost_after_s must be at least 1 second, not {config.node_lost_after_s}"
         )
     try:
         proxy_listeners(config)

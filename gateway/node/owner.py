@@ -34,6 +34,7 @@ from gateway.app import (
     prepare,
     reload_server_cert,
     run_cluster_bus,
+    run_node_beat,
     serve_management,
     server_contexts,
     start_store_side,
@@ -99,6 +100,7 @@ async def _owner(
             listener = await listen_unix(hub_address(config.data))
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_cluster_bus, services, hub)
+                await nursery.start(run_node_beat, services, config)
                 # workers' debug records: to the subscribers here, and on to the cluster's
                 # while another node wants them (LogHub.publish)
                 await nursery.start(hub.serve, listener, services.store, services.logs.publish)

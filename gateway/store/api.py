@@ -100,12 +100,14 @@ __all__ = [
     "ImportRow",
     "IntegrationRecord",
     "MarkVanished",
+    "NodeBeat",
     "Op",
     "OpResult",
     "Page",
     "PointWrite",
     "PutContent",
     "PutResource",
+    "ReapNodes",
     "RecordHealth",
     "ResetOnline",
     "Resource",
@@ -211,6 +213,29 @@ class DropConnections(_Op, frozen=True, gc=False):
     prefix: str
     timestamp: int
     reason: str = "worker_lost"
+
+
+class NodeBeat(_Op, frozen=True, gc=False):
+    """A node of a cluster is alive (docs/decisions.md "A lost cluster node"): its row in
+    ``cluster_nodes`` says when it last beat and where its connection ids start (``prefix``).
+    ``timestamp`` is the node's own clock (µs).  Result: True when the row was there, False
+    when it was (re)created: the node's first beat, or it had been declared lost."""
+
+    node: str
+    prefix: str
+    timestamp: int
+
+
+class ReapNodes(_Op, frozen=True, gc=False):
+    """Declare lost every node whose last beat is older than ``before`` (µs): its row goes,
+    and each device still connected through it goes offline with a ``disconnect`` event of
+    ``reason``, as :class:`DropConnections` does for a dead worker.  Two nodes reaping at
+    once take each lost node once (its row is deleted in the same transaction).  Result: how
+    many nodes were declared lost."""
+
+    before: int
+    timestamp: int
+    reason: str = "node_lost"
 
 
 class SetValue(msgspec.Struct, frozen=True, gc=False):
@@ -494,6 +519,8 @@ Op: TypeAlias = (
     | DeviceDisconnected
     | ResetOnline
     | DropConnections
+    | NodeBeat
+    | ReapNodes
     | SetValues
     | CreateDevice
     | ImportDevices

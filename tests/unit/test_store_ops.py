@@ -36,9 +36,11 @@ from gateway.store.api import (
     ImportRow,
     IntegrationRecord,
     MarkVanished,
+    NodeBeat,
     PointWrite,
     PutContent,
     PutResource,
+    ReapNodes,
     RecordHealth,
     ResetOnline,
     Resource,
@@ -719,3 +721,39 @@ async def test_drop_connections_takes_a_dead_workers_devices_offline(
         "worker_lost",
     )
     assert await store.write([DropConnections("w1.a1-", 6)]) == [0]  # nothing left
+
+
+async def test_a_node_that_stops_beating_is_declared_lost_once(conn_store: SqliteStore) -> None:
+    """Cluster liveness: a node's beat creates then refreshes its row; reaping takes the
+    nodes whose last beat is older than the bound, once, with their devices offline under a
+    ``node_lost`` disconnect, and leaves the live node and its devices alone."""
+    store = conn_store
+    on_a = await _create(store, "on-a")
+    on_b = await _create(store, "on-b")
+    await store.write(
+        [
+            DeviceConnected("c", on_a, "on-a", EventMeta(connection_id="node-a.w1.1-x"), 1),
+            DeviceConnected("c", on_b, "on-b", EventMeta(connection_id="node-b.w1.1-y"), 1),
+        ]
+    )
+    assert await store.write(
+        [NodeBeat("node-a", "node-a.", 10), NodeBeat("node-b", "node-b.", 10)]
+    ) == [False, False]  # first beats create the rows
+    assert await store.write([NodeBeat("node-b", "node-b.", 50)]) == [True]
+    assert await store.write([ReapNodes(before=10, timestamp=60)]) == [0]  # nobody older
+    assert await store.write([ReapNodes(before=40, timestamp=60)]) == [1]  # node-a: seen 10
+    assert await store.write([ReapNodes(before=40, timestamp=61)]) == [0]  # taken once
+    rows = {r: await store.device("c", r) for r in ("on-a", "on-b")}
+    assert [(r.online, r.lastseen) for r in rows.values() if r is not None] == [
+        (False, 60),
+        (True, 1),
+    ]
+    last = (await store.events(EventQuery("c")))[-1]
+    assert (last.type, last.identity, last.connection_id, last.reason) == (
+        "disconnect",
+        "on-a",
+        "node-a.w1.1-x",
+        "node_lost",
+    )
+    # a node declared lost that beats again finds its row gone (it says so in its log)
+    assert await store.write([NodeBeat("node-a", "node-a.", 70)]) == [False]

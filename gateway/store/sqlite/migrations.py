@@ -204,12 +204,24 @@ _V103_IMPORTS = """
 """
 
 
+# The nodes of a cluster and their last beat (docs/decisions.md "A lost cluster node"): a node
+# that stops beating is declared lost by another, which takes its devices offline.
+_V104_CLUSTER_NODES = """
+        CREATE TABLE cluster_nodes (
+            name   TEXT PRIMARY KEY,
+            prefix TEXT NOT NULL,                 -- where its connection ids start
+            seen   INTEGER NOT NULL               -- µs, the node's clock at its last beat
+        ) WITHOUT ROWID;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _V1_CORE),
     Migration(100, "integrations", _V100_INTEGRATIONS),
     Migration(101, "current connection of a device", _V101_CURRENT_CONNECTION),
     Migration(102, "events by identity", _V102_EVENTS_BY_IDENTITY),
     Migration(103, "imports", _V103_IMPORTS),
+    Migration(104, "cluster nodes", _V104_CLUSTER_NODES),
 )
 
 

@@ -5,6 +5,7 @@ The statements mirror ``gateway/store/sqlite/ops/data.py`` one for one."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,12 +19,16 @@ from gateway.store.api import (
     DeviceDisconnected,
     DropConnections,
     EventMeta,
+    NodeBeat,
     PointWrite,
+    ReapNodes,
     ResetOnline,
     SetValues,
 )
 from gateway.store.postgresql.ops._tx import Tx
 from gateway.store.sqlite.ops.data import _payload_of
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "append_event",
@@ -31,6 +36,8 @@ __all__ = [
     "device_connected",
     "device_disconnected",
     "drop_connections",
+    "node_beat",
+    "reap_nodes",
     "reset_online",
     "seed_counts",
     "set_values",
@@ -184,6 +191,37 @@ def drop_connections(tx: Tx, op: DropConnections) -> int:
             )
         )
     return len(rows)
+
+
+def node_beat(tx: Tx, op: NodeBeat) -> bool:
+    tx.cur.execute(
+        "UPDATE cluster_nodes SET seen = %s, prefix = %s WHERE name = %s",
+        (op.timestamp, op.prefix, op.node),
+    )
+    if tx.cur.rowcount == 1:
+        return True
+    tx.cur.execute(
+        "INSERT INTO cluster_nodes (name, prefix, seen) VALUES (%s, %s, %s)",
+        (op.node, op.prefix, op.timestamp),
+    )
+    return False
+
+
+def reap_nodes(tx: Tx, op: ReapNodes) -> int:
+    # DELETE … RETURNING: a second node reaping at the same moment waits on the row lock
+    # and then finds it gone, so each lost node's devices are dropped once
+    lost = tx.cur.execute(
+        "DELETE FROM cluster_nodes WHERE seen < %s RETURNING name, prefix", (op.before,)
+    ).fetchall()
+    for name, prefix in sorted(lost):
+        dropped = drop_connections(tx, DropConnections(prefix, op.timestamp, op.reason))
+        log.log(
+            logging.WARNING if dropped else logging.INFO,  # a node stopped on purpose has none
+            "cluster node %s lost (no beat): %d devices taken offline",
+            name,
+            dropped,
+        )
+    return len(lost)
 
 
 def reset_online(tx: Tx, op: ResetOnline) -> int:

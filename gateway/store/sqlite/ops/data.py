@@ -4,6 +4,7 @@ cloud-set values; and the event-log retention the writer runs between groups."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -16,11 +17,15 @@ from gateway.store.api import (
     DeviceDisconnected,
     DropConnections,
     EventMeta,
+    NodeBeat,
     PointWrite,
+    ReapNodes,
     ResetOnline,
     SetValues,
 )
 from gateway.store.sqlite.ops._tx import Tx
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "append_event",
@@ -28,6 +33,8 @@ __all__ = [
     "device_connected",
     "device_disconnected",
     "drop_connections",
+    "node_beat",
+    "reap_nodes",
     "reset_online",
     "seed_counts",
     "set_values",
@@ -197,6 +204,37 @@ def drop_connections(tx: Tx, op: DropConnections) -> int:
             )
         )
     return len(rows)
+
+
+def node_beat(tx: Tx, op: NodeBeat) -> bool:
+    tx.cur.execute(
+        "UPDATE cluster_nodes SET seen = ?, prefix = ? WHERE name = ?",
+        (op.timestamp, op.prefix, op.node),
+    )
+    if tx.cur.rowcount == 1:
+        return True
+    tx.cur.execute(
+        "INSERT INTO cluster_nodes (name, prefix, seen) VALUES (?, ?, ?)",
+        (op.node, op.prefix, op.timestamp),
+    )
+    return False
+
+
+def reap_nodes(tx: Tx, op: ReapNodes) -> int:
+    # DELETE … RETURNING: a second node reaping at the same moment waits on the row lock
+    # and then finds it gone, so each lost node's devices are dropped once
+    lost = tx.cur.execute(
+        "DELETE FROM cluster_nodes WHERE seen < ? RETURNING name, prefix", (op.before,)
+    ).fetchall()
+    for name, prefix in sorted(lost):
+        dropped = drop_connections(tx, DropConnections(prefix, op.timestamp, op.reason))
+        log.log(
+            logging.WARNING if dropped else logging.INFO,  # a node stopped on purpose has none
+            "cluster node %s lost (no beat): %d devices taken offline",
+            name,
+            dropped,
+        )
+    return len(lost)
 
 
 def reset_online(tx: Tx, op: ResetOnline) -> int:
