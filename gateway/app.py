@@ -46,7 +46,7 @@ from gateway.bus.cluster import ClusterBus
 from gateway.clock import now_us
 from gateway.config import OFF, GatewayConfig, fd_capacity, proxy_listeners, split_list
 from gateway.datadir import secure_data_dir, write_file_atomic
-from gateway.errors import StorageFull, StoreFailed, is_disk_full
+from gateway.errors import StorageFull, is_disk_full
 from gateway.frontdoor.bind import BoundSockets
 from gateway.metrics import Metrics
 from gateway.model import LogRecord, Transport
@@ -56,8 +56,9 @@ from gateway.services.control import ControlHub
 from gateway.services.devices import PasswordCache
 from gateway.services.events import CommitSignals
 from gateway.services.integrations import serve_integrations
+from gateway.services.liveness import run_node_beat
 from gateway.services.logs import LogHub
-from gateway.store.api import CommittedEvent, DropConnections, NodeBeat, ReapNodes, ResetOnline
+from gateway.store.api import CommittedEvent, DropConnections, ResetOnline
 from gateway.store.factory import open_store
 from gateway.tls.contexts import ServerContexts
 from gateway.tls.pki import DevPKI, ensure_dev_pki
@@ -544,59 +545,30 @@ class ClusterFanout:
         self.services.logs.deliver(record)
 
 
-async def run_cluster_bus(
+async def run_cluster(
     services: Services,
     local: Bus,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the cluster bus of ``services`` (if it has one) until cancelled."""
-    bus = services.bus
-    if isinstance(bus, ClusterBus):
-        await bus.run(ClusterFanout(services, local), task_status=task_status)
-    else:
-        task_status.started()
-
-
-NODE_BEAT_EVERY_S = 2.0  # at most; a quarter of node_lost_after_s when that is shorter
-
-
-async def run_node_beat(
-    services: Services,
     config: GatewayConfig,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """In a cluster, until cancelled: beat this node's row in the shared store and declare
-    lost the nodes whose last beat is older than ``node_lost_after_s`` — their devices go
-    offline with a ``node_lost`` disconnect (docs/decisions.md "A lost cluster node").
-    Without it a node that dies and never comes back leaves its devices marked online
-    forever; a node that restarts takes its own stale sessions offline itself
-    (:func:`start_store_side`).  Outside a cluster: nothing to do."""
-    task_status.started()
-    if not config.clustered:
+    """The cluster side of the process that owns the store, until cancelled: the bus to the
+    other nodes (``services.bus``, a :class:`~gateway.bus.cluster.ClusterBus`) and this
+    node's beat (:mod:`gateway.services.liveness`).  Outside a cluster: nothing."""
+    bus = services.bus
+    if not config.clustered or not isinstance(bus, ClusterBus):
+        task_status.started()
         return
-    lost_after_us = int(config.node_lost_after_s * 1e6)
-    every = min(NODE_BEAT_EVERY_S, config.node_lost_after_s / 4)
-    prefix = cluster_prefix(config)
-    beaten = False
-    while True:
-        now = now_us()
-        try:
-            known, _ = await services.store.write(
-                [NodeBeat(config.node, prefix, now), ReapNodes(now - lost_after_us, now)]
-            )
-        except StoreFailed as exc:  # the store is away or full: the next beat tries again
-            log.warning("cluster beat not written: %s", exc.message)
-        else:
-            if beaten and not known:
-                log.error(
-                    "this node was declared lost by another (no beat for %.0f s): devices "
-                    "connected here show offline until they connect again",
-                    config.node_lost_after_s,
-                )
-            beaten = True
-        await trio.sleep(every)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run, ClusterFanout(services, local))
+        await nursery.start(
+            run_node_beat,
+            services.store,
+            config.node,
+            cluster_prefix(config),
+            config.node_lost_after_s,
+        )
+        task_status.started()
 
 
 async def run_gateway(
@@ -614,8 +586,7 @@ async def run_gateway(
         demo = await start_store_side(services, config, reset=True)
         tls = await server_contexts(services, pki)
         async with trio.open_nursery() as nursery:
-            await nursery.start(run_cluster_bus, services, local)
-            await nursery.start(run_node_beat, services, config)
+            await nursery.start(run_cluster, services, local, config)
             api_port = await nursery.start(
                 partial(serve_management, sockets=sockets), services, config, token, tls
             )

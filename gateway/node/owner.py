@@ -33,8 +33,7 @@ from gateway.app import (
     open_services_on,
     prepare,
     reload_server_cert,
-    run_cluster_bus,
-    run_node_beat,
+    run_cluster,
     serve_management,
     server_contexts,
     start_store_side,
@@ -99,8 +98,7 @@ async def _owner(
             tls = await server_contexts(services, pki)
             listener = await listen_unix(hub_address(config.data))
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_cluster_bus, services, hub)
-                await nursery.start(run_node_beat, services, config)
+                await nursery.start(run_cluster, services, hub, config)
                 # workers' debug records: to the subscribers here, and on to the cluster's
                 # while another node wants them (LogHub.publish)
                 await nursery.start(hub.serve, listener, services.store, services.logs.publish)
