@@ -39,14 +39,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.testing.ports import free_port as _free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _served(port: int) -> bool:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import trio
 
+from gateway.testing.ports import free_port as _free_port
+
 SERVER_SCRIPT = r"""
 import sys, trio
 from gateway.frontdoor.connection import Handlers
@@ -86,14 +88,6 @@ def measure(port: int, ca_path: str, *, seconds: float, workers: int, concurrenc
         counts = pool.map(_worker, [(port, ca_path, seconds, concurrency)] * workers)
         elapsed = time.perf_counter() - start
     return sum(counts) / max(elapsed, seconds)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, timeout_s: float = 5.0) -> None:

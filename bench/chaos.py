@@ -48,7 +48,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -66,6 +65,7 @@ from rich.table import Table
 from bench.chaos_workers import _Device, _device, _provision, _Started
 from gateway.app import RunInfo
 from gateway.testing.node import read_run_json
+from gateway.testing.ports import free_port as _free_port
 
 __all__ = ["ChaosReport", "KillRecord", "main", "run_chaos"]
 
@@ -153,12 +153,6 @@ class ChaosReport:
         out["acked"] = self.acked
         out["ok"] = self.ok
         return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:

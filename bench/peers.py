@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.testing.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "bench" / ".peers"
 AMQTT_VENV = PEERS_DIR / "amqtt-venv"
@@ -119,13 +121,6 @@ def tree_cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    """An unused 127.0.0.1 port, for servers (mosquitto) that cannot report an ephemeral one."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(

@@ -48,6 +48,8 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from gateway.testing.ports import free_port
+
 __all__ = [
     "ClusterInfo",
     "HaproxyInfo",
@@ -160,12 +162,6 @@ def ensure_packages() -> None:
 
 
 _CHILDREN: list[subprocess.Popen[bytes]] = []  # what this process started (kept referenced)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _spawn(

@@ -20,10 +20,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from gateway.testing.ports import free_port as _free_port
 
 __all__ = ["PgCluster", "pg_bin_dir"]
 
@@ -36,12 +37,6 @@ def pg_bin_dir() -> Path | None:
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:

@@ -17,7 +17,6 @@ import pty
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from click.testing import CliRunner, Result
 
 from gateway.cli.main import cli
 from gateway.testing.mqtt_bytes import gen_connect
+from gateway.testing.ports import free_port as closed_port
 from gateway.testing.server import TestGateway
 
 CID = "demo"
@@ -129,12 +129,6 @@ async def test_a_refused_token_names_where_it_came_from(run: Cli) -> None:
     r = await run("device", "list", CID, "--token", "wrong", code=1)
     assert "refused the admin token from --token (invalid admin token); check --token" in r.stderr
     assert len(r.stderr.splitlines()) == 1
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_no_gateway_is_one_sentence(run: Cli, tmp_path: Path) -> None:

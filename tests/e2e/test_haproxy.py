@@ -11,7 +11,6 @@ checks on.  Devices connect from 127.0.0.7 and 127.0.0.8; the gateway trusts onl
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import trio
 from gateway.model import LogRecord
 from gateway.services.connectors import IpWhitelisting
 from gateway.services.logs import LogFilter
+from gateway.testing.ports import free_port
 from gateway.testing.server import TestGateway, open_test_gateway
 from gateway.testing.tlsclient import client_context, mqtt_connect_bytes
 
@@ -37,12 +37,6 @@ pytestmark = pytest.mark.skipif(
 
 FRONT = "127.0.0.5"
 DEVICE, STRANGER = "127.0.0.7", "127.0.0.8"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -45,7 +45,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -63,6 +62,7 @@ from gateway.store.api import EventQuery
 from gateway.store.sqlite import SqliteReader, integrity_check
 from gateway.testing import mqtt_bytes as mb
 from gateway.testing.node import read_run_json
+from gateway.testing.ports import free_ports
 from gateway.testing.probes import wire
 from gateway.testing.probes.target import DebugTail, open_debug_tail
 
@@ -198,21 +198,6 @@ def fill_filesystem(path: Path) -> int:
 # -- the gateway process ---------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` ports free on 127.0.0.1 right now (the gateway must keep its ports across
-    restarts, and it cannot say which it took while it cannot write run.json)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class _Gateway:
     """``gateway serve`` on one data directory and fixed ports, restartable."""
 
@@ -220,7 +205,7 @@ class _Gateway:
         self.data = data
         self.log_file = log_file
         self.workers = workers
-        api, tls, mqtt_tls, http, mqtt = _free_ports(5)
+        api, tls, mqtt_tls, http, mqtt = free_ports(5)
         self.ports = {"api": api, "tls": tls, "mqtt_tls": mqtt_tls, "http": http, "mqtt": mqtt}
         self.proc: trio.Process | None = None
 
