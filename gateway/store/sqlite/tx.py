@@ -1,0 +1,53 @@
+"""The SQLite side of the op handlers' :class:`~gateway.store.ops._tx.Tx` protocol: the
+handlers' SQL is SQLite's own (``?`` placeholders), so every call goes straight to the
+writer's cursor.
+
+No row locks (:attr:`SqliteTx.lock_rows` is empty): one writer thread applies every
+submission of the process in turn, so a check-and-change in a handler cannot race.
+``RETURNING`` needs SQLite 3.35 or later; Python's own build carries a newer one, and the
+single binary (``scripts/build-binary``) bundles the build machine's Python with its SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from gateway.store.ops._tx import Params, Row, TxBase
+
+__all__ = ["SqliteTx"]
+
+if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
+    raise ImportError(
+        f"SQLite {sqlite3.sqlite_version} is too old for the store: 3.35 or later is needed "
+        "(INSERT … RETURNING)"
+    )
+
+
+class SqliteTx(TxBase[sqlite3.Cursor]):
+    """One submission's view of the SQLite write transaction."""
+
+    __slots__ = ()
+
+    lock_rows = ""
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self.cur.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self.cur.executemany(sql, rows)
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        # A ``… RETURNING`` left unfinished here is reset by the cursor's next statement
+        # (at the latest the writer's ``RELEASE``); its change was made at the first step.
+        row: Row | None = self.cur.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        return self.cur.execute(sql, params).fetchall()
+
+    def count(self, sql: str, params: Params) -> int:
+        return int(self.cur.execute(sql, params).fetchone()[0] or 0)
+
+    def any_of(self, values: Sequence[object]) -> tuple[str, list[object]]:
+        return f"IN ({','.join('?' * len(values))})", list(values)
