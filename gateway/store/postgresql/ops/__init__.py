@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gateway.store.api import Op, OpResult
-from gateway.store.ops import catalog, integrations
+from gateway.store.ops import catalog, devices, integrations
 from gateway.store.ops_table import Handler, handlers_of, run_ops
-from gateway.store.postgresql.ops import data, devices
+from gateway.store.postgresql.ops import data
 from gateway.store.postgresql.ops._tx import Delta, Tx
 
 __all__ = ["HANDLERS", "Delta", "Tx", "apply_ops", "seed_counts", "trim_events"]
