@@ -11,19 +11,21 @@ Check-and-change reads lock their row (:attr:`PgTx.lock_rows` is ``" FOR UPDATE"
 of a cluster write concurrently, and the second of two racing for one row must see the
 first's result.  The event counters' lock order is the writer's business
 (``gateway/store/postgresql/writer.py``), settled before any handler runs.
+
+Also the writer's one chore that is not an op: event-log retention.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
 from gateway.store.ops._tx import INSERT_EVENT, Params, Row, TxBase
 
-__all__ = ["Cursor", "PgTx", "pg_sql"]
+__all__ = ["Cursor", "PgTx", "pg_sql", "trim_events"]
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
@@ -39,8 +41,6 @@ def pg_sql(sql: str) -> str:
     out = _CACHE.get(sql)
     if out is not None:
         return out
-    if "?" not in sql and "%s" in sql:  # TRANSITION: a not yet shared handler's own SQL
-        return sql
     parts = sql.split("'")
     for i in range(0, len(parts), 2):  # even parts are outside '…' literals
         if _NUMBERED.search(parts[i]):
@@ -82,3 +82,23 @@ class PgTx(TxBase[Cursor]):
 
     def any_of(self, values: Sequence[object]) -> tuple[str, list[object]]:
         return "= ANY(?)", [list(values)]
+
+
+def trim_events(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    *,
+    cutoff_us: int,
+    last_seqs: Mapping[str, int],
+    keep: int,
+) -> int:
+    """Event-log retention (older than ``cutoff_us``, or more than ``keep`` per connector)
+    and replay-check points older than the cutoff, in one transaction.  Returns the number
+    of events deleted."""
+    with conn.transaction(), conn.cursor() as cur:
+        deleted = cur.execute("DELETE FROM events WHERE ts < %s", (cutoff_us,)).rowcount
+        for cid, seq in last_seqs.items():
+            deleted += cur.execute(
+                "DELETE FROM events WHERE connector_id = %s AND seq <= %s", (cid, seq - keep)
+            ).rowcount
+        cur.execute("DELETE FROM points WHERE ts < %s", (cutoff_us,))
+    return deleted

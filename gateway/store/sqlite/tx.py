@@ -1,6 +1,6 @@
 """The SQLite side of the op handlers' :class:`~gateway.store.ops._tx.Tx` protocol: the
 handlers' SQL is SQLite's own (``?`` placeholders), so every call goes straight to the
-writer's cursor.
+writer's cursor.  Also the writer's one chore that is not an op: event-log retention.
 
 No row locks (:attr:`SqliteTx.lock_rows` is empty): one writer thread applies every
 submission of the process in turn, so a check-and-change in a handler cannot race.
@@ -11,11 +11,11 @@ single binary (``scripts/build-binary``) bundles the build machine's Python with
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.store.ops._tx import Params, Row, TxBase
 
-__all__ = ["SqliteTx"]
+__all__ = ["SqliteTx", "trim_events"]
 
 if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
     raise ImportError(
@@ -51,3 +51,24 @@ class SqliteTx(TxBase[sqlite3.Cursor]):
 
     def any_of(self, values: Sequence[object]) -> tuple[str, list[object]]:
         return f"IN ({','.join('?' * len(values))})", list(values)
+
+
+def trim_events(
+    conn: sqlite3.Connection, *, cutoff_us: int, last_seqs: Mapping[str, int], keep: int
+) -> int:
+    """Event-log retention (older than ``cutoff_us``, or more than ``keep`` per connector)
+    and replay-check points older than the cutoff, in one transaction of the writer's
+    connection.  Returns the number of events deleted."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = conn.execute("DELETE FROM events WHERE ts < ?", (cutoff_us,)).rowcount
+        for cid, seq in last_seqs.items():
+            deleted += conn.execute(
+                "DELETE FROM events WHERE connector_id = ? AND seq <= ?", (cid, seq - keep)
+            ).rowcount
+        conn.execute("DELETE FROM points WHERE ts < ?", (cutoff_us,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return deleted
