@@ -1,8 +1,7 @@
-"""What both store backends' op packages share: which handler serves which op type, and
-:func:`run_ops`, which applies one submission's ops in order (coalescing a device's "now"
-writes).  Each backend (``gateway/store/sqlite/ops``, ``gateway/store/postgresql/ops``)
-supplies its own handler modules — its SQL — and binds them here, so the op contract is
-written once.
+"""Which handler serves which op type, and :func:`run_ops`, which applies one
+submission's ops in order (coalescing a device's "now" writes).  The handlers are
+``gateway/store/ops/`` (one set for both backends); ``gateway/store/ops/__init__.py`` binds
+them here.
 """
 
 from __future__ import annotations
@@ -55,8 +54,8 @@ Handler = Callable[[Any, Any], OpResult]
 def handlers_of(
     catalog: ModuleType, data: ModuleType, devices: ModuleType, integrations: ModuleType
 ) -> Mapping[type, Handler]:
-    """The op type → handler table of one backend, from its four handler modules (each
-    backend names its handlers alike)."""
+    """The op type → handler table, from the four handler modules of
+    ``gateway/store/ops/``."""
     return {
         DataIn: data.data_in,
         AppendEvent: data.append_event,

@@ -743,6 +743,16 @@ async def test_drop_connections_takes_a_dead_workers_devices_offline(
     assert await store.write([DropConnections("w1.a1-", 6)]) == [0]  # nothing left
 
 
+async def test_drop_connections_matches_its_prefix_literally(conn_store: SqliteStore) -> None:
+    """The prefix is matched as it is, LIKE's wildcards and escape character included."""
+    store = conn_store
+    did = await _create(store, "odd")
+    await store.write([DeviceConnected("c", did, "odd", EventMeta(connection_id="n!_%\\-1"), 1)])
+    for other in ("n!x", "n_", "n!_x", "n!_%\\x"):
+        assert await store.write([DropConnections(other, 5)]) == [0], other
+    assert await store.write([DropConnections("n!_%\\-", 5)]) == [1]
+
+
 async def test_a_node_that_stops_beating_is_declared_lost_once(conn_store: SqliteStore) -> None:
     """Cluster liveness: a node's beat creates then refreshes its row; reaping takes the
     nodes whose last beat is older than the bound, once, with their devices offline under a

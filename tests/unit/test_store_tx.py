@@ -1,6 +1,7 @@
 """The PostgreSQL Tx's translation of the shared handlers' SQL (gateway/store/ops/_tx.py):
 ``?`` becomes psycopg's ``%s`` outside string literals, a literal ``%`` is doubled, a
-numbered placeholder is refused, and each distinct text is translated once."""
+numbered placeholder is refused, and each distinct text is translated once; and the
+SQLite floor that SQL sets (``RETURNING``: 3.35)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from gateway.store.ops import catalog, data, devices, integrations
 from gateway.store.postgresql.tx import pg_sql
+from gateway.store.sqlite.tx import require_sqlite
 
 
 def test_placeholders_become_psycopg_ones() -> None:
@@ -46,3 +48,9 @@ def test_no_handler_uses_a_numbered_placeholder(module: ModuleType) -> None:
     assert texts
     for text in texts:
         pg_sql(text)
+
+
+def test_an_sqlite_too_old_for_returning_is_refused_with_a_reason() -> None:
+    require_sqlite((3, 35, 0))
+    with pytest.raises(RuntimeError, match=r"SQLite 3\.34\.1 is too old.*3\.35"):
+        require_sqlite((3, 34, 1))

@@ -191,11 +191,13 @@ def device_disconnected(tx: Tx, op: DeviceDisconnected) -> None:
 
 def drop_connections(tx: Tx, op: DropConnections) -> int:
     # LIKE with the prefix escaped: connection ids are hex and dashes, but never trust that.
-    # In id order, so nodes dropping at once lock rows in one order (PostgreSQL).
-    pattern = op.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    # "!" escapes, not a backslash, whose meaning in a PostgreSQL literal depends on
+    # standard_conforming_strings.  In id order, so nodes dropping at once lock rows in one
+    # order (PostgreSQL).
+    pattern = op.prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
     rows = tx.all(
         "SELECT id, connector_id, identity, connection_id FROM devices "
-        "WHERE connection_id LIKE ? ESCAPE '\\' ORDER BY id",
+        "WHERE connection_id LIKE ? ESCAPE '!' ORDER BY id",
         (pattern,),
     )
     for did, cid, identity, conn_id in rows:

@@ -4,8 +4,9 @@ writer's cursor.  Also the writer's one chore that is not an op: event-log reten
 
 No row locks (:attr:`SqliteTx.lock_rows` is empty): one writer thread applies every
 submission of the process in turn, so a check-and-change in a handler cannot race.
-``RETURNING`` needs SQLite 3.35 or later; Python's own build carries a newer one, and the
-single binary (``scripts/build-binary``) bundles the build machine's Python with its SQLite.
+``RETURNING`` needs SQLite 3.35 or later (:func:`require_sqlite`, when the writer opens);
+Python's own builds carry a newer one, and the single binary (``scripts/build-binary``)
+bundles the build machine's Python with its SQLite.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.store.ops._tx import Params, Row, TxBase
 
-__all__ = ["SqliteTx", "trim_events"]
+__all__ = ["OLDEST", "SqliteTx", "require_sqlite", "trim_events"]
 
-if sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover - depends on the build
-    raise ImportError(
-        f"SQLite {sqlite3.sqlite_version} is too old for the store: 3.35 or later is needed "
-        "(INSERT … RETURNING)"
-    )
+OLDEST = (3, 35, 0)  # INSERT … RETURNING
+
+
+def require_sqlite(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    """Refuse, with a message that says why, an SQLite older than the handlers' SQL needs
+    (called when the writer opens: a PostgreSQL store never needs it)."""
+    if version < OLDEST:
+        have = ".".join(map(str, version))
+        raise RuntimeError(
+            f"SQLite {have} is too old for the store: 3.35 or later is needed "
+            "(INSERT … RETURNING); use a Python built with a newer SQLite, or the single binary"
+        )
 
 
 class SqliteTx(TxBase[sqlite3.Cursor]):

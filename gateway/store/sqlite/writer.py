@@ -81,7 +81,7 @@ from gateway.metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, bucket_ind
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
 from gateway.store.ops import Delta, apply_ops, seed_counts
 from gateway.store.sqlite.migrations import migrate
-from gateway.store.sqlite.tx import SqliteTx, trim_events
+from gateway.store.sqlite.tx import SqliteTx, require_sqlite, trim_events
 
 __all__ = [
     "LOW_SPACE_BYTES",
@@ -221,6 +221,7 @@ class SqliteWriter:
 
         Raises :class:`~gateway.errors.StorageFull` when the disk is too full to open the
         database even after the space reserve was released (see the module docstring)."""
+        require_sqlite()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open_connection()
