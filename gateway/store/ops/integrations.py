@@ -32,8 +32,14 @@ __all__ = [
 ]
 
 
-def _blobs(rec: IntegrationRecord) -> tuple[bytes, bytes, bytes]:
+def _fields(rec: IntegrationRecord) -> tuple[object, ...]:
+    """The columns a record sets when created or updated, in the statements' order (the
+    configuration blobs as the services' JSON)."""
     return (
+        rec.document,
+        rec.doc_version,
+        rec.api_version,
+        int(rec.allow_http),
         msgspec.json.encode(rec.config),
         msgspec.json.encode(rec.secrets),
         msgspec.json.encode(rec.settings),
@@ -42,24 +48,11 @@ def _blobs(rec: IntegrationRecord) -> tuple[bytes, bytes, bytes]:
 
 def create_integration(tx: Tx, op: CreateIntegration) -> None:
     rec = op.record
-    config, secrets, settings = _blobs(rec)
     row = tx.one(
         "INSERT INTO integrations (connector_id, name, document, doc_version, api_version, "
         "allow_http, config, secrets, settings, created, updated) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-        (
-            rec.connector_id,
-            rec.name,
-            rec.document,
-            rec.doc_version,
-            rec.api_version,
-            int(rec.allow_http),
-            config,
-            secrets,
-            settings,
-            rec.created,
-            rec.updated,
-        ),
+        (rec.connector_id, rec.name, *_fields(rec), rec.created, rec.updated),
     )
     if row is None:
         raise AlreadyExists(f"integration {rec.name!r} already exists")
@@ -67,23 +60,11 @@ def create_integration(tx: Tx, op: CreateIntegration) -> None:
 
 def update_integration(tx: Tx, op: UpdateIntegration) -> None:
     rec = op.record
-    config, secrets, settings = _blobs(rec)
     changed = tx.execute(
         "UPDATE integrations SET document = ?, doc_version = ?, api_version = ?, "
         "allow_http = ?, config = ?, secrets = ?, settings = ?, updated = ? "
         "WHERE connector_id = ? AND name = ?",
-        (
-            rec.document,
-            rec.doc_version,
-            rec.api_version,
-            int(rec.allow_http),
-            config,
-            secrets,
-            settings,
-            rec.updated,
-            rec.connector_id,
-            rec.name,
-        ),
+        (*_fields(rec), rec.updated, rec.connector_id, rec.name),
     )
     if changed == 0:
         raise NotFound(f"integration {rec.name!r} not found")
