@@ -1,7 +1,7 @@
 """Handlers of the device-data ops, for both backends: writes (the hot path), events,
 connection bookkeeping, cloud-set values; and the gauges' starting counts.
 
-The hot path (``data_in``, the coalesced now-writes of ``gateway/store/ops_table.py``,
+The hot path (``data_in``, the coalesced now-writes of ``gateway/store/ops/__init__.py``,
 ``device_connected``/``device_disconnected``) is a handful of statements per op, each a
 constant text (the PostgreSQL Tx finds its translation with one dictionary look-up).
 """
