@@ -64,9 +64,9 @@ from gateway.store.api import (
     UpdateIntegration,
     UpsertAsset,
 )
+from gateway.store.ops import HANDLERS
 from gateway.store.sqlite import SqliteStore, open_store
 from gateway.store.sqlite.migrations import MIGRATIONS
-from gateway.store.sqlite.ops import HANDLERS
 
 from .conftest import CheckCounters, db_counts
 

@@ -209,6 +209,21 @@ async def test_import_devices(conn_store: SqliteStore, counters_exact: CheckCoun
     await counters_exact(store)
 
 
+async def test_import_finds_existing_identities_past_one_parameter_list(
+    conn_store: SqliteStore, counters_exact: CheckCounters
+) -> None:
+    """Identities are looked up 500 at a time (SQLite's host-parameter lists): one in the
+    third chunk is found like one in the first."""
+    store = conn_store
+    await _create(store, "d0003")
+    await _create(store, "d1100")
+    rows = [ImportRow(i + 2, f"d{i:04d}") for i in range(1200)]
+    (out,) = await store.write([ImportDevices("c", rows, 5, all_or_nothing=False)])
+    assert out == ImportOutcome(1198, ["d0003", "d1100"])
+    assert (await store.device_counts("c")).total == 1200
+    await counters_exact(store)
+
+
 async def test_update_device_is_one_transaction(conn_store: SqliteStore) -> None:
     store = conn_store
     did = await store.write(
@@ -649,6 +664,11 @@ async def test_integration_runs_and_assets(conn_store: SqliteStore) -> None:
         ("a1", "d1", True),
         ("a2", "d2", False),
     ]
+    many = [f"m{i:04d}" for i in range(1200)]  # past one parameter list (500 a statement)
+    await store.write([UpsertAsset("c", "pumps", a, "d-" + a, 1) for a in many])
+    await store.write([MarkVanished("c", "pumps", many[1:])])
+    vanished = {a.asset_id for a in await store.integration_assets("c", "pumps") if a.vanished}
+    assert vanished == {"a1", *many[1:]}
     await store.write([UpsertAsset("c", "pumps", "a1", "d1b", 2)])  # back upstream
     assert (await store.integration_assets("c", "pumps"))[0].vanished is False
 
@@ -721,6 +741,16 @@ async def test_drop_connections_takes_a_dead_workers_devices_offline(
         "worker_lost",
     )
     assert await store.write([DropConnections("w1.a1-", 6)]) == [0]  # nothing left
+
+
+async def test_drop_connections_matches_its_prefix_literally(conn_store: SqliteStore) -> None:
+    """The prefix is matched as it is, LIKE's wildcards and escape character included."""
+    store = conn_store
+    did = await _create(store, "odd")
+    await store.write([DeviceConnected("c", did, "odd", EventMeta(connection_id="n!_%\\-1"), 1)])
+    for other in ("n!x", "n_", "n!_x", "n!_%\\x"):
+        assert await store.write([DropConnections(other, 5)]) == [0], other
+    assert await store.write([DropConnections("n!_%\\-", 5)]) == [1]
 
 
 async def test_a_node_that_stops_beating_is_declared_lost_once(conn_store: SqliteStore) -> None:

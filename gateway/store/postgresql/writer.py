@@ -79,10 +79,9 @@ import trio
 
 from gateway.errors import BadRequest, GatewayError, StoreFailed
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
+from gateway.store.ops import Delta, apply_ops, seed_counts
 from gateway.store.postgresql.migrations import migrate
-from gateway.store.postgresql.ops import Delta, Tx, apply_ops
-from gateway.store.postgresql.ops._tx import Cursor
-from gateway.store.postgresql.ops.data import seed_counts, trim_events
+from gateway.store.postgresql.tx import Cursor, PgTx, trim_events
 from gateway.store.sqlite.writer import OnEvents, OnFailure
 
 __all__ = ["CONNECT_TIMEOUT_S", "MAX_BATCH", "PgWriter", "connect"]
@@ -391,7 +390,7 @@ class PgWriter:
     def _apply_plain(self, cur: Cursor, sub: _Submission) -> None:
         """A submission without a savepoint: any failure voids the whole transaction, and
         the group is run again with savepoints (:class:`_NeedSavepoints`)."""
-        tx = Tx(cur, self._next_seq)
+        tx = PgTx(cur, self._next_seq)
         try:
             sub.result = apply_ops(tx, sub.ops)
         except Exception as exc:
@@ -405,7 +404,7 @@ class PgWriter:
 
     def _apply_submission(self, cur: Cursor, sub: _Submission) -> None:
         saved = dict(self._seq)
-        tx = Tx(cur, self._next_seq)
+        tx = PgTx(cur, self._next_seq)
         try:
             cur.execute("SAVEPOINT sub")
             sub.result = apply_ops(tx, sub.ops)

@@ -12,7 +12,7 @@ through one thread that owns the only write connection:
 2. The writer thread takes the first submission from the queue, then drains whatever else
    is queued (up to ``max_batch``) — that is the group.  It opens one transaction, runs each
    submission inside its own ``SAVEPOINT`` through the op handlers
-   (:func:`gateway.store.sqlite.ops.apply_ops`), so a refused or failing one rolls back
+   (:func:`gateway.store.ops.apply_ops`), so a refused or failing one rolls back
    alone, commits once, and only then
 3. hands the whole group back to the Trio thread with a single
    ``TrioToken.run_sync_soon`` call, which resolves every ticket, reports the failures of
@@ -54,7 +54,7 @@ earlier one.  Numbers taken by a rolled-back submission (or a failed commit) are
 reused: that leaves a gap, and the sequence stays monotonic, so nothing has to be undone.
 
 Counters (:class:`~gateway.store.api.StoreStats`) are seeded once at open and moved by each
-submission's :class:`~gateway.store.sqlite.ops.Delta` after its commit, so ``/metrics``
+submission's :class:`~gateway.store.ops.Delta` after its commit, so ``/metrics``
 never counts rows.
 
 Resource handling: :meth:`SqliteWriter.open` creates the connection (call it off the Trio
@@ -79,8 +79,9 @@ import trio
 from gateway.errors import GatewayError, StorageFull, StoreFailed, is_disk_full
 from gateway.metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, bucket_index
 from gateway.store.api import CommittedEvent, Op, OpResult, StoreStats
+from gateway.store.ops import Delta, apply_ops, seed_counts
 from gateway.store.sqlite.migrations import migrate
-from gateway.store.sqlite.ops import Delta, Tx, apply_ops, seed_counts, trim_events
+from gateway.store.sqlite.tx import SqliteTx, require_sqlite, trim_events
 
 __all__ = [
     "LOW_SPACE_BYTES",
@@ -220,6 +221,7 @@ class SqliteWriter:
 
         Raises :class:`~gateway.errors.StorageFull` when the disk is too full to open the
         database even after the space reserve was released (see the module docstring)."""
+        require_sqlite()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open_connection()
@@ -432,7 +434,7 @@ class SqliteWriter:
 
     def _apply_submission(self, cur: sqlite3.Cursor, sub: _Submission) -> None:
         cur.execute("SAVEPOINT sub")
-        tx = Tx(cur, self._next_seq)
+        tx = SqliteTx(cur, self._next_seq)
         try:
             sub.result = apply_ops(tx, sub.ops)
             cur.execute("RELEASE sub")

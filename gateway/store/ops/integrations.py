@@ -1,10 +1,8 @@
 """Handlers of the cloud-to-cloud integration ops (records, health history, job runs,
-asset mapping).  Secret configuration values arrive encrypted; the store never sees them
-in clear."""
+asset mapping), for both backends.  Secret configuration values arrive encrypted; the store
+never sees them in clear."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import msgspec
 
@@ -20,7 +18,7 @@ from gateway.store.api import (
     UpdateIntegration,
     UpsertAsset,
 )
-from gateway.store.sqlite.ops._tx import Tx
+from gateway.store.ops._tx import ANY_OF_MAX, Tx
 
 __all__ = [
     "create_integration",
@@ -34,8 +32,14 @@ __all__ = [
 ]
 
 
-def _blobs(rec: IntegrationRecord) -> tuple[bytes, bytes, bytes]:
+def _fields(rec: IntegrationRecord) -> tuple[object, ...]:
+    """The columns a record sets when created or updated, in the statements' order (the
+    configuration blobs as the services' JSON)."""
     return (
+        rec.document,
+        rec.doc_version,
+        rec.api_version,
+        int(rec.allow_http),
         msgspec.json.encode(rec.config),
         msgspec.json.encode(rec.secrets),
         msgspec.json.encode(rec.settings),
@@ -44,73 +48,49 @@ def _blobs(rec: IntegrationRecord) -> tuple[bytes, bytes, bytes]:
 
 def create_integration(tx: Tx, op: CreateIntegration) -> None:
     rec = op.record
-    config, secrets, settings = _blobs(rec)
-    try:
-        tx.cur.execute(
-            "INSERT INTO integrations (connector_id, name, document, doc_version, api_version, "
-            "allow_http, config, secrets, settings, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                rec.connector_id,
-                rec.name,
-                rec.document,
-                rec.doc_version,
-                rec.api_version,
-                int(rec.allow_http),
-                config,
-                secrets,
-                settings,
-                rec.created,
-                rec.updated,
-            ),
-        )
-    except sqlite3.IntegrityError:
-        raise AlreadyExists(f"integration {rec.name!r} already exists") from None
+    row = tx.one(
+        "INSERT INTO integrations (connector_id, name, document, doc_version, api_version, "
+        "allow_http, config, secrets, settings, created, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+        (rec.connector_id, rec.name, *_fields(rec), rec.created, rec.updated),
+    )
+    if row is None:
+        raise AlreadyExists(f"integration {rec.name!r} already exists")
 
 
 def update_integration(tx: Tx, op: UpdateIntegration) -> None:
     rec = op.record
-    config, secrets, settings = _blobs(rec)
-    tx.cur.execute(
+    changed = tx.execute(
         "UPDATE integrations SET document = ?, doc_version = ?, api_version = ?, "
         "allow_http = ?, config = ?, secrets = ?, settings = ?, updated = ? "
         "WHERE connector_id = ? AND name = ?",
-        (
-            rec.document,
-            rec.doc_version,
-            rec.api_version,
-            int(rec.allow_http),
-            config,
-            secrets,
-            settings,
-            rec.updated,
-            rec.connector_id,
-            rec.name,
-        ),
+        (*_fields(rec), rec.updated, rec.connector_id, rec.name),
     )
-    if tx.cur.rowcount == 0:
+    if changed == 0:
         raise NotFound(f"integration {rec.name!r} not found")
 
 
 def delete_integration(tx: Tx, op: DeleteIntegration) -> None:
-    cur, key = tx.cur, (op.connector_id, op.name)
-    cur.execute("DELETE FROM integrations WHERE connector_id = ? AND name = ?", key)
-    if cur.rowcount == 0:
+    key = (op.connector_id, op.name)
+    if tx.execute("DELETE FROM integrations WHERE connector_id = ? AND name = ?", key) == 0:
         raise NotFound(f"integration {op.name!r} not found")
     for table in ("integration_health", "integration_runs", "integration_assets"):
-        cur.execute(f"DELETE FROM {table} WHERE connector_id = ? AND name = ?", key)
+        tx.execute(f"DELETE FROM {table} WHERE connector_id = ? AND name = ?", key)
 
 
 def record_health(tx: Tx, op: RecordHealth) -> bool:
-    cur, cid, name = tx.cur, op.connector_id, op.name
-    last = cur.execute(
+    cid, name = op.connector_id, op.name
+    last = tx.one(
         "SELECT healthy FROM integration_health WHERE connector_id = ? AND name = ? "
         "ORDER BY ts DESC LIMIT 1",
         (cid, name),
-    ).fetchone()
+    )
     changed = last is None or bool(last[0]) != op.healthy
-    cur.execute(
-        "INSERT OR REPLACE INTO integration_health VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    tx.execute(
+        "INSERT INTO integration_health VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (connector_id, name, ts) DO UPDATE SET healthy = excluded.healthy, "
+        "status_code = excluded.status_code, latency_ms = excluded.latency_ms, "
+        "detail = excluded.detail, changed = excluded.changed",
         (
             cid,
             name,
@@ -122,7 +102,7 @@ def record_health(tx: Tx, op: RecordHealth) -> bool:
             int(changed),
         ),
     )
-    cur.execute(
+    tx.execute(
         "DELETE FROM integration_health WHERE connector_id = ? AND name = ? AND ts <= ("
         "SELECT ts FROM integration_health WHERE connector_id = ? AND name = ? "
         "ORDER BY ts DESC LIMIT 1 OFFSET ?)",
@@ -134,29 +114,29 @@ def record_health(tx: Tx, op: RecordHealth) -> bool:
 
 
 def start_run(tx: Tx, op: StartRun) -> int:
-    cur = tx.cur
-    cur.execute(
-        "INSERT INTO integration_runs (connector_id, name, job, report) VALUES (?, ?, ?, ?)",
+    row = tx.one(
+        "INSERT INTO integration_runs (connector_id, name, job, report) VALUES (?, ?, ?, ?) "
+        "RETURNING id",
         (op.connector_id, op.name, op.job, msgspec.json.encode(op.report)),
     )
-    run_id = int(cur.lastrowid or 0)
-    cur.execute(
-        "DELETE FROM integration_runs WHERE connector_id = ? AND name = ? AND job = ? AND "
-        "id <= ? - ?",
-        (op.connector_id, op.name, op.job, run_id, op.history),
+    assert row is not None  # an INSERT without ON CONFLICT returns its row or raises
+    run_id = int(row[0])
+    tx.execute(
+        "DELETE FROM integration_runs WHERE connector_id = ? AND name = ? AND job = ? AND id <= ?",
+        (op.connector_id, op.name, op.job, run_id - op.history),
     )
     return run_id
 
 
 def finish_run(tx: Tx, op: FinishRun) -> None:
-    tx.cur.execute(
+    tx.execute(
         "UPDATE integration_runs SET report = ? WHERE id = ?",
         (msgspec.json.encode(op.report), op.run_id),
     )
 
 
 def upsert_asset(tx: Tx, op: UpsertAsset) -> None:
-    tx.cur.execute(
+    tx.execute(
         "INSERT INTO integration_assets VALUES (?, ?, ?, ?, ?, ?, 0) "
         "ON CONFLICT (connector_id, name, asset_id) DO UPDATE SET identity = excluded.identity, "
         "last_seen = excluded.last_seen, vanished = 0",
@@ -165,8 +145,11 @@ def upsert_asset(tx: Tx, op: UpsertAsset) -> None:
 
 
 def mark_vanished(tx: Tx, op: MarkVanished) -> None:
-    tx.cur.executemany(
-        "UPDATE integration_assets SET vanished = 1 WHERE connector_id = ? AND "
-        "name = ? AND asset_id = ?",
-        [(op.connector_id, op.name, a) for a in op.asset_ids],
-    )
+    ids = list(op.asset_ids)
+    for start in range(0, len(ids), ANY_OF_MAX):
+        fragment, args = tx.any_of(ids[start : start + ANY_OF_MAX])
+        tx.execute(
+            f"UPDATE integration_assets SET vanished = 1 WHERE connector_id = ? AND name = ? "
+            f"AND asset_id {fragment}",
+            [op.connector_id, op.name, *args],
+        )

@@ -1,15 +1,17 @@
-"""Handlers of the device-data ops on PostgreSQL: writes (the hot path), events, connection
-bookkeeping, cloud-set values; and the event-log retention the writer runs between groups.
-The statements mirror ``gateway/store/sqlite/ops/data.py`` one for one."""
+"""Handlers of the device-data ops, for both backends: writes (the hot path), events,
+connection bookkeeping, cloud-set values; and the gauges' starting counts.
+
+The hot path (``data_in``, the coalesced now-writes of ``gateway/store/ops/__init__.py``,
+``device_connected``/``device_disconnected``) is a handful of statements per op, each a
+constant text (the PostgreSQL Tx finds its translation with one dictionary look-up).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-import psycopg
 
 from gateway.errors import NotFound, Refused
 from gateway.store.api import (
@@ -25,8 +27,7 @@ from gateway.store.api import (
     ResetOnline,
     SetValues,
 )
-from gateway.store.postgresql.ops._tx import Tx
-from gateway.store.sqlite.ops.data import _payload_of
+from gateway.store.ops._tx import Cursor, Tx
 
 log = logging.getLogger(__name__)
 
@@ -41,48 +42,64 @@ __all__ = [
     "reset_online",
     "seed_counts",
     "set_values",
-    "trim_events",
 ]
 
+# A device write: newest reported value per alias; a settable alias's write is its set value
+# too and acknowledges a pending one (docs/protocol.md §4.2, §4.3).  The last two values are
+# the set value and its timestamp, NULL for a value that is not settable.
 _UPSERT_REPORTED = """
 INSERT INTO state (device_id, alias, reported, reported_ts, set_value, set_ts, pending)
-VALUES (%(d)s, %(a)s, %(v)s, %(t)s, CASE WHEN %(s)s THEN %(v)s END,
-        CASE WHEN %(s)s THEN %(t)s::bigint END, 0)
+VALUES (?, ?, ?, ?, ?, ?, 0)
 ON CONFLICT (device_id, alias) DO UPDATE SET
     reported = excluded.reported,
     reported_ts = excluded.reported_ts,
-    set_value = CASE WHEN %(s)s THEN excluded.reported ELSE state.set_value END,
-    set_ts = CASE WHEN %(s)s THEN excluded.reported_ts ELSE state.set_ts END,
-    pending = CASE WHEN %(s)s THEN 0 ELSE state.pending END
+    set_value = CASE WHEN excluded.set_ts IS NULL THEN state.set_value
+                     ELSE excluded.set_value END,
+    set_ts = coalesce(excluded.set_ts, state.set_ts),
+    pending = CASE WHEN excluded.set_ts IS NULL THEN state.pending ELSE 0 END
 WHERE state.reported_ts IS NULL OR excluded.reported_ts >= state.reported_ts
 """
 _UPSERT_SET = (
-    "INSERT INTO state (device_id, alias, set_value, set_ts, pending) "
-    "VALUES (%s, %s, %s, %s, %s) "
+    "INSERT INTO state (device_id, alias, set_value, set_ts, pending) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (device_id, alias) DO UPDATE SET set_value = excluded.set_value, "
     "set_ts = excluded.set_ts, pending = excluded.pending"
 )
 
 
+def _payload_of(points: Sequence[PointWrite]) -> list[dict[str, Any]]:
+    """Group points by timestamp, in arrival order, into the Device2 payload shape
+    ``[{"timestamp": µs, "values": {alias: value}}]``.  A second value for an alias at the
+    same timestamp starts a new entry instead of overwriting the first (§12 item 14)."""
+    out: list[dict[str, Any]] = []
+    by_ts: dict[int, dict[str, Any]] = {}
+    for p in points:
+        entry = by_ts.get(p.timestamp)
+        if entry is None or p.alias in entry["values"]:
+            entry = {"timestamp": p.timestamp, "values": {}}
+            by_ts[p.timestamp] = entry
+            out.append(entry)
+        entry["values"][p.alias] = p.value
+    return out
+
+
 def _pending_among(tx: Tx, device_id: int, aliases: Iterable[str]) -> int:
+    fragment, args = tx.any_of(list(aliases))  # a device's aliases: far fewer than the limit
     return tx.count(
-        "SELECT count(*) FROM state WHERE device_id = %s AND pending = 1 AND alias = ANY(%s)",
-        (device_id, list(aliases)),
+        f"SELECT count(*) FROM state WHERE device_id = ? AND pending = 1 AND alias {fragment}",
+        [device_id, *args],
     )
 
 
 def data_in(tx: Tx, op: DataIn) -> int:
     """State upsert (newest point per alias wins), replay filtering, lastseen, one
     ``data_in`` event.  Returns the number of points stored (replays excluded)."""
-    cur = tx.cur
     # First, and in the same transaction: the device must still be allowed to write (lock
     # means now, docs/architecture.md "The node").  lastseen moves even for replays.
-    cur.execute(
-        "UPDATE devices SET lastseen = %s, lastip = coalesce(%s, lastip) "
-        "WHERE id = %s AND locked = 0 AND reprovision = 0",
+    if not tx.execute(
+        "UPDATE devices SET lastseen = ?, lastip = coalesce(?, lastip) "
+        "WHERE id = ? AND locked = 0 AND reprovision = 0",
         (op.timestamp, op.meta.ip, op.device_id),
-    )
-    if cur.rowcount == 0:
+    ):
         raise _write_refused(tx, op.device_id)
     points: Sequence[PointWrite] = op.points
     if any(p.replay_check for p in points):
@@ -90,11 +107,10 @@ def data_in(tx: Tx, op: DataIn) -> int:
         for p in points:
             if p.replay_check:
                 vh = hashlib.blake2b(p.value.encode(), digest_size=8).digest()
-                cur.execute(
-                    "INSERT INTO points VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                if not tx.execute(
+                    "INSERT INTO points VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (op.device_id, p.alias, p.timestamp, vh),
-                )
-                if cur.rowcount == 0:
+                ):
                     continue
             kept.append(p)
         points = kept
@@ -108,16 +124,19 @@ def data_in(tx: Tx, op: DataIn) -> int:
                 newest[p.alias] = p
     if newest:
         did = op.device_id
+        # A settable write may acknowledge a pending set value: count before and after
+        # (two index probes, only on writes to settable aliases) to keep the gauge exact.
         settable = [a for a, p in newest.items() if p.settable]
         before = _pending_among(tx, did, settable) if settable else 0
-        rows = [
-            {"d": did, "a": p.alias, "v": p.value, "t": p.timestamp, "s": p.settable}
-            for p in newest.values()
-        ]
-        if len(rows) == 1:
-            cur.execute(_UPSERT_REPORTED, rows[0])
-        else:
-            cur.executemany(_UPSERT_REPORTED, rows)
+        tx.executemany(
+            _UPSERT_REPORTED,
+            [
+                (did, p.alias, p.value, p.timestamp, p.value, p.timestamp)
+                if p.settable
+                else (did, p.alias, p.value, p.timestamp, None, None)
+                for p in newest.values()
+            ],
+        )
         if before:
             tx.delta.pending_values += _pending_among(tx, did, settable) - before
     tx.emit(
@@ -129,7 +148,7 @@ def data_in(tx: Tx, op: DataIn) -> int:
 
 
 def _write_refused(tx: Tx, device_id: int) -> Refused:
-    row = tx.one("SELECT locked FROM devices WHERE id = %s", (device_id,))
+    row = tx.one("SELECT locked FROM devices WHERE id = ?", (device_id,))
     if row is None:
         return Refused("the device was deleted", reason="deleted", http_status=401)
     if row[0]:
@@ -144,22 +163,24 @@ def append_event(tx: Tx, op: AppendEvent) -> int:
 
 
 def device_connected(tx: Tx, op: DeviceConnected) -> None:
-    tx.cur.execute(
-        "UPDATE devices SET online = 1, connection_id = %s, lastip = coalesce(%s, lastip), "
-        "lastseen = %s WHERE id = %s",
+    tx.execute(
+        "UPDATE devices SET online = 1, connection_id = ?, lastip = coalesce(?, lastip), "
+        "lastseen = ? WHERE id = ?",
         (op.meta.connection_id, op.meta.ip, op.timestamp, op.device_id),
     )
     tx.emit(AppendEvent(op.connector_id, "connect", op.identity, op.meta, op.timestamp))
 
 
 def device_disconnected(tx: Tx, op: DeviceDisconnected) -> None:
-    # Only the device's current connection takes it offline (docs/decisions.md).
-    tx.cur.execute(
-        "UPDATE devices SET lastseen = %(t)s, "
-        "online = CASE WHEN connection_id = %(c)s THEN 0 ELSE online END, "
-        "connection_id = CASE WHEN connection_id = %(c)s THEN NULL ELSE connection_id END "
-        "WHERE id = %(d)s",
-        {"t": op.timestamp, "c": op.meta.connection_id, "d": op.device_id},
+    # Only the device's current connection takes it offline: a newer connection of the
+    # same identity (here or on another process or node) may already have been recorded.
+    conn_id = op.meta.connection_id
+    tx.execute(
+        "UPDATE devices SET lastseen = ?, "
+        "online = CASE WHEN connection_id = ? THEN 0 ELSE online END, "
+        "connection_id = CASE WHEN connection_id = ? THEN NULL ELSE connection_id END "
+        "WHERE id = ?",
+        (op.timestamp, conn_id, conn_id, op.device_id),
     )
     tx.emit(
         AppendEvent(
@@ -169,15 +190,19 @@ def device_disconnected(tx: Tx, op: DeviceDisconnected) -> None:
 
 
 def drop_connections(tx: Tx, op: DropConnections) -> int:
-    pattern = op.prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    rows = tx.cur.execute(
+    # LIKE with the prefix escaped: connection ids are hex and dashes, but never trust that.
+    # "!" escapes, not a backslash, whose meaning in a PostgreSQL literal depends on
+    # standard_conforming_strings.  In id order, so nodes dropping at once lock rows in one
+    # order (PostgreSQL).
+    pattern = op.prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+    rows = tx.all(
         "SELECT id, connector_id, identity, connection_id FROM devices "
-        "WHERE connection_id LIKE %s ESCAPE '\\' ORDER BY id",
+        "WHERE connection_id LIKE ? ESCAPE '!' ORDER BY id",
         (pattern,),
-    ).fetchall()
+    )
     for did, cid, identity, conn_id in rows:
-        tx.cur.execute(
-            "UPDATE devices SET online = 0, connection_id = NULL, lastseen = %s WHERE id = %s",
+        tx.execute(
+            "UPDATE devices SET online = 0, connection_id = NULL, lastseen = ? WHERE id = ?",
             (op.timestamp, did),
         )
         tx.emit(
@@ -194,14 +219,13 @@ def drop_connections(tx: Tx, op: DropConnections) -> int:
 
 
 def node_beat(tx: Tx, op: NodeBeat) -> bool:
-    tx.cur.execute(
-        "UPDATE cluster_nodes SET seen = %s, prefix = %s WHERE name = %s",
+    if tx.execute(
+        "UPDATE cluster_nodes SET seen = ?, prefix = ? WHERE name = ?",
         (op.timestamp, op.prefix, op.node),
-    )
-    if tx.cur.rowcount == 1:
+    ):
         return True
-    tx.cur.execute(
-        "INSERT INTO cluster_nodes (name, prefix, seen) VALUES (%s, %s, %s)",
+    tx.execute(
+        "INSERT INTO cluster_nodes (name, prefix, seen) VALUES (?, ?, ?)",
         (op.node, op.prefix, op.timestamp),
     )
     return False
@@ -210,9 +234,7 @@ def node_beat(tx: Tx, op: NodeBeat) -> bool:
 def reap_nodes(tx: Tx, op: ReapNodes) -> int:
     # DELETE … RETURNING: a second node reaping at the same moment waits on the row lock
     # and then finds it gone, so each lost node's devices are dropped once
-    lost = tx.cur.execute(
-        "DELETE FROM cluster_nodes WHERE seen < %s RETURNING name, prefix", (op.before,)
-    ).fetchall()
+    lost = tx.all("DELETE FROM cluster_nodes WHERE seen < ? RETURNING name, prefix", (op.before,))
     for name, prefix in sorted(lost):
         dropped = drop_connections(tx, DropConnections(prefix, op.timestamp, op.reason))
         log.log(
@@ -226,18 +248,16 @@ def reap_nodes(tx: Tx, op: ReapNodes) -> int:
 
 def reset_online(tx: Tx, op: ResetOnline) -> int:
     # In a cluster another node's devices are online: only a whole-cluster start may clear
-    # every flag.  The store leaves that to its caller, as the SQLite one does.
-    tx.cur.execute(
+    # every flag (a node's start drops its own, DropConnections); that is the caller's call.
+    return tx.execute(
         "UPDATE devices SET online = 0, connection_id = NULL "
         "WHERE online = 1 OR connection_id IS NOT NULL"
     )
-    return tx.cur.rowcount
 
 
 def set_values(tx: Tx, op: SetValues) -> int:
-    cur = tx.cur
     row = tx.one(
-        "SELECT id FROM devices WHERE connector_id = %s AND identity = %s",
+        "SELECT id FROM devices WHERE connector_id = ? AND identity = ?",
         (op.connector_id, op.identity),
     )
     if row is None:
@@ -245,7 +265,7 @@ def set_values(tx: Tx, op: SetValues) -> int:
     did = int(row[0])
     before = _pending_among(tx, did, (v.alias for v in op.values))
     ts = op.timestamp
-    cur.executemany(_UPSERT_SET, [(did, v.alias, v.value, ts, int(v.pending)) for v in op.values])
+    tx.executemany(_UPSERT_SET, [(did, v.alias, v.value, ts, int(v.pending)) for v in op.values])
     tx.delta.pending_values += sum(v.pending for v in op.values) - before
     texts: dict[str, Any] = {v.alias: v.value for v in op.values}
     tx.emit(
@@ -261,29 +281,11 @@ def set_values(tx: Tx, op: SetValues) -> int:
     return did
 
 
-def trim_events(
-    conn: psycopg.Connection[tuple[Any, ...]],
-    *,
-    cutoff_us: int,
-    last_seqs: Mapping[str, int],
-    keep: int,
-) -> int:
-    """Event-log retention (older than ``cutoff_us``, or more than ``keep`` per connector)
-    and replay-check points older than the cutoff, in one transaction.  Returns the number
-    of events deleted."""
-    with conn.transaction(), conn.cursor() as cur:
-        deleted = cur.execute("DELETE FROM events WHERE ts < %s", (cutoff_us,)).rowcount
-        for cid, seq in last_seqs.items():
-            deleted += cur.execute(
-                "DELETE FROM events WHERE connector_id = %s AND seq <= %s", (cid, seq - keep)
-            ).rowcount
-        cur.execute("DELETE FROM points WHERE ts < %s", (cutoff_us,))
-    return deleted
-
-
-def seed_counts(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, int, int]:
-    """Devices, events kept, pending set values, counted in one snapshot: the gauges'
-    starting values (and their periodic re-seed, since other nodes move them too)."""
+def seed_counts(conn: Cursor) -> tuple[int, int, int]:
+    """Devices, events kept, pending set values, counted in one snapshot, on a connection
+    of either engine: the gauges' starting values, counted when the store opens (off the
+    Trio thread; PostgreSQL's writer re-counts at every retention pass, since other nodes
+    move the gauges too); commits move them from then on."""
     row = conn.execute(
         "SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM events), "
         "(SELECT count(*) FROM state WHERE pending = 1)"
