@@ -19,9 +19,25 @@ how much parsed input waits, which is how it bounds pipelining (it stops reading
 
 On top of llhttp the assembler applies what h11 (hypercorn's parser, which answered these
 requests before) also enforces, so both paths refuse the same heads (RFC 9112): exactly one
-``Host`` in HTTP/1.1, versions 1.0 and 1.1 only, an ASCII request target.  llhttp on its own
+``Host`` in HTTP/1.1, versions 1.0 and 1.1 only, an ASCII request target, exactly one space
+between the request line's parts (llhttp skips a run of spaces; h11 refused it: §3), and
+``chunked`` as the only transfer coding (``gzip, chunked`` is ``501``, as h11 answers it:
+§6.1).  It also refuses what neither parser checked: a ``Host`` value that is not
+``uri-host [":" port]`` (§3.2: 400, where routing would have called it an unknown host)
+and ``Transfer-Encoding`` in an HTTP/1.0 request (§6.1: faulty framing).  llhttp on its own
 already refuses, where h11 did not, ``Content-Length`` together with ``Transfer-Encoding``
 (request smuggling, RFC 9112 §6.1) and a chunk size that does not fit 64 bits.
+
+The request-line check needs the line's bytes, which llhttp does not report (only the
+target's): the head's request line, rebuilt with single spaces, must occur in the bytes
+read, searched from where the previous request's line was found (a cursor, so a burst of
+pipelined requests is scanned once).  The bytes of a head that spans reads are kept until
+it completes (bounded by ``max_head_bytes``).  A valid line is always found; a bad one could
+only be missed if an earlier request's body in the same read held the exact good line.
+
+Trailer fields of a chunked body are dropped (docs/decisions.md "HTTP trailers"): never
+merged into the head's headers (RFC 9110 §6.5.1), which the driver may read after the
+trailer was parsed.  They count against ``max_head_bytes`` like an unfinished head (431).
 
 Limits are constructor parameters.  ``max_head_bytes`` bounds a head that has not completed:
 llhttp keeps no buffer, but httptools accumulates the header field being parsed, so once a
@@ -60,10 +76,22 @@ __all__ = [
     "Event",
     "RequestAssembler",
     "RequestHead",
+    "UnsupportedTransferCoding",
     "Upgrade",
+    "valid_host",
 ]
 
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024  # an unfinished head may not grow past this (431)
+
+
+class UnsupportedTransferCoding(BadRequest):
+    """A transfer coding other than ``chunked`` (``gzip, chunked``): RFC 9112 §6.1 says
+    ``501 Not Implemented``, and h11 answers it so.  A :class:`BadRequest` because it is a
+    refusal of the input like the others (nothing changed, the connection ends); only the
+    status differs."""
+
+    code = "unsupported_transfer_coding"
+    http_status = 501
 
 
 class NEED_DATA:
@@ -189,16 +217,26 @@ class RequestAssembler:
     """
 
     __slots__ = (
+        "_carry",
+        "_carry_exact",
+        "_carry_from",
+        "_chunk_open",
+        "_chunk_opened_this_read",
+        "_cursor",
+        "_data",
         "_done",
         "_events",
         "_head_bytes",
         "_headers",
         "_in_head",
         "_in_message",
+        "_next",
         "_parser",
         "_queued",
         "_raw_headers",
+        "_skip",
         "_started_this_read",
+        "_trailer_bytes",
         "_url",
         "max_head_bytes",
     )
@@ -216,6 +254,22 @@ class RequestAssembler:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        # the request-line check (module docstring): the read being parsed; where in it the
+        # next request may begin (-1: not known, after a chunked body); where the last line
+        # was found; what the next read starts with that belongs to a Content-Length body
+        # (-1: a chunked body goes on); the earlier reads of a head that spans reads
+        self._data = b""
+        self._next = 0
+        self._cursor = 0
+        self._skip = 0
+        self._carry: list[bytes] = []
+        self._carry_from = 0
+        self._carry_exact = True
+        # trailers: a chunk header was parsed and no data followed (the last chunk's
+        # trailer section, or a chunk whose data has not arrived), and its bytes so far
+        self._chunk_open = False
+        self._chunk_opened_this_read = False
+        self._trailer_bytes = 0
 
     # -- sans-IO surface -------------------------------------------------------------------
 
@@ -254,7 +308,12 @@ class RequestAssembler:
             self._events.append(CONNECTION_CLOSED)
             return
         was_in_head = self._in_head
+        was_in_trailer = self._chunk_open
         self._started_this_read = False
+        self._chunk_opened_this_read = False
+        self._data = data
+        self._next = self._skip
+        self._cursor = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -268,11 +327,28 @@ class RequestAssembler:
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed request: {exc}"))
             return
+        finally:
+            self._data = b""  # only the carry outlives a read
         if self._in_head:
             if was_in_head and not self._started_this_read:
                 self._head_bytes += len(data)  # all of it is head: the head began earlier
+                self._carry.append(data)
+            else:  # the head began in this read, at (or after) the next request's place
+                self._carry = [data]
+                self._carry_exact = self._next >= 0
+                self._carry_from = self._next if self._carry_exact else self._cursor
+            self._skip = 0
+        elif self._next >= 0:
+            self._skip = max(0, self._next - len(data))  # the rest of a Content-Length body
+        else:
+            self._skip = -1 if self._in_message else 0
+        if self._in_head:
             if self._head_bytes > self.max_head_bytes:
                 self._fail(HeadersTooLarge(f"request head above {self.max_head_bytes} bytes"))
+        elif self._chunk_open and was_in_trailer and not self._chunk_opened_this_read:
+            self._trailer_bytes += len(data)  # all of it is trailer section
+            if self._trailer_bytes > self.max_head_bytes:
+                self._fail(HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes"))
 
     def next_event(self) -> Event:
         """The next event, or ``NEED_DATA``.  Raises the queued error when reached."""
@@ -365,6 +441,12 @@ class RequestAssembler:
             self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a trailer field: dropped (module docstring), but measured
+            if self._chunk_opened_this_read:  # later reads are counted whole (receive_data)
+                self._trailer_bytes += len(name) + len(value) + 4
+                if self._trailer_bytes > self.max_head_bytes:
+                    raise HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes")
+            return
         value = value.strip(b" \t")
         self._raw_headers.append((name, value))
         self._headers.append((name.lower(), value))
@@ -377,12 +459,22 @@ class RequestAssembler:
         self._events.append(self._head())
         self._queued += 256
 
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._chunk_opened_this_read = True
+        self._trailer_bytes = 0
+
     def on_body(self, body: bytes) -> None:
+        self._chunk_open = False
         self._events.append(Body(body))
         self._queued += len(body)
 
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
+
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._chunk_open = False
         self._events.append(END_OF_MESSAGE)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -400,30 +492,43 @@ class RequestAssembler:
             raise BadRequest("request target is not ASCII") from None
         if "%" in path:
             path = unquote(path)
+        method = parser.get_method()
+        self._check_request_line(method, target, version)
         headers = self._headers
         hosts = 0
+        host = b""
         size = 0
         keep_alive = version == "1.1"
         expect_continue = False
         content_length: int | None = None
-        chunked = False
+        coding: bytes | None = None  # Transfer-Encoding, every field line joined
         for name, value in headers:
             size += len(name) + len(value)
             if name == b"host":
                 hosts += 1
+                host = value
             elif name == b"connection":
                 if b"close" in _tokens(value):
                     keep_alive = False
             elif name == b"content-length":
                 content_length = int(value)  # llhttp checked digits, size and duplicates
             elif name == b"transfer-encoding":
-                chunked = True  # llhttp allows it only with chunked last
+                coding = value if coding is None else coding + b"," + value
             elif name == b"expect" and version == "1.1":
                 expect_continue = b"100-continue" in _tokens(value)
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
+        if hosts and not valid_host(host):
+            raise BadRequest(f"Host {host.decode('latin-1')!r} is not uri-host[:port]")
+        chunked = coding is not None and _chunked(coding)
+        if chunked and version == "1.0":
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
+        if chunked:
+            self._next = -1  # where the next request begins is llhttp's secret now
+        elif content_length and self._next >= 0:
+            self._next += content_length
         return RequestHead(
-            method=parser.get_method().decode("ascii"),
+            method=method.decode("ascii"),
             target=target,
             path=path,
             query=query,
@@ -436,6 +541,38 @@ class RequestAssembler:
             content_length=None if chunked else content_length,
             chunked=chunked,
         )
+
+    def _check_request_line(self, method: bytes, target: bytes, version: str) -> None:
+        """Refuse a request line whose parts are not separated by exactly one space (RFC
+        9112 §3; llhttp skips a run of them).  The line rebuilt with single spaces must be
+        where the request began (module docstring: nothing but empty lines before it), and
+        the head's end found after it is where its body begins; where that place is not
+        known (after a chunked body in the same read) the line must occur after the last
+        one found."""
+        line = b"%s %s HTTP/%s\r\n" % (method, target, version.encode("ascii"))
+        if self._carry:  # the head began in an earlier read
+            carried = sum(len(part) for part in self._carry)
+            buffer = b"".join([*self._carry, self._data])
+            start = self._carry_from
+            exact = self._carry_exact
+            self._carry = []
+            if not exact:
+                self._next = -1
+        else:
+            carried = 0
+            buffer = self._data
+            start = self._next
+            exact = start >= 0
+            if not exact:
+                start = self._cursor
+        found = buffer.find(line, start)
+        if found < 0 or (exact and buffer[start:found].strip(b"\r\n")):
+            raise BadRequest("malformed request line: method, target and version need one space")
+        end = found + len(line)
+        self._cursor = max(0, end - carried)
+        if exact:  # the head ends at its first empty line (llhttp accepts no bare LF)
+            blank = buffer.find(b"\r\n\r\n", end - 2)
+            self._next = blank + 4 - carried if blank >= 0 else -1
 
     def _upgrade(self, rest: bytes) -> None:
         """The parser paused after an upgrade request: its head (queued last) goes out
@@ -452,6 +589,48 @@ class RequestAssembler:
     def _fail(self, error: GatewayError) -> None:
         self._done = True
         self._events.append(_Failure(error))
+
+
+# RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ); IP-literal's
+# IPv6address (and IPvFuture) in hex digits, ":" and "." (and "v" plus unreserved / sub-delims)
+_REG_NAME = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;="
+_IP_LITERAL = _REG_NAME + b":"
+
+
+def valid_host(value: bytes) -> bool:
+    """``value`` is a ``Host`` field value RFC 9112 §3.2 accepts: ``uri-host [":" port]``
+    (RFC 3986 §3.2.2, §3.2.3), or empty.  Called once per request head (the fast path) or
+    per routing decision (the ASGI path): two ``bytes.translate`` passes in C, no regex.
+    Refuses spaces, ``/``, userinfo (``@``), a port that is not digits and non-ASCII."""
+    if value[:1] == b"[":
+        end = value.find(b"]")
+        if end < 2 or value[1:end].translate(None, _IP_LITERAL):
+            return False
+        rest = value[end + 1 :]
+        if not rest:
+            return True
+        if rest[:1] != b":":
+            return False
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(b":")
+        if name.translate(None, _REG_NAME):
+            return False
+    return not port or port.isdigit()
+
+
+def _chunked(coding: bytes) -> bool:
+    """Check a ``Transfer-Encoding`` value (True: the body is chunked).  Without ``chunked``
+    last the body's length is unknown (RFC 9112 §6.3: 400, as llhttp would refuse it after
+    the head); another coding before it is one we do not decode (§6.1: 501, as h11 answers)."""
+    if coding.lower() == b"chunked":
+        return True
+    codings = _tokens(coding)
+    if codings[-1] != b"chunked":
+        raise BadRequest("Transfer-Encoding without chunked last: the body length is unknown")
+    raise UnsupportedTransferCoding(
+        f"transfer coding {coding.decode('latin-1')!r}: only chunked is supported"
+    )
 
 
 def _tokens(value: bytes) -> list[bytes]:
