@@ -29,11 +29,15 @@ already refuses, where h11 did not, ``Content-Length`` together with ``Transfer-
 (request smuggling, RFC 9112 §6.1) and a chunk size that does not fit 64 bits.
 
 The request-line check needs the line's bytes, which llhttp does not report (only the
-target's): the head's request line, rebuilt with single spaces, must occur in the bytes
-read, searched from where the previous request's line was found (a cursor, so a burst of
-pipelined requests is scanned once).  The bytes of a head that spans reads are kept until
-it completes (bounded by ``max_head_bytes``).  A valid line is always found; a bad one could
-only be missed if an earlier request's body in the same read held the exact good line.
+target's): the head's request line, rebuilt with single spaces, must stand where the request
+begins, after nothing but empty lines (RFC 9112 §2.2).  That place is tracked through the
+read: the first request of a read begins at its start, the next one after the previous
+head's empty line plus its ``Content-Length``, or after its chunked body when that body lies
+wholly in the read (its framing, which llhttp has checked, is walked by ``_chunked_end``).
+The bytes of a head that spans reads are kept until it completes (bounded by
+``max_head_bytes``).  Only after a chunked body that spans reads is the place unknown; then
+the line must merely occur after the previous line found, so a bad line there escapes if a
+later copy of the same good line is in the read (a good line is never refused).
 
 Trailer fields of a chunked body are dropped (docs/decisions.md "HTTP trailers"): never
 merged into the head's headers (RFC 9110 §6.5.1), which the driver may read after the
@@ -222,12 +226,14 @@ class RequestAssembler:
         "_carry_from",
         "_chunk_open",
         "_chunk_opened_this_read",
+        "_chunked_from",
         "_cursor",
         "_data",
         "_done",
         "_events",
         "_head_bytes",
         "_headers",
+        "_host",
         "_in_head",
         "_in_message",
         "_next",
@@ -270,6 +276,8 @@ class RequestAssembler:
         self._chunk_open = False
         self._chunk_opened_this_read = False
         self._trailer_bytes = 0
+        self._host = b""  # the last Host value found valid (empty is valid too)
+        self._chunked_from = -1  # where in this read a chunked body began, if known
 
     # -- sans-IO surface -------------------------------------------------------------------
 
@@ -314,6 +322,7 @@ class RequestAssembler:
         self._data = data
         self._next = self._skip
         self._cursor = 0
+        self._chunked_from = -1
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -338,14 +347,17 @@ class RequestAssembler:
                 self._carry_exact = self._next >= 0
                 self._carry_from = self._next if self._carry_exact else self._cursor
             self._skip = 0
-        elif self._next >= 0:
-            self._skip = max(0, self._next - len(data))  # the rest of a Content-Length body
-        else:
-            self._skip = -1 if self._in_message else 0
-        if self._in_head:
             if self._head_bytes > self.max_head_bytes:
                 self._fail(HeadersTooLarge(f"request head above {self.max_head_bytes} bytes"))
-        elif self._chunk_open and was_in_trailer and not self._chunk_opened_this_read:
+            return
+        after = self._next - len(data)
+        if after > 0:
+            self._skip = after  # the rest of a Content-Length body
+        elif self._next >= 0 or not self._in_message:
+            self._skip = 0
+        else:
+            self._skip = -1  # a chunked body goes on
+        if was_in_trailer and self._chunk_open and not self._chunk_opened_this_read:
             self._trailer_bytes += len(data)  # all of it is trailer section
             if self._trailer_bytes > self.max_head_bytes:
                 self._fail(HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes"))
@@ -475,6 +487,9 @@ class RequestAssembler:
     def on_message_complete(self) -> None:
         self._in_message = False
         self._chunk_open = False
+        if self._chunked_from >= 0:  # a chunked body wholly in this read: where it ended
+            self._next = _chunked_end(self._data, self._chunked_from)
+            self._chunked_from = -1
         self._events.append(END_OF_MESSAGE)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -493,7 +508,17 @@ class RequestAssembler:
         if "%" in path:
             path = unquote(path)
         method = parser.get_method()
-        self._check_request_line(method, target, version)
+        # RFC 9112 §3: one space between the parts (module docstring)
+        line = b"".join((method, b" ", target, _LINE_END[version]))
+        data = self._data
+        start = self._next
+        if start >= 0 and not self._carry and data.startswith(line, start):
+            end = start + len(line)  # the usual case: it begins where the last one ended
+            self._cursor = end
+            blank = data.find(b"\r\n\r\n", end - 2)  # where the head (no bare LF) ends
+            self._next = blank + 4 if blank >= 0 else -1
+        else:
+            self._place_request_line(line)
         headers = self._headers
         hosts = 0
         host = b""
@@ -518,15 +543,17 @@ class RequestAssembler:
                 expect_continue = b"100-continue" in _tokens(value)
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
-        if hosts and not valid_host(host):
+        if hosts and host != self._host and not valid_host(host):
             raise BadRequest(f"Host {host.decode('latin-1')!r} is not uri-host[:port]")
         chunked = coding is not None and _chunked(coding)
         if chunked and version == "1.0":
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
-        if chunked:
-            self._next = -1  # where the next request begins is llhttp's secret now
+        if chunked:  # where the next request begins: found at the body's end, in this read
+            self._chunked_from = self._next
+            self._next = -1
         elif content_length and self._next >= 0:
             self._next += content_length
+        self._host = host  # valid (or absent): the connection's next heads repeat it
         return RequestHead(
             method=method.decode("ascii"),
             target=target,
@@ -542,14 +569,13 @@ class RequestAssembler:
             chunked=chunked,
         )
 
-    def _check_request_line(self, method: bytes, target: bytes, version: str) -> None:
+    def _place_request_line(self, line: bytes) -> None:
         """Refuse a request line whose parts are not separated by exactly one space (RFC
-        9112 §3; llhttp skips a run of them).  The line rebuilt with single spaces must be
-        where the request began (module docstring: nothing but empty lines before it), and
-        the head's end found after it is where its body begins; where that place is not
-        known (after a chunked body in the same read) the line must occur after the last
-        one found."""
-        line = b"%s %s HTTP/%s\r\n" % (method, target, version.encode("ascii"))
+        9112 §3; llhttp skips a run of them), in the cases ``_head`` does not settle
+        itself.  ``line`` (rebuilt with single spaces) must be where the request began
+        (module docstring: nothing but empty lines before it), and the head's end found
+        after it is where its body begins; where that place is not known (after a chunked
+        body that spans reads) the line must occur after the last one found."""
         if self._carry:  # the head began in an earlier read
             carried = sum(len(part) for part in self._carry)
             buffer = b"".join([*self._carry, self._data])
@@ -565,9 +591,14 @@ class RequestAssembler:
             exact = start >= 0
             if not exact:
                 start = self._cursor
-        found = buffer.find(line, start)
-        if found < 0 or (exact and buffer[start:found].strip(b"\r\n")):
-            raise BadRequest("malformed request line: method, target and version need one space")
+        if exact and buffer.startswith(line, start):
+            found = start  # the usual case: the request begins right there
+        else:
+            found = buffer.find(line, start)
+            if found < 0 or (exact and buffer[start:found].strip(b"\r\n")):
+                raise BadRequest(
+                    "malformed request line: method, target and version need one space"
+                )
         end = found + len(line)
         self._cursor = max(0, end - carried)
         if exact:  # the head ends at its first empty line (llhttp accepts no bare LF)
@@ -590,6 +621,8 @@ class RequestAssembler:
         self._done = True
         self._events.append(_Failure(error))
 
+
+_LINE_END = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}  # versions _head admits
 
 # RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ); IP-literal's
 # IPv6address (and IPvFuture) in hex digits, ":" and "." (and "v" plus unreserved / sub-delims)
@@ -617,6 +650,27 @@ def valid_host(value: bytes) -> bool:
         if name.translate(None, _REG_NAME):
             return False
     return not port or port.isdigit()
+
+
+def _chunked_end(data: bytes, pos: int) -> int:
+    """Where the chunked body that begins at ``data[pos]`` ends (after its trailer
+    section), or -1.  Only called once llhttp parsed that body whole, so its framing is
+    valid: size lines ``hex[;ext]`` with CRLF, data plus CRLF, the last chunk ``0``, then
+    trailer lines up to an empty line."""
+    try:
+        while True:
+            eol = data.find(b"\r\n", pos)
+            size = int(data[pos:eol].partition(b";")[0], 16)
+            if not size:
+                break
+            pos = eol + 4 + size
+    except ValueError:
+        return -1
+    pos = eol + 2
+    if data.startswith(b"\r\n", pos):
+        return pos + 2
+    end = data.find(b"\r\n\r\n", pos)
+    return end + 4 if end >= 0 else -1
 
 
 def _chunked(coding: bytes) -> bool:
