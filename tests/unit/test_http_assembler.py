@@ -338,6 +338,26 @@ def test_request_line_check_across_reads(chunk: int) -> None:
     assert feed(fake + b"\r\n" + GET, chunk=chunk) == feed(fake) + feed(GET)
 
 
+@pytest.mark.parametrize("trailer", [b"", b"X-T: GET /x HTTP/1.1\r\n"])
+def test_request_line_check_after_a_chunked_body_in_the_read(trailer: bytes) -> None:
+    """A chunked body lying in the read is walked to its end, so the request after it is
+    checked where it begins: a copy of the good line in the body, its trailer or a later
+    request does not hide a bad line."""
+    good = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    body = b"GET /x HTTP/1.1\r\n"
+    chunked = (
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x;e=1\r\n%s\r\n0\r\n" % (len(body), body)
+        + trailer
+        + b"\r\n"
+    )
+    out = feed(chunked + b"GET  /x HTTP/1.1\r\nHost: h\r\n\r\n" + good)
+    assert out[1] == body
+    assert out[-1][0] is BadRequest  # type: ignore[index]
+    assert len(out) == 3
+    assert feed(chunked + b"\r\n" + good + chunked + good) == feed(chunked + good) * 2
+
+
 def test_unfinished_head_limit() -> None:
     """A head still incomplete after ``max_head_bytes`` more bytes is 431; the bytes of the
     read it began in count as far as llhttp reported them, so a burst of small pipelined
