@@ -30,18 +30,18 @@ already refuses, where h11 did not, ``Content-Length`` together with ``Transfer-
 
 The request-line check needs the line's bytes, which llhttp does not report (only the
 target's): the head's request line, rebuilt with single spaces, must stand where the request
-begins, after nothing but empty lines (RFC 9112 §2.2).  That place is tracked through the
-read: the first request of a read begins at its start, the next one after the previous
-head's empty line plus its ``Content-Length``, or after its chunked body when that body lies
-wholly in the read (its framing, which llhttp has checked, is walked by ``_chunked_end``).
-The bytes of a head that spans reads are kept until it completes (bounded by
-``max_head_bytes``).  Only after a chunked body that spans reads is the place unknown; then
-the line must merely occur after the previous line found, so a bad line there escapes if a
-later copy of the same good line is in the read (a good line is never refused).
+begins, after nothing but empty lines (RFC 9112 §2.2).  That place is tracked from read to
+read: a read begins between requests or inside a known body; the next request begins after
+the previous head's empty line plus its ``Content-Length``, or where its chunked body ends
+(:class:`_ChunkWalk` follows the framing llhttp has already accepted, a few steps per
+chunk).  The bytes of a head that spans reads are kept until it completes (bounded by
+``max_head_bytes``).  Should the place ever be lost, the line need only occur after the
+previous line found: a good line is never refused.
 
 Trailer fields of a chunked body are dropped (docs/decisions.md "HTTP trailers"): never
 merged into the head's headers (RFC 9110 §6.5.1), which the driver may read after the
-trailer was parsed.  They count against ``max_head_bytes`` like an unfinished head (431).
+trailer was parsed.  A trailer section still unfinished after a read counts against
+``max_head_bytes`` like an unfinished head (431): httptools buffers the field it parses.
 
 Limits are constructor parameters.  ``max_head_bytes`` bounds a head that has not completed:
 llhttp keeps no buffer, but httptools accumulates the header field being parsed, so once a
@@ -224,9 +224,6 @@ class RequestAssembler:
         "_carry",
         "_carry_exact",
         "_carry_from",
-        "_chunk_open",
-        "_chunk_opened_this_read",
-        "_chunked_from",
         "_cursor",
         "_data",
         "_done",
@@ -242,8 +239,9 @@ class RequestAssembler:
         "_raw_headers",
         "_skip",
         "_started_this_read",
-        "_trailer_bytes",
         "_url",
+        "_walk",
+        "_walk_from",
         "max_head_bytes",
     )
 
@@ -271,13 +269,10 @@ class RequestAssembler:
         self._carry: list[bytes] = []
         self._carry_from = 0
         self._carry_exact = True
-        # trailers: a chunk header was parsed and no data followed (the last chunk's
-        # trailer section, or a chunk whose data has not arrived), and its bytes so far
-        self._chunk_open = False
-        self._chunk_opened_this_read = False
-        self._trailer_bytes = 0
         self._host = b""  # the last Host value found valid (empty is valid too)
-        self._chunked_from = -1  # where in this read a chunked body began, if known
+        # a chunked body whose start is known, followed to its end (module docstring)
+        self._walk: _ChunkWalk | None = None
+        self._walk_from = 0
 
     # -- sans-IO surface -------------------------------------------------------------------
 
@@ -316,13 +311,10 @@ class RequestAssembler:
             self._events.append(CONNECTION_CLOSED)
             return
         was_in_head = self._in_head
-        was_in_trailer = self._chunk_open
         self._started_this_read = False
-        self._chunk_opened_this_read = False
         self._data = data
         self._next = self._skip
         self._cursor = 0
-        self._chunked_from = -1
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -350,6 +342,12 @@ class RequestAssembler:
             if self._head_bytes > self.max_head_bytes:
                 self._fail(HeadersTooLarge(f"request head above {self.max_head_bytes} bytes"))
             return
+        walk = self._walk
+        if walk is not None:  # the chunked body goes on in the next read
+            walk.run(data, self._walk_from)
+            self._walk_from = 0
+            if walk.trailer > self.max_head_bytes:  # dropped, but httptools buffers a field
+                self._fail(HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes"))
         after = self._next - len(data)
         if after > 0:
             self._skip = after  # the rest of a Content-Length body
@@ -357,10 +355,6 @@ class RequestAssembler:
             self._skip = 0
         else:
             self._skip = -1  # a chunked body goes on
-        if was_in_trailer and self._chunk_open and not self._chunk_opened_this_read:
-            self._trailer_bytes += len(data)  # all of it is trailer section
-            if self._trailer_bytes > self.max_head_bytes:
-                self._fail(HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes"))
 
     def next_event(self) -> Event:
         """The next event, or ``NEED_DATA``.  Raises the queued error when reached."""
@@ -453,12 +447,8 @@ class RequestAssembler:
             self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:  # a trailer field: dropped (module docstring), but measured
-            if self._chunk_opened_this_read:  # later reads are counted whole (receive_data)
-                self._trailer_bytes += len(name) + len(value) + 4
-                if self._trailer_bytes > self.max_head_bytes:
-                    raise HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes")
-            return
+        if not self._in_head:  # a trailer field: dropped (module docstring; measured by
+            return  # the chunk walk while it is unfinished)
         value = value.strip(b" \t")
         self._raw_headers.append((name, value))
         self._headers.append((name.lower(), value))
@@ -471,25 +461,16 @@ class RequestAssembler:
         self._events.append(self._head())
         self._queued += 256
 
-    def on_chunk_header(self) -> None:
-        self._chunk_open = True
-        self._chunk_opened_this_read = True
-        self._trailer_bytes = 0
-
     def on_body(self, body: bytes) -> None:
-        self._chunk_open = False
         self._events.append(Body(body))
         self._queued += len(body)
 
-    def on_chunk_complete(self) -> None:
-        self._chunk_open = False
-
     def on_message_complete(self) -> None:
         self._in_message = False
-        self._chunk_open = False
-        if self._chunked_from >= 0:  # a chunked body wholly in this read: where it ended
-            self._next = _chunked_end(self._data, self._chunked_from)
-            self._chunked_from = -1
+        walk = self._walk
+        if walk is not None:  # a chunked body: where it ended is where the next request begins
+            self._next = walk.run(self._data, self._walk_from)
+            self._walk = None
         self._events.append(END_OF_MESSAGE)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -548,8 +529,10 @@ class RequestAssembler:
         chunked = coding is not None and _chunked(coding)
         if chunked and version == "1.0":
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
-        if chunked:  # where the next request begins: found at the body's end, in this read
-            self._chunked_from = self._next
+        if chunked:  # where the next request begins: found at the body's end
+            if self._next >= 0:
+                self._walk = _ChunkWalk()
+                self._walk_from = self._next
             self._next = -1
         elif content_length and self._next >= 0:
             self._next += content_length
@@ -652,25 +635,91 @@ def valid_host(value: bytes) -> bool:
     return not port or port.isdigit()
 
 
-def _chunked_end(data: bytes, pos: int) -> int:
-    """Where the chunked body that begins at ``data[pos]`` ends (after its trailer
-    section), or -1.  Only called once llhttp parsed that body whole, so its framing is
-    valid: size lines ``hex[;ext]`` with CRLF, data plus CRLF, the last chunk ``0``, then
-    trailer lines up to an empty line."""
-    try:
-        while True:
-            eol = data.find(b"\r\n", pos)
-            size = int(data[pos:eol].partition(b";")[0], 16)
-            if not size:
+_HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+_START, _SIZE, _EXT, _DATA, _LINE, _SKIP, _END = range(7)
+
+
+class _ChunkWalk:
+    """Follows the framing of one chunked body, read by read, to find where it ends (after
+    its trailer section): where the next pipelined request begins.  llhttp parses the body;
+    this only counts, over bytes llhttp has already accepted, so the framing is valid: size
+    lines ``hex[;ext]`` CRLF, that many bytes and CRLF, the last chunk ``0``, then trailer
+    lines up to an empty line.  A few Python steps per chunk, none per data byte.
+    ``trailer`` measures a trailer section still arriving (held to the head limit)."""
+
+    __slots__ = ("left", "size", "state", "trailer")
+
+    def __init__(self) -> None:
+        self.state = _START
+        self.size = 0
+        self.left = 0
+        self.trailer = 0  # bytes of an unfinished trailer section walked so far
+
+    def run(self, data: bytes, pos: int) -> int:
+        """Walk ``data`` from ``pos``: where the body ends in it, or -1 (not in it)."""
+        n = len(data)
+        state = self.state
+        left = self.left
+        size = self.size
+        find = data.find
+        end = -1
+        mark = pos if state >= _LINE else -1  # where this run entered the trailer section
+        while pos < n:
+            if state == _START:  # a size line begins: whole in this read, usually
+                lf = find(b"\n", pos)
+                if lf < 0:
+                    state = _SIZE
+                    size = 0
+                    continue
+                size = int(data[pos:lf].partition(b";")[0], 16)  # int() drops the CR
+                if size:
+                    pos = lf + 3 + size  # past the LF, the data and its CRLF
+                    if pos > n:
+                        state = _DATA
+                        left = pos - n
+                else:
+                    pos = lf + 1
+                    state = _LINE
+                    mark = pos
+            elif state == _DATA:
+                if left > n - pos:
+                    left -= n - pos
+                    pos = n
+                else:
+                    pos += left
+                    state = _START
+            elif state == _SIZE:  # a size line cut by the read, digit by digit
+                digit = _HEX.get(data[pos])
+                if digit is None:
+                    state = _EXT  # ";" or CR: the rest of the size line
+                else:
+                    size = size * 16 + digit
+                    pos += 1
+            elif state in (_EXT, _SKIP):
+                lf = find(b"\n", pos)
+                if lf < 0:
+                    pos = n
+                    break
+                pos = lf + 1
+                if state == _SKIP or not size:
+                    if state != _SKIP:
+                        mark = pos
+                    state = _LINE  # a trailer line (or none) starts
+                else:
+                    state = _DATA
+                    left = size + 2  # the data and its CRLF
+            elif state == _LINE:
+                state = _END if data[pos] == 13 else _SKIP  # CR: the empty line
+                pos += 1
+            else:  # _END: the LF of the empty line
+                end = pos + 1
                 break
-            pos = eol + 4 + size
-    except ValueError:
-        return -1
-    pos = eol + 2
-    if data.startswith(b"\r\n", pos):
-        return pos + 2
-    end = data.find(b"\r\n\r\n", pos)
-    return end + 4 if end >= 0 else -1
+        self.state = state
+        self.left = left
+        self.size = size
+        if mark >= 0 and end < 0:
+            self.trailer += pos - mark
+        return end
 
 
 def _chunked(coding: bytes) -> bool:
