@@ -21,6 +21,7 @@ from gateway.device.http.assembler import (
     RequestHead,
     UnsupportedTransferCoding,
     Upgrade,
+    _ChunkWalk,
     valid_host,
 )
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
@@ -364,6 +365,31 @@ def test_request_line_check_after_a_chunked_body(trailer: bytes, chunk: int | No
     assert len(out) == 3
     twice = feed(chunked + b"\r\n" + good + chunked + good, chunk=chunk)
     assert twice == feed(chunked + good) * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=5),
+    st.lists(st.text(alphabet="ab=;x", max_size=8).map(str.encode), max_size=3),
+    st.sampled_from([b"", b";e=1", b';q="a;b"']),
+    st.integers(1, 30),
+)
+def test_chunk_walk_finds_the_end_whatever_the_reads(
+    chunks: list[bytes], trailers: list[bytes], ext: bytes, step: int
+) -> None:
+    """The walk that places the next request line ends exactly after the body's empty line,
+    read by read, and measures only an unfinished trailer section."""
+    body = b"".join(b"%x%s\r\n%s\r\n" % (len(c), ext, c) for c in chunks)
+    body += b"0" + ext + b"\r\n" + b"".join(b"X-" + t + b": v\r\n" for t in trailers) + b"\r\n"
+    data = body + b"GET / HTTP/1.1\r\n"
+    walk = _ChunkWalk()
+    ends = [walk.run(data[i : i + step], 0) for i in range(0, len(body), step)]
+    last = len(ends) - 1
+    assert ends[:last] == [-1] * last
+    assert ends[last] + last * step == len(body)
+    whole = _ChunkWalk()
+    assert whole.run(data, 0) == len(body)
+    assert whole.trailer == 0
 
 
 def test_unfinished_head_limit() -> None:

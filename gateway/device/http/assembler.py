@@ -259,9 +259,9 @@ class RequestAssembler:
         self._headers: list[tuple[bytes, bytes]] = []
         self._raw_headers: list[tuple[bytes, bytes]] = []
         # the request-line check (module docstring): the read being parsed; where in it the
-        # next request may begin (-1: not known, after a chunked body); where the last line
-        # was found; what the next read starts with that belongs to a Content-Length body
-        # (-1: a chunked body goes on); the earlier reads of a head that spans reads
+        # next request may begin (-1: inside a chunked body until its walk ends, or lost);
+        # where the last line was found; how much of the next read belongs to a
+        # Content-Length body (-1: a chunked body goes on); the reads of an unfinished head
         self._data = b""
         self._next = 0
         self._cursor = 0
@@ -557,8 +557,8 @@ class RequestAssembler:
         9112 §3; llhttp skips a run of them), in the cases ``_head`` does not settle
         itself.  ``line`` (rebuilt with single spaces) must be where the request began
         (module docstring: nothing but empty lines before it), and the head's end found
-        after it is where its body begins; where that place is not known (after a chunked
-        body that spans reads) the line must occur after the last one found."""
+        after it is where its body begins; should that place be lost (a chunk walk that
+        met framing it does not know) the line need only occur after the last one found."""
         if self._carry:  # the head began in an earlier read
             carried = sum(len(part) for part in self._carry)
             buffer = b"".join([*self._carry, self._data])
@@ -615,8 +615,9 @@ _IP_LITERAL = _REG_NAME + b":"
 
 def valid_host(value: bytes) -> bool:
     """``value`` is a ``Host`` field value RFC 9112 §3.2 accepts: ``uri-host [":" port]``
-    (RFC 3986 §3.2.2, §3.2.3), or empty.  Called once per request head (the fast path) or
-    per routing decision (the ASGI path): two ``bytes.translate`` passes in C, no regex.
+    (RFC 3986 §3.2.2, §3.2.3), or empty.  Called once per connection and Host value (the
+    fast path) or per routing decision (the ASGI path): a ``bytes.translate`` in C and a
+    digit check, no regex.
     Refuses spaces, ``/``, userinfo (``@``), a port that is not digits and non-ASCII."""
     if value[:1] == b"[":
         end = value.find(b"]")
@@ -636,7 +637,7 @@ def valid_host(value: bytes) -> bool:
 
 
 _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
-_START, _SIZE, _EXT, _DATA, _LINE, _SKIP, _END = range(7)
+_START, _SIZE, _EXT, _DATA, _LINE, _SKIP, _END, _LOST = range(8)
 
 
 class _ChunkWalk:
@@ -663,15 +664,19 @@ class _ChunkWalk:
         size = self.size
         find = data.find
         end = -1
-        mark = pos if state >= _LINE else -1  # where this run entered the trailer section
-        while pos < n:
+        mark = pos if _LINE <= state < _LOST else -1  # where this run entered the trailer
+        while pos < n and state != _LOST:
             if state == _START:  # a size line begins: whole in this read, usually
                 lf = find(b"\n", pos)
                 if lf < 0:
                     state = _SIZE
                     size = 0
                     continue
-                size = int(data[pos:lf].partition(b";")[0], 16)  # int() drops the CR
+                try:
+                    size = int(data[pos:lf].partition(b";")[0], 16)  # int() drops the CR
+                except ValueError:  # not the framing llhttp accepts: lost (never raise)
+                    state = _LOST
+                    break
                 if size:
                     pos = lf + 3 + size  # past the LF, the data and its CRLF
                     if pos > n:
@@ -711,13 +716,13 @@ class _ChunkWalk:
             elif state == _LINE:
                 state = _END if data[pos] == 13 else _SKIP  # CR: the empty line
                 pos += 1
-            else:  # _END: the LF of the empty line
+            elif state == _END:  # the LF of the empty line
                 end = pos + 1
                 break
         self.state = state
         self.left = left
         self.size = size
-        if mark >= 0 and end < 0:
+        if mark >= 0 and end < 0 and state != _LOST:
             self.trailer += pos - mark
         return end
 
