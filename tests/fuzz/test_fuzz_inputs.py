@@ -18,12 +18,7 @@ from gateway.testing.fuzz import TARGETS, load
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 
 # Crash inputs whose fix has not landed: xfail (strict) until it does, with why.
-PENDING = {
-    "crash-ad6afe6fa7fa7a176bb1e71e80f4d1cf2bef8495": (
-        "http_assembler: trailer fields of a chunked body are appended to the headers of the "
-        "request head already emitted (open finding, docs/reliability.md section 9)"
-    ),
-}
+PENDING: dict[str, str] = {}
 
 
 def _inputs(kind: str) -> list[object]:

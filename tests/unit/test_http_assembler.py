@@ -19,7 +19,10 @@ from gateway.device.http.assembler import (
     Event,
     RequestAssembler,
     RequestHead,
+    UnsupportedTransferCoding,
     Upgrade,
+    _ChunkWalk,
+    valid_host,
 )
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 
@@ -165,6 +168,99 @@ def test_chunked_body_with_extensions_and_trailers() -> None:
         assert out[1] == b"hello world"
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_trailer_fields_are_never_headers(chunk: int) -> None:
+    """Trailer fields are dropped (docs/decisions.md "HTTP trailers"): a head already
+    emitted never grows them, however the reads fall (RFC 9110 §6.5.1), and the request
+    after them is parsed as before."""
+    data = (
+        b"POST /onep:v1/stack/record HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nalias\r\n0\r\nX-Exosite-CIK: 0123456789\r\nHost: evil\r\n\r\n"
+    )
+    asm = RequestAssembler()
+    got: list[Event] = []
+    for i in range(0, len(data + GET), chunk):
+        asm.receive_data((data + GET)[i : i + chunk])
+        got.extend(events(asm))
+    heads = [e for e in got if type(e) is RequestHead]
+    assert [h.headers for h in heads] == [
+        [(b"host", b"h"), (b"transfer-encoding", b"chunked")],
+        [(b"host", b"x"), (b"x-exosite-cik", b"t")],
+    ]
+    assert heads[0].raw_headers == [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")]
+    assert b"".join(e.data for e in got if type(e) is Body) == b"alias"
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 700])
+def test_trailer_section_limit(chunk: int) -> None:
+    """Dropped trailers still cost memory while they arrive (httptools buffers a field):
+    a trailer section still unfinished past ``max_head_bytes`` is 431, like an unfinished
+    head.  One that completes within a read is dropped whole (its cost is that read)."""
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+    many = head + b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 40) for i in range(40)) + b"\r\n"
+    out = feed(many, chunk=chunk, max_head_bytes=1024)
+    assert out[-1][0] is HeadersTooLarge  # type: ignore[index]
+    assert feed(many, max_head_bytes=1024)[-1] == b"abc"
+    one_big = head + b"X-T: " + b"v" * 5000  # never ends
+    out = feed(one_big, chunk=chunk, max_head_bytes=1024)
+    assert out[-1][0] is HeadersTooLarge  # type: ignore[index]
+    small = head + b"X-T: 1\r\n\r\n"
+    assert feed(small, chunk=chunk, max_head_bytes=1024)[-1] == b"abc"
+    # the body itself is no trailer: a big chunked body in small reads is not refused
+    body = b"400\r\n" + b"b" * 1024 + b"\r\n"
+    big = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body * 8
+    assert feed(big + b"0\r\n\r\n", chunk=chunk, max_head_bytes=1024)[-1] == b"b" * 8192
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"h",
+        b"demo.devmode-m2.localhost",
+        b"h:8080",
+        b"h:",
+        b"[::1]",
+        b"[::1]:443",
+        b"%41.x",
+        b"127.0.0.1:1",
+        b"a-b_c~d!$&'()*+,;=",
+    ],
+)
+def test_valid_host_values(value: bytes) -> None:
+    assert valid_host(value)
+    assert feed(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n")[-1] == b""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"a b",
+        b"a/b",
+        b"user@h",
+        b"h:x",
+        b"h:80:81",
+        b"h:-1",
+        b"d\xc3\xa9mo",
+        b"[::1",
+        b"[]",
+        b"[::1]x",
+        b"[::1]:x",
+        b"[a/b]",
+        b"h\x7f",
+        b"h?",
+        b"h#",
+    ],
+)
+def test_invalid_host_is_bad_request(value: bytes) -> None:
+    """RFC 9112 §3.2: a Host that is not ``uri-host [":" port]`` is 400 (not routed as an
+    unknown host); nothing of the request is emitted."""
+    assert not valid_host(value)
+    out = feed(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n")
+    assert len(out) == 1
+    assert out[0][0] is BadRequest  # type: ignore[index]  # (llhttp refuses DEL itself)
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -188,6 +284,15 @@ def test_chunked_body_with_extensions_and_trailers() -> None:
         b"GARBAGE\r\n\r\n",
         b"\x00\x01garbage\r\n\r\n",
         b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+        # RFC 9112 §3: one space between the request line's parts (llhttp skips a run)
+        b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET   /onep:v1/stack/alias?a&b  HTTP/1.1\r\nHost: x\r\nX-Exosite-CIK: t\r\n\r\n",
+        # RFC 9112 §3.2: a Host value that is not uri-host[:port]
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing
+        b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ],
 )
 def test_malformed_framing_is_bad_request_after_the_good_requests(data: bytes) -> None:
@@ -197,6 +302,94 @@ def test_malformed_framing_is_bad_request_after_the_good_requests(data: bytes) -
     assert out[:2] == feed(GET)
     assert out[-1][0] is BadRequest  # type: ignore[index]
     assert len(out) in (3, 4)
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"x, Chunked"])
+def test_transfer_coding_before_chunked_is_501(coding: bytes) -> None:
+    """RFC 9112 §6.1: a coding we do not decode is 501 (h11's answer too); the request is
+    not emitted and nothing after it is read."""
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"
+    for chunk in (1, None):
+        out = feed(GET + data + GET, chunk=chunk)
+        assert out[:2] == feed(GET)
+        assert out[2][0] is UnsupportedTransferCoding  # type: ignore[index]
+        assert len(out) == 3
+    assert UnsupportedTransferCoding("x").http_status == 501
+
+
+def test_two_header_lines_of_codings_are_one_list() -> None:
+    lines = b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+    out = feed(b"POST / HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n0\r\n\r\n")
+    assert out[-1][0] is UnsupportedTransferCoding  # type: ignore[index]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 7, 64])
+def test_request_line_check_across_reads(chunk: int) -> None:
+    """The request-line check sees a line however the reads cut it, and a burst of the
+    same good line before a bad one does not hide the bad one."""
+    good = POST * 3 + GET
+    assert feed(good, chunk=chunk) == feed(good)
+    bad = POST * 3 + b"POST  /onep:v1/stack/alias HTTP/1.1\r\nHost: x\r\n\r\n"
+    out = feed(bad, chunk=chunk)
+    assert out[-1][0] is BadRequest  # type: ignore[index]
+    assert out[:-1] == feed(POST * 3)
+    big = b"GET  / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n"
+    assert feed(big, chunk=chunk * 100)[-1][0] is BadRequest  # type: ignore[index]
+    # a body holding the good line does not hide the bad line after it; empty lines
+    # before a request are allowed (RFC 9112 §2.2)
+    fake = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 16\r\n\r\nGET / HTTP/1.1\r\n"
+    out = feed(fake + b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n" + b"\r\n" + GET, chunk=chunk)
+    assert out[1] == b"GET / HTTP/1.1\r\n"
+    assert out[-1][0] is BadRequest  # type: ignore[index]
+    assert len(out) == 3
+    assert feed(fake + b"\r\n" + GET, chunk=chunk) == feed(fake) + feed(GET)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 9, 64, None])
+@pytest.mark.parametrize("trailer", [b"", b"X-T: GET /x HTTP/1.1\r\n"])
+def test_request_line_check_after_a_chunked_body(trailer: bytes, chunk: int | None) -> None:
+    """A chunked body is walked to its end however the reads cut it, so the request after
+    it is checked where it begins: a copy of the good line in the body, its trailer or a
+    later request does not hide a bad line."""
+    good = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    body = b"GET /x HTTP/1.1\r\n"
+    chunked = (
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x;e=1\r\n%s\r\n0\r\n" % (len(body), body)
+        + trailer
+        + b"\r\n"
+    )
+    out = feed(chunked + b"GET  /x HTTP/1.1\r\nHost: h\r\n\r\n" + good, chunk=chunk)
+    assert out[1] == body
+    assert out[-1][0] is BadRequest  # type: ignore[index]
+    assert len(out) == 3
+    twice = feed(chunked + b"\r\n" + good + chunked + good, chunk=chunk)
+    assert twice == feed(chunked + good) * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=5),
+    st.lists(st.text(alphabet="ab=;x", max_size=8).map(str.encode), max_size=3),
+    st.sampled_from([b"", b";e=1", b';q="a;b"']),
+    st.integers(1, 30),
+)
+def test_chunk_walk_finds_the_end_whatever_the_reads(
+    chunks: list[bytes], trailers: list[bytes], ext: bytes, step: int
+) -> None:
+    """The walk that places the next request line ends exactly after the body's empty line,
+    read by read, and measures only an unfinished trailer section."""
+    body = b"".join(b"%x%s\r\n%s\r\n" % (len(c), ext, c) for c in chunks)
+    body += b"0" + ext + b"\r\n" + b"".join(b"X-" + t + b": v\r\n" for t in trailers) + b"\r\n"
+    data = body + b"GET / HTTP/1.1\r\n"
+    walk = _ChunkWalk()
+    ends = [walk.run(data[i : i + step], 0) for i in range(0, len(body), step)]
+    last = len(ends) - 1
+    assert ends[:last] == [-1] * last
+    assert ends[last] + last * step == len(body)
+    whole = _ChunkWalk()
+    assert whole.run(data, 0) == len(body)
+    assert whole.trailer == 0
 
 
 def test_unfinished_head_limit() -> None:

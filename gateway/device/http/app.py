@@ -70,6 +70,7 @@ from gateway.device.http.asgi import (
     status_of,
     timed_receive,
 )
+from gateway.device.http.assembler import valid_host
 from gateway.device.http.forms import encode_component, encode_pairs, parse_form, parse_names
 from gateway.errors import (
     BadRequest,
@@ -242,8 +243,9 @@ class DeviceApp:
             return
         conn: HttpConnection = scope["state"][STATE_KEY]
         req = Request.from_scope(scope, conn)
-        if scope["http_version"][0] == "1" and _both_framings(req.headers):
-            # RFC 9112 §6.1: answer and close, as the fast path's parser does (same bytes)
+        version = scope["http_version"]
+        if version[0] == "1" and _bad_framing(req.headers, version):
+            # answer and close, as the fast path's parser does (same bytes)
             await send(_FRAMING_400)
             await send(_FRAMING_400_BODY)
             return
@@ -454,6 +456,9 @@ class DeviceApp:
         version = self.registry.version
         if cached is not None and cached[0] == host and cached[1] == version:
             return cached[2]
+        if host is not None and not valid_host(host):
+            # RFC 9112 §3.2 (the HTTP/1.x paths refuse it before: HTTP/2's :authority)
+            raise BadRequest(f"Host {host!r} is not a host[:port]")
         sni_cid = conn.info.connector_id
         found = None if host is None else self.registry.connector_for_host(host.decode("latin-1"))
         if sni_cid is not None:
@@ -819,6 +824,14 @@ def _method_not_allowed(method: str, path: str) -> GatewayError:
     return MethodNotAllowed(f"{method} is not allowed on {path}", allow=_ALLOW.get(path, "POST"))
 
 
-def _both_framings(headers: dict[bytes, bytes]) -> bool:
-    """``Content-Length`` and ``Transfer-Encoding`` together (a request smuggling shape)."""
-    return b"transfer-encoding" in headers and b"content-length" in headers
+def _bad_framing(headers: dict[bytes, bytes], version: str) -> bool:
+    """What h11 lets through that the fast path's assembler refuses with a framing 400
+    (``gateway/device/http/assembler.py``), so hypercorn's HTTP/1.x answers the same:
+    ``Content-Length`` with ``Transfer-Encoding`` (a request smuggling shape, RFC 9112
+    §6.1), ``Transfer-Encoding`` in HTTP/1.0 (faulty framing, §6.1) and a ``Host`` that is
+    not ``uri-host[:port]`` (§3.2).  h11 itself answers ``gzip, chunked`` (501) and a
+    request line with two spaces (400)."""
+    if b"transfer-encoding" in headers and (b"content-length" in headers or version == "1.0"):
+        return True
+    host = headers.get(b"host")
+    return host is not None and not valid_host(host)

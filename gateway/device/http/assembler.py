@@ -19,9 +19,29 @@ how much parsed input waits, which is how it bounds pipelining (it stops reading
 
 On top of llhttp the assembler applies what h11 (hypercorn's parser, which answered these
 requests before) also enforces, so both paths refuse the same heads (RFC 9112): exactly one
-``Host`` in HTTP/1.1, versions 1.0 and 1.1 only, an ASCII request target.  llhttp on its own
+``Host`` in HTTP/1.1, versions 1.0 and 1.1 only, an ASCII request target, exactly one space
+between the request line's parts (llhttp skips a run of spaces; h11 refused it: §3), and
+``chunked`` as the only transfer coding (``gzip, chunked`` is ``501``, as h11 answers it:
+§6.1).  It also refuses what neither parser checked: a ``Host`` value that is not
+``uri-host [":" port]`` (§3.2: 400, where routing would have called it an unknown host)
+and ``Transfer-Encoding`` in an HTTP/1.0 request (§6.1: faulty framing).  llhttp on its own
 already refuses, where h11 did not, ``Content-Length`` together with ``Transfer-Encoding``
 (request smuggling, RFC 9112 §6.1) and a chunk size that does not fit 64 bits.
+
+The request-line check needs the line's bytes, which llhttp does not report (only the
+target's): the head's request line, rebuilt with single spaces, must stand where the request
+begins, after nothing but empty lines (RFC 9112 §2.2).  That place is tracked from read to
+read: a read begins between requests or inside a known body; the next request begins after
+the previous head's empty line plus its ``Content-Length``, or where its chunked body ends
+(:class:`_ChunkWalk` follows the framing llhttp has already accepted, a few steps per
+chunk).  The bytes of a head that spans reads are kept until it completes (bounded by
+``max_head_bytes``).  Should the place ever be lost, the line need only occur after the
+previous line found: a good line is never refused.
+
+Trailer fields of a chunked body are dropped (docs/decisions.md "HTTP trailers"): never
+merged into the head's headers (RFC 9110 §6.5.1), which the driver may read after the
+trailer was parsed.  A trailer section still unfinished after a read counts against
+``max_head_bytes`` like an unfinished head (431): httptools buffers the field it parses.
 
 Limits are constructor parameters.  ``max_head_bytes`` bounds a head that has not completed:
 llhttp keeps no buffer, but httptools accumulates the header field being parsed, so once a
@@ -60,10 +80,22 @@ __all__ = [
     "Event",
     "RequestAssembler",
     "RequestHead",
+    "UnsupportedTransferCoding",
     "Upgrade",
+    "valid_host",
 ]
 
 DEFAULT_MAX_HEAD_BYTES = 16 * 1024  # an unfinished head may not grow past this (431)
+
+
+class UnsupportedTransferCoding(BadRequest):
+    """A transfer coding other than ``chunked`` (``gzip, chunked``): RFC 9112 §6.1 says
+    ``501 Not Implemented``, and h11 answers it so.  A :class:`BadRequest` because it is a
+    refusal of the input like the others (nothing changed, the connection ends); only the
+    status differs."""
+
+    code = "unsupported_transfer_coding"
+    http_status = 501
 
 
 class NEED_DATA:
@@ -189,17 +221,27 @@ class RequestAssembler:
     """
 
     __slots__ = (
+        "_carry",
+        "_carry_exact",
+        "_carry_from",
+        "_cursor",
+        "_data",
         "_done",
         "_events",
         "_head_bytes",
         "_headers",
+        "_host",
         "_in_head",
         "_in_message",
+        "_next",
         "_parser",
         "_queued",
         "_raw_headers",
+        "_skip",
         "_started_this_read",
         "_url",
+        "_walk",
+        "_walk_from",
         "max_head_bytes",
     )
 
@@ -216,6 +258,21 @@ class RequestAssembler:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._raw_headers: list[tuple[bytes, bytes]] = []
+        # the request-line check (module docstring): the read being parsed; where in it the
+        # next request may begin (-1: inside a chunked body until its walk ends, or lost);
+        # where the last line was found; how much of the next read belongs to a
+        # Content-Length body (-1: a chunked body goes on); the reads of an unfinished head
+        self._data = b""
+        self._next = 0
+        self._cursor = 0
+        self._skip = 0
+        self._carry: list[bytes] = []
+        self._carry_from = 0
+        self._carry_exact = True
+        self._host = b""  # the last Host value found valid (empty is valid too)
+        # a chunked body whose start is known, followed to its end (module docstring)
+        self._walk: _ChunkWalk | None = None
+        self._walk_from = 0
 
     # -- sans-IO surface -------------------------------------------------------------------
 
@@ -255,6 +312,9 @@ class RequestAssembler:
             return
         was_in_head = self._in_head
         self._started_this_read = False
+        self._data = data
+        self._next = self._skip
+        self._cursor = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -268,11 +328,33 @@ class RequestAssembler:
         except httptools.HttpParserError as exc:
             self._fail(BadRequest(f"malformed request: {exc}"))
             return
+        finally:
+            self._data = b""  # only the carry outlives a read
         if self._in_head:
             if was_in_head and not self._started_this_read:
                 self._head_bytes += len(data)  # all of it is head: the head began earlier
+                self._carry.append(data)
+            else:  # the head began in this read, at (or after) the next request's place
+                self._carry = [data]
+                self._carry_exact = self._next >= 0
+                self._carry_from = self._next if self._carry_exact else self._cursor
+            self._skip = 0
             if self._head_bytes > self.max_head_bytes:
                 self._fail(HeadersTooLarge(f"request head above {self.max_head_bytes} bytes"))
+            return
+        walk = self._walk
+        if walk is not None:  # the chunked body goes on in the next read
+            walk.run(data, self._walk_from)
+            self._walk_from = 0
+            if walk.trailer > self.max_head_bytes:  # dropped, but httptools buffers a field
+                self._fail(HeadersTooLarge(f"trailer section above {self.max_head_bytes} bytes"))
+        after = self._next - len(data)
+        if after > 0:
+            self._skip = after  # the rest of a Content-Length body
+        elif self._next >= 0 or not self._in_message:
+            self._skip = 0
+        else:
+            self._skip = -1  # a chunked body goes on
 
     def next_event(self) -> Event:
         """The next event, or ``NEED_DATA``.  Raises the queued error when reached."""
@@ -365,6 +447,8 @@ class RequestAssembler:
             self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a trailer field: dropped (module docstring; measured by
+            return  # the chunk walk while it is unfinished)
         value = value.strip(b" \t")
         self._raw_headers.append((name, value))
         self._headers.append((name.lower(), value))
@@ -383,6 +467,10 @@ class RequestAssembler:
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        walk = self._walk
+        if walk is not None:  # a chunked body: where it ended is where the next request begins
+            self._next = walk.run(self._data, self._walk_from)
+            self._walk = None
         self._events.append(END_OF_MESSAGE)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -400,30 +488,57 @@ class RequestAssembler:
             raise BadRequest("request target is not ASCII") from None
         if "%" in path:
             path = unquote(path)
+        method = parser.get_method()
+        # RFC 9112 §3: one space between the parts (module docstring)
+        line = b"".join((method, b" ", target, _LINE_END[version]))
+        data = self._data
+        start = self._next
+        if start >= 0 and not self._carry and data.startswith(line, start):
+            end = start + len(line)  # the usual case: it begins where the last one ended
+            self._cursor = end
+            blank = data.find(b"\r\n\r\n", end - 2)  # where the head (no bare LF) ends
+            self._next = blank + 4 if blank >= 0 else -1
+        else:
+            self._place_request_line(line)
         headers = self._headers
         hosts = 0
+        host = b""
         size = 0
         keep_alive = version == "1.1"
         expect_continue = False
         content_length: int | None = None
-        chunked = False
+        coding: bytes | None = None  # Transfer-Encoding, every field line joined
         for name, value in headers:
             size += len(name) + len(value)
             if name == b"host":
                 hosts += 1
+                host = value
             elif name == b"connection":
                 if b"close" in _tokens(value):
                     keep_alive = False
             elif name == b"content-length":
                 content_length = int(value)  # llhttp checked digits, size and duplicates
             elif name == b"transfer-encoding":
-                chunked = True  # llhttp allows it only with chunked last
+                coding = value if coding is None else coding + b"," + value
             elif name == b"expect" and version == "1.1":
                 expect_continue = b"100-continue" in _tokens(value)
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise BadRequest("an HTTP/1.1 request needs exactly one Host header")
+        if hosts and host != self._host and not valid_host(host):
+            raise BadRequest(f"Host {host.decode('latin-1')!r} is not uri-host[:port]")
+        chunked = coding is not None and _chunked(coding)
+        if chunked and version == "1.0":
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
+        if chunked:  # where the next request begins: found at the body's end
+            if self._next >= 0:
+                self._walk = _ChunkWalk()
+                self._walk_from = self._next
+            self._next = -1
+        elif content_length and self._next >= 0:
+            self._next += content_length
+        self._host = host  # valid (or absent): the connection's next heads repeat it
         return RequestHead(
-            method=parser.get_method().decode("ascii"),
+            method=method.decode("ascii"),
             target=target,
             path=path,
             query=query,
@@ -436,6 +551,42 @@ class RequestAssembler:
             content_length=None if chunked else content_length,
             chunked=chunked,
         )
+
+    def _place_request_line(self, line: bytes) -> None:
+        """Refuse a request line whose parts are not separated by exactly one space (RFC
+        9112 §3; llhttp skips a run of them), in the cases ``_head`` does not settle
+        itself.  ``line`` (rebuilt with single spaces) must be where the request began
+        (module docstring: nothing but empty lines before it), and the head's end found
+        after it is where its body begins; should that place be lost (a chunk walk that
+        met framing it does not know) the line need only occur after the last one found."""
+        if self._carry:  # the head began in an earlier read
+            carried = sum(len(part) for part in self._carry)
+            buffer = b"".join([*self._carry, self._data])
+            start = self._carry_from
+            exact = self._carry_exact
+            self._carry = []
+            if not exact:
+                self._next = -1
+        else:
+            carried = 0
+            buffer = self._data
+            start = self._next
+            exact = start >= 0
+            if not exact:
+                start = self._cursor
+        if exact and buffer.startswith(line, start):
+            found = start  # the usual case: the request begins right there
+        else:
+            found = buffer.find(line, start)
+            if found < 0 or (exact and buffer[start:found].strip(b"\r\n")):
+                raise BadRequest(
+                    "malformed request line: method, target and version need one space"
+                )
+        end = found + len(line)
+        self._cursor = max(0, end - carried)
+        if exact:  # the head ends at its first empty line (llhttp accepts no bare LF)
+            blank = buffer.find(b"\r\n\r\n", end - 2)
+            self._next = blank + 4 - carried if blank >= 0 else -1
 
     def _upgrade(self, rest: bytes) -> None:
         """The parser paused after an upgrade request: its head (queued last) goes out
@@ -452,6 +603,142 @@ class RequestAssembler:
     def _fail(self, error: GatewayError) -> None:
         self._done = True
         self._events.append(_Failure(error))
+
+
+_LINE_END = {"1.1": b" HTTP/1.1\r\n", "1.0": b" HTTP/1.0\r\n"}  # versions _head admits
+
+# RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ); IP-literal's
+# IPv6address (and IPvFuture) in hex digits, ":" and "." (and "v" plus unreserved / sub-delims)
+_REG_NAME = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;="
+_IP_LITERAL = _REG_NAME + b":"
+
+
+def valid_host(value: bytes) -> bool:
+    """``value`` is a ``Host`` field value RFC 9112 §3.2 accepts: ``uri-host [":" port]``
+    (RFC 3986 §3.2.2, §3.2.3), or empty.  Called once per connection and Host value (the
+    fast path) or per routing decision (the ASGI path): a ``bytes.translate`` in C and a
+    digit check, no regex.
+    Refuses spaces, ``/``, userinfo (``@``), a port that is not digits and non-ASCII."""
+    if value[:1] == b"[":
+        end = value.find(b"]")
+        if end < 2 or value[1:end].translate(None, _IP_LITERAL):
+            return False
+        rest = value[end + 1 :]
+        if not rest:
+            return True
+        if rest[:1] != b":":
+            return False
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(b":")
+        if name.translate(None, _REG_NAME):
+            return False
+    return not port or port.isdigit()
+
+
+_HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+_START, _SIZE, _EXT, _DATA, _LINE, _SKIP, _END, _LOST = range(8)
+
+
+class _ChunkWalk:
+    """Follows the framing of one chunked body, read by read, to find where it ends (after
+    its trailer section): where the next pipelined request begins.  llhttp parses the body;
+    this only counts, over bytes llhttp has already accepted, so the framing is valid: size
+    lines ``hex[;ext]`` CRLF, that many bytes and CRLF, the last chunk ``0``, then trailer
+    lines up to an empty line.  A few Python steps per chunk, none per data byte.
+    ``trailer`` measures a trailer section still arriving (held to the head limit)."""
+
+    __slots__ = ("left", "size", "state", "trailer")
+
+    def __init__(self) -> None:
+        self.state = _START
+        self.size = 0
+        self.left = 0
+        self.trailer = 0  # bytes of an unfinished trailer section walked so far
+
+    def run(self, data: bytes, pos: int) -> int:
+        """Walk ``data`` from ``pos``: where the body ends in it, or -1 (not in it)."""
+        n = len(data)
+        state = self.state
+        left = self.left
+        size = self.size
+        find = data.find
+        end = -1
+        mark = pos if _LINE <= state < _LOST else -1  # where this run entered the trailer
+        while pos < n and state != _LOST:
+            if state == _START:  # a size line begins: whole in this read, usually
+                lf = find(b"\n", pos)
+                if lf < 0:
+                    state = _SIZE
+                    size = 0
+                    continue
+                try:
+                    size = int(data[pos:lf].partition(b";")[0], 16)  # int() drops the CR
+                except ValueError:  # not the framing llhttp accepts: lost (never raise)
+                    state = _LOST
+                    break
+                if size:
+                    pos = lf + 3 + size  # past the LF, the data and its CRLF
+                    if pos > n:
+                        state = _DATA
+                        left = pos - n
+                else:
+                    pos = lf + 1
+                    state = _LINE
+                    mark = pos
+            elif state == _DATA:
+                if left > n - pos:
+                    left -= n - pos
+                    pos = n
+                else:
+                    pos += left
+                    state = _START
+            elif state == _SIZE:  # a size line cut by the read, digit by digit
+                digit = _HEX.get(data[pos])
+                if digit is None:
+                    state = _EXT  # ";" or CR: the rest of the size line
+                else:
+                    size = size * 16 + digit
+                    pos += 1
+            elif state in (_EXT, _SKIP):
+                lf = find(b"\n", pos)
+                if lf < 0:
+                    pos = n
+                    break
+                pos = lf + 1
+                if state == _SKIP or not size:
+                    if state != _SKIP:
+                        mark = pos
+                    state = _LINE  # a trailer line (or none) starts
+                else:
+                    state = _DATA
+                    left = size + 2  # the data and its CRLF
+            elif state == _LINE:
+                state = _END if data[pos] == 13 else _SKIP  # CR: the empty line
+                pos += 1
+            elif state == _END:  # the LF of the empty line
+                end = pos + 1
+                break
+        self.state = state
+        self.left = left
+        self.size = size
+        if mark >= 0 and end < 0 and state != _LOST:
+            self.trailer += pos - mark
+        return end
+
+
+def _chunked(coding: bytes) -> bool:
+    """Check a ``Transfer-Encoding`` value (True: the body is chunked).  Without ``chunked``
+    last the body's length is unknown (RFC 9112 §6.3: 400, as llhttp would refuse it after
+    the head); another coding before it is one we do not decode (§6.1: 501, as h11 answers)."""
+    if coding.lower() == b"chunked":
+        return True
+    codings = _tokens(coding)
+    if codings[-1] != b"chunked":
+        raise BadRequest("Transfer-Encoding without chunked last: the body length is unknown")
+    raise UnsupportedTransferCoding(
+        f"transfer coding {coding.decode('latin-1')!r}: only chunked is supported"
+    )
 
 
 def _tokens(value: bytes) -> list[bytes]:

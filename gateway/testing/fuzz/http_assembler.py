@@ -124,4 +124,11 @@ def seeds() -> list[bytes]:
         b"\x02POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n",
         b"\x03GET /a HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 300 + b"\r\n\r\n",
+        # the RFC 9112 refusals llhttp lets through (docs/decisions.md "Malformed HTTP on
+        # every path"), and trailers followed by a pipelined request
+        b"\x01GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET  /a HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"\x02GET /a HTTP/1.1\r\nHost: user@h:x\r\n\r\n",
+        b"\x03POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"\x01POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"\x02" + chunked[:-2] + b"X-Exosite-CIK: t\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n",
     ]

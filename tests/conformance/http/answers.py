@@ -26,7 +26,7 @@ import trio
 from gateway.testing.server import TestGateway
 from gateway.testing.tlsclient import client_context, open_tls_client
 
-__all__ = ["CASES", "Case", "normalize", "prepare", "run_case"]
+__all__ = ["CASES", "HTTP10_TRANSFER_ENCODING", "Case", "normalize", "prepare", "run_case"]
 
 ALIAS = "/onep:v1/stack/alias"
 RECORD = "/onep:v1/stack/record"
@@ -91,6 +91,14 @@ _IP = (
 _BASIC_TOKEN = "Authorization: Basic {basic_w}"
 _BASIC_PASSWORD = "Authorization: Basic " + base64.b64encode(b"w:secret-password").decode()
 _FW = "firmware-0123456789-abcdefghij"
+
+# RFC 9112 §6.1: faulty framing, 400 and close on every path; not in CASES because for an
+# HTTP/1.0 peer h11 moves the Connection field after the date (test_05 checks it apart).
+HTTP10_TRANSFER_ENCODING = one(
+    "http10_transfer_encoding",
+    req("POST", ALIAS, cik("w"), "Transfer-Encoding: chunked", version="HTTP/1.0", length=False)
+    + b"9\r\ndata_in=t\r\n0\r\n\r\n",
+)
 
 CASES: tuple[Case, ...] = (
     # -- activation (docs/protocol.md §2.2) ---------------------------------------------------
@@ -282,6 +290,26 @@ CASES: tuple[Case, ...] = (
         + b"a=1",
     ),
     one("head_too_large", req("GET", "/timestamp", "X-Big: " + "a" * 200_000)),
+    # -- RFC 9112 findings closed after the fast path merged (docs/reliability.md section 2) --
+    one("request_line_two_spaces", b"GET  /timestamp HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    one(
+        "request_line_two_spaces_after_target", b"GET /timestamp  HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    ),
+    one("host_with_space", req("GET", "/timestamp", host="a b")),
+    one("host_with_userinfo", req("GET", "/timestamp", host="user@{host}")),
+    one("host_bad_port", req("GET", "/timestamp", host="{host}:x")),
+    one("host_not_ascii", "GET /timestamp HTTP/1.1\r\nHost: démo.example\r\n\r\n".encode()),
+    one("tls_host_with_slash", req("GET", "/timestamp", host="a/b"), tls=True),
+    one(
+        "transfer_coding_gzip_chunked",
+        req("POST", ALIAS, cik("w"), "Transfer-Encoding: gzip, chunked", length=False)
+        + b"9\r\ndata_in=g\r\n0\r\n\r\n",
+    ),
+    one(
+        "chunked_credentials_in_trailer",  # trailer fields are never headers: no credentials
+        req("POST", ALIAS, FORM, "Transfer-Encoding: chunked", length=False)
+        + b"9\r\ndata_in=r\r\n0\r\nX-Exosite-CIK: {tok_w}\r\n\r\n",
+    ),
 )
 
 

@@ -5,6 +5,7 @@ full stack (``http_fast_path = false``), which still serves HTTP/2 and upgrades.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import ssl
@@ -16,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import httpx
 import pytest
 import trio
@@ -269,6 +271,53 @@ async def test_h2_long_poll_reset_by_the_client_ends_at_once(
         with trio.fail_after(10):
             await client.pump_until_ended(other)
         assert client.responses[other] == 200
+        assert sid not in client.responses
+
+
+@pytest.mark.parametrize("authority", ["a b", "user@{fqdn}", "{fqdn}:x", "d\u00e9mo.example"])
+async def test_h2_invalid_authority_is_400_and_the_connection_carries_on(
+    fast_gw: TestGateway, authority: str
+) -> None:
+    """HTTP/2 carries the Host as ``:authority``: a value that is not ``host[:port]`` gets
+    the device API's 400 (RFC 9112 §3.2, as HTTP/1.x answers it), not 421 as an unknown
+    host; the connection's other streams carry on (docs/decisions.md "Malformed HTTP on
+    every path")."""
+    fqdn = fast_gw.fqdn()
+    ctx = client_context(fast_gw.ca, alpn=["h2"])
+    stream = await open_tls_client(fast_gw.ports["tls"], fqdn, ctx)
+    async with stream:
+        client = _H2Client(stream)
+        await client.start()
+        bad = await client.request("/timestamp", [], authority.replace("{fqdn}", fqdn))
+        with trio.fail_after(10):
+            await client.pump_until_ended(bad)
+        assert client.responses[bad] == 400
+        good = await client.request("/timestamp", [], fqdn)
+        with trio.fail_after(10):
+            await client.pump_until_ended(good)
+        assert client.responses[good] == 200
+
+
+async def test_h2_transfer_encoding_is_a_protocol_error(fast_gw: TestGateway) -> None:
+    """``Transfer-Encoding`` cannot reach the device API over HTTP/2: it is a
+    connection-specific field, a malformed request (RFC 9113 §8.2.2), reset by the h2
+    library before any answer — so ``gzip, chunked`` never needs the 501 of HTTP/1.1."""
+    fqdn = fast_gw.fqdn()
+    ctx = client_context(fast_gw.ca, alpn=["h2"])
+    stream = await open_tls_client(fast_gw.ports["tls"], fqdn, ctx)
+    async with stream:
+        client = _H2Client(stream)
+        client.conn.config.validate_outbound_headers = False
+        client.conn.config.normalize_outbound_headers = False  # else h2 drops the field
+        await client.start()
+        sid = client.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":path", ALIAS), (":scheme", "https")]
+        headers += [(":authority", fqdn), ("transfer-encoding", "gzip, chunked")]
+        client.conn.send_headers(sid, headers, end_stream=True)
+        await client.flush()
+        # a reset stream, or the server ending the connection (GOAWAY): refused either way
+        with trio.fail_after(10), contextlib.suppress(AssertionError, h2.exceptions.ProtocolError):
+            await client.pump_until_ended(sid)
         assert sid not in client.responses
 
 
