@@ -36,6 +36,7 @@ import argparse
 import collections
 import contextlib
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import resource
@@ -82,6 +83,7 @@ __all__ = [
 ]
 
 Mode = Literal["publish", "hold", "storm", "receive"]
+log = logging.getLogger("bench")
 
 
 def _consume(c: Conn, now: float, lat: array[float], weight: array[int]) -> tuple[int, int]:
@@ -460,6 +462,7 @@ def _worker(
         raise
 
 
+PROGRESS_LOG_INTERVAL = 10.0  # the parent logs the summed progress this often
 SILENT_LIMIT = 30.0  # a connecting worker reports every PROGRESS_INTERVAL; this long is stuck
 ENTER_MARGIN = 120.0  # beyond connect_timeout: SUBSCRIBE, pre-encoding and TLS pre-sealing
 
@@ -519,6 +522,16 @@ class LoadRun:
             )
         return "; ".join(parts)
 
+    def progress_totals(self) -> str:
+        """The connect counts summed over the workers (``ok 3,100, failed 0, ...``)."""
+        totals: collections.Counter[str] = collections.Counter()
+        for prog in self.progress:
+            if prog.get("phase") == "connect":
+                totals.update({k: int(v) for k, v in prog.items() if k not in ("phase", "at")})
+            elif prog:
+                totals["ok"] += int(prog.get("ok", 0))
+        return ", ".join(f"{k} {v:,}" for k, v in totals.items()) or "no report yet"
+
     def _gather(self, timeout: float, phase: str) -> list[dict[str, Any]]:
         """One answer from every worker within ``timeout`` seconds, progress reports read
         (and kept in ``self.progress``) on the way."""
@@ -527,8 +540,12 @@ class LoadRun:
         deadline = start + timeout
         waiting = {id(pipe): i for i, pipe in enumerate(self._pipes)}
         heard = dict.fromkeys(range(len(self._pipes)), start)
+        next_log = start + PROGRESS_LOG_INTERVAL
         while waiting:
             now = time.monotonic()
+            if now >= next_log:
+                next_log = now + PROGRESS_LOG_INTERVAL
+                log.info("load generator %s: %s", phase, self.progress_totals())
             if now >= deadline:
                 raise TimeoutError(
                     f"{phase}: {len(waiting)} of {len(self._pipes)} load generator workers"
