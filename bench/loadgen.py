@@ -498,6 +498,9 @@ class LoadRun:
             try:
                 msgs = self._gather(self.cfg.connect_timeout + ENTER_MARGIN, "connect")
             except BaseException:
+                for p in self._procs:  # a failed connect phase: no worker is waited for
+                    if p.pid is not None and p.is_alive():
+                        p.kill()
                 self.__exit__()
                 raise
             for msg in msgs:
@@ -638,6 +641,10 @@ class LoadRun:
         self._gather(60, "release")
 
     def __exit__(self, *exc: object) -> None:
+        for p, pipe in zip(self._procs, self._pipes, strict=True):
+            if p.pid is not None and p.is_alive():  # still waiting for "go": let it go home
+                with contextlib.suppress(OSError):
+                    pipe.send(("close", 0.0))
         for p in self._procs:
             if p.pid is None:  # never started
                 continue

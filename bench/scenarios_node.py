@@ -219,6 +219,33 @@ def _owner_row(name: str, target: str, load: str, owner: list[tuple[float, int]]
     ]
 
 
+def _qos1_ceiling(ctx: Ctx, name: str, n: int, framing: dict[str, bool]) -> list[Row]:
+    """The generator's ceiling for node_qos1: the same load (devices, window, framing,
+    processes) against the null sink (bench/nullsink.py, PUBACK for every PUBLISH and no
+    other work), in the same run; the report puts its rate beside every figure."""
+    target = "nullsink"
+    try:
+        with peers.null_sink("mqtt", tls=False, workdir=ctx.work / name / target) as sink:
+            cfg = MqttLoad(
+                port=sink.ports["mqtt"],
+                connections=n,
+                qos=1,
+                window=qos1_window(n),
+                duration=ctx.duration,
+                processes=1,
+                drain_timeout=30.0,
+                **framing,
+            )
+            runs = [_publish_measured(sink, cfg) for _ in range(ctx.repeats)]
+    except PeerUnavailable as exc:
+        return _skip(name, target, [str(n)], str(exc))
+    for r, _ in runs:
+        log.info("%s %s n=%d: %.0f msg/s %s", name, target, n, r.rate, r.errors)
+    got = _rows_from_runs(name, target, str(n), runs, latency=True)
+    got[0].note = "the generator's ceiling: the same load against the null sink"
+    return got
+
+
 def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
     name = "node_qos1" + ("_batched" if batched else "")
     n = 4 if ctx.smoke else 1000
@@ -227,6 +254,7 @@ def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
         framing = record_framing(batched)
     except PeerUnavailable as exc:
         return [r for w in WORKER_COUNTS for r in _skip(name, f"gateway-w{w}", [str(n)], str(exc))]
+    rows += _qos1_ceiling(ctx, name, n, framing)
     for workers in WORKER_COUNTS:
         target = f"gateway-w{workers}"
         try:
@@ -259,10 +287,38 @@ def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
     return rows
 
 
+def _http_ceiling(ctx: Ctx, name: str, conns: int, devices: int) -> list[Row]:
+    """The generator's ceiling for node_http: the same wrk load (threads, connections, plain
+    HTTP/1.1) against nginx ``return 204`` in the same run."""
+    target = "nginx"
+    try:
+        with peers.nginx_sink(ctx.work / name / target) as sink:
+            load = HttpWrites(
+                port=sink.ports["http"],
+                host="localhost",
+                connections=conns,
+                devices=devices,
+                duration=ctx.duration,
+                tls=False,
+            )
+            runs, cmd = [], ""
+            for _ in range(ctx.repeats):
+                res, cores, cmd = _http_measured(sink, run_wrk, load)
+                log.info("%s %s c=%d: %.0f req/s %s", name, target, conns, res.rate, res.errors)
+                runs.append((res, cores))
+    except (PeerUnavailable, GeneratorMissing) as exc:
+        return _skip(name, target, [str(conns)], str(exc))
+    got = _rows_from_runs(name, target, str(conns), runs, latency=True)
+    got[0].note = "; ".join(
+        x for x in ("the generator's ceiling: the same wrk load against nginx", f"`{cmd}`") if x
+    )
+    return got
+
+
 def node_http(ctx: Ctx) -> list[Row]:
     name = "node_http"
     conns = devices = 4 if ctx.smoke else 256
-    rows: list[Row] = []
+    rows: list[Row] = _http_ceiling(ctx, name, conns, devices)
     for workers in WORKER_COUNTS:
         target = f"gateway-w{workers}"
         try:
