@@ -482,6 +482,7 @@ class LoadRun:
         nproc = cfg.process_count()
         ctx = multiprocessing.get_context("fork")
         self._pipes: list[multiprocessing.connection.Connection] = []
+        self._children: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self.progress: list[dict[str, Any]] = [{} for _ in range(nproc)]
         shares = [list(range(i, cfg.connections, nproc)) for i in range(nproc)]
@@ -489,11 +490,15 @@ class LoadRun:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(cfg, mode, share, child), daemon=True)
             self._pipes.append(parent)
+            self._children.append(child)
             self._procs.append(p)
 
     def __enter__(self) -> LoadRun:
-        for p in self._procs:
+        for p, child in zip(self._procs, self._children, strict=True):
             p.start()
+            # Only the worker keeps its end: once it dies, its pipe reads EOF here (while
+            # the parent, or a later fork, held a copy, a killed worker looked merely slow).
+            child.close()
         if self.mode != "storm":
             try:
                 msgs = self._gather(self.cfg.connect_timeout + ENTER_MARGIN, "connect")
@@ -535,6 +540,19 @@ class LoadRun:
                 totals["ok"] += int(prog.get("ok", 0))
         return ", ".join(f"{k} {v:,}" for k, v in totals.items()) or "no report yet"
 
+    def _died(self, phase: str, i: int) -> str:
+        proc = self._procs[i]
+        code = proc.exitcode
+        how = (
+            f"was killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -9 else "")
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
+        return (
+            f"{phase}: load generator worker {i} (pid {proc.pid}) {how} without answering;"
+            f" {self.progress_text()}"
+        )
+
     def _gather(self, timeout: float, phase: str) -> list[dict[str, Any]]:
         """One answer from every worker within ``timeout`` seconds, progress reports read
         (and kept in ``self.progress``) on the way."""
@@ -562,6 +580,10 @@ class LoadRun:
                         f" no progress for {now - heard[i]:.0f} s while connecting;"
                         f" {self.progress_text()}"
                     )
+            for i in waiting.values():
+                proc = self._procs[i]
+                if not proc.is_alive() and not self._pipes[i].poll():
+                    raise RuntimeError(self._died(phase, i))
             pending = [self._pipes[i] for i in waiting.values()]
             for pipe in multiprocessing.connection.wait(pending, timeout=min(1.0, deadline - now)):
                 assert isinstance(pipe, multiprocessing.connection.Connection)
@@ -569,12 +591,8 @@ class LoadRun:
                 try:
                     tag, payload = pipe.recv()
                 except EOFError:
-                    proc = self._procs[i]
-                    proc.join(timeout=1)
-                    raise RuntimeError(
-                        f"{phase}: load generator worker {i} (pid {proc.pid}) exited with code"
-                        f" {proc.exitcode} without answering; {self.progress_text()}"
-                    ) from None
+                    self._procs[i].join(timeout=1)
+                    raise RuntimeError(self._died(phase, i)) from None
                 heard[i] = time.monotonic()
                 if tag == "progress":
                     self.progress[i] = {**payload, "at": heard[i]}

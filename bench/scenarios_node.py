@@ -66,13 +66,16 @@ def _pss(srv: Server) -> int:
 
 
 # Handshake pacing of node_hold_tls: at most HOLD_IN_FLIGHT connections in progress over all
-# generator workers and HOLD_RATE new ones per second.  Unpaced (256 in progress per worker,
-# 1,280 over five) the handshakes queued in the gateway's backlog on the loaded 2-core
-# machine, past its handshake deadline (GatewayConfig.handshake_timeout_s), and each worker
-# waited its whole connect bound for the ones cut: the run of 2026-11-30 21:00 ended with
-# "load generator worker did not answer".  Paced, each handshake finishes in a fraction of
-# that deadline and the phase takes about devices / min(HOLD_RATE, the machine's handshake
-# rate) seconds; it is still bounded by HOLD_CONNECT_TIMEOUT.
+# generator workers and HOLD_RATE new ones per second.  The run of 2026-11-30 21:00 (load
+# average 8) started 1,280 unpaced handshakes at once (256 per worker, five workers) and
+# ended after its 630 s connect bound with "load generator worker did not answer": the
+# parent could not tell which worker, in which state, nor a dead worker from a slow one (it
+# kept a copy of every worker's pipe end, so a killed worker never read as EOF).  Now every
+# worker reports progress and a failure names it (bench/loadgen.py LoadRun), and paced
+# handshakes each finish well within the gateway's handshake deadline
+# (GatewayConfig.handshake_timeout_s) instead of queueing behind a thousand others on a
+# loaded machine; the phase takes about devices / min(HOLD_RATE, the machine's handshake
+# rate) seconds, bounded by HOLD_CONNECT_TIMEOUT.
 HOLD_IN_FLIGHT = 240
 HOLD_RATE = 600.0
 HOLD_CONNECT_TIMEOUT = 900.0

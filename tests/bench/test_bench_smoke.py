@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
+import signal
 import socket
 import socketserver
 import ssl
@@ -160,6 +162,24 @@ def test_loadrun_names_a_silent_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TimeoutError, match=r"worker 0 \(pid \d+\) sent no progress") as err:
         run.__enter__()
     assert "ok 3, failed 0, in_flight 1, waiting 0" in str(err.value)
+    assert not any(p.is_alive() for p in run._procs)
+
+
+def _killed_connect(*_args: object, progress: Any = None, **_kw: object) -> None:
+    """A worker that reports once, then is killed (what the out-of-memory killer does)."""
+    progress({"ok": 5, "failed": 0, "in_flight": 0, "waiting": 1})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_loadrun_names_a_killed_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-connect is reported at once with its signal, not after the
+    connect bound (the parent keeps no copy of a worker's pipe end, so its death reads EOF)."""
+    from bench import loadgen
+
+    monkeypatch.setattr(loadgen, "connect_all", _killed_connect)
+    run = LoadRun(MqttLoad(port=1883, connections=4, processes=2, connect_timeout=600), "hold")
+    with pytest.raises(RuntimeError, match=r"worker \d \(pid \d+\) was killed by signal 9"):
+        run.__enter__()
     assert not any(p.is_alive() for p in run._procs)
 
 
