@@ -171,10 +171,11 @@ def cluster_section(doc: dict[str, Any] | None) -> list[str]:
         " cluster's own CPU.",
         "",
         "**The generator's ceiling** is its own CPU per write, measured in the same run:"
-        " `generator µs/write` (the MQTT/TLS generator's processes, /proc), and from it"
-        " `generator ceiling` = 1e6 / `generator µs/write`, the writes per second one"
-        " generator core could drive at this load (the per-core ceiling the MQTT scenarios"
-        " report as rate / `loadgen_cpu`).  A ceiling far above `writes/s`, with"
+        " `generator µs/write` (the MQTT/TLS devices are Trio tasks in the one Python"
+        " process of bench/cluster_scaling.py, so it can use one core at most; /proc), and"
+        " from it `generator ceiling` = 1e6 / `generator µs/write`, the writes per second"
+        " that process could drive on a full core at this load (the per-core ceiling the MQTT"
+        " scenarios report as rate / `loadgen_cpu`).  A ceiling far above `writes/s`, with"
         " `generator cores` far below 1, means the generator did not cap the cluster.  The"
         " cluster scenario has no null-sink row (a null sink behind HAProxy measures HAProxy,"
         " not the generator); this is its ceiling figure.",
