@@ -484,6 +484,15 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
             "server_cpu",
             "loadgen_cpu",
             "exit",
+            "owner_cpu_per_msg",  # node_qos1, node_http: the store owner's share
+            # node_hold_tls: devices held and refused, and memory per device
+            "held",
+            "refused",
+            "connect_seconds",
+            "rss_per_device",
+            "rss_growth_per_device",
+            "pss_per_device",
+            "pss_growth_per_device",
         ]
         if any(m in d for d in by_key.values())
     ]
