@@ -162,8 +162,10 @@ def cluster_section(doc: dict[str, Any] | None) -> list[str]:
         "",
         "**One machine:** PostgreSQL, NATS, HAProxy, every node and the generator share the"
         " same 2 cores, so adding nodes here adds processes competing for those cores, not"
-        " capacity: the rate is not expected to grow with the nodes here (each node adds its"
-        " fixed costs and its NATS fan-out to the same cores).  What carries to a real cluster,"
+        " capacity: the rate grows with the nodes only while the run is bound by latency"
+        " (more nodes serve more of the devices' single in-flight writes at once) and the"
+        " cores are not full, and each node adds its fixed costs and its NATS fan-out to the"
+        " same cores.  What carries to a real cluster,"
         " where each node has its own cores, is the CPU per write of each part"
         " (docs/scale.md).  Sum the `cores` columns: far below the machine's 2 cores, the run"
         " was bound by latency (one write in flight per device, every process waiting its turn"
