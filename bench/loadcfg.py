@@ -59,7 +59,8 @@ class MqttLoad:
     alpn: tuple[str, ...] = ()
     processes: int = 0
     credentials: tuple[Credentials, ...] = ()
-    connect_concurrency: int = 256
+    connect_concurrency: int = 256  # connections in progress (TCP, TLS, CONNECT) per worker
+    connect_rate: float = 0.0  # new connections per second over all workers; 0 = unpaced
     connect_timeout: float = 60.0
     drain_timeout: float = 10.0
     keepalive: int = 600
@@ -79,6 +80,8 @@ class MqttLoad:
             raise ValueError("qos must be 0 or 1")
         if self.connections < 1 or self.window < 1 or self.duration <= 0:
             raise ValueError("connections, window and duration must be positive")
+        if self.connect_rate < 0 or self.connect_concurrency < 1:
+            raise ValueError("connect_rate must be >= 0 and connect_concurrency positive")
         if self.credentials and len(self.credentials) != self.connections:
             raise ValueError("credentials must be empty or one per connection")
 

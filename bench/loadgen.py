@@ -36,6 +36,7 @@ import argparse
 import collections
 import contextlib
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import resource
@@ -82,6 +83,7 @@ __all__ = [
 ]
 
 Mode = Literal["publish", "hold", "storm", "receive"]
+log = logging.getLogger("bench")
 
 
 def _consume(c: Conn, now: float, lat: array[float], weight: array[int]) -> tuple[int, int]:
@@ -412,21 +414,36 @@ def _publish(
 def _worker(
     cfg: MqttLoad, mode: Mode, indices: list[int], pipe: multiprocessing.connection.Connection
 ) -> None:
-    """Worker process body; talks to the parent with (tag, payload) tuples on `pipe`."""
+    """Worker process body; talks to the parent with (tag, payload) tuples on `pipe`.
+
+    While it connects it sends ``("progress", counts)`` every few seconds (phase
+    ``connect``), then once ``("progress", {"phase": "prepare"})`` before the untimed
+    preparation (SUBSCRIBE, pre-encoding, TLS pre-sealing); the answers are ``ready``,
+    ``result`` or ``error``."""
     try:
+        rate = cfg.connect_rate / cfg.process_count() if cfg.connect_rate else 0.0
+
+        def progress(counts: dict[str, int]) -> None:
+            pipe.send(("progress", {"phase": "connect", **counts}))
+
         if mode == "storm":
             _tag, t0 = pipe.recv()
             while time.monotonic() < t0:
                 time.sleep(0.001)
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
-            conns, errors, last = connect_all(cfg, indices, cfg.connect_concurrency)
+            conns, errors, last = connect_all(
+                cfg, indices, cfg.connect_concurrency, rate=rate, progress=progress
+            )
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             pipe.send(("result", {"ok": len(conns), "errors": errors, "last": last, "cpu": cpu}))
             close_all(conns)
             return
         t_start = time.monotonic()
-        conns, errors, last = connect_all(cfg, indices, cfg.connect_concurrency)
+        conns, errors, last = connect_all(
+            cfg, indices, cfg.connect_concurrency, rate=rate, progress=progress
+        )
+        pipe.send(("progress", {"phase": "prepare", "ok": len(conns)}))
         if cfg.subscribe_prefix:
             conns = subscribe_all(cfg, conns, errors)
         built = _build(cfg, len(conns)) if mode == "publish" else (memoryview(b""), 0, 0, 0)
@@ -445,8 +462,18 @@ def _worker(
         raise
 
 
+PROGRESS_LOG_INTERVAL = 10.0  # the parent logs the summed progress this often
+SILENT_LIMIT = 30.0  # a connecting worker reports every PROGRESS_INTERVAL; this long is stuck
+ENTER_MARGIN = 120.0  # beyond connect_timeout: SUBSCRIBE, pre-encoding and TLS pre-sealing
+
+
 class LoadRun:
-    """Worker processes for one configuration; a context manager that always reaps them."""
+    """Worker processes for one configuration; a context manager that always reaps them.
+
+    Failures name their cause: a worker that reports an exception, exits without an answer,
+    stays silent for ``SILENT_LIMIT`` seconds while it connects, or has not answered when a
+    phase's bound is over raises with the worker, its pid and every worker's last progress
+    (``LoadRun.progress``)."""
 
     def __init__(self, cfg: MqttLoad, mode: Mode = "publish") -> None:
         self.cfg = cfg
@@ -455,36 +482,126 @@ class LoadRun:
         nproc = cfg.process_count()
         ctx = multiprocessing.get_context("fork")
         self._pipes: list[multiprocessing.connection.Connection] = []
+        self._children: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
+        self.progress: list[dict[str, Any]] = [{} for _ in range(nproc)]
         shares = [list(range(i, cfg.connections, nproc)) for i in range(nproc)]
         for share in shares:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(cfg, mode, share, child), daemon=True)
             self._pipes.append(parent)
+            self._children.append(child)
             self._procs.append(p)
 
     def __enter__(self) -> LoadRun:
-        for p in self._procs:
+        for p, child in zip(self._procs, self._children, strict=True):
             p.start()
+            # Only the worker keeps its end: once it dies, its pipe reads EOF here (while
+            # the parent, or a later fork, held a copy, a killed worker looked merely slow).
+            child.close()
         if self.mode != "storm":
-            for msg in self._gather(self.cfg.connect_timeout + 30):
+            try:
+                msgs = self._gather(self.cfg.connect_timeout + ENTER_MARGIN, "connect")
+            except BaseException:
+                for p in self._procs:  # a failed connect phase: no worker is waited for
+                    if p.pid is not None and p.is_alive():
+                        p.kill()
+                self.__exit__()
+                raise
+            for msg in msgs:
                 self.result.connections += msg["ok"]
                 self.result.connect_seconds = max(self.result.connect_seconds, msg["seconds"])
                 merge(self.result.errors, msg["errors"])
                 self.result.connect_errors += sum(msg["errors"].values())
         return self
 
-    def _gather(self, timeout: float) -> list[dict[str, Any]]:
-        out = []
-        deadline = time.monotonic() + timeout
-        for pipe in self._pipes:
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError("load generator worker did not answer")
-            tag, payload = pipe.recv()
-            if tag == "error":
-                raise RuntimeError(f"load generator worker failed: {payload}")
-            out.append(payload)
-        return out
+    def progress_text(self) -> str:
+        """Every worker's last progress report, for failure messages and logs."""
+        now = time.monotonic()
+        parts = []
+        for i, (p, prog) in enumerate(zip(self._procs, self.progress, strict=True)):
+            if not prog:
+                parts.append(f"worker {i} (pid {p.pid}): no report")
+                continue
+            counts = ", ".join(f"{k} {v}" for k, v in prog.items() if k not in ("phase", "at"))
+            ago = now - prog.get("at", now)
+            parts.append(
+                f"worker {i} (pid {p.pid}) {prog.get('phase')}: {counts} ({ago:.0f} s ago)"
+            )
+        return "; ".join(parts)
+
+    def progress_totals(self) -> str:
+        """The connect counts summed over the workers (``ok 3,100, failed 0, ...``)."""
+        totals: collections.Counter[str] = collections.Counter()
+        for prog in self.progress:
+            if prog.get("phase") == "connect":
+                totals.update({k: int(v) for k, v in prog.items() if k not in ("phase", "at")})
+            elif prog:
+                totals["ok"] += int(prog.get("ok", 0))
+        return ", ".join(f"{k} {v:,}" for k, v in totals.items()) or "no report yet"
+
+    def _died(self, phase: str, i: int) -> str:
+        proc = self._procs[i]
+        code = proc.exitcode
+        how = (
+            f"was killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -9 else "")
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
+        return (
+            f"{phase}: load generator worker {i} (pid {proc.pid}) {how} without answering;"
+            f" {self.progress_text()}"
+        )
+
+    def _gather(self, timeout: float, phase: str) -> list[dict[str, Any]]:
+        """One answer from every worker within ``timeout`` seconds, progress reports read
+        (and kept in ``self.progress``) on the way."""
+        out: dict[int, dict[str, Any]] = {}
+        start = time.monotonic()
+        deadline = start + timeout
+        waiting = {id(pipe): i for i, pipe in enumerate(self._pipes)}
+        heard = dict.fromkeys(range(len(self._pipes)), start)
+        next_log = start + PROGRESS_LOG_INTERVAL
+        while waiting:
+            now = time.monotonic()
+            if now >= next_log:
+                next_log = now + PROGRESS_LOG_INTERVAL
+                log.info("load generator %s: %s", phase, self.progress_totals())
+            if now >= deadline:
+                raise TimeoutError(
+                    f"{phase}: {len(waiting)} of {len(self._pipes)} load generator workers"
+                    f" had not answered after {timeout:.0f} s; {self.progress_text()}"
+                )
+            for i in waiting.values():
+                prog = self.progress[i]
+                if prog.get("phase") == "connect" and now - heard[i] > SILENT_LIMIT:
+                    raise TimeoutError(
+                        f"{phase}: load generator worker {i} (pid {self._procs[i].pid}) sent"
+                        f" no progress for {now - heard[i]:.0f} s while connecting;"
+                        f" {self.progress_text()}"
+                    )
+            for i in waiting.values():
+                proc = self._procs[i]
+                if not proc.is_alive() and not self._pipes[i].poll():
+                    raise RuntimeError(self._died(phase, i))
+            pending = [self._pipes[i] for i in waiting.values()]
+            for pipe in multiprocessing.connection.wait(pending, timeout=min(1.0, deadline - now)):
+                assert isinstance(pipe, multiprocessing.connection.Connection)
+                i = waiting[id(pipe)]
+                try:
+                    tag, payload = pipe.recv()
+                except EOFError:
+                    self._procs[i].join(timeout=1)
+                    raise RuntimeError(self._died(phase, i)) from None
+                heard[i] = time.monotonic()
+                if tag == "progress":
+                    self.progress[i] = {**payload, "at": heard[i]}
+                    continue
+                if tag == "error":
+                    raise RuntimeError(f"{phase}: load generator worker {i} failed: {payload}")
+                out[i] = payload
+                del waiting[id(pipe)]
+        return [out[i] for i in range(len(self._pipes))]
 
     def go(self) -> LoadResult:
         """Start the timed phase in every worker at the same instant; collect the totals."""
@@ -493,7 +610,7 @@ class LoadRun:
             pipe.send(("go", t0))
         r = self.result
         if self.mode == "storm":
-            msgs = self._gather(self.cfg.connect_timeout + 30)
+            msgs = self._gather(self.cfg.connect_timeout + ENTER_MARGIN, "connect")
             r.connections = sum(m["ok"] for m in msgs)
             for m in msgs:
                 merge(r.errors, m["errors"])
@@ -501,7 +618,7 @@ class LoadRun:
             r.connect_seconds = max(m["last"] for m in msgs) - t0
             r.cpu_seconds = sum(m["cpu"] for m in msgs)
             return r
-        msgs = self._gather(self.cfg.duration + self.cfg.drain_timeout + 60)
+        msgs = self._gather(self.cfg.duration + self.cfg.drain_timeout + 60, "publish")
         lat: list[float] = []
         weight: list[int] = []
         for m in msgs:
@@ -529,7 +646,7 @@ class LoadRun:
 
     def collect_received(self, t0: float) -> tuple[int, int, float]:
         """Receive mode: (publishes received, connections complete, seconds to the last one)."""
-        msgs = self._gather(self.cfg.duration + 60)
+        msgs = self._gather(self.cfg.duration + 60, "receive")
         for m in msgs:
             merge(self.result.errors, m["errors"])
         last = max(m["t_last"] for m in msgs)
@@ -539,10 +656,16 @@ class LoadRun:
         """Hold mode: close every connection (the workers then exit)."""
         for pipe in self._pipes:
             pipe.send(("close", 0.0))
-        self._gather(60)
+        self._gather(60, "release")
 
     def __exit__(self, *exc: object) -> None:
+        for p, pipe in zip(self._procs, self._pipes, strict=True):
+            if p.pid is not None and p.is_alive():  # still waiting for "go": let it go home
+                with contextlib.suppress(OSError):
+                    pipe.send(("close", 0.0))
         for p in self._procs:
+            if p.pid is None:  # never started
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()

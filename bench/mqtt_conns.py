@@ -21,7 +21,7 @@ import selectors
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bench import mqtt_wire as wire
@@ -165,22 +165,43 @@ def connect_packet(cfg: MqttLoad, index: int) -> bytes:
     return wire.connect(f"lg{os.getpid()}-{index}", keepalive=cfg.keepalive)
 
 
+PROGRESS_INTERVAL = 2.0  # seconds between a worker's progress reports while it connects
+
+
 def connect_all(
-    cfg: MqttLoad, indices: Sequence[int], concurrency: int
+    cfg: MqttLoad,
+    indices: Sequence[int],
+    concurrency: int,
+    *,
+    rate: float = 0.0,
+    progress: Callable[[dict[str, int]], None] | None = None,
 ) -> tuple[list[Conn], dict[str, int], float]:
     """Open, (TLS-)handshake and MQTT-CONNECT every index; at most `concurrency` in progress.
 
-    Returns the accepted connections (blocking=False, TCP_NODELAY), error counts and the time
-    at which the last CONNACK arrived.
+    ``rate`` > 0 paces the starts: at most ``rate`` new connections per second (after a
+    burst of ``concurrency``), so that thousands of handshakes arrive as a steady stream the
+    server can finish within its handshake deadline instead of a pile that waits in its
+    backlog until it is cut.  ``progress`` is called every ``PROGRESS_INTERVAL`` seconds
+    with the counts so far (``ok``, ``failed``, ``in_flight``, ``waiting``): a parent can
+    tell a slow connect phase from a stuck worker.
+
+    Bounded: nothing blocks (handshake and CONNECT bytes that do not fit the socket wait
+    for it to be writable), and at ``cfg.connect_timeout`` every connection still in
+    progress counts as ``connect timeout`` and every one not started as
+    ``not attempted (timeout)``.  Returns the accepted connections (blocking=False,
+    TCP_NODELAY), error counts by reason and the time at which the last CONNACK arrived.
     """
     sel = selectors.DefaultSelector()
     ctx = tls_context(cfg) if cfg.tls else None
     todo = collections.deque(indices)
     ok: list[Conn] = []
     errors: collections.Counter[str] = collections.Counter()
-    active: dict[int, tuple[Conn, int]] = {}
-    deadline = time.monotonic() + cfg.connect_timeout
-    last = time.monotonic()
+    active: dict[int, Conn] = {}
+    t_start = time.monotonic()
+    deadline = t_start + cfg.connect_timeout
+    last = t_start
+    started = 0
+    next_report = t_start + PROGRESS_INTERVAL
 
     def fail(conn: Conn, why: BaseException | str) -> None:
         errors[err_key(why)] += 1
@@ -189,16 +210,34 @@ def connect_all(
             sel.unregister(conn.sock)
         conn.sock.close()
 
-    def send_connect(conn: Conn, index: int) -> None:
-        packet = connect_packet(cfg, index)
-        if conn.tls is not None:
-            send_now(conn.sock, conn.tls.seal([packet]))
-        else:
-            conn.sock.send(packet)  # < 100 bytes: fits any empty buffer
-        conn.state = "connack"
-        sel.modify(conn.sock, selectors.EVENT_READ, conn)
+    def watch(conn: Conn) -> None:
+        """Readable always; writable too while bytes wait for room in the socket."""
+        events = selectors.EVENT_READ
+        if conn.pending is not None:
+            events |= selectors.EVENT_WRITE
+        sel.modify(conn.sock, events, conn)
 
-    def handshake(conn: Conn, index: int, data: bytes = b"") -> None:
+    def flush(conn: Conn) -> None:
+        while conn.pending is not None:
+            try:
+                n = conn.sock.send(conn.pending)
+            except BlockingIOError:
+                return
+            conn.pending = conn.pending[n:] if n < len(conn.pending) else None
+
+    def write(conn: Conn, data: bytes) -> None:
+        if conn.pending is not None:
+            conn.pending = memoryview(bytes(conn.pending) + data)
+        else:
+            conn.pending = memoryview(data)
+        flush(conn)
+
+    def send_connect(conn: Conn) -> None:
+        packet = connect_packet(cfg, conn.index)
+        write(conn, conn.tls.seal([packet]) if conn.tls is not None else packet)
+        conn.state = "connack"
+
+    def handshake(conn: Conn, data: bytes = b"") -> None:
         tls = conn.tls
         assert tls is not None
         if data:
@@ -206,31 +245,53 @@ def connect_all(
         done = tls.handshake()
         out = tls.pending()
         if out:
-            send_now(conn.sock, out)
-        if not done:
-            sel.modify(conn.sock, selectors.EVENT_READ, conn)
-            return
-        send_connect(conn, index)
+            write(conn, out)
+        if done:
+            send_connect(conn)
+
+    def report(now: float) -> None:
+        nonlocal next_report
+        if progress is not None and now >= next_report:
+            next_report = now + PROGRESS_INTERVAL
+            progress(
+                {
+                    "ok": len(ok),
+                    "failed": sum(errors.values()),
+                    "in_flight": len(active),
+                    "waiting": len(todo),
+                }
+            )
 
     while (todo or active) and time.monotonic() < deadline:
-        while todo and len(active) < concurrency:
+        now = time.monotonic()
+        allowed = len(indices) if rate <= 0 else concurrency + int(rate * (now - t_start))
+        while todo and len(active) < concurrency and started < allowed:
             index = todo.popleft()
+            started += 1
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
-            if cfg.source_hosts:
-                sock.bind((cfg.source_hosts[index % len(cfg.source_hosts)], 0))
-            conn = Conn(sock)
-            conn.index = index
-            rc = sock.connect_ex((cfg.host, cfg.port))
+            try:
+                if cfg.source_hosts:
+                    sock.bind((cfg.source_hosts[index % len(cfg.source_hosts)], 0))
+                rc = sock.connect_ex((cfg.host, cfg.port))
+            except OSError as exc:
+                errors[err_key(exc)] += 1
+                sock.close()
+                continue
             if rc not in (0, errno.EINPROGRESS):
                 errors[err_key(OSError(rc, os.strerror(rc)))] += 1
                 sock.close()
                 continue
+            conn = Conn(sock)
+            conn.index = index
             sel.register(sock, selectors.EVENT_WRITE, conn)
-            active[id(conn)] = (conn, index)
-        for key, _ev in sel.select(timeout=0.5):
+            active[id(conn)] = conn
+        # short waits while the pacing holds starts back, so that they start on time
+        wait = 0.05 if todo and len(active) < concurrency else 0.5
+        for key, ev in sel.select(timeout=min(wait, max(0.0, deadline - time.monotonic()))):
             conn = key.data
-            index = active[id(conn)][1]
+            if id(conn) not in active:
+                continue
             try:
                 if conn.state == "connecting":
                     rc = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -241,50 +302,58 @@ def connect_all(
                     if ctx is not None:
                         conn.tls = TlsWire(ctx, cfg.server_hostname)
                         conn.state = "tls"
-                        handshake(conn, index)
+                        handshake(conn)
                     else:
-                        send_connect(conn, index)
-                elif conn.state == "tls":
-                    try:
-                        data = conn.sock.recv(RECV_SIZE)
-                    except BlockingIOError:
-                        continue
+                        send_connect(conn)
+                    watch(conn)
+                    continue
+                if ev & selectors.EVENT_WRITE:
+                    flush(conn)
+                if not ev & selectors.EVENT_READ:
+                    watch(conn)
+                    continue
+                try:
+                    data = conn.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    watch(conn)
+                    continue
+                if conn.state == "tls":
                     if not data:
                         fail(conn, "closed during the TLS handshake")
                         continue
-                    handshake(conn, index, data)
+                    handshake(conn, data)
+                    watch(conn)
+                    continue
+                if not data:
+                    fail(conn, "closed before CONNACK")
+                    continue
+                if conn.tls is not None:
+                    data = conn.tls.feed(data)
+                conn.rbuf += data
+                frames = wire.split_frames(conn.rbuf)
+                if not frames:
+                    watch(conn)
+                    continue
+                first, body = frames[0]
+                if first != wire.CONNACK or len(body) < 2:
+                    fail(conn, f"expected CONNACK, got 0x{first:02x}")
+                elif body[1] != 0:
+                    fail(conn, f"CONNACK rc={body[1]}")
+                elif conn.pending is not None:
+                    fail(conn, "CONNACK before the CONNECT was sent")
                 else:
-                    try:
-                        data = conn.sock.recv(RECV_SIZE)
-                    except BlockingIOError:
-                        continue
-                    if not data:
-                        fail(conn, "closed before CONNACK")
-                        continue
-                    if conn.tls is not None:
-                        data = conn.tls.feed(data)
-                    conn.rbuf += data
-                    frames = wire.split_frames(conn.rbuf)
-                    if not frames:
-                        continue
-                    first, body = frames[0]
-                    if first != wire.CONNACK or len(body) < 2:
-                        fail(conn, f"expected CONNACK, got 0x{first:02x}")
-                    elif body[1] != 0:
-                        fail(conn, f"CONNACK rc={body[1]}")
-                    else:
-                        sel.unregister(conn.sock)
-                        active.pop(id(conn))
-                        conn.state = "open"
-                        ok.append(conn)
-                        last = time.monotonic()
+                    sel.unregister(conn.sock)
+                    active.pop(id(conn))
+                    conn.state = "open"
+                    ok.append(conn)
+                    last = time.monotonic()
             except (OSError, ValueError) as exc:
                 fail(conn, exc)
-    for conn, _index in list(active.values()):
+        report(time.monotonic())
+    for conn in list(active.values()):
         fail(conn, "connect timeout")
-    errors["not attempted (timeout)"] += len(todo)
-    if not errors["not attempted (timeout)"]:
-        del errors["not attempted (timeout)"]
+    if todo:
+        errors["not attempted (timeout)"] += len(todo)
     sel.close()
     return ok, dict(errors), last
 
@@ -368,14 +437,17 @@ def receive(cfg: MqttLoad, conns: list[Conn], t0: float) -> dict[str, Any]:
 
 
 def close_all(conns: list[Conn]) -> None:
+    """DISCONNECT and close every connection without ever waiting: an idle socket has room
+    for the few bytes, and one that has none (a server that stopped reading) is closed
+    anyway.  Blocking sends here once cost up to 0.5 s per connection, minutes for a
+    worker holding thousands of connections to a busy server."""
     for c in conns:
         try:
-            c.sock.setblocking(True)
-            c.sock.settimeout(0.5)
+            c.sock.setblocking(False)
             if c.tls is not None:
                 c.sock.send(c.tls.seal([wire.DISCONNECT_BYTES]))
             else:
                 c.sock.send(wire.DISCONNECT_BYTES)
-        except (OSError, ValueError, ssl.SSLError):
+        except (OSError, ValueError):
             pass
         c.sock.close()

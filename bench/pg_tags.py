@@ -30,7 +30,7 @@ import psycopg
 from gateway.store.api import DeviceQuery, Tag
 from gateway.store.postgresql.migrations import migrate
 from gateway.store.postgresql.reader import PgReader
-from gateway.store.sqlite.reader import _encode_cursor
+from gateway.store.reads import encode_cursor as _encode_cursor
 from gateway.testing.postgres import PgCluster
 
 _GENERATE = """

@@ -79,7 +79,9 @@ EXPLAIN = {
     "http_auth_tls": "wrk as http_writes_tls, one gateway, the same run: `gateway` rows are"
     " writes by password devices (HTTP Basic identity:password, scrypt once per device and"
     " process, then the remembered proof), `token` rows by token devices (X-Exosite-CIK);"
-    " each side warms up one second unrecorded.  The ratio is password/token.",
+    " each side warms up one second unrecorded.  The ratio is password/token.  `nginx`"
+    " (`return 204` over TLS) is the generator's ceiling: the same wrk load, interleaved with"
+    " both sides.",
     "tls_connects": "TLS 1.3 handshake + MQTT CONNECT/CONNACK, 64 in progress;"
     " rate = connections/s.",
     "bench_tls": "bench/bench_tls.py (written by the TLS owner), output tail.",
@@ -99,15 +101,23 @@ EXPLAIN = {
     "node_hold_tls": "Idle MQTT/TLS devices, each with its own identity, held at once by one"
     " `gateway serve` started as the README says (the default node: supervisor, store owner"
     " and `--workers auto`); the generator runs in several processes (<= 9,000 sockets each)"
-    " from source addresses 127.0.0.2-127.0.0.9.  Memory is summed over every process of the"
-    " gateway: RSS counts the pages the forked processes share once per process, PSS splits"
-    " them.",
+    " from source addresses 127.0.0.2-127.0.0.9, handshakes paced (at most 240 in flight"
+    " and 600 new per second over all its processes, so that none waits past the gateway's"
+    " handshake deadline).  `held` and `refused` count devices (a refusal's reason, from the"
+    " generator and the gateway's own counters, is in the note); `connect_seconds` is the"
+    " time to hold them all.  Memory is summed over every process of the gateway after"
+    " they are held: RSS counts the pages the forked processes share once per process, PSS"
+    " splits them; `*_growth_per_device` is the increase over the idle node divided by the"
+    " devices held.  The generator's ceiling does not apply: nothing is timed but the"
+    " connect phase, and its pacing is stated.",
     "node_qos1": "MQTT QoS 1 from 1,000 devices (window 10 each), plain, one PUBLISH per"
     " record: `gateway serve --workers 1` vs `--workers 2`.  `owner_cpu_per_msg` = the store"
-    " owner's CPU per message." + _PER_RECORD,
+    " owner's CPU per message.  `nullsink` is the generator's ceiling: the same load (1,000"
+    " devices, window 10, one generator process) against the null sink in the same run."
+    + _PER_RECORD,
     "node_qos1_batched": "As node_qos1, batched." + _BATCHED,
     "node_http": "wrk, 256 connections of one device each, plain HTTP/1.1 writes:"
-    " `--workers 1` vs `--workers 2`." + _HTTP,
+    " `--workers 1` vs `--workers 2`; `nginx` runs the same wrk load in the same run." + _HTTP,
 }
 NODE_SCALING = [
     "## Multi-process node: what limits the scaling on this machine",
@@ -152,26 +162,44 @@ def cluster_section(doc: dict[str, Any] | None) -> list[str]:
         "",
         "**One machine:** PostgreSQL, NATS, HAProxy, every node and the generator share the"
         " same 2 cores, so adding nodes here adds processes competing for those cores, not"
-        " capacity: the rate is not expected to grow with the nodes here (each node adds its"
-        " fixed costs and its NATS fan-out to the same cores).  What carries to a real cluster,"
+        " capacity: the rate grows with the nodes only while the run is bound by latency"
+        " (more nodes serve more of the devices' single in-flight writes at once) and the"
+        " cores are not full, and each node adds its fixed costs and its NATS fan-out to the"
+        " same cores.  What carries to a real cluster,"
         " where each node has its own cores, is the CPU per write of each part"
         " (docs/scale.md).  Sum the `cores` columns: far below the machine's 2 cores, the run"
         " was bound by latency (one write in flight per device, every process waiting its turn"
         " for a core the machine's other work holds: see the load average), not by the"
         " cluster's own CPU.",
         "",
+        "**The generator's ceiling** is its own CPU per write, measured in the same run:"
+        " `generator µs/write` (the MQTT/TLS devices are Trio tasks in the one Python"
+        " process of bench/cluster_scaling.py, so it can use one core at most; /proc), and"
+        " from it `generator ceiling` = 1e6 / `generator µs/write`, the writes per second"
+        " that process could drive on a full core at this load (the per-core ceiling the MQTT"
+        " scenarios report as rate / `loadgen_cpu`).  A ceiling far above `writes/s`, with"
+        " `generator cores` far below 1, means the generator did not cap the cluster.  The"
+        " cluster scenario has no null-sink row (a null sink behind HAProxy measures HAProxy,"
+        " not the generator); this is its ceiling figure.",
+        "",
         "| nodes | writes/s | nodes µs/write | PostgreSQL µs/write | NATS µs/write |"
-        " HAProxy µs/write | generator µs/write | nodes cores | PostgreSQL cores |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " HAProxy µs/write | generator µs/write | generator cores | generator ceiling"
+        " (writes/s per core) | nodes cores | PostgreSQL cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['nodes']} | {r['writes_per_s']:,.0f} | {r['nodes_us_per_write']:,.0f} |"
         f" {r['postgresql_us_per_write']:,.0f} | {r['nats_us_per_write']:,.0f} |"
         f" {r['haproxy_us_per_write']:,.0f} | {r['generator_us_per_write']:,.0f} |"
+        f" {r['generator_cores']:.2f} | {_per_core(r['generator_us_per_write'])} |"
         f" {r['nodes_cores']:.2f} | {r['postgresql_cores']:.2f} |"
         for r in doc["rows"]
     ]
     return [*lines, ""]
+
+
+def _per_core(us_per_write: float) -> str:
+    return f"{1e6 / us_per_write:,.0f}" if us_per_write > 0 else "—"
 
 
 def splice_cluster(md: Path, doc: dict[str, Any]) -> None:
@@ -282,7 +310,7 @@ TARGETS = [
            "reconnect_storm", "errors", 0.0, "<=", loads=("10000",), unit=""),
     Target("node-hold-40k", "40,000 idle MQTT/TLS devices held by the default `gateway"
            " serve`, 0 refused", "node_hold_tls", "refused", 0.0, "<=", loads=("40000",),
-           unit=""),
+           unit=" refused"),
 ]  # fmt: skip
 _CMP: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
 
@@ -352,7 +380,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             verdict = "**met**"
         shown = ", ".join(
             f"{load}: {v:,.0f}{t.unit}"
-            if t.unit.strip() == "B" or not t.unit
+            if t.unit.strip() in ("B", "refused") or not t.unit
             else f"{load}: {v:.2f}{t.unit}"
             for load, v in figs
         )
@@ -458,6 +486,15 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
             "server_cpu",
             "loadgen_cpu",
             "exit",
+            "owner_cpu_per_msg",  # node_qos1, node_http: the store owner's share
+            # node_hold_tls: devices held and refused, and memory per device
+            "held",
+            "refused",
+            "connect_seconds",
+            "rss_per_device",
+            "rss_growth_per_device",
+            "pss_per_device",
+            "pss_growth_per_device",
         ]
         if any(m in d for d in by_key.values())
     ]
@@ -516,11 +553,28 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
             pv = val.get((peer, load, m))
             if peer != "gateway" and peer not in CEILINGS and pv:
                 out.append(f"| {load} | {m} | {peer} | {v / pv:.2f} |")
+    if not out and any(t == "gateway-w2" for t, _l, _m in val):
+        return _worker_ratios(val)
     if not out:
         if not any(r["target"] != "gateway" and r["target"] not in CEILINGS for r in rows):
             return ["Gateway only: no peer has an equivalent operation."]
         return ["No gateway/peer ratio yet: the gateway side of this scenario was skipped."]
     return ["| load | metric | peer | gateway/peer |", "|---|---|---|---|", *out]
+
+
+def _worker_ratios(val: dict[tuple[str, str, str], Any]) -> list[str]:
+    """The node scenarios compare the gateway with itself: 2 workers against 1."""
+    out = [
+        f"| {load} | {m} | {v / val[('gateway-w1', load, m)]:.2f} |"
+        for (t, load, m), v in sorted(val.items())
+        if t == "gateway-w2"
+        and v is not None
+        and m in MAIN_METRIC
+        and val.get(("gateway-w1", load, m))
+    ]
+    if not out:
+        return ["No ratio yet: one of the worker counts was skipped."]
+    return ["| load | metric | gateway-w2/gateway-w1 |", "|---|---|---|", *out]
 
 
 def ceiling(rows: list[dict[str, Any]]) -> list[str]:

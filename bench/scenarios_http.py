@@ -141,13 +141,18 @@ def http_auth(ctx: Ctx) -> list[Row]:
     (X-Exosite-CIK), one gateway, the same run: each repeat runs the token side then the
     password side.  Before measuring, each side runs one second unrecorded, so every
     password device has paid its one scrypt (gateway/services/devices/passwords.py) and the
-    rows compare the steady state.  Target: password >= 0.8x token."""
+    rows compare the steady state.  Target: password >= 0.8x token.  The same wrk load
+    against nginx ``return 204`` (TLS) runs interleaved with both sides: the generator's
+    ceiling beside the figures."""
     name = "http_auth_tls"
     conns, devices = (4, 2) if ctx.smoke else HTTPS_LOADS[0]
     loadavg = Path("/proc/loadavg").read_text().split(" ", 1)[0]
     rows: list[Row] = []
     try:
-        with peers.gateway(ctx.work / name / "gateway") as srv:
+        with (
+            peers.nginx_sink(ctx.work / name / "nginx") as sink,
+            peers.gateway(ctx.work / name / "gateway") as srv,
+        ):
             port, host, tokens = _endpoint("gateway", srv, True, devices)
             sides = {
                 "token": HttpWrites(
@@ -170,21 +175,30 @@ def http_auth(ctx: Ctx) -> list[Row]:
                     header="Authorization",
                 ),
             }
+            # The generator's ceiling in the same run: the same wrk load (threads,
+            # connections, TLS) against nginx `return 204`, interleaved with the two sides.
+            ceiling = replace(sides["token"], port=sink.ports["https"], host="localhost", tokens=())
+            servers = {"nginx": sink, "token": srv, "gateway": srv}
+            loads = {"nginx": ceiling, **sides}
             for load in sides.values():  # warm-up, not recorded
                 run_wrk(replace(load, duration=1.0))
-            runs: dict[str, list[tuple[LoadResult, float]]] = {k: [] for k in sides}
+            runs: dict[str, list[tuple[LoadResult, float]]] = {k: [] for k in loads}
             cmds: dict[str, str] = {}
             for _ in range(ctx.repeats):
-                for side, load in sides.items():
-                    res, cores, cmds[side] = _measured(srv, run_wrk, load)
+                for side, load in loads.items():
+                    res, cores, cmds[side] = _measured(servers[side], run_wrk, load)
                     log.info("%s %s c=%d: %.0f req/s %s", name, side, conns, res.rate, res.errors)
                     runs[side].append((res, cores))
-            for side, what in (("token", "token devices"), ("gateway", "password devices")):
+            for side, what in (
+                ("nginx", "the generator's ceiling: the same wrk load against nginx"),
+                ("token", "token devices"),
+                ("gateway", "password devices"),
+            ):
                 got = _rows_from_runs(name, side, str(conns), runs[side], latency=True)
                 got[0].note = "; ".join(
                     x
                     for x in (
-                        f"{devices} {what}",
+                        f"{devices} {what}" if side != "nginx" else what,
                         f"`{cmds[side]}`",
                         f"1-minute load average {loadavg} at the start (shared machine)",
                         got[0].note,

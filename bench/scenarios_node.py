@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import gwclient, peers
 from bench.httpgen import GeneratorMissing, HttpWrites, run_wrk
-from bench.loadcfg import MqttLoad
+from bench.loadcfg import MAX_CONNS_PER_PROCESS, MqttLoad
 from bench.loadgen import LoadRun
 from bench.peers import PeerUnavailable, Server, process_tree, tree_cpu_seconds
 from bench.scenarios import (
@@ -64,25 +65,66 @@ def _pss(srv: Server) -> int:
     return sum(pss_of(p) for p in process_tree(srv.root))
 
 
+# Handshake pacing of node_hold_tls: at most HOLD_IN_FLIGHT connections in progress over all
+# generator workers and HOLD_RATE new ones per second.  The run of 2026-11-30 21:00 (load
+# average 8) started 1,280 unpaced handshakes at once (256 per worker, five workers) and
+# ended after its 630 s connect bound with "load generator worker did not answer": the
+# parent could not tell which worker, in which state, nor a dead worker from a slow one (it
+# kept a copy of every worker's pipe end, so a killed worker never read as EOF).  Now every
+# worker reports progress and a failure names it (bench/loadgen.py LoadRun), and paced
+# handshakes each finish well within the gateway's handshake deadline
+# (GatewayConfig.handshake_timeout_s) instead of queueing behind a thousand others on a
+# loaded machine; the phase takes about devices / min(HOLD_RATE, the machine's handshake
+# rate) seconds, bounded by HOLD_CONNECT_TIMEOUT.
+HOLD_IN_FLIGHT = 240
+HOLD_RATE = 600.0
+HOLD_CONNECT_TIMEOUT = 900.0
+REFUSAL_METRICS = ("gateway_refused_total", "gateway_limited_total", "gateway_handshakes_total")
+
+
+def gateway_refusals(srv: Server) -> str:
+    """The gateway's own count of what it refused and why (its /metrics, non-zero samples
+    of REFUSAL_METRICS), so that a refused device has a reason from both sides."""
+    port = srv.ports.get("api")
+    if not port:
+        return ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        return f"/metrics unavailable: {exc}"
+    found = []
+    for line in text.splitlines():
+        if line.startswith(REFUSAL_METRICS):
+            sample, _, value = line.rpartition(" ")
+            if float(value) and not sample.endswith("_created"):
+                found.append(f"{sample} {float(value):.0f}")
+    return ", ".join(found)
+
+
 def node_hold_tls(ctx: Ctx) -> list[Row]:
     name = "node_hold_tls"
     n = 200 if ctx.smoke else 4_000 if ctx.quick else 40_000
     target = "gateway"
     try:
         with peers.gateway(ctx.work / name, workers=None) as srv:
+            t_prov = time.monotonic()
             port, creds, _topic, sni = _mqtt_endpoint(target, srv, True, n)
+            log.info("%s: %d devices provisioned in %.0f s", name, n, time.monotonic() - t_prov)
             time.sleep(1.0)
             rss0, pss0 = srv.rss_bytes(), _pss(srv)
             procs = len(process_tree(srv.root))
+            workers = -(-n // MAX_CONNS_PER_PROCESS)
             cfg = MqttLoad(
                 port=port,
                 connections=n,
                 credentials=creds,
                 tls=True,
                 server_hostname=sni,
-                processes=0,
-                connect_concurrency=256,
-                connect_timeout=600,
+                processes=workers,
+                connect_concurrency=max(1, HOLD_IN_FLIGHT // workers),
+                connect_rate=HOLD_RATE,
+                connect_timeout=HOLD_CONNECT_TIMEOUT,
                 source_hosts=SOURCES,
             )
             t0 = time.monotonic()
@@ -92,19 +134,24 @@ def node_hold_tls(ctx: Ctx) -> list[Row]:
                 rss1, pss1 = srv.rss_bytes(), _pss(srv)
                 held = run.result.connections
                 errs = run.result.errors
+                refusals = gateway_refusals(srv) if errs else ""
                 run.release()
     except PeerUnavailable as exc:
         return _skip(name, target, [str(n)], str(exc))
     note = (
-        f"{held} held of {n} in {took:.0f} s by {procs} processes; RSS "
-        f"{rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB, PSS {pss0 / 2**20:.0f} -> "
-        f"{pss1 / 2**20:.0f} MiB (sums over the processes)"
+        f"{held} held of {n} in {took:.0f} s by {procs} processes (generator: {workers}"
+        f" processes, <= {HOLD_IN_FLIGHT} handshakes in flight, <= {HOLD_RATE:.0f} new/s);"
+        f" RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB, PSS {pss0 / 2**20:.0f} ->"
+        f" {pss1 / 2**20:.0f} MiB (sums over the processes)"
     )
     if errs:
-        note += f"; errors: {errs}"
+        note += f"; refused by reason (generator): {errs}"
+    if refusals:
+        note += f"; the gateway's counters: {refusals}"
     rows = [
         Row(name, target, str(n), "held", "devices", held, [held], note),
         Row(name, target, str(n), "refused", "devices", n - held, [n - held]),
+        Row(name, target, str(n), "connect_seconds", "s", took, [round(took, 1)]),
     ]
     if held:
         rows += [
@@ -119,6 +166,15 @@ def node_hold_tls(ctx: Ctx) -> list[Row]:
                 [round((rss1 - rss0) / held)],
             ),
             Row(name, target, str(n), "pss_per_device", "B", pss1 / held, [round(pss1 / held)]),
+            Row(
+                name,
+                target,
+                str(n),
+                "pss_growth_per_device",
+                "B",
+                (pss1 - pss0) / held,
+                [round((pss1 - pss0) / held)],
+            ),
         ]
     return rows
 
@@ -166,6 +222,33 @@ def _owner_row(name: str, target: str, load: str, owner: list[tuple[float, int]]
     ]
 
 
+def _qos1_ceiling(ctx: Ctx, name: str, n: int, framing: dict[str, bool]) -> list[Row]:
+    """The generator's ceiling for node_qos1: the same load (devices, window, framing,
+    processes) against the null sink (bench/nullsink.py, PUBACK for every PUBLISH and no
+    other work), in the same run; the report puts its rate beside every figure."""
+    target = "nullsink"
+    try:
+        with peers.null_sink("mqtt", tls=False, workdir=ctx.work / name / target) as sink:
+            cfg = MqttLoad(
+                port=sink.ports["mqtt"],
+                connections=n,
+                qos=1,
+                window=qos1_window(n),
+                duration=ctx.duration,
+                processes=1,
+                drain_timeout=30.0,
+                **framing,
+            )
+            runs = [_publish_measured(sink, cfg) for _ in range(ctx.repeats)]
+    except PeerUnavailable as exc:
+        return _skip(name, target, [str(n)], str(exc))
+    for r, _ in runs:
+        log.info("%s %s n=%d: %.0f msg/s %s", name, target, n, r.rate, r.errors)
+    got = _rows_from_runs(name, target, str(n), runs, latency=True)
+    got[0].note = "the generator's ceiling: the same load against the null sink"
+    return got
+
+
 def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
     name = "node_qos1" + ("_batched" if batched else "")
     n = 4 if ctx.smoke else 1000
@@ -174,6 +257,7 @@ def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
         framing = record_framing(batched)
     except PeerUnavailable as exc:
         return [r for w in WORKER_COUNTS for r in _skip(name, f"gateway-w{w}", [str(n)], str(exc))]
+    rows += _qos1_ceiling(ctx, name, n, framing)
     for workers in WORKER_COUNTS:
         target = f"gateway-w{workers}"
         try:
@@ -206,10 +290,38 @@ def node_qos1(ctx: Ctx, *, batched: bool = False) -> list[Row]:
     return rows
 
 
+def _http_ceiling(ctx: Ctx, name: str, conns: int, devices: int) -> list[Row]:
+    """The generator's ceiling for node_http: the same wrk load (threads, connections, plain
+    HTTP/1.1) against nginx ``return 204`` in the same run."""
+    target = "nginx"
+    try:
+        with peers.nginx_sink(ctx.work / name / target) as sink:
+            load = HttpWrites(
+                port=sink.ports["http"],
+                host="localhost",
+                connections=conns,
+                devices=devices,
+                duration=ctx.duration,
+                tls=False,
+            )
+            runs, cmd = [], ""
+            for _ in range(ctx.repeats):
+                res, cores, cmd = _http_measured(sink, run_wrk, load)
+                log.info("%s %s c=%d: %.0f req/s %s", name, target, conns, res.rate, res.errors)
+                runs.append((res, cores))
+    except (PeerUnavailable, GeneratorMissing) as exc:
+        return _skip(name, target, [str(conns)], str(exc))
+    got = _rows_from_runs(name, target, str(conns), runs, latency=True)
+    got[0].note = "; ".join(
+        x for x in ("the generator's ceiling: the same wrk load against nginx", f"`{cmd}`") if x
+    )
+    return got
+
+
 def node_http(ctx: Ctx) -> list[Row]:
     name = "node_http"
     conns = devices = 4 if ctx.smoke else 256
-    rows: list[Row] = []
+    rows: list[Row] = _http_ceiling(ctx, name, conns, devices)
     for workers in WORKER_COUNTS:
         target = f"gateway-w{workers}"
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
+import signal
 import socket
 import socketserver
 import ssl
@@ -21,6 +23,7 @@ import sys
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +107,80 @@ def test_loadgen_against_null_sink(qos: int) -> None:
         assert res.p50_ms is not None
         assert res.p99_ms is not None
         assert 0 < res.p50_ms <= res.p99_ms
+
+
+def test_loadgen_paces_its_connects() -> None:
+    """``connect_rate`` holds new connections back: past the first ``connect_concurrency``,
+    20 connections at 40/s cannot all be open before (20 - 2) / 40 s."""
+    with peers.null_sink("mqtt") as sink:
+        cfg = MqttLoad(
+            port=sink.ports["mqtt"],
+            connections=20,
+            processes=1,
+            connect_concurrency=2,
+            connect_rate=40.0,
+        )
+        with LoadRun(cfg, "hold") as run:
+            res = run.result
+            run.release()
+    assert res.connections == 20
+    assert res.errors == {}
+    assert res.connect_seconds >= (20 - 2) / 40
+
+
+def test_loadgen_connect_phase_is_bounded_and_names_the_reason() -> None:
+    """A server that accepts TCP but never answers the TLS handshake: every connection is
+    counted as ``connect timeout`` at ``connect_timeout``, a refused port by its errno;
+    nothing blocks past the bound."""
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        cfg = MqttLoad(port=silent.getsockname()[1], connections=4, tls=True, connect_timeout=1.0)
+        res = run_mqtt(cfg)
+        assert res.connections == 0
+        assert res.errors == {"connect timeout": 4}
+        refused = run_mqtt(dataclasses.replace(cfg, port=closed.getsockname()[1]))
+        assert refused.connections == 0
+        assert refused.errors == {"ConnectionRefusedError(ECONNREFUSED)": 4}
+
+
+def _stuck_connect(*_args: object, progress: Any = None, **_kw: object) -> None:
+    """A worker that reports once, then hangs (what a wedged generator process looks like)."""
+    progress({"ok": 3, "failed": 0, "in_flight": 1, "waiting": 0})
+    threading.Event().wait()
+
+
+def test_loadrun_names_a_silent_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connecting worker that stops reporting fails the run at once with its index, pid and
+    last counts, instead of the whole connect bound and an anonymous 'did not answer'."""
+    from bench import loadgen
+
+    monkeypatch.setattr(loadgen, "connect_all", _stuck_connect)  # inherited by the fork
+    monkeypatch.setattr(loadgen, "SILENT_LIMIT", 0.5)
+    run = LoadRun(MqttLoad(port=1883, connections=2, processes=1, connect_timeout=600), "hold")
+    with pytest.raises(TimeoutError, match=r"worker 0 \(pid \d+\) sent no progress") as err:
+        run.__enter__()
+    assert "ok 3, failed 0, in_flight 1, waiting 0" in str(err.value)
+    assert not any(p.is_alive() for p in run._procs)
+
+
+def _killed_connect(*_args: object, progress: Any = None, **_kw: object) -> None:
+    """A worker that reports once, then is killed (what the out-of-memory killer does)."""
+    progress({"ok": 5, "failed": 0, "in_flight": 0, "waiting": 1})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_loadrun_names_a_killed_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-connect is reported at once with its signal, not after the
+    connect bound (the parent keeps no copy of a worker's pipe end, so its death reads EOF)."""
+    from bench import loadgen
+
+    monkeypatch.setattr(loadgen, "connect_all", _killed_connect)
+    run = LoadRun(MqttLoad(port=1883, connections=4, processes=2, connect_timeout=600), "hold")
+    with pytest.raises(RuntimeError, match=r"worker \d \(pid \d+\) was killed by signal 9"):
+        run.__enter__()
+    assert not any(p.is_alive() for p in run._procs)
 
 
 def test_loadgen_count_limit_is_exact_for_qos1() -> None:
@@ -280,6 +357,8 @@ def test_http_auth_scenario_smoke(tmp_path: Path) -> None:
         assert "errors" not in rate.note, rate.note
         assert what in rate.note
     assert "TOKENS 'data_in=0123456789…' Authorization`" in rows[("gateway", "4", "rate")].note
+    # the generator's ceiling: the same wrk load against nginx in the same run
+    assert (rows[("nginx", "4", "rate")].value or 0) > 0
 
 
 def test_record_framing_never_reports_batched_as_per_record() -> None:
@@ -473,8 +552,8 @@ def test_node_scenarios_run_tiny(tmp_path: Path, scenario: str) -> None:
 
         # the supervisor, the store owner and the default number of workers
         assert f"by {2 + resolve_workers(GatewayConfig())} processes" in rows[0].note
-    else:
-        assert {r.target for r in rows} == {"gateway-w1", "gateway-w2"}
+    else:  # both worker counts, and the generator's ceiling in the same run
+        assert {r.target for r in rows} == {"nullsink", "gateway-w1", "gateway-w2"}
 
 
 @pytest.mark.parametrize("_tools", [pytest.param(None, marks=needs_http_tools)])
@@ -485,6 +564,7 @@ def test_node_http_scenario_runs_tiny(tmp_path: Path, _tools: None) -> None:
         Ctx(tmp_path, quick=True, repeats=1, duration=1.0, smoke=True)
     )
     assert {r.target for r in rows if r.metric == "rate" and r.value} == {
+        "nginx",
         "gateway-w1",
         "gateway-w2",
     }
